@@ -1,0 +1,1 @@
+"""Static analysis: dependency domains, passes and the autoregressive verdict."""

@@ -1,0 +1,233 @@
+"""The checks run on propagated dependency sets: leak, conditioning leak, blind spot, dead
+context, receptive field. Each adds located problems to the report."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from arspec.analysis.deps import ConcreteDeps, Deps, OffsetDeps
+from arspec.analysis.propagate import concrete_data, propagate
+from arspec.errors import Problem
+from arspec.ir.graph import IRGraph
+
+MAX_REPORTED = 5
+MAX_TRACE_NODES = 400
+
+
+def _loc(ir: IRGraph, name: str):
+    node = ir.node(name)
+    return node.location, node.spec_path
+
+
+def conditioning_leaks(spec, ir: IRGraph, deps: dict[str, Deps], report) -> None:
+    """A conditioning path must never read the data x."""
+    for node in ir.op_nodes():
+        for c in node.conditions:
+            if deps[c].rows.any():
+                loc, path = _loc(ir, node.name)
+                src = ir.node(c)
+                report.errors.append(Problem(loc, f"{path}.condition", f"conditioning leak: {c!r} (at {src.location}) reads the data x, "
+                                                                        f"so node {node.name!r} sees every element through its conditioning path"))
+
+
+def trace_path(ir: IRGraph, source: int, target: int, mask: int = 0) -> list[str]:
+    """The IR nodes through which data element `source` reaches the parameters of `target`,
+    in topological order (exact: a node is listed iff some path through it carries the dependency)."""
+    cols = np.array([source])
+    forward = propagate(ir, concrete_data(ir, cols), mask)
+    g = ir.ctx.groups
+    p = ir.ctx.params_per_element
+    on_path = []
+    nodes = [n for n in ir if n.kind == "op"]
+    if len(nodes) > MAX_TRACE_NODES:
+        return [n.name for n in nodes if forward[n.name].rows.any()]
+    for n in nodes:
+        taint = forward[n.name]
+        if not taint.rows.any():
+            continue
+        through = propagate(ir, concrete_data(ir, cols), mask, fixed={n.name: taint})
+        table = through[ir.output].element_table(g, p, ir.dense_output)
+        if table[target, 0]:
+            on_path.append(n.name)
+    return on_path
+
+
+def _culprit(ir: IRGraph, path: list[str], source: int, target: int, mask: int) -> str:
+    """The first node on the path whose channels serving the target's channel group already read
+    the source at the target's own position (for dense layers: the first node on the path)."""
+    if not path:
+        return ir.output
+    event = ir.ctx.event
+    forward = propagate(ir, concrete_data(ir, np.array([source])), mask)
+    group, *pos = np.unravel_index(target, event)
+    for name in path:
+        node = ir.node(name)
+        if node.type.spatial != tuple(event[1:]):
+            continue
+        deps = forward[name]
+        serving = deps.chan[np.arange(deps.channels) % ir.ctx.groups == group]
+        rows = np.unique(serving if len(serving) else deps.chan)
+        if deps.rows[(rows,) + tuple(int(p) for p in pos)].any():
+            return name
+    return path[0]
+
+
+def _short_chain(ir: IRGraph, path: list[str]) -> str:
+    names = [f"{n} (line {ir.node(n).location.line})" for n in path]
+    if len(names) > 8:
+        names = names[:4] + [f"... {len(names) - 7} more"] + names[-3:]
+    return " -> ".join(["x"] + names)
+
+
+def _report_leaks(spec, ir: IRGraph, report, pairs: list[tuple[int, int]], affected: int, mask: int) -> None:
+    """One error per culprit node: its first example, the path, and how many elements leak."""
+    from arspec.analysis.report import element_name
+    event, user = ir.ctx.event, tuple(spec.event.shape)
+    order = ir.ctx.order(mask)
+    by_place: dict[str, tuple[str, int, int, list[str]]] = {}
+    for target, source in pairs:
+        path = trace_path(ir, source, target, mask)
+        culprit = _culprit(ir, path, source, target, mask)
+        by_place.setdefault(ir.node(culprit).spec_path, (culprit, target, source, path))
+    masks = f" [mask {mask}]" if ir.ctx.masks > 1 else ""
+    for culprit, target, source, path in by_place.values():
+        loc, spec_path = _loc(ir, culprit)
+        relation = "itself" if source == target else f"element {element_name(source, event, user)} (step {order[source]})"
+        report.errors.append(Problem(loc, spec_path,
+                                     f"leak{masks}: element {element_name(target, event, user)} (step {order[target]}) reads {relation}, "
+                                     f"which is not generated before it ({affected} element(s) affected); first seen at node {culprit!r}; "
+                                     f"path: {_short_chain(ir, path)}"))
+
+
+def _pick_pairs(leaks: np.ndarray, limit: int = 8) -> list[tuple[int, int]]:
+    """A few leaking (target, source) pairs spread over the targets, future elements first."""
+    leaks = leaks[np.argsort(leaks[:, 0] == leaks[:, 1], kind="stable")]
+    if len(leaks) <= limit:
+        return [(int(t), int(s)) for t, s in leaks]
+    idx = np.linspace(0, len(leaks) - 1, limit).astype(int)
+    return [(int(leaks[i][0]), int(leaks[i][1])) for i in idx]
+
+
+def concrete_checks(spec, ir: IRGraph, out: ConcreteDeps, report, mask: int) -> None:
+    """Leak, dead context, blind spot and receptive field on exact per-element dependency sets."""
+    ctx = ir.ctx
+    table = out.element_table(ctx.groups, ctx.params_per_element, ir.dense_output)   # (E, N)
+    order = ctx.order(mask)
+    future = order[None, :] >= order[:, None]
+    leaks = np.argwhere(table & future)
+    if len(leaks):
+        _report_leaks(spec, ir, report, _pick_pairs(leaks), len(np.unique(leaks[:, 0])), mask)
+        return
+    if mask == 0:
+        report.dependencies = table
+    past = order[None, :] < order[:, None]
+    seen_count = table.sum(axis=1)
+    past_count = past.sum(axis=1)
+    dead = np.nonzero((seen_count == 0) & (past_count > 0))[0]
+    from arspec.analysis.report import element_name
+    event, user = ctx.event, tuple(spec.event.shape)
+    if len(dead):
+        loc, path = _loc(ir, ir.output)
+        names = ", ".join(element_name(int(e), event, user) for e in dead[:MAX_REPORTED])
+        report.warnings.append(Problem(loc, path, f"dead context: {len(dead)} element(s) see nothing although earlier elements exist (e.g. {names})", "warning"))
+    fraction = float((seen_count / np.maximum(past_count, 1))[past_count > 0].mean()) if (past_count > 0).any() else 1.0
+    report.receptive_field.update({
+        "max_elements": int(seen_count.max()),
+        "mean_fraction_of_past_seen": round(fraction, 4),
+    })
+    if not ir.dense_output and ctx.spatial:
+        _blind_spots_concrete(spec, ir, table, order, report)
+
+
+def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report) -> None:
+    ctx = ir.ctx
+    event = ctx.event
+    coords = np.stack(np.unravel_index(np.arange(table.shape[1]), event), axis=1)[:, 1:]   # (N, nd) spatial
+    blind_total, worst, worst_e, affected = 0, 0, None, 0
+    for e in range(table.shape[0]):
+        seen = table[e]
+        pos = coords[e]
+        if not seen.any():
+            continue
+        pts = np.concatenate([coords[seen], pos[None]])
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        inside = np.all((coords >= lo) & (coords <= hi), axis=1)
+        blind = inside & (order < order[e]) & ~seen
+        n = int(blind.sum())
+        if n:
+            affected += 1
+            blind_total += n
+            if n > worst:
+                worst, worst_e = n, e
+    if affected:
+        from arspec.analysis.report import element_name
+        report.blind_spot = {"elements_affected": affected, "max_blind": worst, "total_blind": blind_total}
+        loc, path = _loc(ir, ir.output)
+        report.warnings.append(Problem(loc, path,
+                                       f"blind spot: {affected} element(s) cannot see earlier elements inside their receptive field "
+                                       f"(up to {worst}, e.g. element {element_name(int(worst_e), event, tuple(spec.event.shape))})", "warning"))
+
+
+def _is_future(rel: tuple[int, ...], c: int, g: int) -> bool:
+    """Raster order with channels within a position: is (offset rel, channel c) at or after (0, g)?"""
+    for r in rel:
+        if r != 0:
+            return r > 0
+    return c >= g
+
+
+def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int) -> None:
+    """The same checks on translation-equivariant offset sets (exact for any image size)."""
+    ctx = ir.ctx
+    event = ctx.event
+    spatial = ctx.spatial
+    table = out.element_offsets(ctx.groups, ctx.params_per_element)     # (G, *box, C)
+    origin = out.origin
+    report.offsets, report.offset_origin = table, origin
+    leaks = []
+    for idx in zip(*np.nonzero(table)):
+        g, *b, c = idx
+        rel = tuple(int(x) - o for x, o in zip(b, origin))
+        if _is_future(rel, int(c), int(g)) and all(abs(r) < s for r, s in zip(rel, spatial)):
+            leaks.append((int(g), rel, int(c)))
+    if leaks:
+        pairs = []
+        for g, rel, c in leaks[:8]:
+            pos = tuple(max(0, -r) for r in rel)
+            target = int(np.ravel_multi_index((g, *pos), event))
+            source = int(np.ravel_multi_index((c, *[p + r for p, r in zip(pos, rel)]), event))
+            pairs.append((target, source))
+        _report_leaks(spec, ir, report, pairs, ctx.elements, mask)
+        return
+    nd = len(spatial)
+    seen_counts, blind_counts, extents = [], [], []
+    for g in range(ctx.groups):
+        seen = table[g]                                   # (*box, C)
+        pts = [tuple(int(x) - o for x, o in zip(idx[:-1], origin)) for idx in zip(*np.nonzero(seen))]
+        seen_counts.append(len(pts))
+        if not pts:
+            continue
+        arr = np.array(pts + [(0,) * nd])
+        lo, hi = arr.min(axis=0), arr.max(axis=0)
+        extents.append((lo.tolist(), hi.tolist()))
+        blind = 0
+        for rel in itertools.product(*[range(l, h + 1) for l, h in zip(lo, hi)]):
+            for c in range(ctx.groups):
+                if _is_future(rel, c, g):
+                    continue
+                b = tuple(r + o for r, o in zip(rel, origin))
+                inside = all(0 <= x < n for x, n in zip(b, seen.shape[:-1]))
+                if not inside or not seen[b + (c,)]:
+                    blind += 1
+        blind_counts.append(blind)
+    report.receptive_field.update({"elements_seen_interior": max(seen_counts) if seen_counts else 0,
+                                   "extent": extents[0] if extents else None})
+    if any(blind_counts):
+        loc, path = _loc(ir, ir.output)
+        report.blind_spot = {"blind_per_interior_element": max(blind_counts)}
+        report.warnings.append(Problem(loc, path,
+                                       f"blind spot: an interior element cannot see {max(blind_counts)} earlier element(s) inside its receptive field", "warning"))
+    if seen_counts and min(seen_counts) == 0:
+        loc, path = _loc(ir, ir.output)
+        report.warnings.append(Problem(loc, path, "dead context: some channel sees nothing although earlier elements exist", "warning"))

@@ -1,0 +1,312 @@
+"""Dependency sets of IR tensors, in two exact abstract domains sharing one set of primitives.
+
+A tensor of shape (C, *S) depends on data elements. Channels that depend on the same elements
+share a *row*; `chan[c]` is the row of channel c.
+
+* `ConcreteDeps` — rows have shape (*S, N): for each position, which of N chosen data elements it
+  reads. Exact at every position, borders included; used for small events and for tracing paths.
+* `OffsetDeps` — rows have shape (*box, Cx): for each relative offset, which data channels it
+  reads. Convolution stacks are translation-equivariant, so this is exact for any image size
+  (borders only remove dependencies) and its cost does not grow with the image.
+
+Ops never touch the arrays: they call `conv`, `dense`, `union`, `select`, `concat`, `recurrence`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+from typing import Sequence
+
+import numpy as np
+
+
+class NotTranslationEquivariant(Exception):
+    """Raised by `OffsetDeps` for an op that mixes positions non-uniformly (dense, strided)."""
+
+
+def _unique_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Deduplicate rows of a boolean table: (unique rows, index of each original row)."""
+    flat = table.reshape(table.shape[0], -1)
+    packed = np.packbits(flat, axis=1)
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    return table[first], inverse.reshape(-1)
+
+
+def _reduce_connectivity(conn: np.ndarray, chan_in: np.ndarray, rows_in: int) -> np.ndarray:
+    """(Co, Ci, *K) channel connectivity -> (Co, Ri, *K) row connectivity."""
+    out = np.zeros((conn.shape[0], rows_in) + conn.shape[2:], dtype=bool)
+    for c, r in enumerate(chan_in):
+        out[:, r] |= conn[:, c]
+    return out
+
+
+@dataclass
+class Deps:
+    """Shared behaviour of both domains: channel-to-row bookkeeping."""
+
+    rows: np.ndarray
+    chan: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return int(self.chan.shape[0])
+
+    def select(self, channels: Sequence[int] | np.ndarray) -> "Deps":
+        """The dependency sets of a subset of channels (a split, a gate half)."""
+        chan = self.chan[np.asarray(channels, dtype=int)]
+        used, inverse = np.unique(chan, return_inverse=True)
+        return self._like(self.rows[used], inverse.reshape(-1))
+
+    def map_channels(self, fn) -> "Deps":
+        """Elementwise ops keep dependency sets unchanged."""
+        return self
+
+    def _like(self, rows: np.ndarray, chan: np.ndarray) -> "Deps":
+        raise NotImplementedError
+
+
+@dataclass
+class ConcreteDeps(Deps):
+    """rows: (R, *S, N) booleans over N data elements (`columns` gives their flat indices)."""
+
+    columns: np.ndarray
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return tuple(self.rows.shape[1:-1])
+
+    def _like(self, rows: np.ndarray, chan: np.ndarray) -> "ConcreteDeps":
+        return ConcreteDeps(rows, chan, self.columns)
+
+    @staticmethod
+    def data(event: tuple[int, ...], columns: np.ndarray | None = None) -> "ConcreteDeps":
+        """The data tensor x of shape `event` = (C, *S): each element depends on itself."""
+        n = int(np.prod(event))
+        columns = np.arange(n) if columns is None else np.asarray(columns, dtype=int)
+        rows = np.zeros((event[0],) + tuple(event[1:]) + (len(columns),), dtype=bool)
+        flat = rows.reshape(event[0] * int(np.prod(event[1:], dtype=int)), len(columns))
+        flat[columns, np.arange(len(columns))] = True
+        return ConcreteDeps(rows, np.arange(event[0]), columns)
+
+    def empty(self, channels: int, spatial: tuple[int, ...]) -> "ConcreteDeps":
+        """A tensor that reads no data (a conditioning input, a constant)."""
+        return ConcreteDeps(np.zeros((1,) + spatial + (len(self.columns),), dtype=bool), np.zeros(channels, dtype=int), self.columns)
+
+    def conv(self, conn: np.ndarray, dilation: Sequence[int], pad_before: Sequence[int],
+             out_spatial: Sequence[int], stride: Sequence[int] | None = None) -> "ConcreteDeps":
+        """out[co, p] reads in[ci, p*stride + k*dilation - pad_before] for every tap k with conn[co, ci, k]."""
+        nd = conn.ndim - 2
+        stride = tuple(stride or (1,) * nd)
+        row_conn = _reduce_connectivity(conn, self.chan, self.rows.shape[0])
+        patterns, out_chan = _unique_rows(row_conn)
+        s_in = self.spatial
+        out = np.zeros((patterns.shape[0],) + tuple(out_spatial) + (self.rows.shape[-1],), dtype=bool)
+        for r, pattern in enumerate(patterns):
+            for idx in zip(*np.nonzero(pattern)):
+                ri, tap = idx[0], idx[1:]
+                out_sl, in_sl = [], []
+                for d in range(nd):
+                    shift = tap[d] * dilation[d] - pad_before[d]
+                    # valid p: 0 <= p*stride + shift < s_in, 0 <= p < out
+                    lo = (-shift + stride[d] - 1) // stride[d] if shift < 0 else 0
+                    last = s_in[d] - 1 - shift
+                    hi = min(out_spatial[d], last // stride[d] + 1) if last >= 0 else 0
+                    if hi <= lo:
+                        break
+                    out_sl.append(slice(lo, hi))
+                    in_sl.append(slice(lo * stride[d] + shift, (hi - 1) * stride[d] + shift + 1, stride[d]))
+                else:
+                    out[(r, *out_sl)] |= self.rows[(ri, *in_sl)]
+        return ConcreteDeps(out, out_chan, self.columns)
+
+    def dense(self, conn: np.ndarray) -> "ConcreteDeps":
+        """A fully connected layer over all units (c, *p) flattened in C order; conn: (F, C*prod(S))."""
+        units = self.rows[self.chan].reshape(-1, self.rows.shape[-1]).astype(np.float32)
+        out = (conn.astype(np.float32) @ units) > 0
+        rows, chan = _unique_rows(out)
+        return ConcreteDeps(rows, chan, self.columns)
+
+    def union(self, other: "ConcreteDeps") -> "ConcreteDeps":
+        """An elementwise merge (add, multiply) of two tensors of the same shape."""
+        pairs = np.stack([self.chan, other.chan], axis=1)
+        uniq, chan = np.unique(pairs, axis=0, return_inverse=True)
+        rows = self.rows[uniq[:, 0]] | other.rows[uniq[:, 1]]
+        return ConcreteDeps(rows, chan.reshape(-1), self.columns)
+
+    def broadcast_all(self, channels: int, spatial: tuple[int, ...]) -> "ConcreteDeps":
+        """Every output reads every input position (global pooling followed by broadcast)."""
+        seen = self.rows.reshape(self.rows.shape[0], -1, self.rows.shape[-1]).any(axis=(0, 1))
+        rows = np.broadcast_to(seen, (1,) + spatial + seen.shape).copy()
+        return ConcreteDeps(rows, np.zeros(channels, dtype=int), self.columns)
+
+    def concat(self, others: Sequence["ConcreteDeps"]) -> "ConcreteDeps":
+        rows, chans, base = [], [], 0
+        for d in (self, *others):
+            rows.append(d.rows)
+            chans.append(d.chan + base)
+            base += d.rows.shape[0]
+        return ConcreteDeps(np.concatenate(rows), np.concatenate(chans), self.columns)
+
+    def recurrence(self, axis: int, conn: np.ndarray, state_channels: int) -> "ConcreteDeps":
+        """A scan along spatial `axis`: state[t] = f(input[t], state[t-1]) with state-to-state taps
+        along the remaining axis given by conn (Cs, Cs, K) centred. All state channels become one
+        row per position (an LSTM mixes all of them)."""
+        inp = self.rows.any(axis=0)  # (*S, N)
+        k = conn.shape[-1]
+        state = np.zeros_like(inp)
+        s = self.spatial
+        other = 1 - axis
+        for t in range(s[axis]):
+            idx = [slice(None)] * 2
+            idx[axis] = t
+            cur = inp[tuple(idx)].copy()
+            if t > 0:
+                prev_idx = [slice(None)] * 2
+                prev_idx[axis] = t - 1
+                prev = state[tuple(prev_idx)]
+                for tap in range(k):
+                    shift = tap - k // 2
+                    lo, hi = max(0, -shift), min(s[other], s[other] - shift)
+                    if hi > lo:
+                        cur[lo:hi] |= prev[lo + shift:hi + shift]
+            state[tuple(idx)] = cur
+        return ConcreteDeps(state[None], np.zeros(state_channels, dtype=int), self.columns)
+
+    def element_table(self, groups: int, params: int, dense: bool) -> np.ndarray:
+        """Per data element, the elements its distribution parameters read: (E, N).
+
+        Output parameters are laid out parameter-major: channel k*G + g (conv) or unit k*D + d (dense).
+        """
+        if dense:
+            units = self.rows[self.chan].reshape(params, -1, self.rows.shape[-1])
+            return units.any(axis=0)
+        per = self.rows[self.chan].reshape((params, groups) + self.spatial + (self.rows.shape[-1],))
+        return per.any(axis=0).reshape(-1, self.rows.shape[-1])
+
+
+@dataclass
+class OffsetDeps(Deps):
+    """rows: (R, *box, Cx); entry [r, *b, c] is true when the tensor at position p reads data channel
+    c at position p + (b - origin)."""
+
+    origin: tuple[int, ...]
+
+    def _like(self, rows: np.ndarray, chan: np.ndarray) -> "OffsetDeps":
+        return OffsetDeps(rows, chan, self.origin)
+
+    @staticmethod
+    def data(event: tuple[int, ...]) -> "OffsetDeps":
+        nd = len(event) - 1
+        cx = event[0]
+        rows = np.zeros((cx,) + (1,) * nd + (cx,), dtype=bool)
+        for c in range(cx):
+            rows[(c,) + (0,) * nd + (c,)] = True
+        return OffsetDeps(rows, np.arange(cx), (0,) * nd)
+
+    @property
+    def nd(self) -> int:
+        return self.rows.ndim - 2
+
+    def empty(self, channels: int, spatial: tuple[int, ...]) -> "OffsetDeps":
+        rows = np.zeros((1,) + (1,) * self.nd + (self.rows.shape[-1],), dtype=bool)
+        return OffsetDeps(rows, np.zeros(channels, dtype=int), (0,) * self.nd)
+
+    def _aligned(self, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
+        """This table placed in a box spanning offsets lo..hi (inclusive)."""
+        shape = (self.rows.shape[0],) + tuple(h - l + 1 for l, h in zip(lo, hi)) + (self.rows.shape[-1],)
+        out = np.zeros(shape, dtype=bool)
+        sl = tuple(slice(-o - l, -o - l + n) for o, l, n in zip(self.origin, lo, self.rows.shape[1:-1]))
+        out[(slice(None),) + sl] = self.rows
+        return out
+
+    def _bounds(self) -> tuple[list[int], list[int]]:
+        lo = [-o for o in self.origin]
+        hi = [l + n - 1 for l, n in zip(lo, self.rows.shape[1:-1])]
+        return lo, hi
+
+    def conv(self, conn: np.ndarray, dilation: Sequence[int], pad_before: Sequence[int],
+             out_spatial: Sequence[int], stride: Sequence[int] | None = None) -> "OffsetDeps":
+        if stride is not None and any(s != 1 for s in stride):
+            raise NotTranslationEquivariant("strided convolution")
+        nd = conn.ndim - 2
+        row_conn = _reduce_connectivity(conn, self.chan, self.rows.shape[0])
+        patterns, out_chan = _unique_rows(row_conn)
+        taps = list(product(*[range(k) for k in conn.shape[2:]]))
+        shifts = [tuple(t[d] * dilation[d] - pad_before[d] for d in range(nd)) for t in taps]
+        lo0, hi0 = self._bounds()
+        lo = [lo0[d] + min(s[d] for s in shifts) for d in range(nd)]
+        hi = [hi0[d] + max(s[d] for s in shifts) for d in range(nd)]
+        out = np.zeros((patterns.shape[0],) + tuple(h - l + 1 for l, h in zip(lo, hi)) + (self.rows.shape[-1],), dtype=bool)
+        for r, pattern in enumerate(patterns):
+            for idx in zip(*np.nonzero(pattern)):
+                ri, tap = idx[0], tuple(idx[1:])
+                shift = shifts[taps.index(tap)]
+                sl = tuple(slice(lo0[d] + shift[d] - lo[d], lo0[d] + shift[d] - lo[d] + self.rows.shape[1 + d]) for d in range(nd))
+                out[(r,) + sl] |= self.rows[ri]
+        return OffsetDeps(out, out_chan, tuple(-l for l in lo))._trimmed()
+
+    def _trimmed(self) -> "OffsetDeps":
+        """Shrink the box to the offsets actually present (keeps tables small in deep stacks)."""
+        any_ = self.rows.any(axis=(0, self.rows.ndim - 1))
+        if not any_.any():
+            return OffsetDeps(self.rows[(slice(None),) + (slice(0, 1),) * self.nd], self.chan, (0,) * self.nd)
+        sl, origin = [], []
+        for d in range(self.nd):
+            axes = tuple(a for a in range(self.nd) if a != d)
+            present = np.nonzero(any_.any(axis=axes) if axes else any_)[0]
+            sl.append(slice(present[0], present[-1] + 1))
+            origin.append(self.origin[d] - present[0])
+        return OffsetDeps(self.rows[(slice(None),) + tuple(sl)], self.chan, tuple(origin))
+
+    def dense(self, conn: np.ndarray) -> "OffsetDeps":
+        raise NotTranslationEquivariant("dense layer")
+
+    def broadcast_all(self, channels: int, spatial: tuple[int, ...]) -> "OffsetDeps":
+        raise NotTranslationEquivariant("global broadcast")
+
+    def union(self, other: "OffsetDeps") -> "OffsetDeps":
+        lo_a, hi_a = self._bounds()
+        lo_b, hi_b = other._bounds()
+        lo = [min(a, b) for a, b in zip(lo_a, lo_b)]
+        hi = [max(a, b) for a, b in zip(hi_a, hi_b)]
+        a, b = self._aligned(lo, hi), other._aligned(lo, hi)
+        pairs = np.stack([self.chan, other.chan], axis=1)
+        uniq, chan = np.unique(pairs, axis=0, return_inverse=True)
+        return OffsetDeps(a[uniq[:, 0]] | b[uniq[:, 1]], chan.reshape(-1), tuple(-l for l in lo))
+
+    def concat(self, others: Sequence["OffsetDeps"]) -> "OffsetDeps":
+        parts = (self, *others)
+        bounds = [p._bounds() for p in parts]
+        lo = [min(b[0][d] for b in bounds) for d in range(self.nd)]
+        hi = [max(b[1][d] for b in bounds) for d in range(self.nd)]
+        rows, chans, base = [], [], 0
+        for p in parts:
+            rows.append(p._aligned(lo, hi))
+            chans.append(p.chan + base)
+            base += p.rows.shape[0]
+        return OffsetDeps(np.concatenate(rows), np.concatenate(chans), tuple(-l for l in lo))
+
+    def recurrence(self, axis: int, conn: np.ndarray, state_channels: int, length: int) -> "OffsetDeps":
+        """Closure of a scan along `axis` (at most `length` steps back)."""
+        merged = OffsetDeps(self.rows.any(axis=0, keepdims=True), np.zeros(self.channels, dtype=int), self.origin)
+        k = conn.shape[-1]
+        step = np.ones((1, 1) + (k,), dtype=bool)
+        pad = [0, 0]
+        pad[axis] = 1
+        pad[1 - axis] = k // 2
+        kernel_shape = [1, 1]
+        kernel_shape[1 - axis] = k
+        step = np.ones((1, 1) + tuple(kernel_shape), dtype=bool)
+        state = merged
+        for _ in range(length - 1):
+            moved = state.conv(step, (1, 1), tuple(pad), ())
+            nxt = merged.union(moved)
+            if nxt.rows.shape == state.rows.shape and nxt.origin == state.origin and (nxt.rows == state.rows).all():
+                break
+            state = nxt
+        return OffsetDeps(state.rows, np.zeros(state_channels, dtype=int), state.origin)
+
+    def element_offsets(self, groups: int, params: int) -> np.ndarray:
+        """Per data channel g: (G, *box, Cx) offsets its distribution parameters read."""
+        per = self.rows[self.chan].reshape((params, groups) + self.rows.shape[1:])
+        return per.any(axis=0)

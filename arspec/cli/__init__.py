@@ -1,0 +1,1 @@
+"""The `arspec` command line: one module per command."""

@@ -1,0 +1,156 @@
+"""Per-element output distributions: how many parameters each element needs, how data is fed to
+the graph, the log-likelihood, and sampling from uniform noise (so cached and naive samplers that
+draw the same uniforms give the same samples)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Distribution:
+    """Base: `params` has shape (B, *E, P); data `x` has shape (B, *E)."""
+
+    params_per_element: int
+    noise_per_element: int
+    discrete: bool
+    classes: int | None
+
+    def encode(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The float tensor the graph reads as x."""
+        raise NotImplementedError
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """uniforms: (B, *E, noise_per_element) in (0, 1)."""
+        raise NotImplementedError
+
+    def validate(self, x: torch.Tensor) -> str | None:
+        """Why `x` is not valid data for this distribution, or None."""
+        if self.discrete:
+            if x.dtype.is_floating_point:
+                return f"expected integer class indices, got {x.dtype}"
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi >= self.classes:
+                return f"values must lie in [0, {self.classes - 1}], got [{lo}, {hi}]"
+        elif not x.dtype.is_floating_point:
+            return f"expected real values, got {x.dtype}"
+        return None
+
+
+def _gumbel(u: torch.Tensor) -> torch.Tensor:
+    return -torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-7)))
+
+
+class Bernoulli(Distribution):
+    def __init__(self) -> None:
+        super().__init__(1, 1, True, 2)
+
+    def encode(self, x, dtype=torch.float32):
+        return x.to(dtype)
+
+    def log_prob(self, params, x):
+        logits = params[..., 0]
+        return -F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
+
+    def sample(self, params, uniforms):
+        return (uniforms[..., 0] < torch.sigmoid(params[..., 0])).long()
+
+
+class Categorical(Distribution):
+    def __init__(self, classes: int) -> None:
+        super().__init__(classes, classes, True, classes)
+
+    def encode(self, x, dtype=torch.float32):
+        return x.to(dtype) * (2.0 / (self.classes - 1)) - 1.0
+
+    def log_prob(self, params, x):
+        return torch.log_softmax(params, dim=-1).gather(-1, x.long().unsqueeze(-1)).squeeze(-1)
+
+    def sample(self, params, uniforms):
+        return torch.argmax(params + _gumbel(uniforms.to(params.dtype)), dim=-1)
+
+
+class DiscretizedLogisticMixture(Distribution):
+    """Salimans et al. 2017: a mixture of logistics discretized to `classes` levels in [-1, 1]."""
+
+    def __init__(self, classes: int, mixtures: int) -> None:
+        super().__init__(3 * mixtures, mixtures + 1, True, classes)
+        self.mixtures = mixtures
+
+    def encode(self, x, dtype=torch.float32):
+        return x.to(dtype) * (2.0 / (self.classes - 1)) - 1.0
+
+    def _split(self, params):
+        m = self.mixtures
+        return params[..., :m], params[..., m:2 * m], params[..., 2 * m:].clamp(min=-7.0)
+
+    def log_prob(self, params, x):
+        logit_probs, means, log_scales = self._split(params)
+        xs = self.encode(x, params.dtype).unsqueeze(-1)
+        half = 1.0 / (self.classes - 1)
+        inv = torch.exp(-log_scales)
+        centered = xs - means
+        cdf_plus = torch.sigmoid(inv * (centered + half))
+        cdf_minus = torch.sigmoid(inv * (centered - half))
+        log_cdf_plus = (inv * (centered + half)) - F.softplus(inv * (centered + half))
+        log_one_minus_cdf_min = -F.softplus(inv * (centered - half))
+        mid = inv * centered
+        log_pdf_mid = mid - log_scales - 2.0 * F.softplus(mid)
+        delta = (cdf_plus - cdf_minus).clamp(min=1e-12)
+        log_mid = torch.where(delta > 1e-5, torch.log(delta), log_pdf_mid + math.log(2 * half))
+        lp = torch.where(xs < -0.999, log_cdf_plus, torch.where(xs > 0.999, log_one_minus_cdf_min, log_mid))
+        return torch.logsumexp(lp + torch.log_softmax(logit_probs, dim=-1), dim=-1)
+
+    def sample(self, params, uniforms):
+        logit_probs, means, log_scales = self._split(params)
+        k = torch.argmax(logit_probs + _gumbel(uniforms[..., :self.mixtures].to(params.dtype)), dim=-1, keepdim=True)
+        mean = means.gather(-1, k).squeeze(-1)
+        scale = torch.exp(log_scales.gather(-1, k).squeeze(-1))
+        u = uniforms[..., -1].to(params.dtype).clamp(1e-5, 1 - 1e-5)
+        value = mean + scale * (torch.log(u) - torch.log1p(-u))
+        return torch.round((value.clamp(-1, 1) + 1) * (self.classes - 1) / 2).long()
+
+
+class GaussianMixture(Distribution):
+    """Real-valued elements: a mixture of Gaussians (RNADE)."""
+
+    def __init__(self, mixtures: int) -> None:
+        super().__init__(3 * mixtures, mixtures + 1, False, None)
+        self.mixtures = mixtures
+
+    def encode(self, x, dtype=torch.float32):
+        return x.to(dtype)
+
+    def log_prob(self, params, x):
+        m = self.mixtures
+        logits, means, log_scales = params[..., :m], params[..., m:2 * m], params[..., 2 * m:].clamp(-7, 7)
+        z = (x.to(params.dtype).unsqueeze(-1) - means) * torch.exp(-log_scales)
+        lp = -0.5 * z * z - log_scales - 0.5 * math.log(2 * math.pi)
+        return torch.logsumexp(lp + torch.log_softmax(logits, dim=-1), dim=-1)
+
+    def sample(self, params, uniforms):
+        m = self.mixtures
+        logits, means, log_scales = params[..., :m], params[..., m:2 * m], params[..., 2 * m:].clamp(-7, 7)
+        k = torch.argmax(logits + _gumbel(uniforms[..., :m].to(params.dtype)), dim=-1, keepdim=True)
+        u = uniforms[..., -1].to(params.dtype).clamp(1e-6, 1 - 1e-6)
+        normal = math.sqrt(2.0) * torch.erfinv(2 * u - 1)
+        return means.gather(-1, k).squeeze(-1) + torch.exp(log_scales.gather(-1, k).squeeze(-1)) * normal
+
+
+def make_distribution(spec) -> Distribution:
+    """The distribution object for a spec's `distribution` section."""
+    if spec.type == "bernoulli":
+        return Bernoulli()
+    if spec.type == "categorical":
+        return Categorical(spec.classes)
+    if spec.type == "discretized_logistic_mixture":
+        return DiscretizedLogisticMixture(spec.classes, spec.mixtures)
+    if spec.type == "gaussian_mixture":
+        return GaussianMixture(spec.mixtures)
+    raise ValueError(spec.type)

@@ -1,0 +1,52 @@
+"""Mask constructions from the papers: channel groups (R→G→B), raster masks A/B, MADE degrees."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+MaskType = Literal["A", "B", "none"]
+
+
+def channel_group(channels: int, groups: int) -> np.ndarray:
+    """The data channel each feature channel belongs to: channel j serves group j mod G.
+
+    Interleaving keeps both halves of a gated unit in the same groups, and lays an output of
+    P*G channels out parameter-major (channel k*G + g is parameter k of data channel g)."""
+    return np.arange(channels) % groups
+
+
+def group_connectivity(out_channels: int, in_channels: int, groups: int, mask: MaskType) -> np.ndarray:
+    """(Co, Ci): may output channel co read input channel ci at the *same* position?
+
+    Mask A: only earlier groups (the first layer must not see the element itself).
+    Mask B: earlier groups and its own (later layers may reuse their own group's features)."""
+    go = channel_group(out_channels, groups)[:, None]
+    gi = channel_group(in_channels, groups)[None, :]
+    if mask == "A":
+        return gi < go
+    if mask == "B":
+        return gi <= go
+    return np.ones((out_channels, in_channels), dtype=bool)
+
+
+def raster_kernel_mask(kernel: tuple[int, ...], out_channels: int, in_channels: int, groups: int, mask: MaskType) -> np.ndarray:
+    """(Co, Ci, *kernel) connectivity of a masked convolution in raster order.
+
+    Taps strictly before the centre (in raster order) see every channel, the centre tap obeys the
+    channel-group mask, taps after the centre see nothing."""
+    conn = np.zeros((out_channels, in_channels) + kernel, dtype=bool)
+    flat = conn.reshape(out_channels, in_channels, -1)
+    centre = int(np.ravel_multi_index(tuple(k // 2 for k in kernel), kernel))
+    flat[:, :, :centre] = True
+    flat[:, :, centre] = group_connectivity(out_channels, in_channels, groups, mask)
+    return conn
+
+
+def hidden_degrees(rng: np.random.Generator, units: int, low: int, high: int, natural: bool) -> np.ndarray:
+    """MADE hidden-unit degrees in [low, high]: spread evenly (natural) or drawn uniformly."""
+    if high < low:
+        return np.full(units, high)
+    if natural:
+        return low + (np.arange(units) % (high - low + 1))
+    return rng.integers(low, high + 1, size=units)

@@ -1,0 +1,68 @@
+"""Orderings: the generation step of every element of an event (elements sharing a step are
+generated together, as in multiscale models)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class OrderingError(ValueError):
+    """An ordering that does not fit the event."""
+
+
+def internal_event(shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """The (channels, *spatial) shape used inside: a sequence [T] becomes (1, T)."""
+    shape = tuple(int(s) for s in shape)
+    return (1, shape[0]) if len(shape) == 1 else shape
+
+
+def compute_order(ordering: Any, event: tuple[int, ...]) -> np.ndarray:
+    """Flat (C order over the internal event) array of steps, starting at 0."""
+    c, spatial = event[0], event[1:]
+    n = int(np.prod(event))
+    kind = ordering.type
+    if kind == "raster":
+        pos = np.arange(int(np.prod(spatial)))
+        return (pos[None, :] * c + np.arange(c)[:, None]).reshape(-1)
+    if kind == "permutation":
+        perm = np.asarray(ordering.order, dtype=np.int64)
+        if perm.shape != (n,) or not np.array_equal(np.sort(perm), np.arange(n)):
+            raise OrderingError(f"order must be a permutation of 0..{n - 1} ({n} entries), got {len(ordering.order)} entries")
+        order = np.empty(n, dtype=np.int64)
+        order[perm] = np.arange(n)
+        return order
+    if kind == "random":
+        perm = np.random.default_rng(ordering.seed).permutation(n)
+        order = np.empty(n, dtype=np.int64)
+        order[perm] = np.arange(n)
+        return order
+    if kind == "multiscale":
+        return _multiscale(ordering.base, event)
+    raise OrderingError(f"unknown ordering {kind!r}")
+
+
+def _multiscale(base: int, event: tuple[int, ...]) -> np.ndarray:
+    if len(event) != 3:
+        raise OrderingError("multiscale ordering needs an image event [C, H, W]")
+    c, h, w = event
+    if h != w or h % base or not _power_of_two(h // base):
+        raise OrderingError(f"multiscale ordering needs a square image of side base * 2^k, got {h}x{w} with base {base}")
+    order = np.full((c, h, w), -1, dtype=np.int64)
+    stride = h // base
+    ii, jj = np.meshgrid(np.arange(base), np.arange(base), indexing="ij")
+    raster = (ii * base + jj).reshape(-1)
+    for ch in range(c):
+        order[ch, ::stride, ::stride] = (raster * c + ch).reshape(base, base)
+    step = base * base * c
+    while stride > 1:
+        half = stride // 2
+        for di, dj in ((0, half), (half, 0), (half, half)):
+            order[:, di::stride, dj::stride] = step
+            step += 1
+        stride = half
+    return order.reshape(-1)
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0

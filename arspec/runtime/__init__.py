@@ -1,0 +1,1 @@
+"""Runtime helpers shared by backends: torch layers, distributions' math, the ARModel base."""

@@ -1,0 +1,160 @@
+"""ARModel — the module every backend returns (see CONTRACT.md).
+
+A backend supplies `net`, a module mapping (x as class indices or reals, its float encoding,
+context) to the distribution parameters laid out parameter-major; everything a user calls —
+log-probabilities, mask selection, sampling, completion — is implemented here once."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from arspec.distributions import Distribution
+
+
+class ARModel(nn.Module):
+    """An autoregressive model p(x) = prod_e p(x_e | elements of earlier steps)."""
+
+    def __init__(self, net: nn.Module, distribution: Distribution, event_shape: tuple[int, ...],
+                 orders: np.ndarray, conditioning: dict[str, Any], dense_output: bool, spec_text: str = "",
+                 overrides: list[str] | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.distribution = distribution
+        self.event_shape = tuple(event_shape)
+        self.internal_shape = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
+        self.register_buffer("orders", torch.as_tensor(orders, dtype=torch.long).reshape(-1, *self.event_shape), persistent=False)
+        self.conditioning = dict(conditioning)
+        self.dense_output = dense_output
+        self.spec_text = spec_text
+        self.overrides = list(overrides or [])
+        self.active_mask = 0
+        self.incremental = None   # a backend may attach a cached sampler (see sample)
+
+    # -- masks and orderings ------------------------------------------------------------------
+    @property
+    def num_masks(self) -> int:
+        masks = [m.masks.shape[0] for m in self.modules() if hasattr(m, "masks") and isinstance(m.masks, torch.Tensor)]
+        return max([self.orders.shape[0], *masks])
+
+    def select_mask(self, index: int) -> None:
+        """Use mask set (and ordering) `index` (connectivity-agnostic training, MADE/NADE)."""
+        self.active_mask = int(index) % self.num_masks
+        for m in self.modules():
+            if hasattr(m, "active"):
+                m.active = self.active_mask
+
+    @property
+    def order(self) -> torch.Tensor:
+        """The generation step of each element under the active mask."""
+        return self.orders[self.active_mask % self.orders.shape[0]]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _check_context(self, context: dict[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
+        missing = [k for k in self.conditioning if k not in context]
+        unknown = [k for k in context if k not in self.conditioning]
+        if missing or unknown:
+            raise ValueError(f"context mismatch: missing {missing}, unexpected {unknown}")
+        return {k: v.to(self.device) for k, v in context.items()}
+
+    def forward(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
+        """Distribution parameters of every element: (B, *event_shape, P)."""
+        x = x.to(self.device)
+        context = self._check_context(context, x.shape[0])
+        raw = x.reshape(x.shape[0], *self.internal_shape)
+        out = self.net(raw, self.distribution.encode(raw, self.dtype), context)
+        p = self.distribution.params_per_element
+        out = out.reshape(x.shape[0], p, *self.event_shape)
+        return torch.movedim(out, 1, -1)
+
+    def log_prob_elements(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
+        """log p(x_e | earlier steps) for every element, natural log: (B, *event_shape)."""
+        return self.distribution.log_prob(self.forward(x, **context), x.to(self.device))
+
+    def log_prob(self, x: torch.Tensor, ensemble: bool = False, **context: torch.Tensor) -> torch.Tensor:
+        """log p(x) in nats, (B,). `ensemble=True` averages p over every mask set (MADE)."""
+        if not ensemble or self.num_masks == 1:
+            return self.log_prob_elements(x, **context).flatten(1).sum(dim=1)
+        current = self.active_mask
+        terms = []
+        for m in range(self.num_masks):
+            self.select_mask(m)
+            terms.append(self.log_prob_elements(x, **context).flatten(1).sum(dim=1))
+        self.select_mask(current)
+        return torch.logsumexp(torch.stack(terms), dim=0) - math.log(len(terms))
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Random valid data of event_shape and a dict of valid context tensors."""
+        d = self.distribution
+        shape = (batch_size, *self.event_shape)
+        if d.discrete:
+            x = torch.randint(0, d.classes, shape, generator=generator)
+        else:
+            x = torch.randn(shape, generator=generator)
+        return x.to(self.device), self.example_context(batch_size, generator)
+
+    def example_context(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        context = {}
+        spatial = self.internal_shape[1:]
+        for name, c in self.conditioning.items():
+            if c.type == "global":
+                context[name] = torch.randint(0, c.classes, (batch_size,), generator=generator).to(self.device)
+            else:
+                low = [s // c.upsample for s in spatial]
+                context[name] = torch.randn((batch_size, c.channels, *low), generator=generator).to(self.device, self.dtype)
+        return context
+
+    # -- sampling --------------------------------------------------------------------------------
+    def steps(self) -> list[torch.Tensor]:
+        """Boolean masks over the event, one per generation step, in order."""
+        order = self.order
+        return [order == s for s in torch.unique(order)]
+
+    def _blank(self, n: int) -> torch.Tensor:
+        dtype = torch.long if self.distribution.discrete else self.dtype
+        return torch.zeros((n, *self.event_shape), dtype=dtype, device=self.device)
+
+    def _uniforms(self, n: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        shape = (n, count, self.distribution.noise_per_element)
+        return torch.rand(shape, generator=generator, device=generator.device if generator is not None else self.device).to(self.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, cache: bool = True,
+               given: torch.Tensor | None = None, known: torch.Tensor | None = None, **context: torch.Tensor) -> torch.Tensor:
+        """Draw n samples. `given`/`known` fix some elements (completion): exact when the known
+        elements precede the unknown ones in the order, clamped sampling otherwise.
+
+        `cache=True` uses the backend's incremental sampler when it has one; both paths draw the
+        same uniforms in the same order, so with the same generator they give the same samples."""
+        was_training = self.training
+        self.eval()
+        try:
+            x = self._blank(n)
+            keep = None
+            if given is not None:
+                x = given.to(self.device, x.dtype).expand(n, *self.event_shape).clone()
+                keep = (torch.ones(self.event_shape, dtype=torch.bool, device=self.device) if known is None
+                        else known.to(self.device, torch.bool).reshape(self.event_shape))
+            if cache and self.incremental is not None:
+                return self.incremental(self, x, keep, generator, context)
+            for step in self.steps():
+                params = self.forward(x, **context)[:, step]
+                u = self._uniforms(n, int(step.sum()), generator)
+                values = self.distribution.sample(params, u).to(x.dtype)
+                if keep is not None:
+                    values = torch.where(keep[step], x[:, step], values)
+                x[:, step] = values
+            return x
+        finally:
+            self.train(was_training)

@@ -1,0 +1,91 @@
+"""Turn pydantic's validation errors into located, human problems."""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import ValidationError
+
+from arspec.errors import Problems
+from arspec.spec.yaml_source import Path, SourceMap, dotted
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> Path:
+    """Map a pydantic error location onto the data: keep real keys and indices, drop the union
+    tags pydantic inserts (a part that is not a key of the mapping and is not the last part)."""
+    path: list[Any] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict):
+            if part in node:
+                path.append(part)
+                node = node[part]
+            elif last:
+                path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif last and not isinstance(node, list):
+            path.append(part)
+    return tuple(path)
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    if kind == "missing":
+        return f"missing required key {str(err['loc'][-1])!r}"
+    if kind == "extra_forbidden":
+        return f"unknown key {str(err['loc'][-1])!r}"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected')}, got {shown}"
+    if kind == "union_tag_invalid":
+        tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+        close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown {ctx.get('discriminator', 'type').strip(chr(39))} {ctx.get('tag')!r}{hint}; expected one of: {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return "a graph node needs an 'op' (or a 'block')" if "discriminator" not in ctx or "op" in str(ctx) or "_node_kind" in str(ctx) else f"missing {ctx.get('discriminator')}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected an integer, got {shown}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number, got {shown}"
+    if kind in ("string_type",):
+        return f"expected a string, got {shown}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false, got {shown}"
+    if kind in ("list_type",):
+        return f"expected a list, got {shown}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping, got {shown}"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx.get('ge')}, got {shown}"
+    if kind == "greater_than":
+        return f"must be > {ctx.get('gt')}, got {shown}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx.get('le')}, got {shown}"
+    if kind == "less_than":
+        return f"must be < {ctx.get('lt')}, got {shown}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} entries"
+    if kind == "too_long":
+        return f"has more than {ctx.get('max_length')} entries"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    msg = err["msg"]
+    return msg[0].lower() + msg[1:] + (f", got {shown}" if value is not None and kind != "value_error" else "")
+
+
+def report_validation_error(err: ValidationError, data: Any, base: Path, source: SourceMap, problems: Problems) -> None:
+    """Add one located problem per pydantic error (union branches that merely mismatched are skipped)."""
+    errors = err.errors(include_url=False)
+    for e in errors:
+        path = base + _data_path(tuple(e["loc"]), data)
+        if e["type"] == "missing":
+            location = source.locate(path[:-1])
+        else:
+            location = source.locate(path)
+        problems.add(location, dotted(path), _message(e))

@@ -1,0 +1,165 @@
+"""Safe YAML parsing that keeps the line and column of every value.
+
+PyYAML is used only to compose a node tree (no Python objects are ever constructed from tags), so
+nothing in a spec can execute code. Duplicate keys, unknown tags and alias bombs are reported as
+located problems.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from arspec.errors import Location, Problems
+
+Path = tuple[str | int, ...]
+
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+_MAX_NODES = 200_000
+
+
+@dataclass
+class SourceMap:
+    """Maps a path inside the parsed document to where it was written."""
+
+    file: str
+    positions: dict[Path, Location] = field(default_factory=dict)
+
+    def locate(self, path: Path) -> Location:
+        """The location of `path`, or of its nearest written ancestor."""
+        path = tuple(path)
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            path = path[:-1]
+        return self.positions.get((), Location(self.file, 1, 1))
+
+    def copy_subtree(self, src: Path, dst: Path) -> None:
+        """Give the nodes under `dst` the positions of those under `src` (used when expanding)."""
+        n = len(src)
+        for p, loc in list(self.positions.items()):
+            if p[:n] == src:
+                self.positions.setdefault(dst + p[n:], loc)
+
+
+def _loc(file: str, mark: yaml.Mark) -> Location:
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def _resolve_scalar(node: yaml.ScalarNode) -> Any:
+    """Turn a composed scalar into a Python value with the YAML 1.1 safe resolver's rules."""
+    tag = node.tag
+    value = node.value
+    if tag == "tag:yaml.org,2002:null":
+        return None
+    if tag == "tag:yaml.org,2002:bool":
+        return value.lower() in ("yes", "true", "on", "y")
+    if tag == "tag:yaml.org,2002:int":
+        cleaned = value.replace("_", "")
+        try:
+            return int(cleaned, 0)
+        except ValueError:
+            return int(cleaned)
+    if tag == "tag:yaml.org,2002:float":
+        cleaned = value.replace("_", "").lower()
+        if cleaned in (".inf", "+.inf"):
+            return float("inf")
+        if cleaned == "-.inf":
+            return float("-inf")
+        if cleaned == ".nan":
+            return float("nan")
+        return float(cleaned)
+    return value
+
+
+def load_yaml(text: str, filename: str, problems: Problems) -> tuple[Any, SourceMap]:
+    """Parse `text` into plain data and a SourceMap; problems are added, never raised."""
+    source = SourceMap(filename)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        loc = _loc(filename, mark) if mark else Location(filename, 1, 1)
+        problems.add(loc, "", f"YAML syntax error: {err.problem or err.context}")
+        return None, source
+    except yaml.YAMLError as err:
+        problems.add(Location(filename, 1, 1), "", f"YAML error: {err}")
+        return None, source
+    if root is None:
+        problems.add(Location(filename, 1, 1), "", "the spec is empty")
+        return None, source
+    count = [0]
+
+    def build(node: yaml.Node, path: Path) -> Any:
+        count[0] += 1
+        if count[0] > _MAX_NODES:
+            raise _TooLarge(node)
+        source.positions.setdefault(path, _loc(filename, node.start_mark))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag not in _SCALAR_TAGS:
+                problems.add(_loc(filename, node.start_mark), _dotted(path), f"unsupported YAML tag {node.tag!r}")
+                return None
+            try:
+                return _resolve_scalar(node)
+            except ValueError:
+                return node.value
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != "tag:yaml.org,2002:seq":
+                problems.add(_loc(filename, node.start_mark), _dotted(path), f"unsupported YAML tag {node.tag!r}")
+                return None
+            return [build(item, path + (i,)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != "tag:yaml.org,2002:map":
+                problems.add(_loc(filename, node.start_mark), _dotted(path), f"unsupported YAML tag {node.tag!r}")
+                return None
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALAR_TAGS:
+                    problems.add(_loc(filename, key_node.start_mark), _dotted(path), "keys must be plain scalars")
+                    continue
+                key = str(_resolve_scalar(key_node)) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+                if key == "<<":
+                    problems.add(_loc(filename, key_node.start_mark), _dotted(path), "YAML merge keys ('<<') are not supported")
+                    continue
+                if key in out:
+                    first = source.positions.get(path + (key,))
+                    where = f" (first at line {first.line})" if first else ""
+                    problems.add(_loc(filename, key_node.start_mark), _dotted(path + (key,)), f"duplicate key {key!r}{where}")
+                    continue
+                source.positions[path + (key,)] = _loc(filename, key_node.start_mark)
+                out[key] = build(value_node, path + (key,))
+            return out
+        problems.add(_loc(filename, node.start_mark), _dotted(path), "unsupported YAML node")
+        return None
+
+    try:
+        data = build(root, ())
+    except _TooLarge as err:
+        problems.add(_loc(filename, err.node.start_mark), "", f"the document expands to more than {_MAX_NODES} nodes (alias bomb?)")
+        return None, source
+    return data, source
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+def _dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+dotted = _dotted
