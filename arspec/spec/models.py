@@ -18,6 +18,7 @@ class EventSpec(Strict):
     """The shape of one data item: [T] (sequence), [C, T] or [C, H, W] (image)."""
 
     shape: list[Annotated[int, Field(ge=1, le=MAX_EVENT_ELEMENTS)]] = Field(min_length=1, max_length=3)
+    rate: int | None = Field(None, ge=1, le=1_000_000, description="Sample rate in Hz for audio events (default 16000).")
 
     @field_validator("shape")
     @classmethod

@@ -1,0 +1,43 @@
+# One command sets up and runs the main job; one sets up and runs the tests.
+#   make demo   — fresh virtual environment, verify the zoo, train MADE on bundled MNIST, report NLL, pictures
+#   make test   — fresh virtual environment, the test suite (CI runs this)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+ARSPEC := $(VENV)/bin/arspec
+OUT    ?= runs/demo
+# torch 2.13.0: the local CPU build on machines without a GPU; PyPI's default (CUDA) build elsewhere.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup demo test test-all bench clean
+
+$(VENV)/.installed: pyproject.toml backends/torch/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[dev]" -e backends/torch
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(ARSPEC) check specs/*.yaml
+	$(ARSPEC) train specs/made.yaml --epochs 8 --out $(OUT)
+	$(ARSPEC) eval $(OUT)
+	$(ARSPEC) sample $(OUT) -n 36 -o $(OUT)/samples.png
+	$(ARSPEC) graph specs/gated_pixelcnn.yaml -o $(OUT)/receptive_field.png
+	@echo "pictures: $(OUT)/samples.png $(OUT)/samples_probs.png $(OUT)/receptive_field.png $(OUT)/loss.png"
+
+test: setup
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider
+
+test-all: setup
+	$(PY) -m pytest -q -n 2 -m "slow or not slow"
+
+bench: setup
+	$(PY) bench/verify.py
+	$(PY) bench/sampling.py
+
+clean:
+	rm -rf $(VENV) runs

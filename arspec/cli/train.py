@@ -1,0 +1,49 @@
+"""`arspec train`: train a spec on data; then report test NLL in nats and bits/dim."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from arspec.data.registry import DataError
+from arspec.errors import SpecError
+
+
+def run(args) -> int:
+    from arspec import load_spec
+    from arspec.data import load_data
+    from arspec.train import TrainConfig, TrainingError, evaluate_nll, train
+    from arspec.train.trainer import bits_per_dim
+    try:
+        spec = load_spec(args.spec, overrides=args.overrides)
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return 2
+    try:
+        data = load_data(spec, args.data)
+    except DataError as err:
+        print(f"arspec train: data error: {err}", file=sys.stderr)
+        return 2
+    config = TrainConfig.from_spec(spec, Path(args.out), epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
+                                   lr=args.lr, seed=args.seed, device=args.device, resume=args.resume, limit=args.limit,
+                                   quiet=args.quiet, backend=args.backend)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        print(f"training {spec.name} on {data.name}: {len(data.train):,} train / {len(data.validation):,} validation / "
+              f"{len(data.test):,} test items -> {config.out}")
+    try:
+        result = train(spec, data, config)
+    except TrainingError as err:
+        print(f"arspec train: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if rank != 0:
+        return 0
+    from arspec.checkpoint import load_model
+    model = load_model(config.out)
+    nats = evaluate_nll(model, data.test, data.context(spec, "test"))
+    elements = model.order.numel()
+    print(f"test NLL: {nats:.3f} nats ({bits_per_dim(nats, elements):.4f} bits/dim) after {result['steps']} steps "
+          f"in {result['seconds']} s; checkpoints in {config.out}")
+    return 0
