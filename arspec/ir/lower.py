@@ -86,6 +86,9 @@ def lower(spec, expansion: Expansion, source: SourceMap, problems: Problems) -> 
             field_path = en.path + ((err.field,) if err.field else ())
             problems.add(source.locate(field_path), dotted(field_path), str(err))
             continue
+        except (ValueError, MemoryError, OverflowError) as err:   # never a traceback for a spec
+            problems.add(loc, path, f"cannot build this {en.spec.op} node: {err}")
+            continue
         out_type = core_type
         attrs["core_type"] = core_type
         if getattr(en.spec, "activation", None) == "gated":

@@ -3,7 +3,7 @@ footprint and torch implementation. Ops register themselves by name in `OPS`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from arspec.analysis.deps import Deps
 
 Activation = Literal["none", "relu", "elu", "tanh", "sigmoid", "gated"]
+Channels = Annotated[int, Field(ge=1, le=1_000_000)] | Literal["output"]
+KernelSize = Annotated[int, Field(ge=1, le=4096)]
 
 
 class NodeSpec(BaseModel):

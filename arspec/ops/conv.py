@@ -4,21 +4,21 @@
 cropping); `same` pads both sides and therefore sees the future — the verifier reports that."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
 
-from arspec.ops.base import Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
+from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
 from arspec.ops.convolution import ConvGeometry, ConvOp, kernel_tuple
 
 Padding = Literal["causal", "same", "valid"] | list[int]
 
 
 class ConvSpec(NodeSpec):
-    channels: int | Literal["output"]
-    kernel: int | list[int] = 1
-    dilation: int | list[int] = 1
+    channels: Channels
+    kernel: KernelSize | list[KernelSize] = 1
+    dilation: Annotated[int, Field(ge=1, le=4096)] | list[Annotated[int, Field(ge=1, le=4096)]] = 1
     padding: Padding = Field("same", description="causal | same | valid | explicit [before, after] per axis.")
     activation: Activation = "none"
     bias: bool = True

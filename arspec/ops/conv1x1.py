@@ -8,14 +8,14 @@ from typing import Literal
 
 import numpy as np
 
-from arspec.ops.base import Activation, LowerContext, NodeSpec, TensorType, output_channels, register_op
+from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, TensorType, output_channels, register_op
 from arspec.ops.convolution import ConvGeometry, ConvOp
 from arspec.ops.masks import group_connectivity
 
 
 class Conv1x1Spec(NodeSpec):
     op: Literal["conv1x1"]
-    channels: int | Literal["output"]
+    channels: Channels
     mask: Literal["none", "A", "B"] = "none"
     activation: Activation = "none"
     bias: bool = True

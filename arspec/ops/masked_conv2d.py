@@ -8,15 +8,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from arspec.ops.base import Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
+from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
 from arspec.ops.convolution import ConvGeometry, ConvOp, kernel_tuple
 from arspec.ops.masks import raster_kernel_mask
 
 
 class MaskedConv2dSpec(NodeSpec):
     op: Literal["masked_conv2d"]
-    channels: int | Literal["output"] = Field(description="Output channels, or 'output' for the distribution head.")
-    kernel: int | list[int] = Field(description="Odd kernel size (or [height, width]).")
+    channels: Channels = Field(description="Output channels, or 'output' for the distribution head.")
+    kernel: KernelSize | list[KernelSize] = Field(description="Odd kernel size (or [height, width]).")
     mask: Literal["A", "B"] = Field(description="A hides the current element (first layer); B lets a group see itself.")
     dilation: int = Field(1, ge=1, le=4096)
     activation: Activation = "none"

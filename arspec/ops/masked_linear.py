@@ -5,7 +5,7 @@ for element d (degree = its step + 1) reads units of degree < that, so it sees o
 With several mask sets (connectivity-agnostic training) each set draws its own hidden degrees."""
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -18,7 +18,7 @@ from arspec.runtime.layers import MaskedLinear
 
 class MaskedLinearSpec(NodeSpec):
     op: Literal["masked_linear"]
-    features: int | Literal["output"] = Field(description="Hidden units, or 'output' for the distribution head.")
+    features: Annotated[int, Field(ge=1, le=10_000_000)] | Literal["output"] = Field(description="Hidden units, or 'output' for the distribution head.")
     degrees: Literal["random", "natural"] = Field("random", description="How hidden degrees are assigned.")
     seed: int = Field(0, description="Seed for random degrees (combined with the mask index).")
     direct: bool = Field(False, description="Output only: add direct (masked) connections from x.")

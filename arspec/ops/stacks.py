@@ -10,14 +10,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from arspec.ops.base import Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
+from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
 from arspec.ops.convolution import ConvGeometry, ConvOp
 from arspec.ops.masks import group_connectivity
 
 
 class VerticalConv2dSpec(NodeSpec):
     op: Literal["vertical_conv2d"]
-    channels: int | Literal["output"]
+    channels: Channels
     kernel: int = Field(3, ge=1, le=1025, description="Odd width k; the kernel covers k//2+1 rows x k columns.")
     dilation: int = Field(1, ge=1, le=4096)
     activation: Activation = "none"
@@ -26,7 +26,7 @@ class VerticalConv2dSpec(NodeSpec):
 
 class HorizontalConv2dSpec(NodeSpec):
     op: Literal["horizontal_conv2d"]
-    channels: int | Literal["output"]
+    channels: Channels
     kernel: int = Field(3, ge=1, le=1025, description="Odd width k; the kernel covers 1 row x k//2+1 columns.")
     mask: Literal["A", "B"] = "B"
     dilation: int = Field(1, ge=1, le=4096)

@@ -26,8 +26,10 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> Path:
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             path.append(part)
             node = node[part]
-        elif last and not isinstance(node, list):
+        elif isinstance(node, (dict, list)) and last:
             path.append(part)
+        else:
+            break   # past the data: the rest are union branch names (int, list[int], ...)
     return tuple(path)
 
 
@@ -46,9 +48,12 @@ def _message(err: dict[str, Any]) -> str:
         tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
         close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {ctx.get('discriminator', 'type').strip(chr(39))} {ctx.get('tag')!r}{hint}; expected one of: {ctx.get('expected_tags')}"
+        what = _discriminator(ctx)
+        shown_tags = ", ".join(t for t in tags if t != "block")
+        return f"unknown {what} {ctx.get('tag')!r}{hint}; expected one of: {shown_tags}"
     if kind == "union_tag_not_found":
-        return "a graph node needs an 'op' (or a 'block')" if "discriminator" not in ctx or "op" in str(ctx) or "_node_kind" in str(ctx) else f"missing {ctx.get('discriminator')}"
+        what = _discriminator(ctx)
+        return "a graph node needs an 'op' (or a 'block')" if what == "op" else f"missing required key {what!r}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"expected an integer, got {shown}"
     if kind in ("float_parsing", "float_type"):
@@ -79,11 +84,25 @@ def _message(err: dict[str, Any]) -> str:
     return msg[0].lower() + msg[1:] + (f", got {shown}" if value is not None and kind != "value_error" else "")
 
 
+def _discriminator(ctx: dict[str, Any]) -> str:
+    """The key that selects a union branch: 'op' for graph nodes, else pydantic's field name."""
+    name = str(ctx.get("discriminator", "type")).strip("'")
+    return "op" if "_node_kind" in name else name
+
+
 def report_validation_error(err: ValidationError, data: Any, base: Path, source: SourceMap, problems: Problems) -> None:
     """Add one located problem per pydantic error (union branches that merely mismatched are skipped)."""
     errors = err.errors(include_url=False)
+    reported: set[tuple] = set()
     for e in errors:
         path = base + _data_path(tuple(e["loc"]), data)
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            key = _discriminator(e.get("ctx") or {})
+            if e["type"] == "union_tag_invalid":
+                path = path + (key,)
+        if path in reported:
+            continue   # one problem per field (unions of scalar types report each branch)
+        reported.add(path)
         if e["type"] == "missing":
             location = source.locate(path[:-1])
         else:

@@ -1,0 +1,125 @@
+"""Hypothesis strategies that write random valid specs (as YAML text) for every op family."""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+CI_EXAMPLES = 200
+
+
+def _node(name: str, **fields) -> str:
+    parts = ", ".join(f"{k}: {v}" for k, v in fields.items())
+    return f"  {name}: {{{parts}}}\n"
+
+
+@st.composite
+def masked_conv_stacks(draw, first_mask: str = "A"):
+    """PixelCNN-style stacks: mask A first, then mask-B convolutions (random kernels, dilations),
+    1x1 mask-B layers, gated activations and residuals, over 1-3 channel groups."""
+    groups = draw(st.integers(1, 3))
+    h, w = draw(st.integers(2, 6)), draw(st.integers(2, 6))
+    width = groups * draw(st.integers(1, 3))
+    classes = draw(st.sampled_from([2, 3])) if groups > 1 else 2
+    dist = "{type: bernoulli}" if classes == 2 and groups == 1 else f"{{type: categorical, classes: {classes}}}"
+    lines = [f"name: stack\nevent: {{shape: [{groups}, {h}, {w}]}}\ndistribution: {dist}\ngraph:\n"]
+    k0 = draw(st.sampled_from([1, 3, 5]))
+    lines.append(_node("l0", op="masked_conv2d", inputs="[x]", channels=width, kernel=k0, mask=first_mask, activation="tanh"))
+    for i in range(1, draw(st.integers(1, 4)) + 1):
+        kind = draw(st.sampled_from(["conv", "conv", "1x1", "gated"]))
+        residual = draw(st.booleans())
+        extra = {"residual": "in"} if residual else {}
+        if kind == "conv":
+            lines.append(_node(f"l{i}", op="masked_conv2d", channels=width, kernel=draw(st.sampled_from([1, 3, 5])),
+                               dilation=draw(st.integers(1, 2)), mask="B", activation="tanh", **extra))
+        elif kind == "1x1":
+            lines.append(_node(f"l{i}", op="conv1x1", channels=width, mask="B", activation="tanh", **extra))
+        else:
+            lines.append(_node(f"l{i}", op="masked_conv2d", channels=2 * width, kernel=3, mask="B", activation="gated", **extra))
+    lines.append(_node("out", op="conv1x1", channels="output", mask="B"))
+    return "".join(lines)
+
+
+@st.composite
+def gated_stacks(draw, shift: bool = True):
+    """Gated PixelCNN: vertical and horizontal stacks with the down-shift link, random kernels."""
+    groups = draw(st.integers(1, 2))
+    h, w = draw(st.integers(2, 6)), draw(st.integers(2, 6))
+    c = 2 * groups
+    dist = "{type: bernoulli}" if groups == 1 else "{type: categorical, classes: 3}"
+    lines = [f"name: gated\nevent: {{shape: [{groups}, {h}, {w}]}}\ndistribution: {dist}\ngraph:\n"]
+    v, hh = "x", "x"
+    for i in range(draw(st.integers(1, 3))):
+        k = draw(st.sampled_from([3, 5] if i == 0 else [1, 3, 5]))   # a 1-wide first layer cannot see the left pixel
+        lines.append(_node(f"v{i}c", op="vertical_conv2d", inputs=f"[{v}]", channels=2 * c, kernel=k))
+        lines.append(_node(f"v{i}", op="gated_tanh", inputs=f"[v{i}c]"))
+        link_in = f"v{i}c"
+        if shift:
+            lines.append(_node(f"v{i}d", op="shift", inputs=f"[v{i}c]", by="[1, 0]"))
+            link_in = f"v{i}d"
+        lines.append(_node(f"l{i}", op="conv1x1", inputs=f"[{link_in}]", channels=2 * c))
+        lines.append(_node(f"h{i}c", op="horizontal_conv2d", inputs=f"[{hh}]", channels=2 * c, kernel=k, mask="A" if i == 0 else "B"))
+        lines.append(_node(f"h{i}s", op="add", inputs=f"[h{i}c, l{i}]"))
+        lines.append(_node(f"h{i}g", op="gated_tanh", inputs=f"[h{i}s]"))
+        res = {"residual": hh} if i > 0 else {}
+        lines.append(_node(f"h{i}", op="conv1x1", inputs=f"[h{i}g]", channels=c, mask="B", **res))
+        v, hh = f"v{i}", f"h{i}"
+    lines.append(_node("out", op="conv1x1", inputs=f"[{hh}]", channels="output", mask="B"))
+    return "".join(lines)
+
+
+@st.composite
+def causal_sequences(draw, padding: str = "causal", input_shift: int = 1):
+    """WaveNet-style: shifted embedding, causal dilated convolutions, gates, residuals, skips."""
+    t = draw(st.integers(3, 24))
+    lines = [f"name: seq\nevent: {{shape: [{t}]}}\ndistribution: {{type: categorical, classes: 4}}\ngraph:\n"]
+    lines.append(_node("e", op="embedding", inputs="[x]", channels=4, shift=input_shift))
+    prev = "e"
+    for i in range(draw(st.integers(1, 4))):
+        k = draw(st.integers(1, 3))
+        d = draw(st.sampled_from([1, 2, 4]))
+        gated = draw(st.booleans())
+        lines.append(_node(f"c{i}", op="causal_conv1d", inputs=f"[{prev}]", channels=8 if gated else 4, kernel=k, dilation=d,
+                           padding=padding, activation="gated" if gated else "tanh"))
+        lines.append(_node(f"r{i}", op="conv1x1", inputs=f"[c{i}]", channels=4, residual=prev))
+        prev = f"r{i}"
+    lines.append(_node("out", op="conv1x1", inputs=f"[{prev}]", channels="output"))
+    return "".join(lines)
+
+
+@st.composite
+def orderings(draw, elements: int, shape: tuple[int, ...], allow_groups: bool):
+    kind = draw(st.sampled_from(["raster", "random", "permutation"] + (["multiscale"] if allow_groups and shape[1:] == (4, 4) else [])))
+    if kind == "raster":
+        return "{type: raster}"
+    if kind == "random":
+        return f"{{type: random, seed: {draw(st.integers(0, 1000))}}}"
+    if kind == "multiscale":
+        return "{type: multiscale, base: 2}"
+    perm = draw(st.permutations(range(elements)))
+    return f"{{type: permutation, order: {list(perm)}}}"
+
+
+@st.composite
+def made_specs(draw):
+    """MADE of random depth and widths, orderings, mask sets and direct connections (D <= 16)."""
+    shape = draw(st.sampled_from([(1, 2, 2), (1, 2, 3), (1, 3, 3), (1, 2, 5), (1, 4, 4), (1, 1, 7)]))
+    d = shape[0] * shape[1] * shape[2]
+    ordering = draw(orderings(d, shape, allow_groups=True))
+    masks = draw(st.integers(1, 3))
+    lines = [f"name: made\nevent: {{shape: {list(shape)}}}\ndistribution: {{type: bernoulli}}\nordering: {ordering}\n"
+             f"connectivity: {{masks: {masks}}}\ngraph:\n"]
+    prev = "x"
+    for i in range(draw(st.integers(1, 3))):
+        lines.append(_node(f"h{i}", op="masked_linear", inputs=f"[{prev}]", features=draw(st.integers(1, 24)),
+                           degrees=draw(st.sampled_from(["random", "natural"])), seed=draw(st.integers(0, 99)), activation="tanh"))
+        prev = f"h{i}"
+    lines.append(_node("out", op="masked_linear", inputs=f"[{prev}]", features="output", direct=str(draw(st.booleans())).lower()))
+    return "".join(lines), d
+
+
+@st.composite
+def nade_specs(draw):
+    shape = draw(st.sampled_from([(1, 2, 2), (1, 2, 3), (1, 3, 3), (1, 1, 8), (1, 2, 5)]))
+    d = shape[0] * shape[1] * shape[2]
+    ordering = draw(orderings(d, shape, allow_groups=False))
+    return (f"name: nade\nevent: {{shape: {list(shape)}}}\ndistribution: {{type: bernoulli}}\nordering: {ordering}\ngraph:\n"
+            + _node("n", op="nade", inputs="[x]", hidden=draw(st.integers(1, 16)))), d

@@ -1,0 +1,134 @@
+"""Mutation tests: each classic bug, injected into a random valid model, is caught — statically by
+`analyze`, and (for implementation bugs) dynamically by comparing the module with the prediction."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import arspec
+from arspec.analysis.dynamic import dynamic_check, measure_columns, predicted_columns
+from tests.helpers import spec_from
+from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks
+
+MUTATION = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _leaks(text: str) -> bool:
+    report = arspec.analyze(spec_from(text))
+    return any("leak" in e.message for e in report.errors)
+
+
+@MUTATION
+@given(masked_conv_stacks(first_mask="B"))
+def test_mask_b_in_the_first_layer_is_a_leak(text):
+    assert _leaks(text)
+
+
+@MUTATION
+@given(causal_sequences(padding="same"), st.data())
+def test_same_padding_is_reported_exactly_when_the_module_reads_the_future(text, data):
+    spec = spec_from(text)
+    model = arspec.compile(spec, seed=0)
+    n = spec.ir.ctx.elements
+    measured = measure_columns(model.double().eval(), np.arange(n))
+    order = spec.ir.ctx.order(0)
+    reads_future = bool((measured & (order[None, :] >= order[:, None])).any())
+    assert _leaks(text) == reads_future
+    if any(n.attrs["geometry"].pad_after[0] > 0 and n.attrs["geometry"].pad_after[0] <= spec.event.shape[0]
+           for n in spec.ir.op_nodes() if n.spec.op == "causal_conv1d"):
+        assert reads_future
+
+
+@MUTATION
+@given(causal_sequences(input_shift=0))
+def test_unshifted_input_embedding_is_a_leak(text):
+    assert _leaks(text)
+
+
+@MUTATION
+@given(gated_stacks(shift=False))
+def test_dropping_the_vertical_stack_shift_is_a_leak(text):
+    assert _leaks(text)
+
+
+@MUTATION
+@given(causal_sequences(), st.data())
+def test_dilation_padding_off_by_one_is_a_leak(text, data):
+    convs = re.findall(r"  (c\d+): \{op: causal_conv1d, inputs: \[\w+\], channels: \d+, kernel: (\d), dilation: (\d)", text)
+    candidates = [(n, int(k), int(d)) for n, k, d in convs if int(k) > 1]
+    if not candidates:
+        return
+    name, k, d = data.draw(st.sampled_from(candidates))
+    reach = (k - 1) * d
+    text = re.sub(rf"(  {name}: \{{op: causal_conv1d, .*?)padding: causal", rf"\1padding: [{reach - 1}, 1]", text)
+    assert _leaks(text)
+
+
+@MUTATION
+@given(masked_conv_stacks().filter(lambda t: "shape: [1," not in t))
+def test_swapping_the_channel_group_order_is_a_leak(text):
+    groups = int(re.search(r"shape: \[(\d+),", text).group(1))
+    h, w = map(int, re.search(r"shape: \[\d+, (\d+), (\d+)\]", text).groups())
+    # generate B -> G -> R while the masks assume R -> G -> B
+    order = [c * h * w + p for p in range(h * w) for c in reversed(range(groups))]
+    text = text.replace("graph:\n", f"ordering: {{type: permutation, order: {order}}}\ngraph:\n", 1)
+    assert _leaks(text)
+
+
+def _future_tap(conn: np.ndarray, rng: np.random.Generator) -> tuple[int, ...] | None:
+    """An entry of a raster-masked connectivity array that is off and would see the future."""
+    off = np.argwhere(~conn)
+    if len(off) == 0:
+        return None
+    return tuple(int(v) for v in off[rng.integers(len(off))])
+
+
+@MUTATION
+@given(masked_conv_stacks(), st.integers(0, 2**31 - 1))
+def test_flipping_one_mask_bit_is_caught_statically(text, seed):
+    spec = spec_from(text)
+    rng = np.random.default_rng(seed)
+    convs = [n for n in spec.ir.op_nodes() if n.spec.op == "masked_conv2d"]
+    node = convs[rng.integers(len(convs))]
+    conn = node.attrs["geometry"].connectivity
+    tap = _future_tap(conn, rng)
+    if tap is None:
+        return
+    before = arspec.analyze(spec).dependencies.copy()
+    conn[tap] = True                              # the bug: one more connection
+    after = arspec.analyze(spec)
+    changed = after.dependencies is None or not np.array_equal(before, after.dependencies)
+    # either the flipped bit opens a leak (reported), or it is unreachable at this size and changes nothing
+    assert (not after.ok) or not changed
+    if not after.ok:
+        assert any(node.spec_path in e.path or "leak" in e.message for e in after.errors)
+
+
+@MUTATION
+@given(masked_conv_stacks(), st.integers(0, 2**31 - 1))
+def test_a_backend_mask_that_disagrees_with_the_spec_is_caught_dynamically(text, seed):
+    spec = spec_from(text)
+    model = arspec.compile(spec, seed=0).eval()
+    rng = np.random.default_rng(seed)
+    convs = [n for n in spec.ir.op_nodes() if "geometry" in n.attrs]
+    node = convs[rng.integers(len(convs))]
+    conn = node.attrs["geometry"].connectivity
+    tap = _future_tap(conn, rng)
+    if tap is None:
+        return
+    layer = dict(zip([n.name for n in spec.ir.op_nodes()], model.net.layers.values()))[node.name].core
+    with torch.no_grad():
+        layer.mask[tap] = 1.0                     # the backend bug: a mask bit the spec does not have
+        layer.weight[tap] = 1.0
+    columns = np.arange(spec.ir.ctx.elements)
+    intended = predicted_columns(spec, columns)
+    conn[tap] = True                              # what the corrupted module really computes
+    corrupted = predicted_columns(spec, columns)
+    conn[tap] = False
+    result = dynamic_check(spec, model, columns=columns)
+    measured_extra = {(e, s) for _, e, s in result.unexpected}
+    assert measured_extra == {(int(e), int(s)) for e, s in np.argwhere(corrupted & ~intended)}
