@@ -106,9 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # a last line of defence: a message, never a traceback
+        from arspec.backends import BackendError
         from arspec.errors import SpecError
         if isinstance(err, SpecError):
             print(str(err), file=sys.stderr)
+            return EXIT_INVALID
+        if isinstance(err, BackendError):
+            print(f"arspec {args.command}: {err}", file=sys.stderr)
             return EXIT_INVALID
         print(f"arspec {args.command}: error: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_INTERNAL

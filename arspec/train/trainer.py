@@ -213,7 +213,7 @@ def train(spec, data: Splits, config: TrainConfig) -> dict[str, Any]:
                     loss = objective(xb, cb)
                 if not torch.isfinite(loss):
                     checkpoint("last.safetensors", {"stopped": "non-finite loss"})
-                    raise TrainingError(f"the loss became {float(loss)} at step {state['step']}; the last good weights "
+                    raise TrainingError(f"the loss became {float(loss.detach())} at step {state['step']}; the last good weights "
                                         f"are in {out / 'last.safetensors'} (try a lower lr or grad_clip)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,0 +1,126 @@
+"""The command line as a user meets it: exit codes, one located line per problem, no tracebacks,
+plugins discovered through entry points."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARSPEC = [sys.executable, "-m", "arspec"]
+
+
+def run(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([*ARSPEC, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_check_accepts_the_whole_zoo():
+    result = run("check", *sorted(str(p) for p in (ROOT / "specs").glob("*.yaml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(": ok (") == len(list((ROOT / "specs").glob("*.yaml")))
+
+
+def test_strict_turns_the_pixelcnn_blind_spot_into_a_failure():
+    assert run("check", "specs/pixelcnn.yaml").returncode == 0
+    result = run("check", "--strict", "specs/pixelcnn.yaml")
+    assert result.returncode == 1
+    assert "blind spot" in result.stdout and "specs/pixelcnn.yaml:" in result.stdout
+
+
+def test_strict_passes_the_gated_rgb_and_wavenet_models():
+    result = run("check", "--strict", "specs/gated_pixelcnn.yaml", "specs/pixelcnn_rgb.yaml", "specs/wavenet.yaml")
+    assert result.returncode == 0, result.stdout
+
+
+def test_every_broken_spec_exits_1_under_strict_with_a_located_message():
+    for path in sorted((ROOT / "specs" / "broken").glob("*.yaml")):
+        result = run("check", "--strict", str(path.relative_to(ROOT)))
+        assert result.returncode == 1, (path, result.stdout)
+        assert f"{path.relative_to(ROOT)}:" in result.stdout
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_invalid_and_hostile_specs_exit_2_without_traceback(tmp_path):
+    marker = tmp_path / "executed"
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\nevent: {{shape: [1, 2]}}\n"
+                       f"distribution: {{type: bernoulli}}\ngraph: {{a: {{op: relu}}, a: {{op: tanh}}}}\n")
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_bytes(b"\xff\xfe\x00 not yaml at all: [")
+    for path in (hostile, garbage):
+        result = run("check", str(path))
+        assert result.returncode == 2
+        assert "Traceback" not in result.stdout + result.stderr
+        assert f"{path}:" in result.stdout + result.stderr
+    assert not marker.exists()
+    out = run("check", str(hostile)).stdout
+    assert "unsupported YAML tag" in out and "duplicate key 'a'" in out
+
+
+def test_check_json_output_is_machine_readable():
+    result = run("check", "--json", "specs/made.yaml", "specs/broken/mask_b_first_layer.yaml")
+    data = json.loads(result.stdout)
+    assert [d["status"] for d in data] == ["ok", "not autoregressive"]
+    assert data[1]["errors"][0]["path"] == "graph.input"
+    assert result.returncode == 1
+
+
+def test_check_dynamic_agrees_with_static_analysis():
+    result = run("check", "--dynamic", "specs/gated_pixelcnn.yaml", "--set", "event.shape=[1,5,5]")
+    assert result.returncode == 0, result.stdout
+    assert "dynamic check agrees" in result.stdout
+
+
+def test_set_overrides_are_validated_on_the_command_line():
+    result = run("check", "specs/made.yaml", "--set", "graph.h1.features=-3")
+    assert result.returncode == 2
+    assert "--set graph.h1.features=-3:1:1: graph.h1.features: must be >= 1, got -3" in result.stdout
+
+
+def test_compile_prints_a_summary_and_writes_a_checkpoint(tmp_path):
+    out = tmp_path / "init.safetensors"
+    result = run("compile", "specs/gated_pixelcnn.yaml", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "parameters" in result.stdout and "autoregressive" in result.stdout
+    assert out.exists()
+
+
+def test_schema_command_prints_the_json_schema():
+    result = run("schema")
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "arspec model spec" and "graph" in schema["properties"]
+
+
+def test_graph_command_draws_the_receptive_field(tmp_path):
+    out = tmp_path / "rf.png"
+    result = run("graph", "specs/pixelcnn.yaml", "-o", str(out), "--element", "0,10,10")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("plugins")
+    for fixture in ("echo_backend", "broken_backend"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
+                        str(ROOT / "tests" / "fixtures" / fixture)], check=True, capture_output=True, timeout=600)
+    return target
+
+
+def test_a_third_party_backend_is_discovered_and_used(plugin_path):
+    env = {"PYTHONPATH": str(plugin_path)}
+    listing = run("backends", env=env)
+    assert listing.returncode == 0
+    assert "echo: float64 echo" in listing.stdout
+    assert "torch:" in listing.stdout
+    assert "broken: failed to load, skipped (ModuleNotFoundError" in listing.stdout
+    result = run("check", "--dynamic", "--backend", "echo", "specs/nade.yaml", "--set", "event.shape=[1,3,3]", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    compiled = run("compile", "--backend", "echo", "specs/made.yaml", env=env)
+    assert compiled.returncode == 0, compiled.stderr
+    missing = run("compile", "--backend", "nope", "specs/made.yaml", env=env)
+    assert missing.returncode == 2 and "unknown backend 'nope'" in missing.stderr and "Traceback" not in missing.stderr

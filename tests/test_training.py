@@ -1,0 +1,143 @@
+"""Train, evaluate and sample end to end on the bundled data; checkpoints are safe; torchrun works."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import arspec
+from arspec.data import DataError, load_data
+from arspec.train import TrainConfig, TrainingError, train
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_MADE = ["--set", "params.hidden=64"]
+
+
+def cli(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "arspec", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("made")
+    result = cli("train", "specs/made.yaml", "--epochs", "1", "--out", str(out), "--limit", "800", "--quiet", *SMALL_MADE)
+    assert result.returncode == 0, result.stderr
+    assert "test NLL:" in result.stdout and "nats" in result.stdout
+    return out
+
+
+def test_train_writes_safetensors_checkpoints_and_a_loss_curve(trained):
+    for name in ("best.safetensors", "last.safetensors", "loss.csv", "loss.png"):
+        assert (trained / name).exists(), name
+    with safe_open(str(trained / "last.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "arspec-checkpoint-1" and "masked_linear" in meta["spec"]
+    assert not list(trained.glob("*.tmp"))
+
+
+def test_eval_reports_nats_and_bits_per_dim(trained):
+    result = cli("eval", str(trained))
+    assert result.returncode == 0, result.stderr
+    assert "nats per item" in result.stdout and "bits/dim" in result.stdout
+
+
+def test_sample_writes_png_grids(trained, tmp_path):
+    out = tmp_path / "s.png"
+    result = cli("sample", str(trained), "-n", "4", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    for name in ("s.png", "s_nll.png", "s_probs.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_checkpoint_rebuilds_the_model_without_pickle(trained):
+    model = arspec.load_model(trained / "best.safetensors")
+    x = torch.randint(0, 2, (2, 1, 28, 28))
+    assert torch.isfinite(model.log_prob(x)).all()
+    assert model.spec.name == "made"
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(trained, out)
+    steps_before = json.loads(_meta(out / "last.safetensors")["meta"])["state"]["step"]
+    result = cli("train", "specs/made.yaml", "--epochs", "2", "--out", str(out), "--limit", "800", "--resume", "--quiet", *SMALL_MADE)
+    assert result.returncode == 0, result.stderr
+    steps_after = json.loads(_meta(out / "last.safetensors")["meta"])["state"]["step"]
+    assert steps_after == 2 * steps_before
+
+
+def _meta(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_a_good_checkpoint(tmp_path):
+    spec = arspec.load_spec(ROOT / "specs" / "made.yaml", overrides=["params.hidden=16"])
+    data = load_data(spec)
+    data.train = data.train[:64]
+    config = TrainConfig.from_spec(spec, tmp_path, epochs=1, batch_size=16, quiet=True)
+    original = arspec.runtime.armodel.ARModel.log_prob
+
+    def poisoned(self, x, ensemble=False, **context):
+        return original(self, x, ensemble, **context) * float("nan")
+    arspec.runtime.armodel.ARModel.log_prob = poisoned
+    try:
+        with pytest.raises(TrainingError, match="the loss became nan at step 0"):
+            train(spec, data, config)
+    finally:
+        arspec.runtime.armodel.ARModel.log_prob = original
+    model = arspec.load_model(tmp_path / "last.safetensors")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_data_that_does_not_fit_the_spec_is_rejected_before_training(tmp_path):
+    spec = arspec.load_spec(ROOT / "specs" / "made.yaml", overrides=["event.shape=[1,8,8]"])
+    with pytest.raises(DataError, match="items have shape \\[1, 28, 28\\], the spec's event is \\[1, 8, 8\\]"):
+        load_data(spec, "binarized-mnist")
+    spec = arspec.load_spec(ROOT / "specs" / "made.yaml")
+    with pytest.raises(DataError, match="values must lie in \\[0, 1\\], got \\[0, 255\\]"):
+        load_data(spec, "mnist")
+    result = cli("train", "specs/made.yaml", "--data", "mnist", "--out", str(tmp_path))
+    assert result.returncode == 2 and "data error" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_binarized_mnist_is_real_mnist_with_a_fixed_split():
+    spec = arspec.load_spec(ROOT / "specs" / "made.yaml")
+    a, b = load_data(spec), load_data(spec)
+    assert torch.equal(a.train, b.train)
+    assert (len(a.train), len(a.validation), len(a.test)) == (4000, 500, 500)
+    assert 0.08 < float(a.train.float().mean()) < 0.2      # MNIST strokes cover about an eighth of the image
+
+
+def test_class_conditional_training_feeds_labels(tmp_path):
+    result = cli("train", "specs/gated_pixelcnn_conditional.yaml", "--steps", "2", "--batch-size", "8", "--out", str(tmp_path),
+                 "--limit", "64", "--quiet", "--set", "params.channels=4", "--set", "params.double=8")
+    assert result.returncode == 0, result.stderr
+    sample = cli("sample", str(tmp_path), "-n", "2", "--label", "3", "-o", str(tmp_path / "three.png"))
+    assert sample.returncode == 0, sample.stderr
+
+
+def test_torchrun_with_two_processes_matches_one_process(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = ["-m", "arspec", "train", "specs/made.yaml", "--epochs", "1", "--limit", "256", "--batch-size", "32",
+            "--quiet", "--set", "params.hidden=32", "--set", "training.grad_clip=null"]
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = cli(*args[2:], "--out", str(tmp_path / "one"), "--batch-size", "64")
+    assert one.returncode == 0, one.stderr
+    m1, m2 = arspec.load_model(tmp_path / "one" / "last.safetensors"), arspec.load_model(tmp_path / "two" / "last.safetensors")
+    assert not (tmp_path / "two" / "rank1").exists()
+    spec = m1.spec
+    x = load_data(spec).test[:64]
+    nll1, nll2 = -m1.log_prob(x).mean().item(), -m2.log_prob(x).mean().item()
+    assert abs(nll1 - nll2) / nll1 < 0.05, (nll1, nll2)

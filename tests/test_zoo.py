@@ -1,0 +1,113 @@
+"""Every spec in the zoo: valid, autoregressive (statically and as compiled), consistent
+log-probabilities, valid samples, normalised on tiny events; every broken spec is rejected."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import arspec
+from arspec.analysis.dynamic import dynamic_check
+from arspec.spec.schema import schema_json, spec_schema
+from tests.helpers import all_configurations
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = sorted((ROOT / "specs").glob("*.yaml"))
+BROKEN = sorted((ROOT / "specs" / "broken").glob("*.yaml"))
+
+
+def tiny_overrides(path: Path) -> list[str]:
+    spec = arspec.load_spec(path)
+    shape = spec.event.shape
+    if len(shape) == 1:
+        local = [name for name, c in spec.conditioning.items() if c.type == "local"]
+        return ["event.shape=[8]"] + [f"conditioning.{name}.upsample=4" for name in local]
+    return [f"event.shape=[{shape[0]},3,3]"]
+
+
+@pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
+def test_zoo_spec_is_valid_and_autoregressive(path):
+    report = arspec.analyze(arspec.load_spec(path))
+    assert report.ok, [str(e) for e in report.errors]
+
+
+@pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
+def test_zoo_module_dependencies_match_the_static_analysis(path):
+    spec = arspec.load_spec(path, overrides=tiny_overrides(path))
+    result = dynamic_check(spec, arspec.compile(spec, seed=0))
+    assert result.agrees, (result.missing[:5], result.unexpected[:5])
+
+
+@pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
+def test_zoo_log_prob_is_the_sum_of_its_elements_and_samples_score_finitely(path):
+    spec = arspec.load_spec(path, overrides=tiny_overrides(path))
+    model = arspec.compile(spec, seed=0).eval()
+    gen = torch.Generator().manual_seed(0)
+    x, context = model.example_inputs(3, gen)
+    with torch.no_grad():
+        assert torch.allclose(model.log_prob(x, **context), model.log_prob_elements(x, **context).flatten(1).sum(1))
+        samples = model.sample(3, generator=torch.Generator().manual_seed(1), **context)
+        assert samples.shape == (3, *spec.event.shape)
+        assert model.distribution.validate(samples) is None
+        assert torch.isfinite(model.log_prob(samples, **context)).all()
+
+
+@pytest.mark.parametrize("path", [p for p in ZOO if len(arspec.load_spec(p).event.shape) == 3], ids=lambda p: p.stem)
+def test_zoo_image_models_sum_to_one_on_tiny_events(path):
+    spec = arspec.load_spec(path)
+    overrides = ["event.shape=[1,3,3]"] if spec.event.shape[0] == 1 else ["event.shape=[3,1,2]", "distribution.classes=4"]
+    spec = arspec.load_spec(path, overrides=overrides)
+    model = arspec.compile(spec, dtype=torch.float64, seed=0).eval()
+    classes = model.distribution.classes
+    xs = all_configurations(tuple(spec.event.shape), classes)
+    context = model.example_context(len(xs))
+    context = {k: v[:1].expand(len(xs), *v.shape[1:]) for k, v in context.items()}
+    with torch.no_grad():
+        total = torch.logsumexp(torch.cat([model.log_prob(xs[i:i + 1024], **{k: v[i:i + 1024] for k, v in context.items()})
+                                           for i in range(0, len(xs), 1024)]), 0).exp()
+    assert abs(float(total) - 1.0) < 1e-5
+
+
+def test_every_zoo_spec_satisfies_the_json_schema():
+    validator = jsonschema.Draft202012Validator(spec_schema())
+    jsonschema.Draft202012Validator.check_schema(spec_schema())
+    for path in ZOO + BROKEN:
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert not errors, (path, [e.message for e in errors[:3]])
+
+
+def test_the_schema_rejects_what_the_loader_rejects():
+    validator = jsonschema.Draft202012Validator(spec_schema())
+    spec = yaml.safe_load((ROOT / "specs" / "made.yaml").read_text())
+    spec["colour"] = "red"
+    assert list(validator.iter_errors(spec))
+    spec = yaml.safe_load((ROOT / "specs" / "pixelcnn.yaml").read_text())
+    spec["graph"]["input"]["mask"] = "C"
+    assert list(validator.iter_errors(spec))
+
+
+def test_the_committed_schema_file_is_current():
+    assert (ROOT / "docs" / "arspec.schema.json").read_text() == schema_json()
+
+
+def _expected_node(path: Path) -> str | None:
+    match = re.search(r"Expected: .*? at ([\w.\[\]]+)", path.read_text())
+    return match.group(1).rstrip(".") if match else None
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.stem)
+def test_broken_spec_fails_strict_check_naming_the_node(path):
+    report = arspec.analyze(arspec.load_spec(path))
+    problems = report.errors or report.warnings
+    assert problems, "the bug went unnoticed"
+    expected = _expected_node(path)
+    if expected:
+        assert any(p.path.startswith(expected) for p in report.errors), [str(p) for p in report.errors]
+    for p in problems:
+        assert p.location.file == str(path) and p.location.line > 0
