@@ -39,6 +39,10 @@ class MaskedConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pads):
             x = F.pad(x, self.pads)
+        return self.unpadded(x)
+
+    def unpadded(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of an already padded (or windowed) input; used by cached generation."""
         weight = self.weight * self.mask
         conv = F.conv1d if self.nd == 1 else F.conv2d
         return conv(x, weight, self.bias, dilation=self.dilation)

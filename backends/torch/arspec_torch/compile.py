@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from arspec.runtime import incremental
 from arspec.runtime.armodel import ARModel
 from arspec_torch.graph_module import GraphModule
 
@@ -17,4 +18,6 @@ def compile_model(spec, device: str | torch.device = "cpu", dtype: torch.dtype =
     orders = np.stack([ir.ctx.order(m) for m in range(len(ir.ctx.orders))])
     model = ARModel(net, ir.distribution, tuple(spec.event.shape), orders, spec.conditioning, ir.dense_output,
                     spec.source_text, getattr(spec, "_overrides", []))
+    if incremental.supports(ir, spec):
+        model.incremental = incremental.IncrementalSampler(ir, net)
     return model.to(device=device, dtype=dtype)
