@@ -79,8 +79,8 @@ def generic_parameters(model, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            fan = p.shape[-1] if p.dim() > 1 else 1
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * (1.0 / max(1.0, fan) ** 0.5) + 0.1)
+            fan_in = int(np.prod(p.shape[1:])) if p.dim() > 1 else 4
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) / max(1.0, fan_in) ** 0.5)
 
 
 def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarray | None = None,
