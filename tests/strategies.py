@@ -123,3 +123,33 @@ def nade_specs(draw):
     ordering = draw(orderings(d, shape, allow_groups=False))
     return (f"name: nade\nevent: {{shape: {list(shape)}}}\ndistribution: {{type: bernoulli}}\nordering: {ordering}\ngraph:\n"
             + _node("n", op="nade", inputs="[x]", hidden=draw(st.integers(1, 16)))), d
+
+
+@st.composite
+def recurrent_stacks(draw, shift: bool = True):
+    """PixelRNN: a mask-A convolution, then Row LSTM layers or Diagonal BiLSTM layers (the mirrored
+    direction shifted down one row), with residuals."""
+    groups = draw(st.integers(1, 2))
+    h, w = draw(st.integers(2, 5)), draw(st.integers(2, 5))
+    hidden = 2 * groups
+    dist = "{type: bernoulli}" if groups == 1 else "{type: categorical, classes: 3}"
+    lines = [f"name: rnn\nevent: {{shape: [{groups}, {h}, {w}]}}\ndistribution: {dist}\ngraph:\n"]
+    lines.append(_node("l0", op="masked_conv2d", inputs="[x]", channels=hidden, kernel=draw(st.sampled_from([1, 3])), mask="A"))
+    prev = "l0"
+    for i in range(1, draw(st.integers(1, 2)) + 1):
+        if draw(st.booleans()):
+            lines.append(_node(f"r{i}", op="row_lstm", inputs=f"[{prev}]", hidden=hidden, kernel=draw(st.sampled_from([1, 3, 5])),
+                               mask="B", residual=prev))
+            prev = f"r{i}"
+            continue
+        lines.append(_node(f"a{i}", op="diagonal_lstm", inputs=f"[{prev}]", hidden=hidden, direction="left"))
+        lines.append(_node(f"c{i}", op="concat", inputs=f"[{prev}, x]"))
+        lines.append(_node(f"b{i}", op="diagonal_lstm", inputs=f"[c{i}]", hidden=hidden, direction="right"))
+        right = f"b{i}"
+        if shift:
+            lines.append(_node(f"d{i}", op="shift", inputs=f"[b{i}]", by="[1, 0]"))
+            right = f"d{i}"
+        lines.append(_node(f"s{i}", op="add", inputs=f"[a{i}, {right}]", residual=prev))
+        prev = f"s{i}"
+    lines.append(_node("out", op="conv1x1", inputs=f"[{prev}]", channels="output", mask="B"))
+    return "".join(lines)

@@ -31,8 +31,9 @@ def test_strict_turns_the_pixelcnn_blind_spot_into_a_failure():
     assert "blind spot" in result.stdout and "specs/pixelcnn.yaml:" in result.stdout
 
 
-def test_strict_passes_the_gated_rgb_and_wavenet_models():
-    result = run("check", "--strict", "specs/gated_pixelcnn.yaml", "specs/pixelcnn_rgb.yaml", "specs/wavenet.yaml")
+def test_strict_passes_the_gated_rgb_wavenet_and_diagonal_bilstm_models():
+    result = run("check", "--strict", "specs/gated_pixelcnn.yaml", "specs/pixelcnn_rgb.yaml", "specs/wavenet.yaml",
+                 "specs/diagonal_bilstm.yaml")
     assert result.returncode == 0, result.stdout
 
 

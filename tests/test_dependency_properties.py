@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 
 import arspec
 from tests.helpers import all_configurations, assert_measured_equals_predicted, spec_from
-from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, made_specs, masked_conv_stacks, nade_specs
+from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, made_specs, masked_conv_stacks, nade_specs, recurrent_stacks
 
 PROPERTY = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -35,6 +35,14 @@ def test_gated_stacks_measured_equals_predicted_and_never_see_the_future(text):
 @PROPERTY
 @given(causal_sequences())
 def test_causal_dilated_sequences_measured_equals_predicted(text):
+    spec = spec_from(text)
+    assert arspec.analyze(spec).ok
+    assert_measured_equals_predicted(spec)
+
+
+@PROPERTY
+@given(recurrent_stacks())
+def test_row_and_diagonal_lstm_measured_equals_predicted(text):
     spec = spec_from(text)
     assert arspec.analyze(spec).ok
     assert_measured_equals_predicted(spec)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import arspec
 from arspec.analysis.dynamic import dynamic_check, measure_columns, predicted_columns
 from tests.helpers import spec_from
-from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks
+from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks, recurrent_stacks
 
 MUTATION = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -52,6 +52,12 @@ def test_unshifted_input_embedding_is_a_leak(text):
 @MUTATION
 @given(gated_stacks(shift=False))
 def test_dropping_the_vertical_stack_shift_is_a_leak(text):
+    assert _leaks(text)
+
+
+@MUTATION
+@given(recurrent_stacks(shift=False).filter(lambda t: "diagonal_lstm" in t))
+def test_an_unshifted_mirrored_diagonal_lstm_is_a_leak(text):
     assert _leaks(text)
 
 

@@ -40,6 +40,20 @@ def _reduce_connectivity(conn: np.ndarray, chan_in: np.ndarray, rows_in: int) ->
     return out
 
 
+def _shift_concrete(table: np.ndarray, offset: Sequence[int]) -> np.ndarray:
+    """out[p] = table[p + offset] over the leading spatial axes (False outside)."""
+    out = np.zeros_like(table)
+    dst, src = [], []
+    for n, o in zip(table.shape, offset):
+        lo, hi = max(0, -o), min(n, n - o)
+        if hi <= lo:
+            return out
+        dst.append(slice(lo, hi))
+        src.append(slice(lo + o, hi + o))
+    out[tuple(dst)] = table[tuple(src)]
+    return out
+
+
 @dataclass
 class Deps:
     """Shared behaviour of both domains: channel-to-row bookkeeping."""
@@ -147,30 +161,23 @@ class ConcreteDeps(Deps):
             base += d.rows.shape[0]
         return ConcreteDeps(np.concatenate(rows), np.concatenate(chans), self.columns)
 
-    def recurrence(self, axis: int, conn: np.ndarray, state_channels: int) -> "ConcreteDeps":
-        """A scan along spatial `axis`: state[t] = f(input[t], state[t-1]) with state-to-state taps
-        along the remaining axis given by conn (Cs, Cs, K) centred. All state channels become one
-        row per position (an LSTM mixes all of them)."""
-        inp = self.rows.any(axis=0)  # (*S, N)
-        k = conn.shape[-1]
-        state = np.zeros_like(inp)
-        s = self.spatial
-        other = 1 - axis
-        for t in range(s[axis]):
-            idx = [slice(None)] * 2
-            idx[axis] = t
-            cur = inp[tuple(idx)].copy()
-            if t > 0:
-                prev_idx = [slice(None)] * 2
-                prev_idx[axis] = t - 1
-                prev = state[tuple(prev_idx)]
-                for tap in range(k):
-                    shift = tap - k // 2
-                    lo, hi = max(0, -shift), min(s[other], s[other] - shift)
-                    if hi > lo:
-                        cur[lo:hi] |= prev[lo + shift:hi + shift]
-            state[tuple(idx)] = cur
-        return ConcreteDeps(state[None], np.zeros(state_channels, dtype=int), self.columns)
+    def closure(self, offsets: Sequence[tuple[int, ...]], groups: int, channels: int, limits: Sequence[int] = ()) -> "ConcreteDeps":
+        """A spatial recurrence: the least S with S_g = self_g ∪ ⋃_o shift(⋃_g' S_g', o), where
+        S_g is the state of channel group g and `offsets` are the state-to-state taps (positions
+        read, relative). Exact at borders: iterated position by position until nothing changes."""
+        group_rows = [self.rows[np.unique(self.chan[np.arange(self.channels) % groups == g])].any(axis=0) for g in range(groups)]
+        inputs = np.stack(group_rows)                             # (G, *S, N)
+        state = inputs.copy()
+        while True:
+            merged = state.any(axis=0)
+            reach = np.zeros_like(merged)
+            for off in offsets:
+                reach |= _shift_concrete(merged, off)
+            nxt = inputs | reach[None]
+            if np.array_equal(nxt, state):
+                break
+            state = nxt
+        return ConcreteDeps(state, np.arange(channels) % groups, self.columns)
 
     def element_table(self, groups: int, params: int, dense: bool) -> np.ndarray:
         """Per data element, the elements its distribution parameters read: (E, N).
@@ -286,25 +293,39 @@ class OffsetDeps(Deps):
             base += p.rows.shape[0]
         return OffsetDeps(np.concatenate(rows), np.concatenate(chans), tuple(-l for l in lo))
 
-    def recurrence(self, axis: int, conn: np.ndarray, state_channels: int, length: int) -> "OffsetDeps":
-        """Closure of a scan along `axis` (at most `length` steps back)."""
-        merged = OffsetDeps(self.rows.any(axis=0, keepdims=True), np.zeros(self.channels, dtype=int), self.origin)
-        k = conn.shape[-1]
-        step = np.ones((1, 1) + (k,), dtype=bool)
-        pad = [0, 0]
-        pad[axis] = 1
-        pad[1 - axis] = k // 2
-        kernel_shape = [1, 1]
-        kernel_shape[1 - axis] = k
-        step = np.ones((1, 1) + tuple(kernel_shape), dtype=bool)
-        state = merged
-        for _ in range(length - 1):
-            moved = state.conv(step, (1, 1), tuple(pad), ())
-            nxt = merged.union(moved)
-            if nxt.rows.shape == state.rows.shape and nxt.origin == state.origin and (nxt.rows == state.rows).all():
+    def closure(self, offsets: Sequence[tuple[int, ...]], groups: int, channels: int, limits: Sequence[int]) -> "OffsetDeps":
+        """The recurrence of ConcreteDeps.closure on offsets; offsets beyond `limits` (the image
+        size) can never be realised and are dropped, which bounds the iteration."""
+        parts = [self.select(np.nonzero(np.arange(self.channels) % groups == g)[0]) for g in range(groups)]
+        merged_inputs = [OffsetDeps(p.rows.any(axis=0, keepdims=True), np.zeros(1, dtype=int), p.origin) for p in parts]
+        state = merged_inputs
+        nd = self.nd
+        while True:
+            every = state[0]
+            for s_ in state[1:]:
+                every = every.union(s_)
+            every = OffsetDeps(every.rows.any(axis=0, keepdims=True), np.zeros(1, dtype=int), every.origin)
+            moved = None
+            for off in offsets:
+                conn = np.ones((1, 1) + (1,) * nd, dtype=bool)
+                step = every.conv(conn, (1,) * nd, tuple(-o for o in off), ())._clipped(limits)
+                moved = step if moved is None else moved.union(step)
+            nxt = [m.union(moved)._clipped(limits) for m in merged_inputs]
+            if all(a.origin == b.origin and a.rows.shape == b.rows.shape and np.array_equal(a.rows, b.rows) for a, b in zip(nxt, state)):
                 break
             state = nxt
-        return OffsetDeps(state.rows, np.zeros(state_channels, dtype=int), state.origin)
+        out = state[0].concat(state[1:])
+        return OffsetDeps(out.rows, np.arange(channels) % groups, out.origin)
+
+    def _clipped(self, limits: Sequence[int]) -> "OffsetDeps":
+        """Drop offsets whose size reaches the image size in some axis (never realisable)."""
+        lo, hi = self._bounds()
+        new_lo = [max(l, -(n - 1)) for l, n in zip(lo, limits)]
+        new_hi = [min(h, n - 1) for h, n in zip(hi, limits)]
+        if new_lo == lo and new_hi == hi:
+            return self
+        sl = tuple(slice(a - l, b - l + 1) for a, b, l in zip(new_lo, new_hi, lo))
+        return OffsetDeps(self.rows[(slice(None),) + sl], self.chan, tuple(-a for a in new_lo))._trimmed()
 
     def element_offsets(self, groups: int, params: int) -> np.ndarray:
         """Per data channel g: (G, *box, Cx) offsets its distribution parameters read."""

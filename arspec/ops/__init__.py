@@ -7,6 +7,7 @@ from arspec.ops import (  # noqa: F401  (imported for registration)
     masked_conv2d,
     masked_linear,
     nade,
+    recurrent,
     shift,
     stacks,
 )
