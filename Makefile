@@ -23,7 +23,7 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(ARSPEC) check specs/*.yaml
-	$(ARSPEC) train specs/made.yaml --epochs 8 --out $(OUT)
+	$(ARSPEC) train specs/made.yaml --out $(OUT)
 	$(ARSPEC) eval $(OUT)
 	$(ARSPEC) sample $(OUT) -n 36 -o $(OUT)/samples.png
 	$(ARSPEC) graph specs/gated_pixelcnn.yaml -o $(OUT)/receptive_field.png
