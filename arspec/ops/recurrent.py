@@ -46,6 +46,20 @@ def _lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, to
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
+def _probe_lstm(input_to_state: MaskedConv, state_to_state: nn.Conv1d, hidden: int, gen: torch.Generator) -> None:
+    """Parameters for the dynamic check: input and output gates open, forget gate half open and a
+    state-to-state map of gain about one, so a perturbation still shows after a whole image of
+    recurrent steps (with small random weights it would fall below float64 resolution)."""
+    with torch.no_grad():
+        bias = input_to_state.bias
+        bias.zero_()
+        bias[:hidden] = 4.0                 # o
+        bias[2 * hidden:3 * hidden] = 4.0   # i
+        w = state_to_state.weight
+        w.copy_(torch.randn(w.shape, generator=gen, dtype=w.dtype) * (2.0 / (w.shape[1] * w.shape[2])) ** 0.5)
+        state_to_state.bias.zero_()
+
+
 def _gate_layout(hidden: int, in_channels: int, groups: int, mask: str) -> np.ndarray:
     """(4*hidden, in) channel connectivity of the input-to-state map: each gate chunk [o, f, i, g]
     keeps channel j in group j mod G."""
@@ -59,6 +73,9 @@ class RowLstm(nn.Module):
         self.input_to_state = MaskedConv(conn, (1, 1), (0, half), (0, 0))
         self.state_to_state = nn.Conv1d(hidden, 4 * hidden, kernel, padding=half)
         self.hidden = hidden
+
+    def probe_parameters(self, gen: torch.Generator) -> None:
+        _probe_lstm(self.input_to_state, self.state_to_state, self.hidden, gen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.input_to_state(x)                              # (B, 4h, H, W)
@@ -92,6 +109,9 @@ class DiagonalLstm(nn.Module):
         self.input_to_state = MaskedConv(conn, (1, 1), (0, 0), (0, 0))
         self.state_to_state = nn.Conv1d(hidden, 4 * hidden, 2, padding=0)
         self.hidden, self.mirror = hidden, mirror
+
+    def probe_parameters(self, gen: torch.Generator) -> None:
+        _probe_lstm(self.input_to_state, self.state_to_state, self.hidden, gen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mirror:
