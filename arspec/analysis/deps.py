@@ -40,9 +40,9 @@ def _reduce_connectivity(conn: np.ndarray, chan_in: np.ndarray, rows_in: int) ->
     return out
 
 
-def _shift_concrete(table: np.ndarray, offset: Sequence[int]) -> np.ndarray:
-    """out[p] = table[p + offset] over the leading spatial axes (False outside)."""
-    out = np.zeros_like(table)
+def shift_array(table: np.ndarray, offset: Sequence[int], fill=False) -> np.ndarray:
+    """out[p] = table[p + offset] over the leading axes, `fill` where p + offset is outside."""
+    out = np.full_like(table, fill)
     dst, src = [], []
     for n, o in zip(table.shape, offset):
         lo, hi = max(0, -o), min(n, n - o)
@@ -172,7 +172,7 @@ class ConcreteDeps(Deps):
             merged = state.any(axis=0)
             reach = np.zeros_like(merged)
             for off in offsets:
-                reach |= _shift_concrete(merged, off)
+                reach |= shift_array(merged, off)
             nxt = inputs | reach[None]
             if np.array_equal(nxt, state):
                 break

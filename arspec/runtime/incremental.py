@@ -15,26 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from arspec.analysis.deps import shift_array
 from arspec.ir.graph import IRGraph
 from arspec.runtime.layers import MaskedConv
 from arspec.ops.shift import Shift
 
 _CONV_OPS = {"masked_conv2d", "conv1d", "conv2d", "causal_conv1d", "conv1x1", "vertical_conv2d", "horizontal_conv2d"}
 _POINTWISE = {"relu", "elu", "tanh", "sigmoid", "identity", "add", "multiply", "concat", "gated_tanh"}
-
-
-def _shifted_max(src: np.ndarray, shift: tuple[int, ...]) -> np.ndarray:
-    """out[p] = src[p + shift], -inf where p + shift is outside."""
-    out = np.full(src.shape, -np.inf)
-    dst, srcs = [], []
-    for n, sh in zip(src.shape, shift):
-        lo, hi = max(0, -sh), min(n, n - sh)
-        if hi <= lo:
-            return out
-        dst.append(slice(lo, hi))
-        srcs.append(slice(lo + sh, hi + sh))
-    out[tuple(dst)] = src[tuple(srcs)]
-    return out
 
 
 def finality(ir: IRGraph) -> dict[str, np.ndarray]:
@@ -58,11 +45,11 @@ def finality(ir: IRGraph) -> dict[str, np.ndarray]:
             used = np.argwhere(g.connectivity.any(axis=(0, 1)))
             f = none.copy()
             for tap in used:
-                f = np.maximum(f, _shifted_max(ins[0], tuple(int(t) * d - b for t, d, b in zip(tap, g.dilation, g.pad_before))))
+                f = np.maximum(f, shift_array(ins[0], tuple(int(t) * d - b for t, d, b in zip(tap, g.dilation, g.pad_before)), -np.inf))
         elif node.spec.op == "shift":
-            f = _shifted_max(ins[0], tuple(-b for b in node.spec.by))
+            f = shift_array(ins[0], tuple(-b for b in node.spec.by), -np.inf)
         elif node.spec.op == "embedding":
-            f = _shifted_max(ins[0], (0,) * (len(spatial) - 1) + (-node.spec.shift,))
+            f = shift_array(ins[0], (0,) * (len(spatial) - 1) + (-node.spec.shift,), -np.inf)
         else:
             f = none.copy()
             for a in ins:
