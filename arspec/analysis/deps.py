@@ -71,10 +71,6 @@ class Deps:
         used, inverse = np.unique(chan, return_inverse=True)
         return self._like(self.rows[used], inverse.reshape(-1))
 
-    def map_channels(self, fn) -> "Deps":
-        """Elementwise ops keep dependency sets unchanged."""
-        return self
-
     def _like(self, rows: np.ndarray, chan: np.ndarray) -> "Deps":
         raise NotImplementedError
 

@@ -15,7 +15,6 @@ from arspec.ir.graph import IRGraph
 
 CONCRETE_LIMIT = 2048          # events up to this many elements are analysed position by position
 CONCRETE_MAX = 16384           # beyond this, only translation-equivariant models can be analysed
-MAX_REPORTED = 5
 
 
 @dataclass

@@ -1,8 +1,6 @@
 """`arspec compile`: build the module and print what was built."""
 from __future__ import annotations
 
-from arspec.errors import SpecError
-
 
 def summary(spec, report, model) -> str:
     ir = spec.ir
@@ -25,11 +23,7 @@ def summary(spec, report, model) -> str:
 
 def run(args) -> int:
     from arspec import analyze, compile, load_spec
-    try:
-        spec = load_spec(args.spec, overrides=args.overrides)
-    except SpecError as err:
-        print(err)
-        return 2
+    spec = load_spec(args.spec, overrides=args.overrides)
     report = analyze(spec)
     model = compile(spec, backend=args.backend, device=args.device)
     print(summary(spec, report, model))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from arspec.errors import SpecError
 
 
 def _element(text: str | None, event: tuple[int, ...]) -> tuple[int, ...]:
@@ -21,11 +20,7 @@ def _element(text: str | None, event: tuple[int, ...]) -> tuple[int, ...]:
 def run(args) -> int:
     from arspec import analyze, load_spec
     from arspec.pictures import draw_graph_figure
-    try:
-        spec = load_spec(args.spec, overrides=args.overrides)
-    except SpecError as err:
-        print(err, file=sys.stderr)
-        return 2
+    spec = load_spec(args.spec, overrides=args.overrides)
     report = analyze(spec)
     if not report.ok:
         for e in report.errors:

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from arspec.data.registry import DataError
-from arspec.errors import SpecError
 
 
 def run(args) -> int:
@@ -14,11 +13,7 @@ def run(args) -> int:
     from arspec.data import load_data
     from arspec.train import TrainConfig, TrainingError, evaluate_nll, train
     from arspec.train.trainer import bits_per_dim
-    try:
-        spec = load_spec(args.spec, overrides=args.overrides)
-    except SpecError as err:
-        print(err, file=sys.stderr)
-        return 2
+    spec = load_spec(args.spec, overrides=args.overrides)
     try:
         data = load_data(spec, args.data)
     except DataError as err:

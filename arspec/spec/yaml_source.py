@@ -41,13 +41,6 @@ class SourceMap:
             path = path[:-1]
         return self.positions.get((), Location(self.file, 1, 1))
 
-    def copy_subtree(self, src: Path, dst: Path) -> None:
-        """Give the nodes under `dst` the positions of those under `src` (used when expanding)."""
-        n = len(src)
-        for p, loc in list(self.positions.items()):
-            if p[:n] == src:
-                self.positions.setdefault(dst + p[n:], loc)
-
 
 def _loc(file: str, mark: yaml.Mark) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
