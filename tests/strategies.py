@@ -12,29 +12,36 @@ def _node(name: str, **fields) -> str:
 
 
 @st.composite
-def masked_conv_stacks(draw, first_mask: str = "A"):
+def masked_conv_stacks(draw, first_mask: str = "A", coupled: str = "no"):
     """PixelCNN-style stacks: mask A first, then mask-B convolutions (random kernels, dilations),
-    1x1 mask-B layers, gated activations and residuals, over 1-3 channel groups."""
-    groups = draw(st.integers(1, 3))
+    1x1 mask-B layers, gated activations and residuals, over 1-3 channel groups.
+
+    `coupled`: "pixel" gives PixelCNN++'s coupled likelihood with whole-pixel masks
+    (channel_groups: 1); "channel_masks" the coupled likelihood over R -> G -> B masks (a bug)."""
+    groups = draw(st.integers(2 if coupled == "channel_masks" else 1, 3))
     h, w = draw(st.integers(2, 6)), draw(st.integers(2, 6))
     width = groups * draw(st.integers(1, 3))
     classes = draw(st.sampled_from([2, 3])) if groups > 1 else 2
     dist = "{type: bernoulli}" if classes == 2 and groups == 1 else f"{{type: categorical, classes: {classes}}}"
+    masking = {}
+    if coupled != "no":
+        dist = f"{{type: discretized_logistic_mixture, classes: 4, mixtures: {draw(st.integers(1, 2))}, coupled: true}}"
+        masking = {"channel_groups": 1} if coupled == "pixel" else {}
     lines = [f"name: stack\nevent: {{shape: [{groups}, {h}, {w}]}}\ndistribution: {dist}\ngraph:\n"]
     k0 = draw(st.sampled_from([1, 3, 5]))
-    lines.append(_node("l0", op="masked_conv2d", inputs="[x]", channels=width, kernel=k0, mask=first_mask, activation="tanh"))
+    lines.append(_node("l0", op="masked_conv2d", inputs="[x]", channels=width, kernel=k0, mask=first_mask, activation="tanh", **masking))
     for i in range(1, draw(st.integers(1, 4)) + 1):
         kind = draw(st.sampled_from(["conv", "conv", "1x1", "gated"]))
         residual = draw(st.booleans())
         extra = {"residual": "in"} if residual else {}
         if kind == "conv":
             lines.append(_node(f"l{i}", op="masked_conv2d", channels=width, kernel=draw(st.sampled_from([1, 3, 5])),
-                               dilation=draw(st.integers(1, 2)), mask="B", activation="tanh", **extra))
+                               dilation=draw(st.integers(1, 2)), mask="B", activation="tanh", **extra, **masking))
         elif kind == "1x1":
-            lines.append(_node(f"l{i}", op="conv1x1", channels=width, mask="B", activation="tanh", **extra))
+            lines.append(_node(f"l{i}", op="conv1x1", channels=width, mask="B", activation="tanh", **extra, **masking))
         else:
-            lines.append(_node(f"l{i}", op="masked_conv2d", channels=2 * width, kernel=3, mask="B", activation="gated", **extra))
-    lines.append(_node("out", op="conv1x1", channels="output", mask="B"))
+            lines.append(_node(f"l{i}", op="masked_conv2d", channels=2 * width, kernel=3, mask="B", activation="gated", **extra, **masking))
+    lines.append(_node("out", op="conv1x1", channels="output", mask="B", **masking))
     return "".join(lines)
 
 
@@ -152,4 +159,45 @@ def recurrent_stacks(draw, shift: bool = True):
         lines.append(_node(f"s{i}", op="add", inputs=f"[a{i}, {right}]", residual=prev))
         prev = f"s{i}"
     lines.append(_node("out", op="conv1x1", inputs=f"[{prev}]", channels="output", mask="B"))
+    return "".join(lines)
+
+
+@st.composite
+def multiscale_pyramids(draw, first_mask: str = "A", keep: str = "[1, 2, 3]", coarse_first: bool = True):
+    """Multiscale PixelCNN (Reed et al. 2017): space_to_depth halvings down to a raster-ordered base
+    (masked convolutions), then per level group-masked convolutions over the four sub-position
+    groups (random kernels, dilations, gates, residuals) whose groups 1..3 are merged with the
+    coarser prediction by depth_to_space. The arguments inject the bugs of the mutation tests."""
+    channels = draw(st.integers(1, 2))
+    base = draw(st.integers(1, 2))
+    levels = draw(st.integers(1, 3 - base))
+    side = base * 2 ** levels
+    width = 4 * draw(st.integers(1, 2))
+    dist = "{type: bernoulli}" if channels == 1 else "{type: categorical, classes: 3}"
+    lines = [f"name: pyramid\nevent: {{shape: [{channels}, {side}, {side}]}}\ndistribution: {dist}\n"
+             f"ordering: {{type: multiscale, base: {base}}}\ngraph:\n"]
+    image = "x"
+    for level in range(levels):
+        lines.append(_node(f"g{level}", op="space_to_depth", inputs=f"[{image}]", factor=2))
+        lines.append(_node(f"x{level}", op="select_groups", inputs=f"[g{level}]", groups=4, keep="[0]"))
+        image = f"x{level}"
+    lines.append(_node("b0", op="masked_conv2d", inputs=f"[{image}]", channels=2 * channels, kernel=draw(st.sampled_from([1, 3])), mask="A", activation="tanh"))
+    lines.append(_node("base", op="conv1x1", inputs="[b0]", channels="output", mask="B"))
+    coarse = "base"
+    for level in reversed(range(levels)):
+        lines.append(_node(f"u{level}_0", op="group_masked_conv2d", inputs=f"[g{level}]", channels=width,
+                           kernel=draw(st.sampled_from([1, 3, 5])), mask=first_mask, activation="tanh"))
+        prev = f"u{level}_0"
+        for i in range(1, draw(st.integers(0, 2)) + 1):
+            gated = draw(st.booleans())
+            extra = {} if gated or not draw(st.booleans()) else {"residual": prev}
+            lines.append(_node(f"u{level}_{i}", op="group_masked_conv2d", inputs=f"[{prev}]", channels=2 * width if gated else width,
+                               kernel=draw(st.sampled_from([1, 3])), dilation=draw(st.integers(1, 2)), mask="B",
+                               activation="gated" if gated else "tanh", **extra))
+            prev = f"u{level}_{i}"
+        lines.append(_node(f"p{level}", op="group_masked_conv2d", inputs=f"[{prev}]", channels="output", kernel=draw(st.sampled_from([1, 3])), mask="B"))
+        lines.append(_node(f"n{level}", op="select_groups", inputs=f"[p{level}]", groups=4, keep=keep))
+        merged = f"[{coarse}, n{level}]" if coarse_first else f"[n{level}, {coarse}]"
+        lines.append(_node(f"o{level}", op="depth_to_space", inputs=merged, factor=2))
+        coarse = f"o{level}"
     return "".join(lines)

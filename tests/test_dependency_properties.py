@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 
 import arspec
 from tests.helpers import all_configurations, assert_measured_equals_predicted, spec_from
-from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, made_specs, masked_conv_stacks, nade_specs, recurrent_stacks
+from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, made_specs, masked_conv_stacks, multiscale_pyramids, nade_specs, recurrent_stacks
 
 PROPERTY = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -20,6 +20,14 @@ def test_masked_convolution_stacks_measured_equals_predicted(text):
     spec = spec_from(text)
     assert arspec.analyze(spec).ok
     assert_measured_equals_predicted(spec)
+
+
+@PROPERTY
+@given(masked_conv_stacks(coupled="pixel"))
+def test_coupled_pixel_likelihood_terms_read_exactly_what_the_analysis_predicts(text):
+    spec = spec_from(text)
+    assert arspec.analyze(spec).ok
+    assert_measured_equals_predicted(spec)       # parameters, and (coupled) the likelihood terms
 
 
 @PROPERTY
@@ -45,6 +53,15 @@ def test_causal_dilated_sequences_measured_equals_predicted(text):
 def test_row_and_diagonal_lstm_measured_equals_predicted(text):
     spec = spec_from(text)
     assert arspec.analyze(spec).ok
+    assert_measured_equals_predicted(spec)
+
+
+@PROPERTY
+@given(multiscale_pyramids())
+def test_multiscale_pyramids_measured_equals_predicted(text):
+    spec = spec_from(text)
+    report = arspec.analyze(spec)
+    assert report.ok, report.errors
     assert_measured_equals_predicted(spec)
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import arspec
 from arspec.analysis.dynamic import dynamic_check, generic_parameters, measure_columns, predicted_columns
 from tests.helpers import spec_from
-from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks, recurrent_stacks
+from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks, multiscale_pyramids, recurrent_stacks
 
 MUTATION = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -79,6 +79,50 @@ def test_swapping_the_channel_group_order_is_a_leak(text):
     # generate B -> G -> R while the masks assume R -> G -> B
     order = [c * h * w + p for p in range(h * w) for c in reversed(range(groups))]
     text = text.replace("graph:\n", f"ordering: {{type: permutation, order: {order}}}\ngraph:\n", 1)
+    assert _leaks(text)
+
+
+@MUTATION
+@given(multiscale_pyramids(first_mask="B"))
+def test_a_sub_position_group_reading_itself_in_the_first_layer_is_a_leak(text):
+    assert _leaks(text)
+
+
+@MUTATION
+@given(multiscale_pyramids(keep="[2, 1, 3]"))
+def test_selecting_the_new_groups_in_the_wrong_order_is_a_leak(text):
+    assert _leaks(text)
+
+
+@MUTATION
+@given(multiscale_pyramids(coarse_first=False))
+def test_merging_the_coarse_prediction_into_the_wrong_sub_position_is_a_leak(text):
+    assert _leaks(text)
+
+
+@MUTATION
+@given(multiscale_pyramids(), st.integers(0, 2**31 - 1))
+def test_flipping_one_group_mask_bit_is_judged_by_what_the_module_reads(text, seed):
+    spec = spec_from(text)
+    rng = np.random.default_rng(seed)
+    convs = [n for n in spec.ir.op_nodes() if n.spec.op == "group_masked_conv2d"]
+    conn = convs[rng.integers(len(convs))].attrs["geometry"].connectivity
+    off = np.argwhere(~conn)
+    if len(off) == 0:
+        return
+    conn[tuple(off[rng.integers(len(off))])] = True
+    after = arspec.analyze(spec)
+    model = arspec.compile(spec, seed=0).double().eval()
+    generic_parameters(model, seed % 1000)
+    measured = measure_columns(model, np.arange(spec.ir.ctx.elements))
+    order = spec.ir.ctx.order(0)
+    assert (not after.ok) == bool((measured & (order[None, :] >= order[:, None])).any())
+
+
+@MUTATION
+@given(masked_conv_stacks(coupled="channel_masks"))
+def test_a_coupled_likelihood_over_channel_group_masks_is_a_leak(text):
+    # G's parameters read R at the pixel, and R's term reads the whole pixel's parameters
     assert _leaks(text)
 
 

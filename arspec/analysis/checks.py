@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 
 from arspec.analysis.deps import ConcreteDeps, Deps, OffsetDeps
-from arspec.analysis.propagate import concrete_data, propagate
+from arspec.analysis.propagate import concrete_data, propagate, term_deps
 from arspec.errors import Problem
 from arspec.ir.graph import IRGraph
 
@@ -47,7 +47,7 @@ def trace_path(ir: IRGraph, source: int, target: int, mask: int = 0) -> list[str
         if not taint.rows.any():
             continue
         through = propagate(ir, concrete_data(ir, cols), mask, fixed={n.name: taint})
-        table = through[ir.output].element_table(g, p, ir.dense_output)
+        table = term_deps(ir, through).element_table(g, p, ir.dense_output)
         if table[target, 0]:
             on_path.append(n.name)
     return on_path
@@ -61,16 +61,49 @@ def _culprit(ir: IRGraph, path: list[str], source: int, target: int, mask: int) 
     event = ir.ctx.event
     forward = propagate(ir, concrete_data(ir, np.array([source])), mask)
     group, *pos = np.unravel_index(target, event)
+    folds = {n.spec.factor for n in ir.op_nodes() if n.spec.op == "space_to_depth"}
+    merges: list[str] = []
     for name in path:
         node = ir.node(name)
-        if node.type.spatial != tuple(event[1:]):
+        if node.op.moves_only:
+            # a rearrangement computes nothing; a merge of several inputs that puts a prediction
+            # in the wrong place is the cause when no computing node is
+            merges.extend([name] if len(node.inputs) > 1 else [])
+            continue
+        place = _target_place(node.type, event, int(group), [int(p) for p in pos], ir.ctx.groups, folds, ir.ctx.couples_channels)
+        if place is None:
             continue
         deps = forward[name]
-        serving = deps.chan[np.arange(deps.channels) % ir.ctx.groups == group]
+        channels, at = place
+        serving = deps.chan[channels]
         rows = np.unique(serving if len(serving) else deps.chan)
-        if deps.rows[(rows,) + tuple(int(p) for p in pos)].any():
+        if deps.rows[(rows,) + at].any():
             return name
-    return path[0]
+    return merges[0] if merges else path[0]
+
+
+def _target_place(t, event: tuple[int, ...], group: int, pos: list[int], groups: int, folds: set[int], whole_pixel: bool = False):
+    """Where a node's tensor holds the target element: (channels serving it, position). At the
+    event's resolution, the channels of its channel group; at a resolution f times coarser, reached
+    by one space_to_depth of factor f (`folds`), the channels of its f×f sub-position group. None
+    elsewhere (nested folds have no single place). With `whole_pixel` (a coupled likelihood) every
+    channel at the position serves every element there."""
+    spatial = tuple(event[1:])
+    if not t.spatial or len(t.spatial) != len(spatial) or any(s % n for s, n in zip(spatial, t.spatial)):
+        return None
+    factors = {s // n for s, n in zip(spatial, t.spatial)}
+    if len(factors) != 1:
+        return None
+    f = factors.pop()
+    channel = np.arange(t.channels)
+    if f != 1 and f not in folds:
+        return None
+    if f == 1:
+        return (channel if whole_pixel else channel[channel % groups == group]), tuple(pos)
+    subs = f ** len(pos)
+    sub = int(np.ravel_multi_index(tuple(p % f for p in pos), (f,) * len(pos)))
+    serving = channel[channel % subs == sub] if t.channels % subs == 0 else channel
+    return serving, tuple(p // f for p in pos)
 
 
 def _short_chain(ir: IRGraph, path: list[str]) -> str:

@@ -9,7 +9,8 @@ share a *row*; `chan[c]` is the row of channel c.
   reads. Convolution stacks are translation-equivariant, so this is exact for any image size
   (borders only remove dependencies) and its cost does not grow with the image.
 
-Ops never touch the arrays: they call `conv`, `dense`, `union`, `select`, `concat`, `recurrence`.
+Ops never touch the arrays: they call `conv` (strided too), `dense`, `union`, `select`, `concat`,
+`closure` (recurrences) and `depth_to_space`.
 """
 from __future__ import annotations
 
@@ -175,6 +176,21 @@ class ConcreteDeps(Deps):
             state = nxt
         return ConcreteDeps(state, np.arange(channels) % groups, self.columns)
 
+    def depth_to_space(self, factor: int) -> "ConcreteDeps":
+        """Channel c*f^d + g moves to sub-position g (row-major in an f^d block) of channel c at
+        f times the resolution: the inverse of a stride-f space-to-depth."""
+        nd = len(self.spatial)
+        subs = factor ** nd
+        out_channels = self.channels // subs
+        combos, chan = np.unique(self.chan.reshape(out_channels, subs), axis=0, return_inverse=True)
+        spatial = tuple(s * factor for s in self.spatial)
+        rows = np.zeros((combos.shape[0],) + spatial + (self.rows.shape[-1],), dtype=bool)
+        for r, combo in enumerate(combos):
+            for g, src in enumerate(combo):
+                offset = np.unravel_index(g, (factor,) * nd)
+                rows[(r,) + tuple(slice(int(o), None, factor) for o in offset)] = self.rows[src]
+        return ConcreteDeps(rows, chan.reshape(-1), self.columns)
+
     def element_table(self, groups: int, params: int, dense: bool) -> np.ndarray:
         """Per data element, the elements its distribution parameters read: (E, N).
 
@@ -263,6 +279,9 @@ class OffsetDeps(Deps):
 
     def dense(self, conn: np.ndarray) -> "OffsetDeps":
         raise NotTranslationEquivariant("dense layer")
+
+    def depth_to_space(self, factor: int) -> "OffsetDeps":
+        raise NotTranslationEquivariant("depth-to-space rearrangement")
 
     def broadcast_all(self, channels: int, spatial: tuple[int, ...]) -> "OffsetDeps":
         raise NotTranslationEquivariant("global broadcast")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from arspec.analysis.propagate import concrete_data, propagate
+from arspec.analysis.propagate import concrete_data, propagate, term_deps
 
 FULL_LIMIT = 256          # events up to this size are probed at every element
 SAMPLED_COLUMNS = 96
@@ -30,11 +30,13 @@ class DynamicResult:
         return not self.missing and not self.unexpected
 
 
-def predicted_columns(spec, columns: np.ndarray, mask: int = 0) -> np.ndarray:
-    """Static prediction restricted to source elements `columns`: (E, len(columns))."""
+def predicted_columns(spec, columns: np.ndarray, mask: int = 0, terms: bool = False) -> np.ndarray:
+    """Static prediction restricted to source elements `columns`: (E, len(columns)), for each
+    element's distribution parameters, or (`terms`) for its likelihood term."""
     ir = spec.ir
     deps = propagate(ir, concrete_data(ir, columns), mask)
-    return deps[ir.output].element_table(ir.ctx.groups, ir.ctx.params_per_element, ir.dense_output)
+    out = term_deps(ir, deps) if terms else deps[ir.output]
+    return out.element_table(ir.ctx.groups, ir.ctx.params_per_element, ir.dense_output)
 
 
 def _perturbed(x: torch.Tensor, columns: np.ndarray, classes: int | None, gen: torch.Generator) -> torch.Tensor:
@@ -50,8 +52,12 @@ def _perturbed(x: torch.Tensor, columns: np.ndarray, classes: int | None, gen: t
 
 
 @torch.no_grad()
-def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, chunk: int | None = None) -> np.ndarray:
-    """Measured dependencies on `columns`: (E, len(columns)), union over `trials` random inputs."""
+def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, chunk: int | None = None,
+                    terms: bool = False) -> np.ndarray:
+    """Measured dependencies on `columns`: (E, len(columns)), union over `trials` random inputs, of
+    the distribution parameters or (`terms`) of the log-likelihood terms (which always read their
+    own element)."""
+    quantity = (lambda x, **c: model.log_prob_elements(x, **c).unsqueeze(-1)) if terms else model
     gen = torch.Generator().manual_seed(seed)
     d = model.distribution
     classes = d.classes if d.discrete else None
@@ -68,9 +74,9 @@ def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, 
             # position as its perturbed twin, so both go through identical kernels
             ctx = {k: v.expand(len(cols), *v.shape[1:]) for k, v in context.items()}
             if len(cols) not in bases:
-                bases[len(cols)] = model(x.expand(len(cols), *x.shape[1:]).clone(), **ctx).reshape(len(cols), n, -1)
+                bases[len(cols)] = quantity(x.expand(len(cols), *x.shape[1:]).clone(), **ctx).reshape(len(cols), n, -1)
             base = bases[len(cols)]
-            params = model(_perturbed(x, cols, classes, gen), **ctx).reshape(len(cols), n, -1)
+            params = quantity(_perturbed(x, cols, classes, gen), **ctx).reshape(len(cols), n, -1)
             changed = (params != base).any(dim=-1)             # (len(cols), E)
             out[:, start:start + len(cols)] |= changed.T.cpu().numpy()
     return out
@@ -117,4 +123,14 @@ def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarr
             result.missing.append((m, int(e), int(columns[j])))
         for e, j in np.argwhere(measured & ~predicted):
             result.unexpected.append((m, int(e), int(columns[j])))
+        if probe.distribution.couples_channels:
+            # the coupling lives in the likelihood: compare the terms too (their own element aside)
+            own = np.arange(n)[:, None] == columns[None, :]
+            measured = measure_columns(probe, columns, trials, seed + m, terms=True) & ~own
+            predicted = predicted_columns(spec, columns, m, terms=True) & ~own
+            result.compared += measured.size
+            for e, j in np.argwhere(predicted & ~measured):
+                result.missing.append((m, int(e), int(columns[j])))
+            for e, j in np.argwhere(measured & ~predicted):
+                result.unexpected.append((m, int(e), int(columns[j])))
     return result

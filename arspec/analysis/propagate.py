@@ -54,6 +54,23 @@ def propagate(ir: IRGraph, make_data: Callable[[], Deps], mask: int = 0,
     return out
 
 
+def term_deps(ir: IRGraph, deps: dict[str, Deps]) -> Deps:
+    """What each element's likelihood term reads: its parameters' dependencies, plus, for a
+    distribution coupling a pixel's channels (PixelCNN++), the parameters of every channel at its
+    position and the values of the earlier channels there. Both are 1x1 convolutions, so this is
+    exact in either domain."""
+    out = deps[ir.output]
+    if not ir.ctx.couples_channels:
+        return out
+    from arspec.ops.masks import group_connectivity
+    nd = len(ir.ctx.spatial)
+    taps, zero = (1,) * nd, (0,) * nd
+    whole = np.ones((out.channels, out.channels) + taps, dtype=bool)
+    earlier = group_connectivity(out.channels, ir.ctx.groups, ir.ctx.groups, "A").reshape((out.channels, ir.ctx.groups) + taps)
+    spatial = ir.ctx.spatial
+    return out.conv(whole, taps, zero, spatial).union(deps["x"].conv(earlier, taps, zero, spatial))
+
+
 def concrete_data(ir: IRGraph, columns: np.ndarray | None = None) -> Callable[[], ConcreteDeps]:
     return lambda: ConcreteDeps.data(ir.ctx.event, columns)
 

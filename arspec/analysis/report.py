@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from arspec.analysis.deps import ConcreteDeps, NotTranslationEquivariant, OffsetDeps
-from arspec.analysis.propagate import concrete_data, offset_data, propagate
+from arspec.analysis.propagate import concrete_data, offset_data, propagate, term_deps
 from arspec.errors import Location, Problem
 from arspec.ir.graph import IRGraph
 
@@ -116,9 +116,9 @@ def analyze(spec, mask: int | None = None) -> Report:
         if report.errors:
             break
         if report.domain == "offsets":
-            checks.offset_checks(spec, ir, deps[ir.output], report, m)
+            checks.offset_checks(spec, ir, term_deps(ir, deps), report, m)
         else:
-            checks.concrete_checks(spec, ir, deps[ir.output], report, m)
+            checks.concrete_checks(spec, ir, term_deps(ir, deps), report, m)
         if report.errors:
             break
     report.seconds = time.perf_counter() - start

@@ -91,11 +91,14 @@ def run(args) -> int:
     with torch.no_grad():
         model.eval()
         nll = -model.log_prob_elements(x, **{k: v.to(model.device) for k, v in context.items()}).cpu().numpy()
-        probs = torch.softmax(model(x, **context), -1) if d.params_per_element > 1 else torch.sigmoid(model(x, **context))
-        chosen = probs[..., 0] if d.params_per_element == 1 else probs.gather(-1, x.unsqueeze(-1).long().to(probs.device))[..., 0]
     stem = out.with_suffix("")
     save_grid(Path(f"{stem}_nll.png"), heat(nll.reshape(args.n, *model.internal_shape).sum(axis=1)))
-    save_grid(Path(f"{stem}_probs.png"), heat(chosen.cpu().numpy().reshape(args.n, *model.internal_shape).mean(axis=1)))
+    if not d.discrete:
+        print(f"wrote {out} ({args.n} samples in {seconds:.1f} s) and {stem}_nll.png (per-element NLL)")
+        return 0
+    # the probability each element was drawn with, given what came before it (any discrete likelihood)
+    chosen = np.exp(-nll)
+    save_grid(Path(f"{stem}_probs.png"), heat(chosen.reshape(args.n, *model.internal_shape).mean(axis=1)))
     print(f"wrote {out} ({args.n} samples in {seconds:.1f} s), {stem}_nll.png (per-element NLL) and "
           f"{stem}_probs.png (probability each element was drawn with)")
     return 0

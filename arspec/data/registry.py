@@ -165,7 +165,7 @@ def check_fits(spec, splits: Splits) -> None:
     """Shape and value range against the spec's event and distribution, before training starts."""
     from arspec.distributions import make_distribution
     shape = tuple(spec.event.shape)
-    dist = make_distribution(spec.distribution)
+    dist = make_distribution(spec.distribution, shape[0] if len(shape) > 1 else 1)
     for split in ("train", "validation", "test"):
         x = splits.split(split)
         if len(x) == 0:

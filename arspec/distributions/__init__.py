@@ -30,6 +30,15 @@ class Distribution:
         """uniforms: (B, *E, noise_per_element) in (0, 1)."""
         raise NotImplementedError
 
+    #: the term of channel c at a position also reads the values of channels before c there, and
+    #: the parameters of every channel there (PixelCNN++'s coupled means); the analysis adds that
+    couples_channels = False
+
+    def sample_step(self, params: torch.Tensor, x: torch.Tensor, step: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """Values for the elements of one generation step (`step`: a boolean mask over the event),
+        given every element's parameters (B, *E, P) and the current data x (B, *E)."""
+        return self.sample(params[:, step], uniforms)
+
     def validate(self, x: torch.Tensor) -> str | None:
         """Why `x` is not valid data for this distribution, or None."""
         if self.discrete:
@@ -77,10 +86,12 @@ class Categorical(Distribution):
 
 
 class DiscretizedLogisticMixture(Distribution):
-    """Salimans et al. 2017: a mixture of logistics discretized to `classes` levels in [-1, 1]."""
+    """Salimans et al. 2017: a mixture of logistics discretized to `classes` levels in [-1, 1].
 
-    def __init__(self, classes: int, mixtures: int) -> None:
-        super().__init__(3 * mixtures, mixtures + 1, True, classes)
+    Parameters per element: K mixture logits, K means, K log-scales."""
+
+    def __init__(self, classes: int, mixtures: int, extra: int = 0) -> None:
+        super().__init__(3 * mixtures + extra, mixtures + 1, True, classes)
         self.mixtures = mixtures
 
     def encode(self, x, dtype=torch.float32):
@@ -88,11 +99,15 @@ class DiscretizedLogisticMixture(Distribution):
 
     def _split(self, params):
         m = self.mixtures
-        return params[..., :m], params[..., m:2 * m], params[..., 2 * m:].clamp(min=-7.0)
+        return params[..., :m], params[..., m:2 * m], params[..., 2 * m:3 * m].clamp(min=-7.0)
 
-    def log_prob(self, params, x):
-        logit_probs, means, log_scales = self._split(params)
-        xs = self.encode(x, params.dtype).unsqueeze(-1)
+    def components(self, params: torch.Tensor, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per element: mixture logits, means and log-scales, each (..., K)."""
+        return self._split(params)
+
+    def component_log_probs(self, x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+        """log P(x | component k) of the discretized logistic, (..., K); the edge levels take the tails."""
+        xs = self.encode(x, means.dtype).unsqueeze(-1)
         half = 1.0 / (self.classes - 1)
         inv = torch.exp(-log_scales)
         centered = xs - means
@@ -104,17 +119,65 @@ class DiscretizedLogisticMixture(Distribution):
         log_pdf_mid = mid - log_scales - 2.0 * F.softplus(mid)
         delta = (cdf_plus - cdf_minus).clamp(min=1e-12)
         log_mid = torch.where(delta > 1e-5, torch.log(delta), log_pdf_mid + math.log(2 * half))
-        lp = torch.where(xs < -0.999, log_cdf_plus, torch.where(xs > 0.999, log_one_minus_cdf_min, log_mid))
-        return torch.logsumexp(lp + torch.log_softmax(logit_probs, dim=-1), dim=-1)
+        return torch.where(xs < -0.999, log_cdf_plus, torch.where(xs > 0.999, log_one_minus_cdf_min, log_mid))
+
+    def log_prob(self, params, x):
+        logits, means, log_scales = self.components(params, x)
+        lp = self.component_log_probs(x, means, log_scales)
+        return torch.logsumexp(lp + torch.log_softmax(logits, dim=-1), dim=-1)
 
     def sample(self, params, uniforms):
-        logit_probs, means, log_scales = self._split(params)
-        k = torch.argmax(logit_probs + _gumbel(uniforms[..., :self.mixtures].to(params.dtype)), dim=-1, keepdim=True)
+        return self._draw(*self.components(params, None), uniforms)
+
+    def _draw(self, logits, means, log_scales, uniforms):
+        k = torch.argmax(logits + _gumbel(uniforms[..., :self.mixtures].to(means.dtype)), dim=-1, keepdim=True)
         mean = means.gather(-1, k).squeeze(-1)
         scale = torch.exp(log_scales.gather(-1, k).squeeze(-1))
-        u = uniforms[..., -1].to(params.dtype).clamp(1e-5, 1 - 1e-5)
+        u = uniforms[..., -1].to(means.dtype).clamp(1e-5, 1 - 1e-5)
         value = mean + scale * (torch.log(u) - torch.log1p(-u))
         return torch.round((value.clamp(-1, 1) + 1) * (self.classes - 1) / 2).long()
+
+
+class CoupledLogisticMixture(DiscretizedLogisticMixture):
+    """PixelCNN++'s pixel likelihood (Salimans et al. 2017, eq. 3): one mixture over the whole pixel,
+    whose component k gives channel c the mean mu_ck + sum_{j<c} tanh(a_ckj) * x_j.
+
+    Parameters of channel c: K logits (the pixel's mixture logits are their sum over channels), K
+    means, K log-scales and (C-1) blocks of K coefficients (block j couples to channel j < c; later
+    blocks are unused). Channel c's term is log p(x_c | x_<c of the pixel), with mixture weights
+    updated by the earlier channels' values, so the terms sum to the pixel's joint log-likelihood.
+    The network must give every channel of a pixel parameters that read only earlier pixels."""
+
+    couples_channels = True
+
+    def __init__(self, classes: int, mixtures: int, channels: int) -> None:
+        super().__init__(classes, mixtures, mixtures * (channels - 1))
+        self.channels = channels
+
+    def components(self, params, x):
+        """params (B, C, *S, P) and x (B, C, *S): the components of each channel given the
+        earlier channels of its pixel. With x None only the first channel is meaningful."""
+        k, c = self.mixtures, self.channels
+        logits, means, log_scales = self._split(params)
+        shared = logits.sum(dim=1, keepdim=True).expand_as(logits)
+        if x is None or c == 1:
+            return shared, means, log_scales
+        coeffs = torch.tanh(params[..., 3 * k:]).unflatten(-1, (c - 1, k))        # (B, C, *S, C-1, K)
+        xe = self.encode(x, params.dtype)                                          # (B, C, *S)
+        shifted = [means[:, 0]]
+        for i in range(1, c):
+            mean = means[:, i]
+            for j in range(i):
+                mean = mean + coeffs[:, i, ..., j, :] * xe[:, j].unsqueeze(-1)
+            shifted.append(mean)
+        means = torch.stack(shifted, dim=1)
+        lp = self.component_log_probs(x, means, log_scales)                        # (B, C, *S, K)
+        before = torch.cat([torch.zeros_like(lp[:, :1]), torch.cumsum(lp[:, :-1], dim=1)], dim=1)   # sum over j < c
+        return shared + before, means, log_scales
+
+    def sample_step(self, params, x, step, uniforms):
+        logits, means, log_scales = self.components(params, x)
+        return self._draw(logits[:, step], means[:, step], log_scales[:, step], uniforms)
 
 
 class GaussianMixture(Distribution):
@@ -143,13 +206,15 @@ class GaussianMixture(Distribution):
         return means.gather(-1, k).squeeze(-1) + torch.exp(log_scales.gather(-1, k).squeeze(-1)) * normal
 
 
-def make_distribution(spec) -> Distribution:
-    """The distribution object for a spec's `distribution` section."""
+def make_distribution(spec, channels: int = 1) -> Distribution:
+    """The distribution object for a spec's `distribution` section (`channels`: the event's)."""
     if spec.type == "bernoulli":
         return Bernoulli()
     if spec.type == "categorical":
         return Categorical(spec.classes)
     if spec.type == "discretized_logistic_mixture":
+        if spec.coupled:
+            return CoupledLogisticMixture(spec.classes, spec.mixtures, channels)
         return DiscretizedLogisticMixture(spec.classes, spec.mixtures)
     if spec.type == "gaussian_mixture":
         return GaussianMixture(spec.mixtures)

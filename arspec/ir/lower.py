@@ -21,7 +21,10 @@ MAX_PARAMETERS = 2_000_000_000
 def build_context(spec, source: SourceMap, problems: Problems) -> LowerContext | None:
     """Event, orderings and output size, as ops see them."""
     event = internal_event(spec.event.shape)
-    dist = make_distribution(spec.distribution)
+    dist = make_distribution(spec.distribution, event[0])
+    if dist.couples_channels and len(spec.event.shape) < 2:
+        problems.add(source.locate(("distribution", "coupled")), "distribution.coupled",
+                     "coupling channels needs an event with a channel axis, [C, H, W]")
     orders = []
     for i, ordering in enumerate(spec.orderings):
         try:
@@ -34,7 +37,7 @@ def build_context(spec, source: SourceMap, problems: Problems) -> LowerContext |
     masks = max(spec.connectivity.masks, len(orders))
     conditioning: dict[str, Any] = dict(spec.conditioning)
     conditioning["__classes__"] = dist.classes if dist.discrete else None
-    return LowerContext(event, dist.params_per_element, orders, masks, conditioning)
+    return LowerContext(event, dist.params_per_element, orders, masks, conditioning, couples_channels=dist.couples_channels)
 
 
 def lower(spec, expansion: Expansion, source: SourceMap, problems: Problems) -> IRGraph | None:
@@ -134,7 +137,11 @@ def lower(spec, expansion: Expansion, source: SourceMap, problems: Problems) -> 
                      f"the output node {out_name!r} has shape {list(out.type.shape)}, but a {spec.distribution.type} over "
                      f"{list(spec.event.shape)} needs {list(want)} ({p} parameters per element; use channels: output)")
         return None
-    ir = IRGraph(g, out_name, ctx, make_distribution(spec.distribution), dense)
+    if dense and ctx.couples_channels:
+        problems.add(source.locate(("distribution", "coupled")), "distribution.coupled",
+                     "coupling channels needs a convolutional output (one parameter vector per position), not a dense one")
+        return None
+    ir = IRGraph(g, out_name, ctx, make_distribution(spec.distribution, ctx.event[0]), dense)
     total = ir.parameters
     if total > MAX_PARAMETERS:
         problems.add(source.locate(("graph",)), "graph", f"the model would have {total:,} parameters, more than the limit of {MAX_PARAMETERS:,}")

@@ -4,10 +4,12 @@ from arspec.ops import (  # noqa: F401  (imported for registration)
     conv1x1,
     elementwise,
     embedding,
+    group_masked_conv2d,
     masked_conv2d,
     masked_linear,
     nade,
     recurrent,
+    resolution,
     shift,
     stacks,
 )

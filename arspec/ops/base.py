@@ -100,6 +100,7 @@ class LowerContext:
     masks: int = 1
     conditioning: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    couples_channels: bool = False           # the distribution reads a pixel's channels jointly
 
     @property
     def groups(self) -> int:
@@ -126,6 +127,7 @@ class Op:
     max_inputs: ClassVar[int | None] = 1
     reads_raw_data: ClassVar[bool] = False     # receives x as class indices, not its float encoding
     data_dependent_masks: ClassVar[bool] = False  # footprint differs per MADE mask
+    moves_only: ClassVar[bool] = False            # only rearranges values (space_to_depth, ...)
 
     def infer(self, spec: Any, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
         """Shape rule: the output type and any attributes (masks, degrees) derived while lowering."""

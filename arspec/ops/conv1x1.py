@@ -10,10 +10,10 @@ import numpy as np
 
 from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, TensorType, output_channels, register_op
 from arspec.ops.convolution import ConvGeometry, ConvOp
-from arspec.ops.masks import group_connectivity
+from arspec.ops.masks import GroupedMaskSpec, group_connectivity, groups_of
 
 
-class Conv1x1Spec(NodeSpec):
+class Conv1x1Spec(GroupedMaskSpec):
     op: Literal["conv1x1"]
     channels: Channels
     mask: Literal["none", "A", "B"] = "none"
@@ -29,7 +29,7 @@ class Conv1x1(ConvOp):
     def geometry(self, spec: Conv1x1Spec, inp: TensorType, ctx: LowerContext) -> ConvGeometry:
         rank = len(inp.spatial)
         channels = output_channels(spec.channels, ctx)
-        conn = group_connectivity(channels, inp.channels, ctx.groups, spec.mask)
+        conn = group_connectivity(channels, inp.channels, groups_of(spec, ctx), spec.mask)
         conn = conn.reshape(conn.shape + (1,) * rank)
         zero = (0,) * rank
         return ConvGeometry(conn, (1,) * rank, zero, zero)

@@ -10,10 +10,10 @@ from pydantic import Field
 
 from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
 from arspec.ops.convolution import ConvGeometry, ConvOp, kernel_tuple
-from arspec.ops.masks import raster_kernel_mask
+from arspec.ops.masks import GroupedMaskSpec, raster_kernel_mask, groups_of
 
 
-class MaskedConv2dSpec(NodeSpec):
+class MaskedConv2dSpec(GroupedMaskSpec):
     op: Literal["masked_conv2d"]
     channels: Channels = Field(description="Output channels, or 'output' for the distribution head.")
     kernel: KernelSize | list[KernelSize] = Field(description="Odd kernel size (or [height, width]).")
@@ -34,6 +34,6 @@ class MaskedConv2d(ConvOp):
         if any(k % 2 == 0 or k < 1 or k > 1025 for k in kernel):
             raise ShapeError(f"masked_conv2d needs odd kernel sizes, got {list(kernel)}", "kernel")
         channels = output_channels(spec.channels, ctx)
-        conn = raster_kernel_mask(kernel, channels, inp.channels, ctx.groups, spec.mask)
+        conn = raster_kernel_mask(kernel, channels, inp.channels, groups_of(spec, ctx), spec.mask)
         pad = tuple(spec.dilation * (k // 2) for k in kernel)
         return ConvGeometry(conn, (spec.dilation,) * 2, pad, pad)

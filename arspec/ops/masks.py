@@ -1,11 +1,27 @@
 """Mask constructions from the papers: channel groups (R→G→B), raster masks A/B, MADE degrees."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
+
+from arspec.ops.base import LowerContext, NodeSpec
 
 MaskType = Literal["A", "B", "none"]
+
+
+class GroupedMaskSpec(NodeSpec):
+    """The field every channel-group-masked op shares."""
+
+    channel_groups: int | None = Field(None, ge=1, le=4096, description=(
+        "Channel groups ordered within a position; default: the event's channels (R -> G -> B). "
+        "1 treats a pixel as one unit, as PixelCNN++'s coupled likelihood needs."))
+
+
+def groups_of(spec: Any, ctx: LowerContext) -> int:
+    """The channel groups a masked op orders: its own `channel_groups`, else the event's channels."""
+    return getattr(spec, "channel_groups", None) or ctx.groups
 
 
 def channel_group(channels: int, groups: int) -> np.ndarray:

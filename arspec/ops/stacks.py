@@ -12,7 +12,7 @@ from pydantic import Field
 
 from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
 from arspec.ops.convolution import ConvGeometry, ConvOp
-from arspec.ops.masks import group_connectivity
+from arspec.ops.masks import GroupedMaskSpec, group_connectivity, groups_of
 
 
 class VerticalConv2dSpec(NodeSpec):
@@ -24,7 +24,7 @@ class VerticalConv2dSpec(NodeSpec):
     bias: bool = True
 
 
-class HorizontalConv2dSpec(NodeSpec):
+class HorizontalConv2dSpec(GroupedMaskSpec):
     op: Literal["horizontal_conv2d"]
     channels: Channels
     kernel: int = Field(3, ge=1, le=1025, description="Odd width k; the kernel covers 1 row x k//2+1 columns.")
@@ -68,7 +68,7 @@ class HorizontalConv2d(ConvOp):
         half = spec.kernel // 2
         channels = output_channels(spec.channels, ctx)
         conn = np.ones((channels, inp.channels, 1, half + 1), dtype=bool)
-        conn[:, :, 0, half] = group_connectivity(channels, inp.channels, ctx.groups, spec.mask)
+        conn[:, :, 0, half] = group_connectivity(channels, inp.channels, groups_of(spec, ctx), spec.mask)
         d = spec.dilation
         return ConvGeometry(conn, (d, d), (0, d * half), (0, 0))
 

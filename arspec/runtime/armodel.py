@@ -149,9 +149,8 @@ class ARModel(nn.Module):
             if cache and self.incremental is not None:
                 return self.incremental(self, x, keep, generator, context)
             for step in self.steps():
-                params = self.forward(x, **context)[:, step]
                 u = self._uniforms(n, int(step.sum()), generator)
-                values = self.distribution.sample(params, u).to(x.dtype)
+                values = self.distribution.sample_step(self.forward(x, **context), x, step, u).to(x.dtype)
                 if keep is not None:
                     values = torch.where(keep[step], x[:, step], values)
                 x[:, step] = values

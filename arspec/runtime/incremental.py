@@ -233,9 +233,12 @@ class IncrementalSampler:
             for g in range(groups):
                 if groups > 1:
                     self._run(steps, self.schedule[q])
-                params = out[:, :, q].reshape(n, p_count, groups)[:, :, g]
+                # the pixel as a one-position event: (n, C, 1, P) parameters, (n, C, 1) values so far
+                pixel = out[:, :, q].reshape(n, p_count, groups).transpose(1, 2).unsqueeze(2)
+                step = torch.zeros((groups, 1), dtype=torch.bool, device=pixel.device)
+                step[g] = True
                 u = model._uniforms(n, 1, generator)
-                sample = d.sample(params.unsqueeze(1), u)[:, 0].to(given.dtype)
+                sample = d.sample_step(pixel, result[:, :, q:q + 1], step, u)[:, 0].to(given.dtype)
                 if keep_flat is not None and bool(keep_flat[g, q]):
                     sample = given[:, g, q]
                 result[:, g, q] = sample

@@ -51,6 +51,10 @@ class DiscretizedLogisticMixture(Strict):
     type: Literal["discretized_logistic_mixture"]
     classes: int = Field(256, ge=2, le=65536)
     mixtures: int = Field(5, ge=1, le=100)
+    coupled: bool = Field(False, description=(
+        "PixelCNN++'s pixel likelihood: one mixture per pixel, later channels' means shifted by the "
+        "earlier channels' values. The network must then give a whole pixel parameters that read only "
+        "earlier pixels (masks with channel_groups: 1)."))
 
 
 class GaussianMixture(Strict):
