@@ -4,7 +4,7 @@
 Naive sampling recomputes the whole network at every step, so its cost per step is constant: for
 long events it is timed on its first steps and the total extrapolated (marked '~'). Cached sampling
 always runs to the end. Memory is the size of the cache buffers. Targets: WaveNet >= 50x at 16k samples with flat cost per sample; Gated PixelCNN >= 5x
-at 3x32x32."""
+at 3x32x32. Last, multiscale PixelCNN's O(log N) parallel steps against raster sampling."""
 from __future__ import annotations
 
 import argparse
@@ -27,8 +27,8 @@ def naive_time(model, n: int, context, max_steps: int) -> tuple[float, bool]:
     start = time.perf_counter()
     with torch.no_grad():
         for step in steps[:done]:
-            params = model.forward(x, **context)[:, step]
-            x[:, step] = model.distribution.sample(params, model._uniforms(n, int(step.sum()), gen)).to(x.dtype)
+            u = model._uniforms(n, int(step.sum()), gen)
+            x[:, step] = model.distribution.sample_step(model.forward(x, **context), x, step, u).to(x.dtype)
     elapsed = time.perf_counter() - start
     return elapsed * len(steps) / done, done < len(steps)
 
@@ -72,6 +72,24 @@ def main() -> None:
     for name, shape in (("gated_pixelcnn", "[1,28,28]"), ("pixelcnn_rgb", "[3,32,32]")):
         spec = arspec.load_spec(SPECS / f"{name}.yaml", overrides=[f"event.shape={shape}"])
         row(f"{name} {shape}", arspec.compile(spec, seed=0).eval(), max(args.batch, 4), max_steps=10**9 if not args.quick else 200)
+    parallel_multiscale(max(args.batch, 4))
+
+
+def parallel_multiscale(n: int) -> None:
+    """Multiscale PixelCNN's parallel steps (Reed et al. 2017) against raster Gated PixelCNN at 28x28,
+    same batch: network passes and seconds per batch of samples."""
+    print(f"\n{'model (1x28x28, batch ' + str(n) + ')':>34} {'passes':>7} {'seconds':>9} {'vs multiscale':>14}")
+    multiscale = arspec.compile(arspec.load_spec(SPECS / "multiscale_pixelcnn.yaml"), seed=0).eval()
+    gated = arspec.compile(arspec.load_spec(SPECS / "gated_pixelcnn.yaml"), seed=0).eval()
+    rows = []
+    for label, model, cache in (("multiscale_pixelcnn (naive loop)", multiscale, False),
+                                ("gated_pixelcnn cached", gated, True),
+                                ("gated_pixelcnn naive", gated, False)):
+        start = time.perf_counter()
+        model.sample(n, generator=torch.Generator().manual_seed(0), cache=cache)
+        rows.append((label, len(model.steps()), time.perf_counter() - start))
+    for label, passes, seconds in rows:
+        print(f"{label:>34} {passes:7d} {seconds:9.2f} {seconds / rows[0][2]:13.1f}x")
 
 
 if __name__ == "__main__":

@@ -115,3 +115,13 @@ def test_broken_spec_fails_strict_check_naming_the_node(path):
         assert any(p.path.startswith(expected) for p in report.errors), [str(p) for p in report.errors]
     for p in problems:
         assert p.location.file == str(path) and p.location.line > 0
+
+
+@pytest.mark.parametrize("shape", ["[1,28,28]", "[1,64,64]"], ids=["per-position", "offsets"])
+def test_the_pixelcnn_blind_spot_is_located_at_the_layer_that_creates_it(shape):
+    report = arspec.analyze(arspec.load_spec(ROOT / "specs" / "pixelcnn.yaml", overrides=[f"event.shape={shape}"]))
+    assert report.domain == ("offsets" if shape == "[1,64,64]" else "concrete")
+    (warning,) = [w for w in report.warnings if "blind spot" in w.message]
+    # the 7x7 mask-A layer alone sees the whole causal half of its window; the first 3x3 mask-B
+    # layer stacked on it misses the upper right
+    assert warning.path == "graph.stack" and "first appears at node 'stack[0]'" in warning.message

@@ -142,7 +142,7 @@ def _pick_pairs(leaks: np.ndarray, limit: int = 8) -> list[tuple[int, int]]:
     return [(int(leaks[i][0]), int(leaks[i][1])) for i in idx]
 
 
-def concrete_checks(spec, ir: IRGraph, out: ConcreteDeps, report, mask: int) -> None:
+def concrete_checks(spec, ir: IRGraph, out: ConcreteDeps, report, mask: int, deps: dict[str, Deps] | None = None) -> None:
     """Leak, dead context, blind spot and receptive field on exact per-element dependency sets."""
     ctx = ir.ctx
     table = out.element_table(ctx.groups, ctx.params_per_element, ir.dense_output)   # (E, N)
@@ -170,24 +170,28 @@ def concrete_checks(spec, ir: IRGraph, out: ConcreteDeps, report, mask: int) -> 
         "mean_fraction_of_past_seen": round(fraction, 4),
     })
     if not ir.dense_output and ctx.spatial:
-        _blind_spots_concrete(spec, ir, table, order, report)
+        _blind_spots_concrete(spec, ir, table, order, report, deps)
 
 
-def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report) -> None:
+def _blind_concrete(seen: np.ndarray, e: int, coords: np.ndarray, order: np.ndarray) -> int:
+    """Earlier elements inside the bounding box of what element e sees (and e itself) that it
+    does not see. seen: (N,) over all elements."""
+    pos = coords[e]
+    pts = np.concatenate([coords[seen], pos[None]])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    inside = np.all((coords >= lo) & (coords <= hi), axis=1)
+    return int((inside & (order < order[e]) & ~seen).sum())
+
+
+def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report, deps: dict[str, Deps] | None) -> None:
     ctx = ir.ctx
     event = ctx.event
     coords = np.stack(np.unravel_index(np.arange(table.shape[1]), event), axis=1)[:, 1:]   # (N, nd) spatial
     blind_total, worst, worst_e, affected = 0, 0, None, 0
     for e in range(table.shape[0]):
-        seen = table[e]
-        pos = coords[e]
-        if not seen.any():
+        if not table[e].any():
             continue
-        pts = np.concatenate([coords[seen], pos[None]])
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
-        inside = np.all((coords >= lo) & (coords <= hi), axis=1)
-        blind = inside & (order < order[e]) & ~seen
-        n = int(blind.sum())
+        n = _blind_concrete(table[e], e, coords, order)
         if n:
             affected += 1
             blind_total += n
@@ -196,10 +200,42 @@ def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report
     if affected:
         from arspec.analysis.report import element_name
         report.blind_spot = {"elements_affected": affected, "max_blind": worst, "total_blind": blind_total}
+        group, *pos = np.unravel_index(int(worst_e), event)
+
+        def blind_at(node_deps: Deps) -> bool:
+            rows = _serving_rows(node_deps, int(group), ctx.groups)
+            seen = node_deps.rows[(rows,) + tuple(int(p) for p in pos)].any(axis=0)
+            return seen.any() and _blind_concrete(seen, int(worst_e), coords, order) > 0
+
+        origin = _first_node(ir, deps, blind_at)
+        _warn_blind(spec, ir, report, origin, f"blind spot: {affected} element(s) cannot see earlier elements inside their receptive field "
+                                              f"(up to {worst}, e.g. element {element_name(int(worst_e), event, tuple(spec.event.shape))})")
+
+
+def _serving_rows(deps: Deps, group: int, groups: int) -> np.ndarray:
+    """The rows of the channels that serve a data channel group (channel j serves j mod groups)."""
+    serving = deps.chan[np.arange(deps.channels) % groups == group]
+    return np.unique(serving if len(serving) else deps.chan)
+
+
+def _first_node(ir: IRGraph, deps: dict[str, Deps] | None, has_it) -> str | None:
+    """The first op node at the event's resolution whose own dependency sets show a property."""
+    if deps is None:
+        return None
+    for node in ir.op_nodes():
+        if node.type.spatial == ir.ctx.spatial and node.name in deps and has_it(deps[node.name]):
+            return node.name
+    return None
+
+
+def _warn_blind(spec, ir: IRGraph, report, origin: str | None, message: str) -> None:
+    """The blind-spot warning, located at the first layer whose receptive field has the blind spot."""
+    if origin is None or origin == ir.output:
         loc, path = _loc(ir, ir.output)
-        report.warnings.append(Problem(loc, path,
-                                       f"blind spot: {affected} element(s) cannot see earlier elements inside their receptive field "
-                                       f"(up to {worst}, e.g. element {element_name(int(worst_e), event, tuple(spec.event.shape))})", "warning"))
+    else:
+        loc, path = _loc(ir, origin)
+        message += f"; it first appears at node {origin!r} (line {loc.line})"
+    report.warnings.append(Problem(loc, path, message, "warning"))
 
 
 def _is_future(rel: tuple[int, ...], c: int, g: int) -> bool:
@@ -210,7 +246,28 @@ def _is_future(rel: tuple[int, ...], c: int, g: int) -> bool:
     return c >= g
 
 
-def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int) -> None:
+def _offset_field(seen: np.ndarray, origin: tuple[int, ...], g: int, groups: int) -> tuple[int, tuple | None, int]:
+    """For channel group g of an interior element, from its offset table (*box, C): how many
+    elements it sees, the extent (lo, hi) of the seen offsets with the element, and how many
+    earlier elements inside that extent it does not see."""
+    pts = [tuple(int(x) - o for x, o in zip(idx[:-1], origin)) for idx in zip(*np.nonzero(seen))]
+    if not pts:
+        return 0, None, 0
+    arr = np.array(pts + [(0,) * len(origin)])
+    lo, hi = arr.min(axis=0), arr.max(axis=0)
+    blind = 0
+    for rel in itertools.product(*[range(l, h + 1) for l, h in zip(lo, hi)]):
+        for c in range(groups):
+            if _is_future(rel, c, g):
+                continue
+            b = tuple(r + o for r, o in zip(rel, origin))
+            inside = all(0 <= x < n for x, n in zip(b, seen.shape[:-1]))
+            if not inside or not seen[b + (c,)]:
+                blind += 1
+    return len(pts), (lo.tolist(), hi.tolist()), blind
+
+
+def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: dict[str, Deps] | None = None) -> None:
     """The same checks on translation-equivariant offset sets (exact for any image size)."""
     ctx = ir.ctx
     event = ctx.event
@@ -233,34 +290,25 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int) -> None
             pairs.append((target, source))
         _report_leaks(spec, ir, report, pairs, ctx.elements, mask)
         return
-    nd = len(spatial)
-    seen_counts, blind_counts, extents = [], [], []
+    seen_counts, extents, blind_counts = [], [], {}
     for g in range(ctx.groups):
-        seen = table[g]                                   # (*box, C)
-        pts = [tuple(int(x) - o for x, o in zip(idx[:-1], origin)) for idx in zip(*np.nonzero(seen))]
-        seen_counts.append(len(pts))
-        if not pts:
-            continue
-        arr = np.array(pts + [(0,) * nd])
-        lo, hi = arr.min(axis=0), arr.max(axis=0)
-        extents.append((lo.tolist(), hi.tolist()))
-        blind = 0
-        for rel in itertools.product(*[range(l, h + 1) for l, h in zip(lo, hi)]):
-            for c in range(ctx.groups):
-                if _is_future(rel, c, g):
-                    continue
-                b = tuple(r + o for r, o in zip(rel, origin))
-                inside = all(0 <= x < n for x, n in zip(b, seen.shape[:-1]))
-                if not inside or not seen[b + (c,)]:
-                    blind += 1
-        blind_counts.append(blind)
+        count, extent, blind = _offset_field(table[g], origin, g, ctx.groups)
+        seen_counts.append(count)
+        if extent is not None:
+            extents.append(extent)
+            blind_counts[g] = blind
     report.receptive_field.update({"elements_seen_interior": max(seen_counts) if seen_counts else 0,
                                    "extent": extents[0] if extents else None})
-    if any(blind_counts):
-        loc, path = _loc(ir, ir.output)
-        report.blind_spot = {"blind_per_interior_element": max(blind_counts)}
-        report.warnings.append(Problem(loc, path,
-                                       f"blind spot: an interior element cannot see {max(blind_counts)} earlier element(s) inside its receptive field", "warning"))
+    if any(blind_counts.values()):
+        worst = max(blind_counts, key=blind_counts.get)
+        report.blind_spot = {"blind_per_interior_element": blind_counts[worst]}
+
+        def blind_at(node_deps: Deps) -> bool:
+            seen = node_deps.rows[_serving_rows(node_deps, worst, ctx.groups)].any(axis=0)
+            return _offset_field(seen, node_deps.origin, worst, ctx.groups)[2] > 0
+
+        _warn_blind(spec, ir, report, _first_node(ir, deps, blind_at),
+                    f"blind spot: an interior element cannot see {blind_counts[worst]} earlier element(s) inside its receptive field")
     if seen_counts and min(seen_counts) == 0:
         loc, path = _loc(ir, ir.output)
         report.warnings.append(Problem(loc, path, "dead context: some channel sees nothing although earlier elements exist", "warning"))

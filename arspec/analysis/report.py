@@ -116,9 +116,9 @@ def analyze(spec, mask: int | None = None) -> Report:
         if report.errors:
             break
         if report.domain == "offsets":
-            checks.offset_checks(spec, ir, term_deps(ir, deps), report, m)
+            checks.offset_checks(spec, ir, term_deps(ir, deps), report, m, deps)
         else:
-            checks.concrete_checks(spec, ir, term_deps(ir, deps), report, m)
+            checks.concrete_checks(spec, ir, term_deps(ir, deps), report, m, deps)
         if report.errors:
             break
     report.seconds = time.perf_counter() - start

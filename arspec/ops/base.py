@@ -145,6 +145,10 @@ class Op:
         """Number of trainable parameters, computed before anything is allocated (size guards)."""
         return 0
 
+    #: optional: `sampler(module) -> callable` giving cached generation for a model that is this op
+    #: alone on x (NADE); convolutional graphs get theirs from runtime.incremental instead
+    sampler = None
+
 
 OPS: dict[str, Op] = {}
 

@@ -19,7 +19,7 @@ from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError, TensorType, 
 class NadeSpec(NodeSpec):
     op: Literal["nade"]
     hidden: int = Field(500, ge=1, le=1_000_000)
-    activation: Literal["sigmoid", "relu", "tanh"] = "sigmoid"
+    hidden_activation: Literal["sigmoid", "relu", "tanh"] = Field("sigmoid", description="Of the shared hidden layer; the outputs are distribution parameters and take none.")
 
 
 class Nade(nn.Module):
@@ -49,6 +49,31 @@ class Nade(nn.Module):
         return out[:, :, inverse].reshape(x.shape[0], -1)
 
 
+class NadeSampler:
+    """Cached generation for NADE: the hidden pre-activation a = c + W[:, <d] x_<d is carried
+    along the order and updated once per element, O(DH) per sample instead of a full O(DH) pass
+    per element. Draws the same uniforms in the same order as the naive loop."""
+
+    def __init__(self, nade: Nade) -> None:
+        self.nade = nade
+
+    @torch.no_grad()
+    def __call__(self, model, x: torch.Tensor, keep: torch.Tensor | None, generator, context) -> torch.Tensor:
+        nade, d = self.nade, model.distribution
+        n = x.shape[0]
+        flat = x.reshape(n, -1).clone()
+        known = keep.reshape(-1) if keep is not None else None
+        a = nade.c.expand(n, -1).clone()
+        for e in nade.perms[nade.active % nade.perms.shape[0]].tolist():
+            params = nade.act(a) @ nade.V[:, e].t() + nade.b[:, e]              # (n, P)
+            value = d.sample(params.unsqueeze(1), model._uniforms(n, 1, generator))[:, 0].to(flat.dtype)
+            if known is not None and bool(known[e]):
+                value = flat[:, e]
+            flat[:, e] = value
+            a = a + d.encode(value, a.dtype).unsqueeze(-1) * nade.W[e]
+        return flat.reshape(x.shape)
+
+
 @register_op
 class NadeOp(Op):
     name = "nade"
@@ -71,7 +96,11 @@ class NadeOp(Op):
         return inputs[0].dense(np.tile(strict, (p, 1)))
 
     def build(self, spec, attrs, inputs, out, ctx):
-        return Nade(attrs["orders"], spec.hidden, ctx.params_per_element, spec.activation)
+        return Nade(attrs["orders"], spec.hidden, ctx.params_per_element, spec.hidden_activation)
+
+    def sampler(self, module: Nade) -> NadeSampler:
+        """Cached generation when the model is this one node on x (see runtime.incremental)."""
+        return NadeSampler(module)
 
     def parameter_count(self, spec, attrs, inputs, out):
         d = inputs[0].numel

@@ -74,6 +74,19 @@ def supports(ir: IRGraph, spec) -> bool:
     return True
 
 
+def sampler_for(ir: IRGraph, spec, net):
+    """The cached sampler for a compiled graph, or None: the IR-derived one for convolutional
+    raster models, or the op's own for a model that is one op on x with nothing around it (NADE)."""
+    if supports(ir, spec):
+        return IncrementalSampler(ir, net)
+    nodes = ir.op_nodes()
+    if len(nodes) == 1 and nodes[0].inputs == ["x"] and not nodes[0].conditions and not nodes[0].residual \
+            and nodes[0].op.sampler is not None and all(len(np.unique(o)) == o.size for o in ir.ctx.orders):
+        key = {name: key for name, key, *_ in net.plan}[nodes[0].name]
+        return nodes[0].op.sampler(net.layers[key].core)
+    return None
+
+
 class IncrementalSampler:
     """Callable attached to an ARModel as `model.incremental` (see ARModel.sample).
 

@@ -18,6 +18,5 @@ def compile_model(spec, device: str | torch.device = "cpu", dtype: torch.dtype =
     orders = np.stack([ir.ctx.order(m) for m in range(len(ir.ctx.orders))])
     model = ARModel(net, ir.distribution, tuple(spec.event.shape), orders, spec.conditioning, ir.dense_output,
                     spec.source_text, getattr(spec, "_overrides", []))
-    if incremental.supports(ir, spec):
-        model.incremental = incremental.IncrementalSampler(ir, net)
+    model.incremental = incremental.sampler_for(ir, spec, net)
     return model.to(device=device, dtype=dtype)
