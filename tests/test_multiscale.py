@@ -90,6 +90,8 @@ def _problem(text: str) -> list[str]:
     (("inputs: [base, n4]", "inputs: [n4, n4, base, base]"), "graph.o4.inputs: each input must hold whole groups of 2 channels, got [3, 3, 1, 1]"),
     (("inputs: [base, n4]", "inputs: [base, u4]"), "graph.o4.inputs: depth_to_space with factor 2 needs channels divisible by 4, got 9"),
     (("channels: 8, activation: tanh}\n  p4", "channels: 6, activation: tanh}\n  p4"), "graph.u4.channels: 6 output channels do not split into 4 groups"),
+    (("g8:   {op: space_to_depth, inputs: [x], factor: 2}", "wide: {op: conv1x1, inputs: [x], channels: 300000}\n  g8:   {op: space_to_depth, factor: 2}"),
+     "graph.g8.factor: space_to_depth would make 1,200,000 channels (limit 1,000,000)"),
 ])
 def test_resolution_mistakes_are_located_shape_errors(edit, expected):
     problems = _problem(PYRAMID.replace(*edit))

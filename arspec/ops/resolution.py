@@ -20,6 +20,7 @@ from torch import nn
 
 from arspec.analysis.deps import Deps
 from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError, TensorType, register_op
+from arspec.ops.convolution import MAX_CHANNELS
 
 class SpaceToDepthSpec(NodeSpec):
     op: Literal["space_to_depth"]
@@ -121,6 +122,8 @@ class SpaceToDepthOp(Op):
         if any(s % spec.factor for s in inp.spatial):
             raise ShapeError(f"space_to_depth with factor {spec.factor} needs spatial sizes divisible by it, got {list(inp.spatial)}", "factor")
         subs = spec.factor ** len(inp.spatial)
+        if inp.channels * subs > MAX_CHANNELS:
+            raise ShapeError(f"space_to_depth would make {inp.channels * subs:,} channels (limit {MAX_CHANNELS:,})", "factor")
         return TensorType(inp.channels * subs, tuple(s // spec.factor for s in inp.spatial)), {}
 
     def footprint(self, spec, attrs, inputs, out, mask):

@@ -1,0 +1,99 @@
+"""The two exact dependency domains agree: the translation-equivariant offset sets (used for large
+raster events) give every interior element exactly the per-position sets, and at the borders
+they only ever add reads that fall outside the image or are cut by padding, never drop one."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arspec.analysis.propagate import concrete_data, offset_data, propagate, term_deps
+from tests.helpers import spec_from
+from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks, recurrent_stacks
+
+DOMAINS = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _reach(ir) -> int | None:
+    """How far (per axis) any path may wander from the element it serves: the sum of every op's
+    largest tap offset; None for recurrences, whose reach is the whole image."""
+    total = 0
+    for node in ir.op_nodes():
+        if "geometry" in node.attrs:
+            g = node.attrs["geometry"]
+            taps = np.argwhere(g.connectivity.any(axis=(0, 1)))
+            total += max((abs(int(t) * d - b) for tap in taps for t, d, b in zip(tap, g.dilation, g.pad_before)), default=0)
+        elif node.spec.op == "shift":
+            total += max(abs(b) for b in node.spec.by)
+        elif node.spec.op == "embedding":
+            total += abs(node.spec.shift)
+        elif node.spec.op in ("row_lstm", "diagonal_lstm"):
+            return None
+    return total
+
+
+def assert_domains_agree(text: str) -> None:
+    """Per-position sets never exceed the offset sets; with no recurrence, the model is also
+    analysed on an event large enough to have elements whose every path stays inside, and there
+    both domains must give exactly the same set."""
+    small = spec_from(text)
+    reach = _reach(small.ir)
+    spatial = small.ir.ctx.spatial
+    side = 2 * reach + 1 if reach is not None else None
+    if side is not None and side ** len(spatial) * small.ir.ctx.groups <= 1500:
+        shape = [side] if len(small.event.shape) == 1 else [small.ir.ctx.groups] + [side] * len(spatial)
+        spec = spec_from(text, [f"event.shape={shape}"])
+    else:
+        spec, reach = small, None
+    ir, ctx = spec.ir, spec.ir.ctx
+    concrete = term_deps(ir, propagate(ir, concrete_data(ir))).element_table(ctx.groups, ctx.params_per_element, False)
+    offsets = term_deps(ir, propagate(ir, offset_data(ir)))
+    table, origin = offsets.element_offsets(ctx.groups, ctx.params_per_element), np.array(offsets.origin)
+    event, size = ctx.event, np.array(ctx.spatial)
+    centre_checked = False
+    for e in range(ctx.elements):
+        g, *pos = np.unravel_index(e, event)
+        pos = np.array(pos)
+        claimed = set()
+        for *b, c in zip(*np.nonzero(table[g])):
+            p = pos + np.array(b) - origin
+            if np.all((p >= 0) & (p < size)):
+                claimed.add(int(np.ravel_multi_index((c, *p), event)))
+        actual = set(np.nonzero(concrete[e])[0].tolist())
+        assert actual <= claimed, f"element {e}: the offset domain misses {sorted(actual - claimed)}"
+        if reach is not None and np.all(pos >= reach) and np.all(pos + reach < size):
+            centre_checked = True
+            assert actual == claimed, f"interior element {e}: offsets claim {sorted(claimed - actual)} it does not read"
+    assert reach is None or centre_checked
+
+
+@DOMAINS
+@given(masked_conv_stacks())
+def test_masked_stacks_offsets_equal_per_position_sets_inside(text):
+    assert_domains_agree(text)
+
+
+@DOMAINS
+@given(gated_stacks())
+def test_gated_stacks_offsets_equal_per_position_sets_inside(text):
+    assert_domains_agree(text)
+
+
+@DOMAINS
+@given(causal_sequences())
+def test_causal_sequences_offsets_equal_per_position_sets_inside(text):
+    assert_domains_agree(text)
+
+
+@DOMAINS
+@given(recurrent_stacks())
+def test_recurrences_offsets_equal_per_position_sets_inside(text):
+    assert_domains_agree(text)
+
+
+@DOMAINS
+@given(masked_conv_stacks(coupled="pixel"))
+def test_coupled_likelihood_offsets_equal_per_position_sets_inside(text):
+    assert_domains_agree(text)
