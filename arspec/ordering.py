@@ -42,6 +42,16 @@ def compute_order(ordering: Any, event: tuple[int, ...]) -> np.ndarray:
     raise OrderingError(f"unknown ordering {kind!r}")
 
 
+def order_period(ordering: Any, event: tuple[int, ...]) -> int | None:
+    """The period (in positions, per axis) under which comparing two elements' steps depends only
+    on their relative offset and their positions modulo it; None when there is none."""
+    if ordering.type == "raster":
+        return 1
+    if ordering.type == "multiscale":
+        return event[1] // ordering.base
+    return None
+
+
 def _multiscale(base: int, event: tuple[int, ...]) -> np.ndarray:
     if len(event) != 3:
         raise OrderingError("multiscale ordering needs an image event [C, H, W]")

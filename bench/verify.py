@@ -31,6 +31,11 @@ def main() -> None:
     for times in (1, 2, 3, 6):
         load, analyze, report = timed(SPECS / "wavenet.yaml", [f"graph.stack.repeat.dilation.times={times}"])
         print(f"{10 * times:>14} {load:8.3f} {analyze:10.3f} {report.receptive_field['elements_seen_interior']:>10}")
+    print("\nmultiscale PixelCNN (two doublings, strided ops, periodic offsets): analysis time against image size")
+    print(f"{'event':>14} {'load s':>8} {'analyze s':>10} {'domain':>8} {'verdict':>8}")
+    for side in (28, 112, 448, 1792):
+        load, analyze, report = timed(SPECS / "multiscale_pixelcnn.yaml", [f"event.shape=[1,{side},{side}]", f"ordering.base={side // 4}"])
+        print(f"{f'1x{side}x{side}':>14} {load:8.3f} {analyze:10.3f} {report.domain:>8} {'ok' if report.ok else 'FAIL':>8}")
     print("\nexact (concrete) analysis of the 28x28 models, for comparison")
     for name in ("made", "nade", "pixelcnn", "gated_pixelcnn"):
         load, analyze, report = timed(SPECS / f"{name}.yaml", [])

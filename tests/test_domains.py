@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from arspec.analysis.propagate import concrete_data, offset_data, propagate, term_deps
 from tests.helpers import spec_from
-from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks, recurrent_stacks
+from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks, multiscale_pyramids, recurrent_stacks
 
 DOMAINS = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -50,7 +50,7 @@ def assert_domains_agree(text: str) -> None:
     ir, ctx = spec.ir, spec.ir.ctx
     concrete = term_deps(ir, propagate(ir, concrete_data(ir))).element_table(ctx.groups, ctx.params_per_element, False)
     offsets = term_deps(ir, propagate(ir, offset_data(ir)))
-    table, origin = offsets.element_offsets(ctx.groups, ctx.params_per_element), np.array(offsets.origin)
+    table, origin = offsets.element_offsets(ctx.groups, ctx.params_per_element)[:, 0], np.array(offsets.origin)   # fold 1
     event, size = ctx.event, np.array(ctx.spatial)
     centre_checked = False
     for e in range(ctx.elements):
@@ -97,3 +97,61 @@ def test_recurrences_offsets_equal_per_position_sets_inside(text):
 @given(masked_conv_stacks(coupled="pixel"))
 def test_coupled_likelihood_offsets_equal_per_position_sets_inside(text):
     assert_domains_agree(text)
+
+
+def _offset_reads(report, columns: np.ndarray) -> np.ndarray:
+    """(E, len(columns)) from the offset tables: does element e read column j? Vectorised over e."""
+    event = (report.offsets.shape[0],) + tuple(report.order.shape[1:])
+    fold, origin = report.offset_fold, np.array(report.offset_origin)
+    table = report.offsets                                         # (G, fold^d, *box, C)
+    box = np.array(table.shape[2:-1])
+    g, *pos = np.unravel_index(np.arange(int(np.prod(event))), event)
+    pos = np.stack(pos)                                            # (d, E)
+    phase = pos % fold
+    flat_phase = np.ravel_multi_index(tuple(phase), (fold,) * len(pos))
+    out = np.zeros((pos.shape[1], len(columns)), dtype=bool)
+    for k, j in enumerate(columns):
+        c, *pj = np.unravel_index(int(j), event)
+        b = np.array(pj)[:, None] - (pos - phase) + origin[:, None]
+        inside = np.all((b >= 0) & (b < box[:, None]), axis=0)
+        idx = (g[inside], flat_phase[inside], *b[:, inside], np.full(inside.sum(), c))
+        out[inside, k] = table[idx]
+    return out
+
+
+def _both_domains(text: str, overrides=()):
+    import arspec.analysis.report as report_module
+    spec = spec_from(text, overrides)
+    saved = report_module.CONCRETE_LIMIT
+    try:
+        report_module.CONCRETE_LIMIT = 0                  # force the offset domain
+        offsets = report_module.analyze(spec)
+        report_module.CONCRETE_LIMIT = report_module.CONCRETE_MAX
+        concrete = report_module.analyze(spec)
+    finally:
+        report_module.CONCRETE_LIMIT = saved
+    return spec, offsets, concrete
+
+
+@DOMAINS
+@given(st.sampled_from(["ok", "first_mask", "keep", "merge"]).flatmap(
+    lambda bug: multiscale_pyramids(**{"ok": {}, "first_mask": {"first_mask": "B"}, "keep": {"keep": "[2, 1, 3]"},
+                                       "merge": {"coarse_first": False}}[bug])))
+def test_multiscale_pyramids_get_the_same_verdict_in_both_domains(text):
+    spec, offsets, concrete = _both_domains(text)
+    assert offsets.domain == "offsets" and concrete.domain == "concrete"
+    assert offsets.ok == concrete.ok, (offsets.errors, concrete.errors)
+    if concrete.ok:
+        columns = np.arange(spec.ir.ctx.elements)
+        assert not (concrete.dependencies & ~_offset_reads(offsets, columns)).any()   # borders only remove
+
+
+def test_multiscale_zoo_model_domains_agree_on_interior_elements():
+    spec, offsets, concrete = _both_domains(open("specs/multiscale_pixelcnn.yaml").read(), ["event.shape=[1,56,56]", "ordering.base=14"])
+    assert offsets.ok and concrete.ok
+    columns = np.arange(spec.ir.ctx.elements)
+    claimed = _offset_reads(offsets, columns)
+    assert not (concrete.dependencies & ~claimed).any()
+    pos = np.stack(np.unravel_index(columns, (1, 56, 56))[1:])
+    centre = np.all((pos >= 20) & (pos < 36), axis=0)            # every phase class, away from the borders
+    assert np.array_equal(concrete.dependencies[centre], claimed[centre])

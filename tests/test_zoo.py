@@ -28,8 +28,9 @@ def tiny_overrides(path: Path) -> list[str]:
     if len(shape) == 1:
         local = [name for name, c in spec.conditioning.items() if c.type == "local"]
         return ["event.shape=[8]"] + [f"conditioning.{name}.upsample=4" for name in local]
-    if spec.orderings[0].type == "multiscale":   # two halvings down to a 1x1 base
-        return [f"event.shape=[{shape[0]},4,4]", "ordering.base=1"]
+    if spec.orderings[0].type == "multiscale":   # two halvings down to a 1x1 base, narrower layers
+        narrow = [f"params.{k}={v}" for k, v in (("channels", 8), ("double", 16), ("upscale_channels", 16)) if k in spec.params]
+        return [f"event.shape=[{shape[0]},4,4]", "ordering.base=1"] + narrow
     return [f"event.shape=[{shape[0]},3,3]"]
 
 

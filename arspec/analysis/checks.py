@@ -2,10 +2,10 @@
 context, receptive field. Each adds located problems to the report."""
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 
+from arspec.analysis import periodic
 from arspec.analysis.deps import ConcreteDeps, Deps, OffsetDeps
 from arspec.analysis.propagate import concrete_data, propagate, term_deps
 from arspec.errors import Problem
@@ -238,77 +238,41 @@ def _warn_blind(spec, ir: IRGraph, report, origin: str | None, message: str) -> 
     report.warnings.append(Problem(loc, path, message, "warning"))
 
 
-def _is_future(rel: tuple[int, ...], c: int, g: int) -> bool:
-    """Raster order with channels within a position: is (offset rel, channel c) at or after (0, g)?"""
-    for r in rel:
-        if r != 0:
-            return r > 0
-    return c >= g
-
-
-def _offset_field(seen: np.ndarray, origin: tuple[int, ...], g: int, groups: int) -> tuple[int, tuple | None, int]:
-    """For channel group g of an interior element, from its offset table (*box, C): how many
-    elements it sees, the extent (lo, hi) of the seen offsets with the element, and how many
-    earlier elements inside that extent it does not see."""
-    pts = [tuple(int(x) - o for x, o in zip(idx[:-1], origin)) for idx in zip(*np.nonzero(seen))]
-    if not pts:
-        return 0, None, 0
-    arr = np.array(pts + [(0,) * len(origin)])
-    lo, hi = arr.min(axis=0), arr.max(axis=0)
-    blind = 0
-    for rel in itertools.product(*[range(l, h + 1) for l, h in zip(lo, hi)]):
-        for c in range(groups):
-            if _is_future(rel, c, g):
-                continue
-            b = tuple(r + o for r, o in zip(rel, origin))
-            inside = all(0 <= x < n for x, n in zip(b, seen.shape[:-1]))
-            if not inside or not seen[b + (c,)]:
-                blind += 1
-    return len(pts), (lo.tolist(), hi.tolist()), blind
-
-
 def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: dict[str, Deps] | None = None) -> None:
-    """The same checks on translation-equivariant offset sets (exact for any image size)."""
+    """The same checks on offset tables (exact for any image size; see analysis.periodic)."""
+    from arspec.ordering import order_period
     ctx = ir.ctx
-    event = ctx.event
-    spatial = ctx.spatial
-    table = out.element_offsets(ctx.groups, ctx.params_per_element)     # (G, *box, C)
-    origin = out.origin
-    report.offsets, report.offset_origin = table, origin
-    leaks = []
-    for idx in zip(*np.nonzero(table)):
-        g, *b, c = idx
-        rel = tuple(int(x) - o for x, o in zip(b, origin))
-        if _is_future(rel, int(c), int(g)) and all(abs(r) < s for r, s in zip(rel, spatial)):
-            leaks.append((int(g), rel, int(c)))
-    if leaks:
-        pairs = []
-        for g, rel, c in leaks[:8]:
-            pos = tuple(max(0, -r) for r in rel)
-            target = int(np.ravel_multi_index((g, *pos), event))
-            source = int(np.ravel_multi_index((c, *[p + r for p, r in zip(pos, rel)]), event))
-            pairs.append((target, source))
-        _report_leaks(spec, ir, report, pairs, ctx.elements, mask)
+    tab = periodic.OffsetTable(out.element_offsets(ctx.groups, ctx.params_per_element), np.array(out.origin), out.fold)
+    order = ctx.order(mask).reshape(ctx.event)
+    period = periodic.check_period(out.fold, order_period(spec.orderings[mask % len(spec.orderings)], ctx.event))
+    report.offsets, report.offset_origin, report.offset_fold = tab.table, tuple(out.origin), out.fold
+    pairs, affected = periodic.leaks(tab, order, period)
+    if pairs:
+        _report_leaks(spec, ir, report, pairs[:8], affected, mask)
         return
-    seen_counts, extents, blind_counts = [], [], {}
+    size = np.array(ctx.spatial)
+    fields = {}
     for g in range(ctx.groups):
-        count, extent, blind = _offset_field(table[g], origin, g, ctx.groups)
-        seen_counts.append(count)
-        if extent is not None:
-            extents.append(extent)
-            blind_counts[g] = blind
-    report.receptive_field.update({"elements_seen_interior": max(seen_counts) if seen_counts else 0,
-                                   "extent": extents[0] if extents else None})
-    if any(blind_counts.values()):
-        worst = max(blind_counts, key=blind_counts.get)
-        report.blind_spot = {"blind_per_interior_element": blind_counts[worst]}
+        for psi in periodic.classes(period, size):
+            p = periodic.interior(psi, period, size)
+            fields[(g, psi)] = (p, periodic.field(*tab.entries(g, psi), g, p, order))
+    first = next(iter(fields.values()))[1]
+    report.receptive_field.update({"elements_seen_interior": max(f.seen for _, f in fields.values()),
+                                   "extent": list(first.extent) if first.seen else None})
+    worst_key, (worst_p, worst) = max(fields.items(), key=lambda kv: kv[1][1].blind)
+    if worst.blind:
+        report.blind_spot = {"blind_per_interior_element": worst.blind}
+        g, psi = worst_key
 
         def blind_at(node_deps: Deps) -> bool:
-            seen = node_deps.rows[_serving_rows(node_deps, worst, ctx.groups)].any(axis=0)
-            return _offset_field(seen, node_deps.origin, worst, ctx.groups)[2] > 0
+            if not isinstance(node_deps, OffsetDeps) or node_deps.fold != 1 or node_deps.stride != 1:
+                return False
+            rows = node_deps.rows[_serving_rows(node_deps, g, ctx.groups)].any(axis=0)
+            one = periodic.OffsetTable(rows[None, None], np.array(node_deps.origin), 1)
+            return periodic.field(*one.entries(0, psi), g, worst_p, order).blind > 0
 
         _warn_blind(spec, ir, report, _first_node(ir, deps, blind_at),
-                    f"blind spot: an interior element cannot see {blind_counts[worst]} earlier element(s) inside its receptive field")
-    if seen_counts and min(seen_counts) == 0:
+                    f"blind spot: an interior element cannot see {worst.blind} earlier element(s) inside its receptive field")
+    if any(f.seen == 0 and f.has_past for _, f in fields.values()):
         loc, path = _loc(ir, ir.output)
         report.warnings.append(Problem(loc, path, "dead context: some channel sees nothing although earlier elements exist", "warning"))

@@ -7,7 +7,9 @@ share a *row*; `chan[c]` is the row of channel c.
   reads. Exact at every position, borders included; used for small events and for tracing paths.
 * `OffsetDeps` — rows have shape (*box, Cx): for each relative offset, which data channels it
   reads. Convolution stacks are translation-equivariant, so this is exact for any image size
-  (borders only remove dependencies) and its cost does not grow with the image.
+  (borders only remove dependencies) and its cost does not grow with the image. Strided and
+  resolution-changing ops keep it exact: a coarser tensor anchors its offsets on a coarser grid,
+  and one that is periodic (after depth_to_space) is kept polyphase, one row per phase.
 
 Ops never touch the arrays: they call `conv` (strided too), `dense`, `union`, `select`, `concat`,
 `closure` (recurrences) and `depth_to_space`.
@@ -22,7 +24,8 @@ import numpy as np
 
 
 class NotTranslationEquivariant(Exception):
-    """Raised by `OffsetDeps` for an op that mixes positions non-uniformly (dense, strided)."""
+    """Raised by `OffsetDeps` for an op it cannot express exactly (dense layers, global pooling,
+    convolutions over a tensor whose phases differ)."""
 
 
 def _unique_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,13 +208,26 @@ class ConcreteDeps(Deps):
 
 @dataclass
 class OffsetDeps(Deps):
-    """rows: (R, *box, Cx); entry [r, *b, c] is true when the tensor at position p reads data channel
-    c at position p + (b - origin)."""
+    """rows: (R, *box, Cx); entry [r, *b, c] is true when the tensor value reads data channel c at
+    event position anchor + (b - origin).
+
+    A tensor on a grid of `stride` event positions per step is translation-equivariant under
+    shifts of one step; after `depth_to_space` it is only equivariant under shifts of `fold` steps
+    of its own grid. Then it is kept *polyphase*: channel j of the tensor at phase φ (its position
+    mod fold, per axis) is the row of channel j*fold^d + φ, and anchors sit on a coarse grid of
+    `stride` event positions per step (the tensor's own stride times fold). Rearrangements between
+    resolutions are then exact channel permutations, for any image size."""
 
     origin: tuple[int, ...]
+    stride: int = 1
+    fold: int = 1
+
+    def _new(self, rows: np.ndarray, chan: np.ndarray, origin: tuple[int, ...], stride: int | None = None,
+             fold: int | None = None) -> "OffsetDeps":
+        return OffsetDeps(rows, chan, tuple(origin), self.stride if stride is None else stride, self.fold if fold is None else fold)
 
     def _like(self, rows: np.ndarray, chan: np.ndarray) -> "OffsetDeps":
-        return OffsetDeps(rows, chan, self.origin)
+        return self._new(rows, chan, self.origin)
 
     @staticmethod
     def data(event: tuple[int, ...]) -> "OffsetDeps":
@@ -225,6 +241,25 @@ class OffsetDeps(Deps):
     @property
     def nd(self) -> int:
         return self.rows.ndim - 2
+
+    @property
+    def phases(self) -> int:
+        return self.fold ** self.nd
+
+    @property
+    def channels(self) -> int:
+        return int(self.chan.shape[0]) // self.phases
+
+    def select(self, channels: Sequence[int] | np.ndarray) -> "OffsetDeps":
+        """Tensor channels; with a fold, every phase of each."""
+        idx = np.asarray(channels, dtype=int)
+        return Deps.select(self, (idx[:, None] * self.phases + np.arange(self.phases)[None, :]).reshape(-1))
+
+    def _polyphase_select(self, index: np.ndarray) -> "OffsetDeps":
+        return Deps.select(self, index)
+
+    def is_empty(self) -> bool:
+        return not self.rows.any()
 
     def empty(self, channels: int, spatial: tuple[int, ...]) -> "OffsetDeps":
         rows = np.zeros((1,) + (1,) * self.nd + (self.rows.shape[-1],), dtype=bool)
@@ -245,13 +280,25 @@ class OffsetDeps(Deps):
 
     def conv(self, conn: np.ndarray, dilation: Sequence[int], pad_before: Sequence[int],
              out_spatial: Sequence[int], stride: Sequence[int] | None = None) -> "OffsetDeps":
-        if stride is not None and any(s != 1 for s in stride):
-            raise NotTranslationEquivariant("strided convolution")
+        """out[p] reads in[p*stride + k*dilation - pad_before]: the relative offsets are the same
+        for every output position, so striding only coarsens the output's grid."""
+        nd = conn.ndim - 2
+        if self.fold != 1:
+            raise NotTranslationEquivariant("a convolution over a tensor whose phases differ (after depth_to_space)")
+        steps = tuple(stride or (1,) * nd)
+        if len(set(steps)) != 1:
+            raise NotTranslationEquivariant("a convolution with different strides per axis")
+        taps = list(product(*[range(k) for k in conn.shape[2:]]))
+        shifts = [tuple(self.stride * (t[d] * dilation[d] - pad_before[d]) for d in range(nd)) for t in taps]
+        return self._shift_conv(conn, shifts, self.stride * steps[0])
+
+    def _shift_conv(self, conn: np.ndarray, shifts: list[tuple[int, ...]], out_stride: int, out_fold: int = 1) -> "OffsetDeps":
+        """Row r of output channel o is the union of input rows shifted by `shifts[tap]` (event units)
+        for every (input channel, tap) that conn[o] connects."""
         nd = conn.ndim - 2
         row_conn = _reduce_connectivity(conn, self.chan, self.rows.shape[0])
         patterns, out_chan = _unique_rows(row_conn)
         taps = list(product(*[range(k) for k in conn.shape[2:]]))
-        shifts = [tuple(t[d] * dilation[d] - pad_before[d] for d in range(nd)) for t in taps]
         lo0, hi0 = self._bounds()
         lo = [lo0[d] + min(s[d] for s in shifts) for d in range(nd)]
         hi = [hi0[d] + max(s[d] for s in shifts) for d in range(nd)]
@@ -262,42 +309,96 @@ class OffsetDeps(Deps):
                 shift = shifts[taps.index(tap)]
                 sl = tuple(slice(lo0[d] + shift[d] - lo[d], lo0[d] + shift[d] - lo[d] + self.rows.shape[1 + d]) for d in range(nd))
                 out[(r,) + sl] |= self.rows[ri]
-        return OffsetDeps(out, out_chan, tuple(-l for l in lo))._trimmed()
+        return self._new(out, out_chan, tuple(-l for l in lo), out_stride, out_fold)._trimmed()
 
     def _trimmed(self) -> "OffsetDeps":
         """Shrink the box to the offsets actually present (keeps tables small in deep stacks)."""
         any_ = self.rows.any(axis=(0, self.rows.ndim - 1))
         if not any_.any():
-            return OffsetDeps(self.rows[(slice(None),) + (slice(0, 1),) * self.nd], self.chan, (0,) * self.nd)
+            return self._new(self.rows[(slice(None),) + (slice(0, 1),) * self.nd], self.chan, (0,) * self.nd)
         sl, origin = [], []
         for d in range(self.nd):
             axes = tuple(a for a in range(self.nd) if a != d)
             present = np.nonzero(any_.any(axis=axes) if axes else any_)[0]
             sl.append(slice(present[0], present[-1] + 1))
             origin.append(self.origin[d] - present[0])
-        return OffsetDeps(self.rows[(slice(None),) + tuple(sl)], self.chan, tuple(origin))
+        return self._new(self.rows[(slice(None),) + tuple(sl)], self.chan, tuple(origin))
 
     def dense(self, conn: np.ndarray) -> "OffsetDeps":
         raise NotTranslationEquivariant("dense layer")
 
     def depth_to_space(self, factor: int) -> "OffsetDeps":
-        raise NotTranslationEquivariant("depth-to-space rearrangement")
+        """Tensor channel c*f^d + g at position q becomes channel c at f*q + g. In polyphase form
+        the coarse grid stays and the fold grows by f: output phase φ' (per axis f*φ + g) reads
+        input channel c*f^d + g at phase φ — a channel permutation."""
+        nd, old = self.nd, self.fold
+        if (self.stride // old) % factor or self.stride % old:
+            raise NotTranslationEquivariant("depth_to_space finer than the event grid")
+        subs, new = factor ** nd, old * factor
+        out_channels = self.channels // subs
+        index = []
+        for c in range(out_channels):
+            for phase in product(*[range(new)] * nd):
+                g = int(np.ravel_multi_index(tuple(p % factor for p in phase), (factor,) * nd))
+                inner = int(np.ravel_multi_index(tuple(p // factor for p in phase), (old,) * nd)) if nd else 0
+                index.append((c * subs + g) * self.phases + inner)
+        moved = self._polyphase_select(np.asarray(index))
+        return moved._new(moved.rows, moved.chan, moved.origin, self.stride, new)
+
+    def _refolded(self, fold: int) -> "OffsetDeps":
+        """The same tensor kept with a larger fold (a multiple of the current one): phase φ2 reads
+        phase φ2 mod fold of the coarser table, shifted by the coarse steps it spans."""
+        if fold == self.fold:
+            return self
+        if fold % self.fold:
+            raise NotTranslationEquivariant("tensors whose periods do not divide one another")
+        k, nd = fold // self.fold, self.nd
+        old_phases, new_phases = self.phases, fold ** nd
+        conn = np.zeros((self.channels * new_phases, self.channels * old_phases) + (k,) * nd, dtype=bool)
+        for c in range(self.channels):
+            for flat, phase in enumerate(product(*[range(fold)] * nd)):
+                src = int(np.ravel_multi_index(tuple(p % self.fold for p in phase), (self.fold,) * nd)) if nd else 0
+                tap = tuple(p // self.fold for p in phase)
+                conn[(c * new_phases + flat, c * old_phases + src) + tap] = True
+        shifts = [tuple(self.stride * t for t in tap) for tap in product(*[range(k)] * nd)]
+        return self._shift_conv(conn, shifts, self.stride * k, fold)
 
     def broadcast_all(self, channels: int, spatial: tuple[int, ...]) -> "OffsetDeps":
         raise NotTranslationEquivariant("global broadcast")
 
+    def _common(self, others: Sequence["OffsetDeps"]) -> list["OffsetDeps"]:
+        """All operands with one fold and grid (tensors without dependencies adopt it)."""
+        parts = [self, *others]
+        live = [p for p in parts if not p.is_empty()]
+        if not live:
+            return parts
+        fold = max(p.fold for p in live)
+        live_parts = [p._refolded(fold) for p in live]
+        stride = live_parts[0].stride
+        if any(p.stride != stride for p in live_parts):
+            raise NotTranslationEquivariant("merging tensors on different grids")
+        out, it = [], iter(live_parts)
+        for p in parts:
+            if p.is_empty():
+                phases = fold ** p.nd
+                out.append(OffsetDeps(p.rows[:1], np.zeros(p.channels * phases, dtype=int), p.origin, stride, fold))
+            else:
+                out.append(next(it))
+        return out
+
     def union(self, other: "OffsetDeps") -> "OffsetDeps":
-        lo_a, hi_a = self._bounds()
-        lo_b, hi_b = other._bounds()
+        a_, b_ = self._common([other])
+        lo_a, hi_a = a_._bounds()
+        lo_b, hi_b = b_._bounds()
         lo = [min(a, b) for a, b in zip(lo_a, lo_b)]
         hi = [max(a, b) for a, b in zip(hi_a, hi_b)]
-        a, b = self._aligned(lo, hi), other._aligned(lo, hi)
-        pairs = np.stack([self.chan, other.chan], axis=1)
+        a, b = a_._aligned(lo, hi), b_._aligned(lo, hi)
+        pairs = np.stack([a_.chan, b_.chan], axis=1)
         uniq, chan = np.unique(pairs, axis=0, return_inverse=True)
-        return OffsetDeps(a[uniq[:, 0]] | b[uniq[:, 1]], chan.reshape(-1), tuple(-l for l in lo))
+        return a_._new(a[uniq[:, 0]] | b[uniq[:, 1]], chan.reshape(-1), tuple(-l for l in lo))
 
     def concat(self, others: Sequence["OffsetDeps"]) -> "OffsetDeps":
-        parts = (self, *others)
+        parts = self._common(others)
         bounds = [p._bounds() for p in parts]
         lo = [min(b[0][d] for b in bounds) for d in range(self.nd)]
         hi = [max(b[1][d] for b in bounds) for d in range(self.nd)]
@@ -306,11 +407,13 @@ class OffsetDeps(Deps):
             rows.append(p._aligned(lo, hi))
             chans.append(p.chan + base)
             base += p.rows.shape[0]
-        return OffsetDeps(np.concatenate(rows), np.concatenate(chans), tuple(-l for l in lo))
+        return parts[0]._new(np.concatenate(rows), np.concatenate(chans), tuple(-l for l in lo))
 
     def closure(self, offsets: Sequence[tuple[int, ...]], groups: int, channels: int, limits: Sequence[int]) -> "OffsetDeps":
         """The recurrence of ConcreteDeps.closure on offsets; offsets beyond `limits` (the image
         size) can never be realised and are dropped, which bounds the iteration."""
+        if self.fold != 1 or self.stride != 1:
+            raise NotTranslationEquivariant("a recurrence over a tensor not at the event's resolution")
         parts = [self.select(np.nonzero(np.arange(self.channels) % groups == g)[0]) for g in range(groups)]
         merged_inputs = [OffsetDeps(p.rows.any(axis=0, keepdims=True), np.zeros(1, dtype=int), p.origin) for p in parts]
         state = merged_inputs
@@ -343,6 +446,10 @@ class OffsetDeps(Deps):
         return OffsetDeps(self.rows[(slice(None),) + sl], self.chan, tuple(-a for a in new_lo))._trimmed()
 
     def element_offsets(self, groups: int, params: int) -> np.ndarray:
-        """Per data channel g: (G, *box, Cx) offsets its distribution parameters read."""
-        per = self.rows[self.chan].reshape((params, groups) + self.rows.shape[1:])
+        """Per data channel g and phase φ (position mod `fold`, flattened): (G, fold^d, *box, Cx),
+        the offsets from the phase's coarse anchor (the element's position minus φ) that its
+        distribution parameters read."""
+        if self.stride != self.fold:
+            raise NotTranslationEquivariant("an output that is not at the event's resolution")
+        per = self.rows[self.chan].reshape((params, groups, self.phases) + self.rows.shape[1:])
         return per.any(axis=0)

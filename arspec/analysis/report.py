@@ -11,6 +11,7 @@ import numpy as np
 from arspec.analysis.deps import ConcreteDeps, NotTranslationEquivariant, OffsetDeps
 from arspec.analysis.propagate import concrete_data, offset_data, propagate, term_deps
 from arspec.errors import Location, Problem
+from arspec.ordering import order_period
 from arspec.ir.graph import IRGraph
 
 CONCRETE_LIMIT = 2048          # events up to this many elements are analysed position by position
@@ -27,8 +28,9 @@ class Report:
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     dependencies: np.ndarray | None = None             # (E, E) concrete: element e reads e'
-    offsets: np.ndarray | None = None                  # (G, *box, C) offset domain, mask 0
+    offsets: np.ndarray | None = None                  # (G, fold^d, *box, C) offset domain, mask 0
     offset_origin: tuple[int, ...] | None = None
+    offset_fold: int = 1
     receptive_field: dict[str, Any] = field(default_factory=dict)
     blind_spot: dict[str, Any] = field(default_factory=dict)
     parameters: int = 0
@@ -45,11 +47,12 @@ class Report:
             return set(np.nonzero(self.dependencies[element])[0].tolist())
         event = _internal(self.event_shape)
         c, *pos = np.unravel_index(element, event)
-        table = self.offsets[c]
+        phase = tuple(int(q) % self.offset_fold for q in pos)
+        table = self.offsets[c, int(np.ravel_multi_index(phase, (self.offset_fold,) * len(pos)))]
         out = set()
         for idx in zip(*np.nonzero(table)):
             *rel, ch = idx
-            p = [q + r - o for q, r, o in zip(pos, rel, self.offset_origin)]
+            p = [q - f + r - o for q, f, r, o in zip(pos, phase, rel, self.offset_origin)]
             if all(0 <= v < s for v, s in zip(p, event[1:])):
                 out.add(int(np.ravel_multi_index((ch, *p), event)))
         return out
@@ -95,7 +98,7 @@ def analyze(spec, mask: int | None = None) -> Report:
     report = Report(spec.name, "", ctx.order(0).reshape(user_shape), parameters=ir.parameters, event_shape=user_shape)
     masks = range(ctx.masks) if mask is None else [mask]
     use_offsets = (ctx.elements > CONCRETE_LIMIT and not ir.dense_output
-                   and all(o.type == "raster" for o in spec.orderings))
+                   and all(order_period(o, ctx.event) is not None for o in spec.orderings))
     for m in masks:
         final = None
         if use_offsets:

@@ -1,0 +1,122 @@
+"""Checks on offset tables, for any image size.
+
+Offsets hold for every element of a *class*: a data channel and a position modulo the check
+period (the lcm of the tables' fold and the ordering's period: 1 for raster, image side / base
+for multiscale). Whether an offset reaches a later element is the same for every element of the
+class whose source lies inside the image, so one representative per (class, offset) decides it
+exactly; receptive fields and blind spots are measured on an interior representative."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+
+@dataclass
+class OffsetTable:
+    """Per data channel and phase, the offsets an element's term reads (see OffsetDeps)."""
+
+    table: np.ndarray             # (G, fold^d, *box, Cx)
+    origin: np.ndarray            # (d,)
+    fold: int
+
+    def entries(self, g: int, psi: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(rel (d, K), channel (K,)) of class (g, psi): offsets relative to the element itself."""
+        phi = np.array([p % self.fold for p in psi], dtype=int)
+        flat = int(np.ravel_multi_index(tuple(phi), (self.fold,) * len(psi))) if len(psi) else 0
+        *box, chan = np.nonzero(self.table[g, flat])
+        rel = np.array(box, dtype=int).reshape(len(psi), -1) - self.origin[:, None] - phi[:, None]
+        return rel, np.asarray(chan, dtype=int)
+
+
+def check_period(fold: int, order_period: int) -> int:
+    return fold * order_period // math.gcd(fold, order_period)
+
+
+def classes(period: int, size: np.ndarray):
+    """Every position class (modulo `period` per axis) that occurs in the image."""
+    for psi in product(*[range(min(period, int(s))) for s in size]):
+        yield psi
+
+
+def leaks(tab: OffsetTable, order: np.ndarray, period: int) -> tuple[list[tuple[int, int]], int]:
+    """(target, source) flat pairs reading an element of the same or a later step (a few per
+    class), and how many elements are affected."""
+    groups, size = order.shape[0], np.array(order.shape[1:])
+    pairs: list[tuple[int, int]] = []
+    affected = 0
+    for g in range(groups):
+        for psi in classes(period, size):
+            rel, chan = tab.entries(g, psi)
+            if not len(chan):
+                continue
+            start = np.array(psi)[:, None]
+            need = np.maximum(0, -rel - start)
+            p = start + period * (-(-need // period))                 # first element of the class with p + rel >= 0
+            q = p + rel
+            valid = np.all(p < size[:, None], axis=0) & np.all(q < size[:, None], axis=0)
+            if not valid.any():
+                continue
+            later = np.zeros_like(valid)
+            later[valid] = order[(chan[valid], *q[:, valid])] >= order[(np.full(valid.sum(), g), *p[:, valid])]
+            if not later.any():
+                continue
+            hits = np.nonzero(later)[0]
+            # the nearest leaks first (reading oneself last): they point at the layer that opens them
+            nearest = hits[np.lexsort((np.abs(rel[:, hits]).sum(axis=0), ~np.any(rel[:, hits] != 0, axis=0) & (chan[hits] == g)))]
+            for i in nearest[:2]:
+                pairs.append((int(np.ravel_multi_index((g, *p[:, i]), order.shape)), int(np.ravel_multi_index((chan[i], *q[:, i]), order.shape))))
+            affected += _class_affected(rel[:, hits], np.array(psi), period, size)
+    return pairs, affected
+
+
+def _class_affected(rel: np.ndarray, psi: np.ndarray, period: int, size: np.ndarray) -> int:
+    """Elements of class psi for which at least one of the offsets `rel` lies inside the image."""
+    counts = [len(range(int(a), int(s), period)) for a, s in zip(psi, size)]
+    hit = np.zeros(counts, dtype=bool)
+    for r in rel.T:
+        sl = []
+        for a, s, n, d in zip(psi, size, counts, r):
+            # positions p = a + period*k with 0 <= p + d < s
+            lo = max(0, -(-(-d - a) // period)) if -d - a > 0 else 0
+            hi = min(n, (s - 1 - d - a) // period + 1) if s - 1 - d - a >= 0 else 0
+            sl.append(slice(lo, max(lo, hi)))
+        hit[tuple(sl)] = True
+    return int(hit.sum())
+
+
+def interior(psi: tuple[int, ...], period: int, size: np.ndarray) -> np.ndarray:
+    """The element of class psi nearest the image's centre."""
+    p = [a + period * max(0, (int(s) // 2 - a) // period) for a, s in zip(psi, size)]
+    return np.array([min(v, a + period * ((int(s) - 1 - a) // period)) for v, a, s in zip(p, psi, size)], dtype=int)
+
+
+@dataclass
+class Field:
+    """What one element sees: how many elements, their extent around it, how many earlier
+    elements inside that extent it misses (its blind spot), and whether any earlier element exists."""
+
+    seen: int
+    extent: tuple[list[int], list[int]]
+    blind: int
+    has_past: bool
+
+
+def field(rel: np.ndarray, chan: np.ndarray, g: int, p: np.ndarray, order: np.ndarray) -> Field:
+    size = np.array(order.shape[1:])
+    q = p[:, None] + rel
+    inside = np.all((q >= 0) & (q < size[:, None]), axis=0)
+    q, chan = q[:, inside], chan[inside]
+    mine = order[(g, *p)]
+    has_past = bool((order < mine).any())
+    if not len(chan):
+        return Field(0, ([0] * len(p), [0] * len(p)), 0, has_past)
+    lo = np.minimum(q.min(axis=1), p)
+    hi = np.maximum(q.max(axis=1), p)
+    box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+    seen = np.zeros((order.shape[0],) + tuple(int(b - a + 1) for a, b in zip(lo, hi)), dtype=bool)
+    seen[(chan, *(q - lo[:, None]))] = True
+    earlier = order[(slice(None),) + box] < mine
+    return Field(int(seen.sum()), ((lo - p).tolist(), (hi - p).tolist()), int((earlier & ~seen).sum()), has_past)
