@@ -141,6 +141,9 @@ def test_multiscale_pyramids_get_the_same_verdict_in_both_domains(text):
     spec, offsets, concrete = _both_domains(text)
     assert offsets.domain == "offsets" and concrete.domain == "concrete"
     assert offsets.ok == concrete.ok, (offsets.errors, concrete.errors)
+    affected = [{re.search(r"\((\d+) element\(s\) affected\)", e.message).group(1) for e in r.errors if "leak" in e.message}
+                for r in (offsets, concrete)]
+    assert affected[0] == affected[1]                  # the same number of leaking elements, counted per class
     if concrete.ok:
         columns = np.arange(spec.ir.ctx.elements)
         assert not (concrete.dependencies & ~_offset_reads(offsets, columns)).any()   # borders only remove
