@@ -2,6 +2,7 @@
 in O(log N) steps."""
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -97,3 +98,14 @@ def test_resolution_mistakes_are_located_shape_errors(edit, expected):
     problems = _problem(PYRAMID.replace(*edit))
     assert any(expected in p for p in problems), problems
     assert all(p.startswith("test.yaml:") for p in problems)
+
+
+def test_a_large_multiscale_model_is_verified_with_offsets_and_probed_at_a_smaller_consistent_size():
+    from tests.test_cli import run
+    result = run("check", "--dynamic", "--json", "specs/multiscale_pixelcnn.yaml", "--set", "event.shape=[1,448,448]", "--set", "ordering.base=112")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (report,) = json.loads(result.stdout)
+    assert report["domain"] == "offsets" and report["ok"]
+    side = report["dynamic"]["event"][1]
+    assert side < 448 and side % 4 == 0                # two doublings kept: base = side / 4
+    assert report["dynamic"]["agrees"]

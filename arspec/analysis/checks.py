@@ -256,9 +256,11 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: d
         for psi in periodic.classes(period, size):
             p = periodic.interior(psi, period, size)
             fields[(g, psi)] = (p, periodic.field(*tab.entries(g, psi), g, p, order))
-    first = next(iter(fields.values()))[1]
+    seeing = [f for _, f in fields.values() if f.seen]
+    extent = ([min(v) for v in zip(*[f.extent[0] for f in seeing])], [max(v) for v in zip(*[f.extent[1] for f in seeing])]) if seeing else None
+    report.offset_period = period
     report.receptive_field.update({"elements_seen_interior": max(f.seen for _, f in fields.values()),
-                                   "extent": list(first.extent) if first.seen else None})
+                                   "extent": list(extent) if extent else None})
     worst_key, (worst_p, worst) = max(fields.items(), key=lambda kv: kv[1][1].blind)
     if worst.blind:
         report.blind_spot = {"blind_per_interior_element": worst.blind}

@@ -31,6 +31,7 @@ class Report:
     offsets: np.ndarray | None = None                  # (G, fold^d, *box, C) offset domain, mask 0
     offset_origin: tuple[int, ...] | None = None
     offset_fold: int = 1
+    offset_period: int = 1                             # position classes the offset checks used
     receptive_field: dict[str, Any] = field(default_factory=dict)
     blind_spot: dict[str, Any] = field(default_factory=dict)
     parameters: int = 0

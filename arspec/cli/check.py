@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from arspec.cli.main import EXIT_INVALID, EXIT_NOT_AUTOREGRESSIVE, EXIT_OK
@@ -48,10 +49,10 @@ def _probe_size(spec, report, path: str, overrides: list[str]):
     if spec.ir.ctx.elements <= PROBE_ELEMENTS or report.domain != "offsets" or not report.receptive_field.get("extent"):
         return spec
     lo, hi = report.receptive_field["extent"]
-    factor = 1
+    factor = report.offset_period            # sizes keep every position class (multiscale levels)
     for cond in spec.conditioning.values():
         if cond.type == "local":
-            factor = factor * cond.upsample // __import__("math").gcd(factor, cond.upsample)
+            factor = math.lcm(factor, cond.upsample)
     shape = list(spec.event.shape)
     spatial = shape if len(shape) == 1 else shape[1:]
     reduced = []
@@ -59,10 +60,14 @@ def _probe_size(spec, report, path: str, overrides: list[str]):
         want = (b - a + 1) + 8
         want = -(-want // factor) * factor
         reduced.append(min(size, want))
+    multiscale = [o for o in spec.orderings if o.type == "multiscale"]
+    if multiscale:                           # square, with the same number of doublings
+        reduced = [max(reduced)] * len(reduced)
     new_shape = reduced if len(shape) == 1 else [shape[0], *reduced]
     if new_shape == shape:
         return spec
-    return load_spec(path, overrides=[*overrides, f"event.shape=[{','.join(map(str, new_shape))}]"])
+    extra = [f"ordering.base={reduced[0] // report.offset_period}"] if multiscale else []
+    return load_spec(path, overrides=[*overrides, f"event.shape=[{','.join(map(str, new_shape))}]", *extra])
 
 
 def _line(result: dict) -> str:
