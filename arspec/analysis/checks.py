@@ -2,7 +2,6 @@
 context, receptive field. Each adds located problems to the report."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from arspec.analysis import periodic
