@@ -163,11 +163,12 @@ def recurrent_stacks(draw, shift: bool = True):
 
 
 @st.composite
-def multiscale_pyramids(draw, first_mask: str = "A", keep: str = "[1, 2, 3]", coarse_first: bool = True):
+def multiscale_pyramids(draw, first_mask: str = "A", keep: str = "[1, 2, 3]", coarse_first: bool = True, post: str = "none"):
     """Multiscale PixelCNN (Reed et al. 2017): space_to_depth halvings down to a raster-ordered base
     (masked convolutions), then per level group-masked convolutions over the four sub-position
     groups (random kernels, dilations, gates, residuals) whose groups 1..3 are merged with the
-    coarser prediction by depth_to_space. The arguments inject the bugs of the mutation tests."""
+    coarser prediction by depth_to_space. The arguments inject the bugs of the mutation tests;
+    `post` adds a layer after the last merge: "1x1" (mask B, safe) or "3x3" (unmasked, a leak)."""
     channels = draw(st.integers(1, 2))
     base = draw(st.integers(1, 2))
     levels = draw(st.integers(1, 3 - base))
@@ -200,4 +201,8 @@ def multiscale_pyramids(draw, first_mask: str = "A", keep: str = "[1, 2, 3]", co
         merged = f"[{coarse}, n{level}]" if coarse_first else f"[n{level}, {coarse}]"
         lines.append(_node(f"o{level}", op="depth_to_space", inputs=merged, factor=2))
         coarse = f"o{level}"
+    if post == "1x1":
+        lines.append(_node("post", op="conv1x1", inputs=f"[{coarse}]", channels="output", mask="B"))
+    elif post == "3x3":
+        lines.append(_node("post", op="conv2d", inputs=f"[{coarse}]", channels="output", kernel=3, padding="same"))
     return "".join(lines)

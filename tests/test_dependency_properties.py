@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import arspec
 from tests.helpers import all_configurations, assert_measured_equals_predicted, spec_from
@@ -57,7 +58,7 @@ def test_row_and_diagonal_lstm_measured_equals_predicted(text):
 
 
 @PROPERTY
-@given(multiscale_pyramids())
+@given(st.sampled_from(["none", "1x1"]).flatmap(lambda post: multiscale_pyramids(post=post)))
 def test_multiscale_pyramids_measured_equals_predicted(text):
     spec = spec_from(text)
     report = arspec.analyze(spec)

@@ -134,9 +134,10 @@ def _both_domains(text: str, overrides=()):
 
 
 @DOMAINS
-@given(st.sampled_from(["ok", "first_mask", "keep", "merge"]).flatmap(
+@given(st.sampled_from(["ok", "first_mask", "keep", "merge", "post_1x1", "post_3x3"]).flatmap(
     lambda bug: multiscale_pyramids(**{"ok": {}, "first_mask": {"first_mask": "B"}, "keep": {"keep": "[2, 1, 3]"},
-                                       "merge": {"coarse_first": False}}[bug])))
+                                       "merge": {"coarse_first": False}, "post_1x1": {"post": "1x1"},
+                                       "post_3x3": {"post": "3x3"}}[bug])))
 def test_multiscale_pyramids_get_the_same_verdict_in_both_domains(text):
     spec, offsets, concrete = _both_domains(text)
     assert offsets.domain == "offsets" and concrete.domain == "concrete"

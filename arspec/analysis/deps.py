@@ -25,7 +25,7 @@ import numpy as np
 
 class NotTranslationEquivariant(Exception):
     """Raised by `OffsetDeps` for an op it cannot express exactly (dense layers, global pooling,
-    convolutions over a tensor whose phases differ)."""
+    a strided convolution over a periodic tensor)."""
 
 
 def _unique_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -283,14 +283,45 @@ class OffsetDeps(Deps):
         """out[p] reads in[p*stride + k*dilation - pad_before]: the relative offsets are the same
         for every output position, so striding only coarsens the output's grid."""
         nd = conn.ndim - 2
-        if self.fold != 1:
-            raise NotTranslationEquivariant("a convolution over a tensor whose phases differ (after depth_to_space)")
         steps = tuple(stride or (1,) * nd)
         if len(set(steps)) != 1:
             raise NotTranslationEquivariant("a convolution with different strides per axis")
         taps = list(product(*[range(k) for k in conn.shape[2:]]))
-        shifts = [tuple(self.stride * (t[d] * dilation[d] - pad_before[d]) for d in range(nd)) for t in taps]
-        return self._shift_conv(conn, shifts, self.stride * steps[0])
+        moves = [tuple(t[d] * dilation[d] - pad_before[d] for d in range(nd)) for t in taps]
+        if self.fold != 1:
+            if steps[0] != 1:
+                raise NotTranslationEquivariant("a strided convolution over a periodic tensor")
+            return self._polyphase_conv(conn, taps, moves)
+        return self._shift_conv(conn, [tuple(self.stride * m for m in move) for move in moves], self.stride * steps[0])
+
+    POLYPHASE_LIMIT = 50_000_000       # connectivity entries; beyond, fall back to per-position
+
+    def _polyphase_conv(self, conn: np.ndarray, taps: list[tuple[int, ...]], moves: list[tuple[int, ...]]) -> "OffsetDeps":
+        """A convolution over a periodic tensor: output phase φ reads input phase (φ + m) mod fold
+        at coarse step floor((φ + m) / fold) for each tap move m — one convolution on the coarse
+        grid between polyphase channels."""
+        nd, fold, phases = self.nd, self.fold, self.phases
+        co, ci = conn.shape[:2]
+        all_phases = list(product(*[range(fold)] * nd))
+        plan = []                                     # (out phase, in phase, coarse step, tap)
+        for k, (tap, move) in enumerate(zip(taps, moves)):
+            if not conn[(slice(None), slice(None)) + tap].any():
+                continue
+            for fo, phase in enumerate(all_phases):
+                moved = [p + m for p, m in zip(phase, move)]
+                src = int(np.ravel_multi_index(tuple(v % fold for v in moved), (fold,) * nd)) if nd else 0
+                plan.append((fo, src, tuple(v // fold for v in moved), tap))
+        steps = sorted({p[2] for p in plan}) or [(0,) * nd]
+        if co * phases * ci * phases * len(steps) > self.POLYPHASE_LIMIT:
+            raise NotTranslationEquivariant("a convolution over a tensor with too many phases")
+        index = {step: i for i, step in enumerate(steps)}
+        poly = np.zeros((co * phases, ci * phases, len(steps)), dtype=bool)
+        for fo, src, step, tap in plan:
+            poly[fo::phases, src::phases, index[step]] |= conn[(slice(None), slice(None)) + tap]
+        shifts = [tuple(self.stride * v for v in step) for step in steps]
+        # one "tap" per coarse step: lay them along a flat kernel axis of length len(steps)
+        flat = poly.reshape(poly.shape[:2] + (len(steps),) + (1,) * (nd - 1))
+        return self._shift_conv(flat, [shifts[i] for i in range(len(steps))], self.stride, fold)
 
     def _shift_conv(self, conn: np.ndarray, shifts: list[tuple[int, ...]], out_stride: int, out_fold: int = 1) -> "OffsetDeps":
         """Row r of output channel o is the union of input rows shifted by `shifts[tap]` (event units)
