@@ -2,6 +2,8 @@
 context, receptive field. Each adds located problems to the report."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from arspec.analysis import periodic
@@ -74,9 +76,7 @@ def _culprit(ir: IRGraph, path: list[str], source: int, target: int, mask: int) 
             continue
         deps = forward[name]
         channels, at = place
-        serving = deps.chan[channels]
-        rows = np.unique(serving if len(serving) else deps.chan)
-        if deps.rows[(rows,) + at].any():
+        if deps.rows[(_rows_of(deps, channels),) + at].any():
             return name
     return merges[0] if merges else path[0]
 
@@ -213,8 +213,13 @@ def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report
 
 def _serving_rows(deps: Deps, group: int, groups: int) -> np.ndarray:
     """The rows of the channels that serve a data channel group (channel j serves j mod groups)."""
-    serving = deps.chan[np.arange(deps.channels) % groups == group]
-    return np.unique(serving if len(serving) else deps.chan)
+    channel = np.arange(deps.channels)
+    return _rows_of(deps, channel[channel % groups == group])
+
+
+def _rows_of(deps: Deps, channels: np.ndarray) -> np.ndarray:
+    """The distinct rows of some channels (of every channel when there are none)."""
+    return np.unique(deps.chan[channels] if len(channels) else deps.chan)
 
 
 def _first_node(ir: IRGraph, deps: dict[str, Deps] | None, has_it) -> str | None:
@@ -243,7 +248,7 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: d
     ctx = ir.ctx
     tab = periodic.OffsetTable(out.element_offsets(ctx.groups, ctx.params_per_element), np.array(out.origin), out.fold)
     order = ctx.order(mask).reshape(ctx.event)
-    period = periodic.check_period(out.fold, order_period(spec.orderings[mask % len(spec.orderings)], ctx.event))
+    period = math.lcm(out.fold, order_period(spec.orderings[mask % len(spec.orderings)], ctx.event))
     report.offsets, report.offset_origin, report.offset_fold = tab.table, tuple(out.origin), out.fold
     pairs, affected = periodic.leaks(tab, order, period)
     if pairs:

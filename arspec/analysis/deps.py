@@ -318,10 +318,9 @@ class OffsetDeps(Deps):
         poly = np.zeros((co * phases, ci * phases, len(steps)), dtype=bool)
         for fo, src, step, tap in plan:
             poly[fo::phases, src::phases, index[step]] |= conn[(slice(None), slice(None)) + tap]
-        shifts = [tuple(self.stride * v for v in step) for step in steps]
-        # one "tap" per coarse step: lay them along a flat kernel axis of length len(steps)
+        # one tap per coarse step, laid along a flat kernel axis
         flat = poly.reshape(poly.shape[:2] + (len(steps),) + (1,) * (nd - 1))
-        return self._shift_conv(flat, [shifts[i] for i in range(len(steps))], self.stride, fold)
+        return self._shift_conv(flat, [tuple(self.stride * v for v in step) for step in steps], self.stride, fold)
 
     def _shift_conv(self, conn: np.ndarray, shifts: list[tuple[int, ...]], out_stride: int, out_fold: int = 1) -> "OffsetDeps":
         """Row r of output channel o is the union of input rows shifted by `shifts[tap]` (event units)

@@ -29,6 +29,14 @@ class DynamicResult:
     def agrees(self) -> bool:
         return not self.missing and not self.unexpected
 
+    def record(self, mask: int, columns: np.ndarray, measured: np.ndarray, predicted: np.ndarray) -> None:
+        """Add one comparison of (E, len(columns)) tables: the pairs where they differ."""
+        self.compared += measured.size
+        for e, j in np.argwhere(predicted & ~measured):
+            self.missing.append((mask, int(e), int(columns[j])))
+        for e, j in np.argwhere(measured & ~predicted):
+            self.unexpected.append((mask, int(e), int(columns[j])))
+
 
 def predicted_columns(spec, columns: np.ndarray, mask: int = 0, terms: bool = False) -> np.ndarray:
     """Static prediction restricted to source elements `columns`: (E, len(columns)), for each
@@ -117,20 +125,10 @@ def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarr
     for m in range(probe.num_masks):
         probe.select_mask(m)
         measured = measure_columns(probe, columns, trials, seed + m)
-        predicted = predicted_columns(spec, columns, m)
-        result.compared += measured.size
-        for e, j in np.argwhere(predicted & ~measured):
-            result.missing.append((m, int(e), int(columns[j])))
-        for e, j in np.argwhere(measured & ~predicted):
-            result.unexpected.append((m, int(e), int(columns[j])))
+        result.record(m, columns, measured, predicted_columns(spec, columns, m))
         if probe.distribution.couples_channels:
             # the coupling lives in the likelihood: compare the terms too (their own element aside)
             own = np.arange(n)[:, None] == columns[None, :]
             measured = measure_columns(probe, columns, trials, seed + m, terms=True) & ~own
-            predicted = predicted_columns(spec, columns, m, terms=True) & ~own
-            result.compared += measured.size
-            for e, j in np.argwhere(predicted & ~measured):
-                result.missing.append((m, int(e), int(columns[j])))
-            for e, j in np.argwhere(measured & ~predicted):
-                result.unexpected.append((m, int(e), int(columns[j])))
+            result.record(m, columns, measured, predicted_columns(spec, columns, m, terms=True) & ~own)
     return result

@@ -7,7 +7,6 @@ class whose source lies inside the image, so one representative per (class, offs
 exactly; receptive fields and blind spots are measured on an interior representative."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import product
 
@@ -29,10 +28,6 @@ class OffsetTable:
         *box, chan = np.nonzero(self.table[g, flat])
         rel = np.array(box, dtype=int).reshape(len(psi), -1) - self.origin[:, None] - phi[:, None]
         return rel, np.asarray(chan, dtype=int)
-
-
-def check_period(fold: int, order_period: int) -> int:
-    return fold * order_period // math.gcd(fold, order_period)
 
 
 def classes(period: int, size: np.ndarray):
