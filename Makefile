@@ -1,6 +1,7 @@
 # One command sets up and runs the main job; one sets up and runs the tests.
-#   make demo   — fresh virtual environment, verify the zoo, train MADE on bundled MNIST, report NLL, pictures
-#   make test   — fresh virtual environment, the test suite (CI runs this)
+#   make demo      — fresh virtual environment, verify the zoo, train MADE on bundled MNIST, report NLL, pictures
+#   make test      — fresh virtual environment, lint + types + the test suite (CI runs this)
+#   make test-all  — the same with the thorough hypothesis profile and the slow tests
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,34 +11,40 @@ OUT    ?= runs/demo
 # torch 2.13.0: the local CPU build on machines without a GPU; PyPI's default (CUDA) build elsewhere.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint bench clean
 
-$(VENV)/.installed: pyproject.toml backends/torch/pyproject.toml
+$(VENV)/.installed: pyproject.toml backends/torch/pyproject.toml backends/torch_codegen/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[dev]" -e backends/torch
+	$(PIP) install -q -e ".[dev]" -e backends/torch -e backends/torch_codegen
 	touch $@
 
 setup: $(VENV)/.installed
 
 demo: setup
 	$(ARSPEC) check specs/*.yaml
-	$(ARSPEC) train specs/made.yaml --out $(OUT)
+	$(ARSPEC) train specs/made.yaml --data binarized-mnist-5k --out $(OUT)
 	$(ARSPEC) eval $(OUT)
 	$(ARSPEC) sample $(OUT) -n 36 -o $(OUT)/samples.png
 	$(ARSPEC) graph specs/gated_pixelcnn.yaml -o $(OUT)/receptive_field.png
+	$(ARSPEC) export $(OUT) -o $(OUT)/made_model.py
 	@echo "pictures: $(OUT)/samples.png $(OUT)/samples_probs.png $(OUT)/receptive_field.png $(OUT)/loss.png"
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check arspec backends tests bench
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider
 
-test-all: setup
-	$(PY) -m pytest -q -n 2 -m "slow or not slow"
+test-all: lint
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -n 2 -p no:cacheprovider -m "slow or not slow"
 
 bench: setup
 	$(PY) bench/verify.py
 	$(PY) bench/sampling.py
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) runs

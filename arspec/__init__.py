@@ -2,33 +2,44 @@
 
     spec   = arspec.load_spec("specs/made.yaml")
     report = arspec.analyze(spec)          # static proof of the autoregressive property
-    model  = arspec.compile(spec)          # a trainable torch module (ARModel)
-"""
+    model  = arspec.compile(spec)          # a trainable module (ARModel) from a backend
+
+Importing arspec loads no deep-learning framework: backends do, when a model is compiled."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from arspec.analysis.report import Report, analyze
-from arspec.backends import Backend, available_backends, get_backend
+from arspec.backends import ARModel, Backend, CompileOptions, available_backends, compile_ir, get_backend
 from arspec.errors import Location, Problem, SpecError
-from arspec.spec.load import load_spec, parse_spec
-from arspec.spec.nodes import ModelSpec
+from arspec.loader import load_spec, parse_spec
+from arspec.spec.models import ModelSpec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
-def compile(spec: ModelSpec, backend: str = "torch", device: Any = "cpu", **options: Any):
+def compile(spec: ModelSpec, backend: str = "torch", device: Any = "cpu", dtype: Any = None, seed: int | None = None) -> ARModel:
     """Compile a spec into an ARModel with the named backend (found through entry points)."""
-    return get_backend(backend).compile(spec, device=device, **options)
+    return compile_ir(spec.ir, backend, CompileOptions(device=device, dtype=dtype, seed=seed))
 
 
-def load_model(path, device: Any = "cpu"):
+def export(spec: ModelSpec, backend: str = "torch-codegen") -> str:
+    """The source of a standalone module for the spec, from a code-generating backend."""
+    from arspec.backends import BackendError
+    chosen = get_backend(backend)
+    if chosen.export is None:
+        raise BackendError(f"backend {backend!r} does not generate code")
+    return chosen.export(spec.ir)
+
+
+def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None) -> Any:
     """Rebuild a trained model from a checkpoint folder or file (safetensors + spec, no pickle)."""
     from arspec.checkpoint import load_model as _load
-    return _load(path, device=device)
+    return _load(path, device=device, backend=backend)
 
 
 __all__ = [
-    "Backend", "Location", "ModelSpec", "Problem", "Report", "SpecError", "analyze", "available_backends",
-    "compile", "load_model", "load_spec", "parse_spec",
+    "ARModel", "Backend", "CompileOptions", "Location", "ModelSpec", "Problem", "Report", "SpecError", "analyze",
+    "available_backends", "compile", "export", "load_model", "load_spec", "parse_spec",
 ]

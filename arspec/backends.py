@@ -1,27 +1,72 @@
-"""The backend registry. Backends are found only through the `arspec.backends` entry-point group,
-so in-tree backends register exactly as a third-party package would. A backend that fails to load
-is reported by name and skipped; it never breaks the tool."""
+"""The backend contract and registry.
+
+A backend is a typed function of the IR: `compile(ir, options) -> ARModel` (see CONTRACT.md for
+the ARModel members), plus the set of primitive kinds it implements, and optionally `export(ir)
+-> source text` for code-generating backends. Backends are found only through the
+`arspec.backends` entry-point group, so in-tree backends register exactly as a third-party package
+would. A backend that fails to load is reported by name and skipped; it never breaks the tool."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from arspec.ir.graph import IRGraph
 
 GROUP = "arspec.backends"
 
 
-@dataclass
+@dataclass(frozen=True)
+class CompileOptions:
+    """What `arspec.compile` passes on: the device, a dtype (the backend's own object or its name,
+    e.g. "float64"), and a seed that makes the initial weights reproducible."""
+
+    device: Any = "cpu"
+    dtype: Any = None
+    seed: int | None = None
+
+
+class ARModel(Protocol):
+    """The members every backend's model has (CONTRACT.md); tools rely on nothing else."""
+
+    event_shape: tuple[int, ...]
+
+    def log_prob_elements(self, x: Any, **context: Any) -> Any: ...
+    def log_prob(self, x: Any, **context: Any) -> Any: ...
+    def sample(self, n: int, generator: Any = None, cache: bool = True, **context: Any) -> Any: ...
+    def example_inputs(self, batch_size: int, generator: Any = None) -> tuple[Any, dict[str, Any]]: ...
+
+
+CompileFn = Callable[["IRGraph", CompileOptions], ARModel]
+ExportFn = Callable[["IRGraph"], str]
+
+
+@dataclass(frozen=True)
 class Backend:
-    """What a backend provides: `compile(spec, device=..., **options)` returning an ARModel."""
+    """What a backend provides."""
 
     name: str
-    compile: Callable[..., Any]
+    compile: CompileFn
+    primitives: frozenset[str]
     description: str = ""
     devices: tuple[str, ...] = ("cpu",)
+    export: ExportFn | None = None
+
+    def missing_primitives(self, ir: IRGraph) -> dict[str, list[str]]:
+        """Primitive kinds the IR uses that this backend does not implement, with the nodes using them."""
+        missing: dict[str, list[str]] = {}
+        for node in ir.op_nodes():
+            assert node.program is not None
+            for call in node.program.calls:
+                if call.primitive.kind not in self.primitives:
+                    missing.setdefault(call.primitive.kind, []).append(node.name)
+        return missing
 
 
 class BackendError(RuntimeError):
-    """No usable backend of that name."""
+    """No usable backend of that name, or it cannot compile this model."""
 
 
 @dataclass
@@ -76,3 +121,13 @@ def get_backend(name: str) -> Backend:
         raise BackendError(f"backend {name!r} is installed but failed to load: {_registry.broken[name]}")
     known = ", ".join(available_backends()) or "none installed"
     raise BackendError(f"unknown backend {name!r} (available: {known})")
+
+
+def compile_ir(ir: IRGraph, backend: str = "torch", options: CompileOptions | None = None) -> ARModel:
+    """Compile an IR with the named backend, after checking that it implements every primitive."""
+    chosen = get_backend(backend)
+    missing = chosen.missing_primitives(ir)
+    if missing:
+        needs = "; ".join(f"{kind} (used by {', '.join(sorted(set(nodes))[:3])})" for kind, nodes in missing.items())
+        raise BackendError(f"backend {backend!r} does not implement the primitive(s) {needs}")
+    return chosen.compile(ir, options or CompileOptions())

@@ -1,6 +1,8 @@
 """Checkpoints: one safetensors file holding the weights, the optimizer state and, as metadata,
-the spec's YAML text, its overrides and the training state. Written atomically (temp file +
-rename) and read back without pickle."""
+the spec's YAML text, its overrides, the backend, the learning-rate scheduler's state and the
+training state. Written atomically (temp file + rename) and read back without pickle. Weights are
+stored under their canonical names (`model.net.<node>__<call>__<param>`), so a checkpoint loads
+into any backend."""
 from __future__ import annotations
 
 import json
@@ -12,6 +14,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from arspec.ir.graph import SpecSource
 
 _MODEL = "model."
 _OPTIM = "optimizer."
@@ -32,9 +36,10 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer | None) -> tuple[dict[st
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def save_checkpoint(path: str | Path, model, meta: dict[str, Any], optimizer: torch.optim.Optimizer | None = None,
-                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write `path` atomically: weights, optimizer state, spec text and `meta` (JSON)."""
+def save_checkpoint(path: str | Path, model: Any, source: SpecSource, meta: dict[str, Any],
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                    extra_tensors: dict[str, torch.Tensor] | None = None, backend: str = "torch") -> Path:
+    """Write `path` atomically: weights, optimizer and scheduler state, the spec and `meta` (JSON)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"{_MODEL}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -44,10 +49,12 @@ def save_checkpoint(path: str | Path, model, meta: dict[str, Any], optimizer: to
         tensors[k] = v.detach().cpu().contiguous()
     metadata = {
         "format": "arspec-checkpoint-1",
-        "spec": model.spec_text,
-        "overrides": json.dumps(model.overrides),
+        "spec": source.text,
+        "overrides": json.dumps(list(source.overrides)),
+        "backend": backend,
         "meta": json.dumps(meta),
         "optimizer": json.dumps(optim_meta),
+        "scheduler": json.dumps(scheduler.state_dict() if scheduler is not None else {}),
     }
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -86,18 +93,27 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, device: Any = "cpu", backend: str = "torch"):
-    """Rebuild the model from the checkpoint alone: spec text -> compile -> weights."""
+def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None) -> Any:
+    """Rebuild the model from the checkpoint alone: spec text -> compile (with the backend it was
+    trained with, unless another is named) -> weights."""
     from arspec import compile, parse_spec
     tensors, metadata = read_checkpoint(path)
     spec = parse_spec(metadata["spec"], filename=f"{resolve(path)}#spec", overrides=json.loads(metadata.get("overrides", "[]")))
-    model = compile(spec, backend=backend, device="cpu")
+    model: Any = compile(spec, backend=backend or metadata.get("backend", "torch"), device="cpu")
     prefix = "ema." if any(k.startswith("ema.") for k in tensors) else _MODEL   # EMA weights when trained with EMA
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     model.load_state_dict(state)
     model.checkpoint_meta = json.loads(metadata.get("meta", "{}"))
     model.spec = spec
     return model.to(device)
+
+
+def load_scheduler_state(path: str | Path, scheduler: Any) -> None:
+    """Restore a learning-rate scheduler saved by save_checkpoint (not replayed step by step)."""
+    _, metadata = read_checkpoint(path)
+    state = json.loads(metadata.get("scheduler", "{}"))
+    if state:
+        scheduler.load_state_dict(state)
 
 
 def load_optimizer_state(path: str | Path, optimizer: torch.optim.Optimizer) -> None:

@@ -95,7 +95,7 @@ def draw_graph_figure(path: Path, spec, report, element: tuple[int, ...]) -> Non
         ax_rf.set_xlabel(f"time steps {lo}..{t + 7}")
     ax_rf.imshow(rf, interpolation="nearest")
     ax_rf.set_title(f"receptive field of element {element}")
-    ax_rf.legend(handles=[Patch(color=np.array(c) / 255, label=l) for c, l in
+    ax_rf.legend(handles=[Patch(color=np.array(c) / 255, label=text) for c, text in
                           [(SELF, "element"), (SEEN, "seen"), (BLIND, "blind spot"), (UNSEEN_PAST, "earlier, outside field"), (FUTURE, "later")]],
                  loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3, fontsize=8)
     g = nx.DiGraph()

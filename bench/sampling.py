@@ -33,7 +33,7 @@ def naive_time(model, n: int, context, max_steps: int) -> tuple[float, bool]:
     start = time.perf_counter()
     with torch.no_grad():
         for step in steps[:done]:
-            u = model._uniforms(n, int(step.sum()), gen)
+            u = model.uniforms(n, int(step.sum()), gen)
             x[:, step] = model.distribution.sample_step(model.forward(x, **context), x, step, u).to(x.dtype)
     _sync(model)
     elapsed = time.perf_counter() - start

@@ -1,17 +1,13 @@
-"""Shared test helpers: parse inline specs, compile small models, measure dependencies."""
+"""Shared test helpers (the public ones live in arspec.testing)."""
 from __future__ import annotations
-
-import textwrap
 
 import numpy as np
 import torch
 
 import arspec
-from arspec.analysis.dynamic import dynamic_check
+from arspec.testing import assert_measured_equals_predicted, spec_from
 
-
-def spec_from(text: str, overrides=()):
-    return arspec.parse_spec(textwrap.dedent(text), filename="test.yaml", overrides=overrides)
+__all__ = ["all_configurations", "assert_measured_equals_predicted", "compiled", "problems_of", "spec_from"]
 
 
 def problems_of(text: str, overrides=()) -> list[str]:
@@ -24,13 +20,6 @@ def problems_of(text: str, overrides=()) -> list[str]:
 
 def compiled(spec, seed: int = 0):
     return arspec.compile(spec, seed=seed).eval()
-
-
-def assert_measured_equals_predicted(spec, seed: int = 0) -> None:
-    """The compiled module's dependencies (float64, eval, exact) equal the static prediction."""
-    model = compiled(spec, seed)
-    result = dynamic_check(spec, model, trials=3, seed=seed)
-    assert result.agrees, f"missing={result.missing[:5]} unexpected={result.unexpected[:5]}"
 
 
 def all_configurations(shape, classes: int) -> torch.Tensor:

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
 import arspec
-from arspec.analysis.dynamic import generic_parameters
+from arspec.dynamic import generic_parameters
 from tests.helpers import spec_from
-from tests.strategies import causal_sequences, gated_stacks, masked_conv_stacks
+from tests.strategies import causal_sequences, examples, gated_stacks, masked_conv_stacks
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = [
@@ -26,8 +25,9 @@ CASES = [
 
 
 def _model(spec, seed: int = 0):
-    model = arspec.compile(spec, seed=seed).eval()
-    generic_parameters(model, seed)            # non-zero biases everywhere: the classic source of mismatches
+    # float64: the comparisons below are about the computation, not float32 rounding in deep stacks
+    model = arspec.compile(spec, seed=seed, dtype=torch.float64).eval()
+    generic_parameters(model, seed, spec.ir)   # non-zero biases everywhere: the classic source of mismatches
     return model
 
 
@@ -39,13 +39,13 @@ def test_cached_and_naive_sampling_agree_and_match_the_training_graph(name, over
     x, context = model.example_inputs(3, torch.Generator().manual_seed(2))
     with torch.no_grad():
         cached = model.incremental.teacher_forced(model, x, **context)
-        assert torch.allclose(cached, model(x, **context), atol=1e-5, rtol=0)
+        assert torch.allclose(cached, model(x, **context), atol=1e-9, rtol=1e-9)
     fast = model.sample(3, generator=torch.Generator().manual_seed(7), cache=True, **context)
     slow = model.sample(3, generator=torch.Generator().manual_seed(7), cache=False, **context)
     assert torch.equal(fast, slow)
 
 
-CACHED_PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CACHED_PROPERTY = settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @CACHED_PROPERTY
@@ -70,7 +70,7 @@ def _assert_cache_consistent(spec) -> None:
     model = _model(spec)
     x, _ = model.example_inputs(2, torch.Generator().manual_seed(3))
     with torch.no_grad():
-        assert torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-9, rtol=1e-9)
     fast = model.sample(2, generator=torch.Generator().manual_seed(4), cache=True)
     slow = model.sample(2, generator=torch.Generator().manual_seed(4), cache=False)
     assert torch.equal(fast, slow)

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 ARSPEC = [sys.executable, "-m", "arspec"]
 
@@ -101,27 +99,3 @@ def test_graph_command_draws_the_receptive_field(tmp_path):
     result = run("graph", "specs/pixelcnn.yaml", "-o", str(out), "--element", "0,10,10")
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def plugin_path(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("plugins")
-    for fixture in ("echo_backend", "broken_backend"):
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-                        str(ROOT / "tests" / "fixtures" / fixture)], check=True, capture_output=True, timeout=600)
-    return target
-
-
-def test_a_third_party_backend_is_discovered_and_used(plugin_path):
-    env = {"PYTHONPATH": str(plugin_path)}
-    listing = run("backends", env=env)
-    assert listing.returncode == 0
-    assert "echo: float64 echo" in listing.stdout
-    assert "torch:" in listing.stdout
-    assert "broken: failed to load, skipped (ModuleNotFoundError" in listing.stdout
-    result = run("check", "--dynamic", "--backend", "echo", "specs/nade.yaml", "--set", "event.shape=[1,3,3]", env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    compiled = run("compile", "--backend", "echo", "specs/made.yaml", env=env)
-    assert compiled.returncode == 0, compiled.stderr
-    missing = run("compile", "--backend", "nope", "specs/made.yaml", env=env)
-    assert missing.returncode == 2 and "unknown backend 'nope'" in missing.stderr and "Traceback" not in missing.stderr

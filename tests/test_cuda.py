@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import arspec
-from arspec.analysis.dynamic import generic_parameters
+from arspec.dynamic import generic_parameters
 from tests.test_zoo import ZOO, tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,13 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def cpu_and_gpu_agree(path: Path, device: str) -> None:
+def cpu_and_gpu_agree(path: Path, device: str, backend: str = "torch") -> None:
     """The check itself, device-parametric: float64 log-probs on CPU and `device` agree, a bf16
     autocast training step has finite loss and gradients, and samples are valid."""
     spec = arspec.load_spec(path, overrides=tiny_overrides(path))
     cpu = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
-    generic_parameters(cpu, 0)
-    gpu = arspec.compile(spec, seed=0, dtype=torch.float64, device=device).eval()
+    generic_parameters(cpu, 0, spec.ir)
+    gpu = arspec.compile(spec, backend=backend, seed=0, dtype=torch.float64, device=device).eval()
     gpu.load_state_dict(cpu.state_dict())
     gen = torch.Generator().manual_seed(0)
     x, context = cpu.example_inputs(4, gen)
@@ -32,7 +32,7 @@ def cpu_and_gpu_agree(path: Path, device: str) -> None:
         got = gpu.log_prob(x.to(device), **{k: v.to(device) for k, v in context.items()}).cpu()
     assert torch.allclose(want, got, rtol=1e-9, atol=1e-9), (want, got)
 
-    model = arspec.compile(spec, seed=0, device=device).train()
+    model = arspec.compile(spec, backend=backend, seed=0, device=device).train()
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
         loss = -model.log_prob(x.to(device), **{k: v.to(device) for k, v in context.items()}).mean()
     loss.backward()
@@ -48,6 +48,7 @@ def cpu_and_gpu_agree(path: Path, device: str) -> None:
         assert torch.equal(fast, slow)
 
 
+@pytest.mark.parametrize("backend", ["torch", "torch-codegen"])
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
-def test_zoo_model_on_cuda_matches_cpu_and_trains_in_bf16(path):
-    cpu_and_gpu_agree(path, "cuda")
+def test_zoo_model_on_cuda_matches_cpu_and_trains_in_bf16(path, backend):
+    cpu_and_gpu_agree(path, "cuda", backend)

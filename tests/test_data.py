@@ -93,9 +93,10 @@ def test_a_wav_folder_shorter_than_the_event_is_a_clear_error(tmp_path):
 def test_sampling_an_audio_checkpoint_writes_wav_files(tmp_path):
     import subprocess
     import sys
+
     from arspec.checkpoint import save_checkpoint
     spec = arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[64]", "graph.stack.repeat.dilation.times=1"])
-    save_checkpoint(tmp_path / "w.safetensors", arspec.compile(spec, seed=0), {"state": {}})
+    save_checkpoint(tmp_path / "w.safetensors", arspec.compile(spec, seed=0), spec.ir.source, {"state": {}})
     result = subprocess.run([sys.executable, "-m", "arspec", "sample", str(tmp_path / "w.safetensors"), "-n", "2",
                              "-o", str(tmp_path / "audio.wav")], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr

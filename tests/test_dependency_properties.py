@@ -10,9 +10,18 @@ from hypothesis import strategies as st
 
 import arspec
 from tests.helpers import all_configurations, assert_measured_equals_predicted, spec_from
-from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, made_specs, masked_conv_stacks, multiscale_pyramids, nade_specs, recurrent_stacks
+from tests.strategies import (
+    causal_sequences,
+    examples,
+    gated_stacks,
+    made_specs,
+    masked_conv_stacks,
+    multiscale_pyramids,
+    nade_specs,
+    recurrent_stacks,
+)
 
-PROPERTY = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY
@@ -88,7 +97,7 @@ def test_nade_reads_exactly_the_earlier_elements(case):
     assert_measured_equals_predicted(spec)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(made_specs())
 def test_made_probabilities_sum_to_one_for_every_mask(case):
     text, d = case
@@ -102,7 +111,7 @@ def test_made_probabilities_sum_to_one_for_every_mask(case):
         assert abs(float(total) - 1.0) < 1e-5
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(nade_specs())
 def test_nade_probabilities_sum_to_one(case):
     text, d = case

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import torch
-
-from arspec.distributions import CoupledLogisticMixture, DiscretizedLogisticMixture
+from arspec_torch.distributions import CoupledLogisticMixture, DiscretizedLogisticMixture
 
 
 def _pixel_joint(d: CoupledLogisticMixture, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -11,26 +11,21 @@ from hypothesis import strategies as st
 
 from arspec.analysis.propagate import concrete_data, offset_data, propagate, term_deps
 from tests.helpers import spec_from
-from tests.strategies import CI_EXAMPLES, causal_sequences, gated_stacks, masked_conv_stacks, multiscale_pyramids, recurrent_stacks
+from tests.strategies import causal_sequences, examples, gated_stacks, masked_conv_stacks, multiscale_pyramids, recurrent_stacks
 
-DOMAINS = settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DOMAINS = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _reach(ir) -> int | None:
-    """How far (per axis) any path may wander from the element it serves: the sum of every op's
-    largest tap offset; None for recurrences, whose reach is the whole image."""
-    total = 0
+    """How far (per axis) any path may wander from the element it serves: the sum of every call's
+    largest live tap offset; None for recurrences (not position-local), whose reach is the whole image."""
+    total, rank = 0, len(ir.ctx.spatial)
     for node in ir.op_nodes():
-        if "geometry" in node.attrs:
-            g = node.attrs["geometry"]
-            taps = np.argwhere(g.connectivity.any(axis=(0, 1)))
-            total += max((abs(int(t) * d - b) for tap in taps for t, d, b in zip(tap, g.dilation, g.pad_before)), default=0)
-        elif node.spec.op == "shift":
-            total += max(abs(b) for b in node.spec.by)
-        elif node.spec.op == "embedding":
-            total += abs(node.spec.shift)
-        elif node.spec.op in ("row_lstm", "diagonal_lstm"):
-            return None
+        for call in node.program.calls:
+            taps = call.primitive.taps(rank, len(call.args))
+            if taps is None:
+                return None
+            total += max((abs(v) for t in taps for off, live in zip(t.offsets, t.live) if live for v in off), default=0)
     return total
 
 

@@ -108,7 +108,7 @@ def test_spec_error_prints_one_line_per_problem():
 def test_overrides_change_the_spec_and_are_validated():
     spec = spec_from(VALID, overrides=["event.shape=[1,6,6]", "graph.h.channels=4"])
     assert spec.event.shape == [1, 6, 6]
-    assert spec.graph["h"].channels == 4
+    assert spec.ir.node("h").spec.channels == 4
     problems = problems_of(VALID, overrides=["graph.h.mask=Z"])
     assert problems == ["--set graph.h.mask=Z:1:1: graph.h.mask: expected 'A' or 'B', got 'Z'"]
     assert problems_of(VALID, overrides=["no-equals-sign"])[0].endswith("an override must look like key.path=value")
@@ -136,3 +136,21 @@ def test_load_spec_reports_missing_file_cleanly(tmp_path):
         arspec.load_spec(tmp_path / "missing.yaml")
     assert "cannot read the spec" in str(err.value)
     assert not os.path.exists(tmp_path / "missing.yaml")
+
+
+def test_yaml_scalars_resolve_exactly_as_the_yaml_1_1_safe_loader_does():
+    import math
+
+    import yaml
+
+    from arspec.errors import Problems
+    from arspec.spec.yaml_source import load_yaml
+    text = "values: [017, 1:30, 0x10, 0b101, +12_000, .inf, -.inf, 3.5e2, 1:30.5, yes, off, ~, 2001-12-14, '017', 0o17]\n"
+    problems = Problems()
+    ours, _ = load_yaml(text, "t.yaml", problems)
+    theirs = yaml.safe_load(text)
+    assert not problems
+    assert ours == theirs
+    assert ours["values"][:5] == [15, 90, 16, 5, 12000] and math.isinf(ours["values"][5])
+    spec = spec_from(VALID.replace("channels: 8", "channels: 0x10"))
+    assert spec.ir.node("h").spec.channels == 16

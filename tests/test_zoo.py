@@ -2,18 +2,16 @@
 log-probabilities, valid samples, normalised on tiny events; every broken spec is rejected."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import pytest
 import torch
 import yaml
 
 import arspec
-from arspec.analysis.dynamic import dynamic_check
+from arspec.dynamic import dynamic_check
 from arspec.spec.schema import schema_json, spec_schema
 from tests.helpers import all_configurations
 
@@ -47,10 +45,14 @@ def test_zoo_module_dependencies_match_the_static_analysis(path):
     assert result.agrees, (result.missing[:5], result.unexpected[:5])
 
 
+BACKENDS = ["torch", "torch-codegen"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
-def test_zoo_log_prob_is_the_sum_of_its_elements_and_samples_score_finitely(path):
+def test_zoo_log_prob_is_the_sum_of_its_elements_and_samples_score_finitely(path, backend):
     spec = arspec.load_spec(path, overrides=tiny_overrides(path))
-    model = arspec.compile(spec, seed=0).eval()
+    model = arspec.compile(spec, backend=backend, seed=0).eval()
     gen = torch.Generator().manual_seed(0)
     x, context = model.example_inputs(3, gen)
     with torch.no_grad():
@@ -61,14 +63,15 @@ def test_zoo_log_prob_is_the_sum_of_its_elements_and_samples_score_finitely(path
         assert torch.isfinite(model.log_prob(samples, **context)).all()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("path", [p for p in ZOO if len(arspec.load_spec(p).event.shape) == 3], ids=lambda p: p.stem)
-def test_zoo_image_models_sum_to_one_on_tiny_events(path):
+def test_zoo_image_models_sum_to_one_on_tiny_events(path, backend):
     spec = arspec.load_spec(path)
     overrides = ["event.shape=[1,3,3]"] if spec.event.shape[0] == 1 else ["event.shape=[3,1,2]", "distribution.classes=4"]
     if spec.orderings[0].type == "multiscale":
         overrides = tiny_overrides(path)
     spec = arspec.load_spec(path, overrides=overrides)
-    model = arspec.compile(spec, dtype=torch.float64, seed=0).eval()
+    model = arspec.compile(spec, backend=backend, dtype=torch.float64, seed=0).eval()
     classes = model.distribution.classes
     xs = all_configurations(tuple(spec.event.shape), classes)
     context = model.example_context(len(xs))

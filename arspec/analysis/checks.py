@@ -7,10 +7,11 @@ import math
 import numpy as np
 
 from arspec.analysis import periodic
-from arspec.analysis.deps import ConcreteDeps, Deps, OffsetDeps
 from arspec.analysis.propagate import concrete_data, propagate, term_deps
+from arspec.domains import ConcreteDeps, Deps, OffsetDeps
 from arspec.errors import Problem
 from arspec.ir.graph import IRGraph
+from arspec.primitives import SpaceToDepth
 
 MAX_REPORTED = 5
 MAX_TRACE_NODES = 400
@@ -48,8 +49,9 @@ def trace_path(ir: IRGraph, source: int, target: int, mask: int = 0) -> list[str
         if not taint.rows.any():
             continue
         through = propagate(ir, concrete_data(ir, cols), mask, fixed={n.name: taint})
-        table = term_deps(ir, through).element_table(g, p, ir.dense_output)
-        if table[target, 0]:
+        terms = term_deps(ir, through)
+        assert isinstance(terms, ConcreteDeps)
+        if terms.element_table(g, p, ir.dense_output)[target, 0]:
             on_path.append(n.name)
     return on_path
 
@@ -62,11 +64,11 @@ def _culprit(ir: IRGraph, path: list[str], source: int, target: int, mask: int) 
     event = ir.ctx.event
     forward = propagate(ir, concrete_data(ir, np.array([source])), mask)
     group, *pos = np.unravel_index(target, event)
-    folds = {n.spec.factor for n in ir.op_nodes() if n.spec.op == "space_to_depth"}
+    folds = {c.primitive.factor for n in ir.op_nodes() if n.program for c in n.program.calls if isinstance(c.primitive, SpaceToDepth)}
     merges: list[str] = []
     for name in path:
         node = ir.node(name)
-        if node.op.moves_only:
+        if node.op is not None and node.op.moves_only:
             # a rearrangement computes nothing; a merge of several inputs that puts a prediction
             # in the wrong place is the cause when no computing node is
             merges.extend([name] if len(node.inputs) > 1 else [])
@@ -105,8 +107,13 @@ def _target_place(t, event: tuple[int, ...], group: int, pos: list[int], groups:
     return serving, tuple(p // f for p in pos)
 
 
+def _line(ir: IRGraph, name: str) -> int:
+    location = ir.node(name).location
+    return location.line if location else 0
+
+
 def _short_chain(ir: IRGraph, path: list[str]) -> str:
-    names = [f"{n} (line {ir.node(n).location.line})" for n in path]
+    names = [f"{n} (line {_line(ir, n)})" for n in path]
     if len(names) > 8:
         names = names[:4] + [f"... {len(names) - 7} more"] + names[-3:]
     return " -> ".join(["x"] + names)
@@ -199,16 +206,18 @@ def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report
     if affected:
         from arspec.analysis.report import element_name
         report.blind_spot = {"elements_affected": affected, "max_blind": worst, "total_blind": blind_total}
-        group, *pos = np.unravel_index(int(worst_e), event)
+        assert worst_e is not None
+        worst_element = int(worst_e)
+        group, *pos = np.unravel_index(worst_element, event)
 
         def blind_at(node_deps: Deps) -> bool:
             rows = _serving_rows(node_deps, int(group), ctx.groups)
             seen = node_deps.rows[(rows,) + tuple(int(p) for p in pos)].any(axis=0)
-            return seen.any() and _blind_concrete(seen, int(worst_e), coords, order) > 0
+            return bool(seen.any()) and _blind_concrete(seen, worst_element, coords, order) > 0
 
         origin = _first_node(ir, deps, blind_at)
         _warn_blind(spec, ir, report, origin, f"blind spot: {affected} element(s) cannot see earlier elements inside their receptive field "
-                                              f"(up to {worst}, e.g. element {element_name(int(worst_e), event, tuple(spec.event.shape))})")
+                                              f"(up to {worst}, e.g. element {element_name(worst_element, event, tuple(spec.event.shape))})")
 
 
 def _serving_rows(deps: Deps, group: int, groups: int) -> np.ndarray:
@@ -248,7 +257,9 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: d
     ctx = ir.ctx
     tab = periodic.OffsetTable(out.element_offsets(ctx.groups, ctx.params_per_element), np.array(out.origin), out.fold)
     order = ctx.order(mask).reshape(ctx.event)
-    period = math.lcm(out.fold, order_period(spec.orderings[mask % len(spec.orderings)], ctx.event))
+    ordering_period = order_period(spec.orderings[mask % len(spec.orderings)], ctx.event)
+    assert ordering_period is not None, "the offset domain is used only for periodic orderings"
+    period = math.lcm(out.fold, ordering_period)
     report.offsets, report.offset_origin, report.offset_fold = tab.table, tuple(out.origin), out.fold
     pairs, affected = periodic.leaks(tab, order, period)
     if pairs:

@@ -32,8 +32,7 @@ class OffsetTable:
 
 def classes(period: int, size: np.ndarray):
     """Every position class (modulo `period` per axis) that occurs in the image."""
-    for psi in product(*[range(min(period, int(s))) for s in size]):
-        yield psi
+    yield from product(*[range(min(period, int(s))) for s in size])
 
 
 def leaks(tab: OffsetTable, order: np.ndarray, period: int) -> tuple[list[tuple[int, int]], int]:

@@ -1,31 +1,23 @@
-"""Dependency propagation through the IR, in either domain, node by node in topological order."""
+"""Dependency propagation through the IR, in either domain: node by node in topological order,
+and inside a node call by call through its program (each primitive's own footprint rule)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from arspec.analysis.deps import ConcreteDeps, Deps, OffsetDeps
+from arspec.domains import ConcreteDeps, Deps, OffsetDeps
 from arspec.ir.graph import IRGraph, IRNode
 
 
-def node_footprint(node: IRNode, inputs: list[Deps], conditions: list[Deps], residual: Deps | None, mask: int) -> Deps:
-    """An op's footprint plus what every node may add: conditioning, a gated activation, a residual."""
-    deps = node.op.footprint(node.spec, node.attrs, inputs, node.core_type, mask)
-    for c in conditions:
-        if c.rows.any():
-            deps = deps.union(c.broadcast_all(deps.channels, node.core_type.spatial) if not _aligned(c, deps) else c)
-    if getattr(node.spec, "activation", None) == "gated":
-        half = node.type.channels
-        deps = deps.select(np.arange(half)).union(deps.select(np.arange(half, 2 * half)))
-    if residual is not None:
-        deps = deps.union(residual)
-    return deps
-
-
-def _aligned(cond: Deps, deps: Deps) -> bool:
-    """A local conditioning tensor already has one entry per position of the op's output."""
-    return cond.rows.shape[1:] == deps.rows.shape[1:] and cond.channels == deps.channels
+def node_footprint(node: IRNode, inputs: list[Deps], mask: int) -> Deps:
+    """The dependency sets of a node's output from its inputs' (in `all_inputs` order)."""
+    program = node.program
+    assert program is not None
+    env: dict[str, Deps] = dict(zip(program.inputs, inputs))
+    for call in program.calls:
+        env[call.name] = call.primitive.footprint([env[a] for a in call.args], call.type, mask)
+    return env[program.output]
 
 
 def propagate(ir: IRGraph, make_data: Callable[[], Deps], mask: int = 0,
@@ -37,20 +29,12 @@ def propagate(ir: IRGraph, make_data: Callable[[], Deps], mask: int = 0,
     for node in ir:
         if node.name in fixed:
             out[node.name] = fixed[node.name]
-            continue
-        if node.kind == "data":
+        elif node.kind == "data":
             out[node.name] = data if not fixed else data.empty(node.type.channels, node.type.spatial)
-            continue
-        if node.kind in ("context", "upsample"):
-            if node.kind == "upsample" and out[node.inputs[0]].rows.any():
-                out[node.name] = out[node.inputs[0]]
-            else:
-                out[node.name] = data.empty(node.type.channels, node.type.spatial)
-            continue
-        inputs = [out[i] for i in node.inputs]
-        conds = [out[c] for c in node.conditions]
-        res = out[node.residual] if node.residual else None
-        out[node.name] = node_footprint(node, inputs, conds, res, mask)
+        elif node.kind == "context":
+            out[node.name] = data.empty(node.type.channels, node.type.spatial)
+        else:
+            out[node.name] = node_footprint(node, [out[i] for i in node.all_inputs], mask)
     return out
 
 
@@ -62,11 +46,12 @@ def term_deps(ir: IRGraph, deps: dict[str, Deps]) -> Deps:
     out = deps[ir.output]
     if not ir.ctx.couples_channels:
         return out
-    from arspec.ops.masks import group_connectivity
+    groups = ir.ctx.groups
     nd = len(ir.ctx.spatial)
     taps, zero = (1,) * nd, (0,) * nd
     whole = np.ones((out.channels, out.channels) + taps, dtype=bool)
-    earlier = group_connectivity(out.channels, ir.ctx.groups, ir.ctx.groups, "A").reshape((out.channels, ir.ctx.groups) + taps)
+    channel = np.arange(out.channels) % groups
+    earlier = (np.arange(groups)[None, :] < channel[:, None]).reshape((out.channels, groups) + taps)
     spatial = ir.ctx.spatial
     return out.conv(whole, taps, zero, spatial).union(deps["x"].conv(earlier, taps, zero, spatial))
 

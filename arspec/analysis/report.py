@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from arspec.analysis.deps import ConcreteDeps, NotTranslationEquivariant, OffsetDeps
 from arspec.analysis.propagate import concrete_data, offset_data, propagate, term_deps
+from arspec.domains import ConcreteDeps, NotTranslationEquivariant, OffsetDeps
 from arspec.errors import Location, Problem
-from arspec.ordering import order_period
 from arspec.ir.graph import IRGraph
+from arspec.ordering import order_period
 
 CONCRETE_LIMIT = 2048          # events up to this many elements are analysed position by position
 CONCRETE_MAX = 16384           # beyond this, only translation-equivariant models can be analysed
@@ -46,6 +46,7 @@ class Report:
         """Flat indices (over the event) of the elements whose values element `element`'s term reads."""
         if self.dependencies is not None:
             return set(np.nonzero(self.dependencies[element])[0].tolist())
+        assert self.offsets is not None and self.offset_origin is not None
         event = _internal(self.event_shape)
         c, *pos = np.unravel_index(element, event)
         phase = tuple(int(q) % self.offset_fold for q in pos)
@@ -119,10 +120,12 @@ def analyze(spec, mask: int | None = None) -> Report:
         checks.conditioning_leaks(spec, ir, deps, report)
         if report.errors:
             break
-        if report.domain == "offsets":
-            checks.offset_checks(spec, ir, term_deps(ir, deps), report, m, deps)
+        terms = term_deps(ir, deps)
+        if isinstance(terms, OffsetDeps):
+            checks.offset_checks(spec, ir, terms, report, m, deps)
         else:
-            checks.concrete_checks(spec, ir, term_deps(ir, deps), report, m, deps)
+            assert isinstance(terms, ConcreteDeps)
+            checks.concrete_checks(spec, ir, terms, report, m, deps)
         if report.errors:
             break
     report.seconds = time.perf_counter() - start

@@ -21,7 +21,7 @@ def check_one(path: str, args) -> tuple[int, dict]:
         result["status"] = "not autoregressive"
         return EXIT_NOT_AUTOREGRESSIVE, result
     if args.dynamic:
-        from arspec.analysis.dynamic import dynamic_check
+        from arspec.dynamic import dynamic_check
         probe_spec = _probe_size(spec, report, path, args.overrides)
         model = compile(probe_spec, backend=args.backend, seed=0)
         dyn = dynamic_check(probe_spec, model)

@@ -29,6 +29,6 @@ def run(args) -> int:
     print(summary(spec, report, model))
     if args.output:
         from arspec.checkpoint import save_checkpoint
-        save_checkpoint(args.output, model, {"kind": "initial"})
+        save_checkpoint(args.output, model, spec.ir.source, {"kind": "initial"}, backend=args.backend)
         print(f"wrote        {args.output}")
     return 0 if report.ok else 1

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 
-
 def _element(text: str | None, event: tuple[int, ...]) -> tuple[int, ...]:
     if not text:
         return (0,) + tuple(s // 2 for s in event[1:])

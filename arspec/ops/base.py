@@ -1,18 +1,18 @@
-"""The op interface: each op declares, in one place, its spec parameters, shape rule, dependency
-footprint and torch implementation. Ops register themselves by name in `OPS`."""
+"""The op interface. An op declares, in its own file: its spec parameters (a pydantic model), its
+shape rule (`infer`) and its semantics as a program of backend primitives (`semantics`). Its
+dependency footprint, parameter count, torch (or other) implementation and cached generation all
+follow from the primitives, so the mask the verifier reads is the mask a backend multiplies by."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from arspec.analysis.deps import Deps
-
-Activation = Literal["none", "relu", "elu", "tanh", "sigmoid", "gated"]
-Channels = Annotated[int, Field(ge=1, le=1_000_000)] | Literal["output"]
-KernelSize = Annotated[int, Field(ge=1, le=4096)]
+from arspec.primitives.program import ProgramBuilder, Value
+from arspec.types import TensorType
 
 
 class NodeSpec(BaseModel):
@@ -25,7 +25,7 @@ class NodeSpec(BaseModel):
     condition: list[str] = Field(default_factory=list, description="Conditioning inputs (or context-only nodes) added inside this op.")
     residual: str | None = Field(None, description="A node (or 'in' inside a block) added to this op's output.")
     output: str | None = Field(None, description="Inside a block: export this node under that name (summed over repeats).")
-    repeat: "RepeatSpec | None" = Field(None, description="Chain this op with itself, with per-iteration values.")
+    repeat: RepeatSpec | None = Field(None, description="Chain this op with itself, with per-iteration values.")
     description: str | None = None
 
 
@@ -35,9 +35,6 @@ class CycleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cycle: list[Any] = Field(min_length=1)
     times: int = Field(1, ge=1, le=10_000)
-
-
-RepeatValue = int | list[Any] | CycleSpec
 
 
 class RepeatSpec(BaseModel):
@@ -63,25 +60,6 @@ class RepeatSpec(BaseModel):
 NodeSpec.model_rebuild()
 
 
-@dataclass
-class TensorType:
-    """The type of an IR tensor: channels and spatial extent (empty for dense vectors).
-
-    `degrees` (MADE) holds, per mask, the autoregressive degree of each unit of a dense tensor."""
-
-    channels: int
-    spatial: tuple[int, ...]
-    degrees: list[np.ndarray] | None = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.channels, *self.spatial)
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-
 class ShapeError(Exception):
     """An op cannot accept its inputs; `field` names the offending parameter."""
 
@@ -96,11 +74,12 @@ class LowerContext:
 
     event: tuple[int, ...]                   # internal (C, *S)
     params_per_element: int
-    orders: list[np.ndarray]                 # per mask: flat step of each element
+    orders: list[np.ndarray]                 # per mask set: flat step of each element
     masks: int = 1
-    conditioning: dict[str, Any] = field(default_factory=dict)
+    classes: int | None = None               # of a discrete distribution (what an embedding reads)
     seed: int = 0
     couples_channels: bool = False           # the distribution reads a pixel's channels jointly
+    conditioning: dict[str, Any] = field(default_factory=dict)
 
     @property
     def groups(self) -> int:
@@ -119,44 +98,26 @@ class LowerContext:
 
 
 class Op:
-    """Base of every op. Subclasses set `name` and `Spec` and implement the four rules."""
+    """Base of every op. Subclasses set `name` and `Spec` and implement `infer` and `semantics`."""
 
     name: ClassVar[str]
     Spec: ClassVar[type[NodeSpec]]
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
-    reads_raw_data: ClassVar[bool] = False     # receives x as class indices, not its float encoding
-    data_dependent_masks: ClassVar[bool] = False  # footprint differs per MADE mask
-    moves_only: ClassVar[bool] = False            # only rearranges values (space_to_depth, ...)
+    moves_only: ClassVar[bool] = False       # only rearranges values (leak reports blame a computing node)
 
     def infer(self, spec: Any, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
-        """Shape rule: the output type and any attributes (masks, degrees) derived while lowering."""
+        """Shape rule: the output type and attributes derived while lowering (masks, degrees, ...).
+        Raise ShapeError for inputs the op cannot take."""
         raise NotImplementedError
 
-    def footprint(self, spec: Any, attrs: dict[str, Any], inputs: Sequence[Deps], out: TensorType, mask: int) -> Deps:
-        """Dependency footprint: the output's dependency sets from its inputs'."""
+    def semantics(self, spec: Any, attrs: dict[str, Any], b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
+        """The op as primitives: call `b.call(...)` on `inputs` and return the result."""
         raise NotImplementedError
 
-    def build(self, spec: Any, attrs: dict[str, Any], inputs: Sequence[TensorType], out: TensorType, ctx: LowerContext):
-        """Torch implementation: an nn.Module whose forward takes the input tensors (batched)."""
-        raise NotImplementedError
-
-    def parameter_count(self, spec: Any, attrs: dict[str, Any], inputs: Sequence[TensorType], out: TensorType) -> int:
-        """Number of trainable parameters, computed before anything is allocated (size guards)."""
-        return 0
-
-    #: optional: `sampler(module) -> callable` giving cached generation for a model that is this op
-    #: alone on x (NADE); convolutional graphs get theirs from runtime.incremental instead
-    sampler = None
-
-
-OPS: dict[str, Op] = {}
-
-
-def register_op(cls: type[Op]) -> type[Op]:
-    """Class decorator: make an op available to specs under `cls.name`."""
-    OPS[cls.name] = cls()
-    return cls
+    def extra_inputs(self, spec: Any) -> list[str]:
+        """Nodes the op reads besides its `inputs` (MADE's direct connections read x)."""
+        return []
 
 
 def output_channels(value: int | str, ctx: LowerContext, dense: bool = False) -> int:

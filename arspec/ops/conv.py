@@ -4,24 +4,25 @@
 cropping); `same` pads both sides and therefore sees the future — the verifier reports that."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
-from arspec.ops.convolution import ConvGeometry, ConvOp, kernel_tuple
+from arspec.ops.base import LowerContext, ShapeError, output_channels
+from arspec.ops.convolution import ConvOp
+from arspec.ops.fields import Dilation, KernelSize, LayerSpec, kernel_tuple
+from arspec.ops.registry import register_op
+from arspec.primitives import MaskedConv
+from arspec.types import TensorType
 
 Padding = Literal["causal", "same", "valid"] | list[int]
 
 
-class ConvSpec(NodeSpec):
-    channels: Channels
+class ConvSpec(LayerSpec):
     kernel: KernelSize | list[KernelSize] = 1
-    dilation: Annotated[int, Field(ge=1, le=4096)] | list[Annotated[int, Field(ge=1, le=4096)]] = 1
+    dilation: Dilation | list[Dilation] = 1
     padding: Padding = Field("same", description="causal | same | valid | explicit [before, after] per axis.")
-    activation: Activation = "none"
-    bias: bool = True
 
 
 class Conv1dSpec(ConvSpec):
@@ -37,28 +38,28 @@ class Conv2dSpec(ConvSpec):
     op: Literal["conv2d"]
 
 
-def _geometry(spec: ConvSpec, inp: TensorType, ctx: LowerContext, rank: int) -> ConvGeometry:
+def padding_of(padding: Padding, reach: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Zero padding (before, after) per axis for a kernel that reaches `reach` positions."""
+    rank = len(reach)
+    if padding == "causal":
+        return tuple(reach), (0,) * rank
+    if padding == "same":
+        return tuple(r // 2 for r in reach), tuple(r - r // 2 for r in reach)
+    if padding == "valid":
+        return (0,) * rank, (0,) * rank
+    if len(padding) != 2 * rank or any(p < 0 for p in padding):
+        raise ShapeError(f"explicit padding needs {2 * rank} non-negative values [before, after per axis]", "padding")
+    return tuple(padding[0::2]), tuple(padding[1::2])
+
+
+def unmasked_conv(spec: ConvSpec, inp: TensorType, ctx: LowerContext, rank: int) -> MaskedConv:
     kernel = kernel_tuple(spec.kernel, rank)
-    if any(k < 1 or k > 4096 for k in kernel):
-        raise ShapeError(f"kernel sizes must be in 1..4096, got {list(kernel)}", "kernel")
     dilation = tuple(spec.dilation) if isinstance(spec.dilation, list) else (spec.dilation,) * rank
-    if len(dilation) != rank or any(d < 1 for d in dilation):
-        raise ShapeError(f"dilation needs {rank} positive values, got {spec.dilation}", "dilation")
-    reach = [d * (k - 1) for d, k in zip(dilation, kernel)]
-    if spec.padding == "causal":
-        before, after = tuple(reach), (0,) * rank
-    elif spec.padding == "same":
-        before = tuple(r // 2 for r in reach)
-        after = tuple(r - r // 2 for r in reach)
-    elif spec.padding == "valid":
-        before = after = (0,) * rank
-    else:
-        if len(spec.padding) != 2 * rank or any(p < 0 for p in spec.padding):
-            raise ShapeError(f"explicit padding needs {2 * rank} non-negative values [before, after per axis]", "padding")
-        before, after = tuple(spec.padding[0::2]), tuple(spec.padding[1::2])
-    channels = output_channels(spec.channels, ctx)
-    conn = np.ones((channels, inp.channels) + kernel, dtype=bool)
-    return ConvGeometry(conn, dilation, before, after)
+    if len(dilation) != rank:
+        raise ShapeError(f"dilation needs {rank} values, got {spec.dilation}", "dilation")
+    before, after = padding_of(spec.padding, [d * (k - 1) for d, k in zip(dilation, kernel)])
+    conn = np.ones((output_channels(spec.channels, ctx), inp.channels) + kernel, dtype=bool)
+    return MaskedConv(conn, dilation, before, after, bias=spec.bias)
 
 
 @register_op
@@ -68,13 +69,13 @@ class Conv1d(ConvOp):
     spatial_rank = 1
 
     def geometry(self, spec, inp, ctx):
-        return _geometry(spec, inp, ctx, 1)
+        return unmasked_conv(spec, inp, ctx, 1)
 
 
 @register_op
 class CausalConv1d(Conv1d):
     name = "causal_conv1d"
-    Spec = CausalConv1dSpec
+    Spec = CausalConv1dSpec  # type: ignore[assignment]
 
 
 @register_op
@@ -84,4 +85,4 @@ class Conv2d(ConvOp):
     spatial_rank = 2
 
     def geometry(self, spec, inp, ctx):
-        return _geometry(spec, inp, ctx, 2)
+        return unmasked_conv(spec, inp, ctx, 2)

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
-
-from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, TensorType, output_channels, register_op
-from arspec.ops.convolution import ConvGeometry, ConvOp
+from arspec.ops.base import output_channels
+from arspec.ops.convolution import ConvOp
+from arspec.ops.fields import LayerSpec
 from arspec.ops.masks import GroupedMaskSpec, group_connectivity, groups_of
+from arspec.ops.registry import register_op
+from arspec.primitives import MaskedConv
 
 
-class Conv1x1Spec(GroupedMaskSpec):
+class Conv1x1Spec(GroupedMaskSpec, LayerSpec):
     op: Literal["conv1x1"]
-    channels: Channels
     mask: Literal["none", "A", "B"] = "none"
-    activation: Activation = "none"
-    bias: bool = True
 
 
 @register_op
@@ -26,13 +24,8 @@ class Conv1x1(ConvOp):
     name = "conv1x1"
     Spec = Conv1x1Spec
 
-    def geometry(self, spec: Conv1x1Spec, inp: TensorType, ctx: LowerContext) -> ConvGeometry:
+    def geometry(self, spec: Conv1x1Spec, inp, ctx) -> MaskedConv:
         rank = len(inp.spatial)
-        channels = output_channels(spec.channels, ctx)
-        conn = group_connectivity(channels, inp.channels, groups_of(spec, ctx), spec.mask)
-        conn = conn.reshape(conn.shape + (1,) * rank)
+        conn = group_connectivity(output_channels(spec.channels, ctx), inp.channels, groups_of(spec, ctx), spec.mask)
         zero = (0,) * rank
-        return ConvGeometry(conn, (1,) * rank, zero, zero)
-
-    def parameter_count(self, spec, attrs, inputs, out):
-        return out.channels * inputs[0].channels + out.channels
+        return MaskedConv(conn.reshape(conn.shape + (1,) * rank), (1,) * rank, zero, zero, bias=spec.bias)

@@ -1,14 +1,15 @@
-"""Elementwise ops: activations, add, multiply, concat and the gated unit.
-
-They never mix positions, so their footprint is the union of their inputs' (per channel)."""
+"""Elementwise ops: activations, add, multiply, concat and the gated unit. They never mix
+positions, so each is one pointwise primitive."""
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
-import numpy as np
-
-from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError, TensorType, register_op
-from arspec.runtime.layers import Elementwise, GatedTanh
+from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError
+from arspec.ops.registry import register_op
+from arspec.primitives import Activation, Add, Concat, Gate, Multiply
+from arspec.primitives.program import ProgramBuilder, Value
+from arspec.types import TensorType
 
 
 class UnarySpec(NodeSpec):
@@ -29,11 +30,8 @@ class _Unary(Op):
     def infer(self, spec, inputs, ctx):
         return TensorType(inputs[0].channels, inputs[0].spatial, inputs[0].degrees), {}
 
-    def footprint(self, spec, attrs, inputs, out, mask):
-        return inputs[0]
-
-    def build(self, spec, attrs, inputs, out, ctx):
-        return Elementwise(self.name)
+    def semantics(self, spec, attrs, b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
+        return b.call(self.name, Activation(self.name), inputs[0])  # type: ignore[arg-type]
 
 
 for _name in ("relu", "elu", "tanh", "sigmoid", "identity"):
@@ -44,6 +42,7 @@ class _Merge(Op):
     Spec = MergeSpec
     min_inputs = 2
     max_inputs = None
+    primitive: Any = Add
 
     def infer(self, spec, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
         first = inputs[0]
@@ -55,20 +54,12 @@ class _Merge(Op):
         channels = sum(t.channels for t in inputs) if self.name == "concat" else first.channels
         return TensorType(channels, first.spatial), {}
 
-    def footprint(self, spec, attrs, inputs, out, mask):
-        if self.name == "concat":
-            return inputs[0].concat(inputs[1:])
-        acc = inputs[0]
-        for d in inputs[1:]:
-            acc = acc.union(d)
-        return acc
-
-    def build(self, spec, attrs, inputs, out, ctx):
-        return Elementwise(self.name)
+    def semantics(self, spec, attrs, b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
+        return b.call(self.name, self.primitive(), *inputs)
 
 
-for _name in ("add", "multiply", "concat"):
-    register_op(type(f"Merge_{_name}", (_Merge,), {"name": _name}))
+for _name, _primitive in (("add", Add), ("multiply", Multiply), ("concat", Concat)):
+    register_op(type(f"Merge_{_name}", (_Merge,), {"name": _name, "primitive": _primitive}))
 
 
 @register_op
@@ -84,9 +75,5 @@ class GatedTanhOp(Op):
             raise ShapeError(f"gated_tanh needs an even number of channels, got {c}", "inputs")
         return TensorType(c // 2, inputs[0].spatial), {}
 
-    def footprint(self, spec, attrs, inputs, out, mask):
-        half = out.channels
-        return inputs[0].select(np.arange(half)).union(inputs[0].select(np.arange(half, 2 * half)))
-
-    def build(self, spec, attrs, inputs, out, ctx):
-        return GatedTanh()
+    def semantics(self, spec, attrs, b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
+        return b.call("gate", Gate(), inputs[0])

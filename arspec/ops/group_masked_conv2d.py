@@ -12,20 +12,21 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from arspec.ops.base import Activation, Channels, KernelSize, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
-from arspec.ops.convolution import ConvGeometry, ConvOp, kernel_tuple
+from arspec.ops.base import ShapeError, output_channels
+from arspec.ops.convolution import ConvOp
+from arspec.ops.fields import Channels, Dilation, KernelSize, LayerSpec, kernel_tuple, odd_kernel
 from arspec.ops.masks import group_connectivity
+from arspec.ops.registry import register_op
+from arspec.primitives import MaskedConv
 
 
-class GroupMaskedConv2dSpec(NodeSpec):
+class GroupMaskedConv2dSpec(LayerSpec):
     op: Literal["group_masked_conv2d"]
     channels: Channels = Field(description="Output channels, or 'output': the distribution parameters of every group (P × C × groups).")
     groups: int = Field(4, ge=1, le=4096, description="Interleaved channel groups (channel mod groups), in generation order.")
     kernel: KernelSize | list[KernelSize] = Field(3, description="Odd kernel size (or [height, width]); 'same' padding.")
     mask: Literal["A", "B"] = Field(description="A: group g reads earlier groups only (first layer); B: also its own.")
-    dilation: int = Field(1, ge=1, le=4096)
-    activation: Activation = "none"
-    bias: bool = True
+    dilation: Dilation = 1
 
 
 @register_op
@@ -34,10 +35,8 @@ class GroupMaskedConv2d(ConvOp):
     Spec = GroupMaskedConv2dSpec
     spatial_rank = 2
 
-    def geometry(self, spec: GroupMaskedConv2dSpec, inp: TensorType, ctx: LowerContext) -> ConvGeometry:
-        kernel = kernel_tuple(spec.kernel, 2)
-        if any(k % 2 == 0 for k in kernel):
-            raise ShapeError(f"group_masked_conv2d needs odd kernel sizes, got {list(kernel)}", "kernel")
+    def geometry(self, spec: GroupMaskedConv2dSpec, inp, ctx) -> MaskedConv:
+        kernel = odd_kernel(kernel_tuple(spec.kernel, 2), self.name)
         if inp.channels % spec.groups:
             raise ShapeError(f"{inp.channels} input channels do not split into {spec.groups} groups", "groups")
         channels = output_channels(spec.channels, ctx) * (spec.groups if spec.channels == "output" else 1)
@@ -46,4 +45,4 @@ class GroupMaskedConv2d(ConvOp):
         per_tap = group_connectivity(channels, inp.channels, spec.groups, spec.mask)
         conn = np.broadcast_to(per_tap[:, :, None, None], per_tap.shape + kernel).copy()
         pad = tuple(spec.dilation * (k // 2) for k in kernel)
-        return ConvGeometry(conn, (spec.dilation,) * 2, pad, pad)
+        return MaskedConv(conn, (spec.dilation,) * 2, pad, pad, bias=spec.bias)

@@ -8,19 +8,19 @@ from typing import Literal
 
 from pydantic import Field
 
-from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
-from arspec.ops.convolution import ConvGeometry, ConvOp, kernel_tuple
-from arspec.ops.masks import GroupedMaskSpec, raster_kernel_mask, groups_of
+from arspec.ops.base import output_channels
+from arspec.ops.convolution import ConvOp
+from arspec.ops.fields import Dilation, KernelSize, LayerSpec, kernel_tuple, odd_kernel
+from arspec.ops.masks import GroupedMaskSpec, groups_of, raster_kernel_mask
+from arspec.ops.registry import register_op
+from arspec.primitives import MaskedConv
 
 
-class MaskedConv2dSpec(GroupedMaskSpec):
+class MaskedConv2dSpec(GroupedMaskSpec, LayerSpec):
     op: Literal["masked_conv2d"]
-    channels: Channels = Field(description="Output channels, or 'output' for the distribution head.")
     kernel: KernelSize | list[KernelSize] = Field(description="Odd kernel size (or [height, width]).")
     mask: Literal["A", "B"] = Field(description="A hides the current element (first layer); B lets a group see itself.")
-    dilation: int = Field(1, ge=1, le=4096)
-    activation: Activation = "none"
-    bias: bool = True
+    dilation: Dilation = 1
 
 
 @register_op
@@ -29,11 +29,8 @@ class MaskedConv2d(ConvOp):
     Spec = MaskedConv2dSpec
     spatial_rank = 2
 
-    def geometry(self, spec: MaskedConv2dSpec, inp: TensorType, ctx: LowerContext) -> ConvGeometry:
-        kernel = kernel_tuple(spec.kernel, 2)
-        if any(k % 2 == 0 or k < 1 or k > 1025 for k in kernel):
-            raise ShapeError(f"masked_conv2d needs odd kernel sizes, got {list(kernel)}", "kernel")
-        channels = output_channels(spec.channels, ctx)
-        conn = raster_kernel_mask(kernel, channels, inp.channels, groups_of(spec, ctx), spec.mask)
+    def geometry(self, spec: MaskedConv2dSpec, inp, ctx) -> MaskedConv:
+        kernel = odd_kernel(kernel_tuple(spec.kernel, 2), self.name)
+        conn = raster_kernel_mask(kernel, output_channels(spec.channels, ctx), inp.channels, groups_of(spec, ctx), spec.mask)
         pad = tuple(spec.dilation * (k // 2) for k in kernel)
-        return ConvGeometry(conn, (spec.dilation,) * 2, pad, pad)
+        return MaskedConv(conn, (spec.dilation,) * 2, pad, pad, bias=spec.bias)

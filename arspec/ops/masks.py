@@ -7,6 +7,7 @@ import numpy as np
 from pydantic import Field
 
 from arspec.ops.base import LowerContext, NodeSpec
+from arspec.primitives import channel_group
 
 MaskType = Literal["A", "B", "none"]
 
@@ -24,12 +25,9 @@ def groups_of(spec: Any, ctx: LowerContext) -> int:
     return getattr(spec, "channel_groups", None) or ctx.groups
 
 
-def channel_group(channels: int, groups: int) -> np.ndarray:
-    """The data channel each feature channel belongs to: channel j serves group j mod G.
-
-    Interleaving keeps both halves of a gated unit in the same groups, and lays an output of
-    P*G channels out parameter-major (channel k*G + g is parameter k of data channel g)."""
-    return np.arange(channels) % groups
+# channel_group: channel j serves data channel j mod G. Interleaving keeps both halves of a gated
+# unit in the same groups, and lays an output of P*G channels out parameter-major.
+__all__ = ["GroupedMaskSpec", "channel_group", "group_connectivity", "groups_of", "hidden_degrees", "raster_kernel_mask"]
 
 
 def group_connectivity(out_channels: int, in_channels: int, groups: int, mask: MaskType) -> np.ndarray:

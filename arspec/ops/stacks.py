@@ -10,33 +10,25 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from arspec.ops.base import Channels, KernelSize, Activation, LowerContext, NodeSpec, ShapeError, TensorType, output_channels, register_op
-from arspec.ops.convolution import ConvGeometry, ConvOp
+from arspec.ops.base import output_channels
+from arspec.ops.convolution import ConvOp
+from arspec.ops.fields import Dilation, LayerSpec, odd_kernel
 from arspec.ops.masks import GroupedMaskSpec, group_connectivity, groups_of
+from arspec.ops.registry import register_op
+from arspec.primitives import MaskedConv
 
 
-class VerticalConv2dSpec(NodeSpec):
+class VerticalConv2dSpec(LayerSpec):
     op: Literal["vertical_conv2d"]
-    channels: Channels
     kernel: int = Field(3, ge=1, le=1025, description="Odd width k; the kernel covers k//2+1 rows x k columns.")
-    dilation: int = Field(1, ge=1, le=4096)
-    activation: Activation = "none"
-    bias: bool = True
+    dilation: Dilation = 1
 
 
-class HorizontalConv2dSpec(GroupedMaskSpec):
+class HorizontalConv2dSpec(GroupedMaskSpec, LayerSpec):
     op: Literal["horizontal_conv2d"]
-    channels: Channels
     kernel: int = Field(3, ge=1, le=1025, description="Odd width k; the kernel covers 1 row x k//2+1 columns.")
     mask: Literal["A", "B"] = "B"
-    dilation: int = Field(1, ge=1, le=4096)
-    activation: Activation = "none"
-    bias: bool = True
-
-
-def _odd(k: int) -> None:
-    if k % 2 == 0:
-        raise ShapeError(f"kernel must be odd, got {k}", "kernel")
+    dilation: Dilation = 1
 
 
 @register_op
@@ -45,16 +37,11 @@ class VerticalConv2d(ConvOp):
     Spec = VerticalConv2dSpec
     spatial_rank = 2
 
-    def geometry(self, spec: VerticalConv2dSpec, inp: TensorType, ctx: LowerContext) -> ConvGeometry:
-        _odd(spec.kernel)
-        half = spec.kernel // 2
-        channels = output_channels(spec.channels, ctx)
-        conn = np.ones((channels, inp.channels, half + 1, spec.kernel), dtype=bool)
-        d = spec.dilation
-        return ConvGeometry(conn, (d, d), (d * half, d * half), (0, d * half))
-
-    def parameter_count(self, spec, attrs, inputs, out):
-        return out.channels * inputs[0].channels * (spec.kernel // 2 + 1) * spec.kernel + out.channels
+    def geometry(self, spec: VerticalConv2dSpec, inp, ctx) -> MaskedConv:
+        odd_kernel((spec.kernel,), self.name)
+        half, d = spec.kernel // 2, spec.dilation
+        conn = np.ones((output_channels(spec.channels, ctx), inp.channels, half + 1, spec.kernel), dtype=bool)
+        return MaskedConv(conn, (d, d), (d * half, d * half), (0, d * half), bias=spec.bias)
 
 
 @register_op
@@ -63,14 +50,10 @@ class HorizontalConv2d(ConvOp):
     Spec = HorizontalConv2dSpec
     spatial_rank = 2
 
-    def geometry(self, spec: HorizontalConv2dSpec, inp: TensorType, ctx: LowerContext) -> ConvGeometry:
-        _odd(spec.kernel)
-        half = spec.kernel // 2
+    def geometry(self, spec: HorizontalConv2dSpec, inp, ctx) -> MaskedConv:
+        odd_kernel((spec.kernel,), self.name)
+        half, d = spec.kernel // 2, spec.dilation
         channels = output_channels(spec.channels, ctx)
         conn = np.ones((channels, inp.channels, 1, half + 1), dtype=bool)
         conn[:, :, 0, half] = group_connectivity(channels, inp.channels, groups_of(spec, ctx), spec.mask)
-        d = spec.dilation
-        return ConvGeometry(conn, (d, d), (0, d * half), (0, 0))
-
-    def parameter_count(self, spec, attrs, inputs, out):
-        return out.channels * inputs[0].channels * (spec.kernel // 2 + 1) + out.channels
+        return MaskedConv(conn, (d, d), (0, d * half), (0, 0), bias=spec.bias)

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 from arspec.errors import Problems
 from arspec.ops.base import NodeSpec, RepeatSpec
 from arspec.ops.elementwise import MergeSpec
-from arspec.ops.sequential import layer_to_node
-from arspec.spec.models import BlockUse
-from arspec.spec.nodes import ModelSpec, node_adapter
+from arspec.spec.models import BlockUse, ModelSpec
+from arspec.spec.nodes import node_adapter
 from arspec.spec.pydantic_errors import report_validation_error
-from arspec.spec.yaml_source import Path, SourceMap
+from arspec.spec.sequential import SequentialSpec, layer_to_node
+from arspec.spec.yaml_source import Path, SourceMap, dotted
 
 MAX_NODES = 100_000
 MAX_BLOCK_DEPTH = 8
@@ -43,7 +43,7 @@ class Expansion:
 
 
 def substitute(value: Any, params: dict[str, Any], path: Path, source: SourceMap, problems: Problems | None,
-               keep: set[str] = frozenset()) -> Any:
+               keep: frozenset[str] = frozenset()) -> Any:
     """Replace whole-value `$name` strings by params[name]; report unknown names unless in `keep`."""
     if isinstance(value, dict):
         return {k: substitute(v, params, path + (k,), source, problems, keep) for k, v in value.items()}
@@ -60,9 +60,7 @@ def substitute(value: Any, params: dict[str, Any], path: Path, source: SourceMap
     return value
 
 
-def _dotted(path: Path) -> str:
-    from arspec.spec.yaml_source import dotted
-    return dotted(path)
+_dotted = dotted
 
 
 def _repeat_iterations(repeat: RepeatSpec, path: Path, source: SourceMap, problems: Problems) -> list[dict[str, Any]] | None:
@@ -135,7 +133,7 @@ class Expander:
 
     def _validate(self, node: dict[str, Any], path: Path) -> NodeSpec | None:
         try:
-            return node_adapter.validate_python(node)
+            return node_adapter().validate_python(node)
         except ValidationError as err:
             report_validation_error(err, node, path, self.source, self.problems)
             return None
@@ -155,14 +153,17 @@ class Expander:
             if ispec is None:
                 return
             node_name = f"{prefix}{name}" + (f"[{i}]" if len(iterations) > 1 else "")
+            found: list[str | None]
             if i == 0 and spec.inputs is None:
-                resolved = [prev]
+                found = [prev]
             elif i == 0:
-                resolved = [self._resolve(r, scope, path + ("inputs",)) for r in spec.inputs]
+                found = [self._resolve(r, scope, path + ("inputs",)) for r in spec.inputs or []]
             else:
-                resolved = [current]
-            cond = [self._resolve(c, scope, path + ("condition",)) for c in ispec.condition]
-            if any(r is None for r in resolved) or any(c is None for c in cond):
+                found = [current]
+            found_cond = [self._resolve(c, scope, path + ("condition",)) for c in ispec.condition]
+            resolved = [r for r in found if r is not None]
+            cond = [c for c in found_cond if c is not None]
+            if len(resolved) < len(found) or len(cond) < len(found_cond):
                 return
             residual = None
             if ispec.residual == "in" and (len(iterations) > 1 or "in" not in scope):
@@ -178,7 +179,7 @@ class Expander:
 
     def _sequential(self, name: str, node: dict[str, Any], path: Path, prefix: str, scope: dict[str, str], prev: str) -> None:
         spec = self._validate(node, path)
-        if spec is None:
+        if not isinstance(spec, SequentialSpec):
             return
         if spec.condition:
             self.problems.add(self.source.locate(path + ("condition",)), _dotted(path + ("condition",)), "condition is not supported on sequential; condition a layer node instead")
@@ -231,8 +232,9 @@ class Expander:
             self.problems.add(self.source.locate(path + ("inputs",)), _dotted(path + ("inputs",)),
                               f"block {spec.block!r} takes {len(block.inputs)} inputs ({', '.join(block.inputs)}), got {len(in_refs)}")
             return
-        current = [self._resolve(r, scope, path + ("inputs",)) for r in in_refs]
-        if any(c is None for c in current):
+        found = [self._resolve(r, scope, path + ("inputs",)) for r in in_refs]
+        current = [c for c in found if c is not None]
+        if len(current) < len(found):
             return
         if block.outputs is not None and len(iterations) > 1 and set(block.outputs) != set(block.inputs):
             self.problems.add(self.source.locate(bpath + ("outputs",)), _dotted(bpath + ("outputs",)),
@@ -275,7 +277,7 @@ class Expander:
                 scope[f"{name}.{key}"] = nodes[0]
                 continue
             total = f"{prefix}{name}.{key}"
-            self.out.nodes.append(ExpandedNode(total, MergeSpec(op="add"), nodes, [], None, path, f"{name}.{key}"))
+            self.out.nodes.append(ExpandedNode(total, MergeSpec.model_validate({"op": "add"}), nodes, [], None, path, f"{name}.{key}"))
             self.produced.add(total)
             scope[f"{name}.{key}"] = total
 

@@ -1,9 +1,9 @@
 """Pydantic models of the spec format (everything but op parameters, which live with their ops)."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
 
 from arspec.ops.base import RepeatSpec
 
@@ -15,9 +15,9 @@ class Strict(BaseModel):
 
 
 class EventSpec(Strict):
-    """The shape of one data item: [T] (sequence), [C, T] or [C, H, W] (image)."""
+    """The shape of one data item: [T] (sequence), [C, T], [C, H, W] (image) or [C, T, H, W] (video)."""
 
-    shape: list[Annotated[int, Field(ge=1, le=MAX_EVENT_ELEMENTS)]] = Field(min_length=1, max_length=3)
+    shape: list[Annotated[int, Field(ge=1, le=MAX_EVENT_ELEMENTS)]] = Field(min_length=1, max_length=4)
     rate: int | None = Field(None, ge=1, le=1_000_000, description="Sample rate in Hz for audio events (default 16000).")
 
     @field_validator("shape")
@@ -65,7 +65,7 @@ class GaussianMixture(Strict):
 
 
 DistributionSpec = Annotated[
-    Union[Bernoulli, Categorical, DiscretizedLogisticMixture, GaussianMixture], Field(discriminator="type")
+    Bernoulli | Categorical | DiscretizedLogisticMixture | GaussianMixture, Field(discriminator="type")
 ]
 
 
@@ -98,7 +98,7 @@ class MultiscaleOrdering(Strict):
 
 
 OrderingSpec = Annotated[
-    Union[RasterOrdering, PermutationOrdering, RandomOrdering, MultiscaleOrdering], Field(discriminator="type")
+    RasterOrdering | PermutationOrdering | RandomOrdering | MultiscaleOrdering, Field(discriminator="type")
 ]
 
 
@@ -118,7 +118,7 @@ class LocalConditioning(Strict):
     mode: Literal["repeat", "transposed"] = "repeat"
 
 
-ConditioningSpec = Annotated[Union[GlobalConditioning, LocalConditioning], Field(discriminator="type")]
+ConditioningSpec = Annotated[GlobalConditioning | LocalConditioning, Field(discriminator="type")]
 
 
 class BlockSpec(Strict):
@@ -149,30 +149,32 @@ class ConnectivitySpec(Strict):
 
 
 class TrainingSpec(Strict):
-    """Defaults for `arspec train` (each overridable by a flag or --set)."""
+    """Defaults for `arspec train`; each field is also a flag (`--batch-size 32`) and a --set key."""
 
-    optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["constant", "cosine", "exponential"] = "constant"
-    lr_decay: float = Field(0.9995, gt=0, le=1)
-    batch_size: int = Field(64, ge=1, le=1_000_000)
-    epochs: int = Field(10, ge=0, le=1_000_000)
-    steps: int | None = Field(None, ge=1)
-    grad_clip: float | None = Field(1.0, gt=0)
-    ema: float | None = Field(None, gt=0, lt=1)
-    seed: int = 0
-    amp: bool = True
-    data: str | None = None
-    validate_every: int = Field(1, ge=1)
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="Adam, or AdamW (decoupled weight decay).")
+    lr: float = Field(1e-3, gt=0, le=10, description="Learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
+    schedule: Literal["constant", "cosine", "exponential"] = Field("constant", description="Learning-rate schedule over the run.")
+    lr_decay: float = Field(0.9995, gt=0, le=1, description="Per-step factor of the exponential schedule.")
+    batch_size: int = Field(64, ge=1, le=1_000_000, description="Items per step (per process under torchrun).")
+    shuffle: bool = Field(True, description="Shuffle the training items every epoch (false: a fixed order, e.g. to compare runs).")
+    epochs: int = Field(10, ge=0, le=1_000_000, description="Passes over the training data.")
+    steps: int | None = Field(None, ge=1, description="Stop after this many steps instead.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm (null: no clipping).")
+    ema: float | None = Field(None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay; evaluated and sampled.")
+    seed: int = Field(0, description="Seed of the initial weights and the data order.")
+    amp: bool = Field(True, description="bf16 autocast on CUDA.")
+    data: str | None = Field(None, description="Default dataset name or path for this spec.")
+    validate_every: int = Field(1, ge=1, description="Epochs between validations.")
 
 
 def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
-class ModelSpecBase(Strict):
-    """The top level of a spec file."""
+class ModelSpec(Strict):
+    """The top level of a spec file. Graph nodes are validated against the op registry when the
+    graph is expanded (plugins may add ops), and the loader attaches the lowered IR."""
 
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
@@ -180,17 +182,39 @@ class ModelSpecBase(Strict):
     distribution: DistributionSpec
     ordering: Annotated[
         list[OrderingSpec],
-        BeforeValidator(_as_list, json_schema_input_type=Union[OrderingSpec, list[OrderingSpec]]),
+        BeforeValidator(_as_list, json_schema_input_type=OrderingSpec | list[OrderingSpec]),
         Field(min_length=1, description="One ordering, or several for order-agnostic training."),
-    ] = Field(default_factory=lambda: [RasterOrdering(type="raster")])
+    ] = Field(default_factory=lambda: [RasterOrdering(type="raster")])  # type: ignore[arg-type]
     conditioning: dict[str, ConditioningSpec] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict, description="Values referenced as $name anywhere in the graph.")
     blocks: dict[str, BlockSpec] = Field(default_factory=dict)
-    graph: dict[str, Any] = Field(min_length=1)
+    graph: dict[str, Any] = Field(min_length=1, description="Named nodes in order: an op with its inputs and parameters, or a block use.")
     output: str | None = Field(None, description="The node producing the distribution parameters; default: the last node.")
     connectivity: ConnectivitySpec = Field(default_factory=ConnectivitySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
 
+    _text: str = PrivateAttr("")
+    _filename: str = PrivateAttr("<string>")
+    _ir: Any = PrivateAttr(None)
+    _overrides: list = PrivateAttr(default_factory=list)
+
     @property
     def orderings(self) -> list[Any]:
         return list(self.ordering)
+
+    @property
+    def ir(self) -> Any:
+        """The lowered IR (an `arspec.ir.IRGraph`, built by the loader: an invalid spec never gets this far)."""
+        return self._ir
+
+    @property
+    def source_text(self) -> str:
+        return self._text
+
+    @property
+    def filename(self) -> str:
+        return self._filename
+
+    @property
+    def overrides(self) -> list[str]:
+        return list(self._overrides)

@@ -1,14 +1,16 @@
-"""The typed union of graph nodes: one pydantic model per op (from the op registry) or a block use."""
+"""The typed union of graph nodes: one pydantic model per registered op (plugins included), plus
+`sequential` and block uses. Built on first use and rebuilt when the set of ops changes."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter
+from pydantic import Discriminator, Tag, TypeAdapter
 
-import arspec.ops  # noqa: F401  (registers ops)
-from arspec.ops.base import OPS
-from arspec.ops.sequential import SequentialSpec
-from arspec.spec.models import BlockSpec, BlockUse, ModelSpecBase
+from arspec.ops import registry
+from arspec.spec.models import BlockUse
+from arspec.spec.sequential import SequentialSpec
+
+_cache: dict[str, Any] = {"generation": None}
 
 
 def _node_kind(value: Any) -> str | None:
@@ -22,43 +24,24 @@ def _node_kind(value: Any) -> str | None:
     return getattr(value, "op", None)
 
 
-def _op_specs() -> list[type]:
-    seen: dict[str, type] = {}
-    for name, op in OPS.items():
-        seen[name] = op.Spec
-    seen["sequential"] = SequentialSpec
-    return [Annotated[spec, Tag(name)] for name, spec in sorted(seen.items())]
+def graph_node_type() -> Any:
+    """Annotated union of every node model, discriminated by `op` (or `block`)."""
+    _refresh()
+    return _cache["type"]
 
 
-GraphNode = Annotated[Union[tuple(_op_specs() + [Annotated[BlockUse, Tag("block")]])], Discriminator(_node_kind)]
-node_adapter: TypeAdapter = TypeAdapter(GraphNode)
+def node_adapter() -> TypeAdapter:
+    """Validates one graph node (a mapping) into its op's spec model or a BlockUse."""
+    _refresh()
+    return _cache["adapter"]
 
 
-class ModelSpec(ModelSpecBase):
-    """A validated spec. `graph` holds typed nodes; block bodies are validated when expanded."""
-
-    graph: dict[str, GraphNode] = Field(min_length=1)
-    _text: str = PrivateAttr("")
-    _filename: str = PrivateAttr("<string>")
-    _source: Any = PrivateAttr(None)
-    _ir: Any = PrivateAttr(None)
-    _overrides: list = PrivateAttr(default_factory=list)
-
-    @property
-    def ir(self):
-        """The lowered IR (built by the loader, so an invalid spec never gets this far)."""
-        return self._ir
-
-    @property
-    def source_text(self) -> str:
-        return self._text
-
-    @property
-    def filename(self) -> str:
-        return self._filename
-
-    def to_yaml_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
-
-
-__all__ = ["GraphNode", "ModelSpec", "node_adapter", "BlockSpec"]
+def _refresh() -> None:
+    generation = registry.generation()
+    if _cache["generation"] == generation:
+        return
+    specs: dict[str, type] = {name: op.Spec for name, op in registry.ops().items()}
+    specs["sequential"] = SequentialSpec
+    members = [Annotated[spec, Tag(name)] for name, spec in sorted(specs.items())] + [Annotated[BlockUse, Tag("block")]]
+    node_type: Any = Annotated[Union[tuple(members)], Discriminator(_node_kind)]  # noqa: UP007  (a union built at run time)
+    _cache.update(generation=generation, type=node_type, adapter=TypeAdapter(node_type))

@@ -33,7 +33,7 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> Path:
     return tuple(path)
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: Any) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")

@@ -21,6 +21,7 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:float",
     "tag:yaml.org,2002:bool",
     "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
 }
 _MAX_NODES = 200_000
 
@@ -46,30 +47,13 @@ def _loc(file: str, mark: yaml.Mark) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
 def _resolve_scalar(node: yaml.ScalarNode) -> Any:
-    """Turn a composed scalar into a Python value with the YAML 1.1 safe resolver's rules."""
-    tag = node.tag
-    value = node.value
-    if tag == "tag:yaml.org,2002:null":
-        return None
-    if tag == "tag:yaml.org,2002:bool":
-        return value.lower() in ("yes", "true", "on", "y")
-    if tag == "tag:yaml.org,2002:int":
-        cleaned = value.replace("_", "")
-        try:
-            return int(cleaned, 0)
-        except ValueError:
-            return int(cleaned)
-    if tag == "tag:yaml.org,2002:float":
-        cleaned = value.replace("_", "").lower()
-        if cleaned in (".inf", "+.inf"):
-            return float("inf")
-        if cleaned == "-.inf":
-            return float("-inf")
-        if cleaned == ".nan":
-            return float("nan")
-        return float(cleaned)
-    return value
+    """A composed scalar as PyYAML's safe loader constructs it (YAML 1.1: `017` is 15, `1:30` is
+    90, `0x10` is 16, `.inf`, `yes`/`off`, dates); only plain data, never an object."""
+    return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
 
 
 def load_yaml(text: str, filename: str, problems: Problems) -> tuple[Any, SourceMap]:
@@ -101,7 +85,7 @@ def load_yaml(text: str, filename: str, problems: Problems) -> tuple[Any, Source
                 return None
             try:
                 return _resolve_scalar(node)
-            except ValueError:
+            except (ValueError, yaml.YAMLError):
                 return node.value
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":

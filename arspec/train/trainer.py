@@ -4,59 +4,50 @@ DistributedDataParallel under torchrun (only rank 0 writes files)."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from pydantic import ConfigDict
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, TensorDataset
 from tqdm import tqdm
 
-from arspec.checkpoint import load_optimizer_state, read_checkpoint, save_checkpoint
+from arspec.checkpoint import load_optimizer_state, load_scheduler_state, read_checkpoint, save_checkpoint
 from arspec.data.registry import Splits
+from arspec.spec.models import TrainingSpec
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, say); a checkpoint of the last good state was written."""
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(TrainingSpec):
+    """The spec's `training` section (every field a default that flags and --set override) plus
+    the options of one run."""
+
+    model_config = ConfigDict(extra="forbid")
+
     out: Path
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    lr_decay: float = 0.9995
-    batch_size: int = 64
-    epochs: int = 10
-    steps: int | None = None
-    grad_clip: float | None = 1.0
-    ema: float | None = None
-    seed: int = 0
-    amp: bool = True
-    validate_every: int = 1
     resample_every: int = 1
     device: str | None = None
     resume: bool = False
     limit: int | None = None
     quiet: bool = False
     backend: str = "torch"
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    @staticmethod
-    def from_spec(spec, out: Path, **flags: Any) -> "TrainConfig":
-        t = spec.training
-        values = {k: getattr(t, k) for k in ("optimizer", "lr", "weight_decay", "schedule", "lr_decay", "batch_size",
-                                             "epochs", "steps", "grad_clip", "ema", "seed", "amp", "validate_every")}
+    @classmethod
+    def from_spec(cls, spec: Any, out: Path | str, **flags: Any) -> TrainConfig:
+        values = spec.training.model_dump()
         values["resample_every"] = spec.connectivity.resample_every
         values.update({k: v for k, v in flags.items() if v is not None})
-        return TrainConfig(out=Path(out), **values)
+        return cls(out=Path(out), **values)
 
 
 class _Objective(nn.Module):
@@ -116,153 +107,154 @@ def bits_per_dim(nats: float, elements: int) -> float:
     return nats / (elements * math.log(2))
 
 
-class _EMA:
-    """Exponential moving average of the weights (evaluated and checkpointed alongside)."""
+class _Run:
+    """One training run: the model, its optimizer, schedule and EMA, the data loader, and the
+    bookkeeping that checkpoints and resumes it."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def __init__(self, spec: Any, data: Splits, config: TrainConfig) -> None:
+        import arspec
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+        self.spec, self.data, self.config = spec, data, config
+        self.distributed, self.rank, self.world = _distributed()
+        self.device = _device(config.device, self.rank)
+        torch.manual_seed(config.seed)
+        self.model = arspec.compile(spec, backend=config.backend, device=self.device, seed=config.seed)
+        self.elements = int(torch.tensor(spec.event.shape).prod())
+        self.loader, self.sampler, self.context_names = self._loader()
+        self.objective: nn.Module = _Objective(self.model)
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
+        opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.total_steps = config.steps or config.epochs * max(1, len(self.loader))
+        self.scheduler = _schedule(self.optimizer, config, self.total_steps)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=False)
+                    if config.ema else None)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.writer = self.rank == 0
+        self.out = Path(config.out)
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_validation_nats": None, "history": []}
+        if config.resume:
+            self._resume()
+        if self.writer:
+            self.out.mkdir(parents=True, exist_ok=True)
 
-    def swap(self, model: nn.Module) -> None:
-        current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.shadow)
-        self.shadow = current
+    def _loader(self) -> tuple[DataLoader, Any, list[str]]:
+        config, data = self.config, self.data
+        x = data.train[: config.limit] if config.limit else data.train
+        context = {k: (v[: config.limit] if config.limit else v) for k, v in data.context(self.spec, "train").items()}
+        dataset = TensorDataset(x, *context.values())
+        if self.distributed:
+            sampler: Any = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=config.shuffle, seed=config.seed)
+        elif config.shuffle:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
+        else:
+            sampler = SequentialSampler(dataset)
+        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
+                            drop_last=len(dataset) > config.batch_size * self.world)
+        return loader, sampler, list(context)
 
-
-def train(spec, data: Splits, config: TrainConfig) -> dict[str, Any]:
-    """Train `spec` on `data`; returns the final figures (nats and bits/dim)."""
-    import arspec
-
-    distributed, rank, world = _distributed()
-    device = _device(config.device, rank)
-    torch.manual_seed(config.seed)
-    model = arspec.compile(spec, backend=config.backend, device=device, seed=config.seed)
-    elements = int(torch.tensor(spec.event.shape).prod())
-    x_train = data.train[: config.limit] if config.limit else data.train
-    ctx_train = {k: (v[: config.limit] if config.limit else v) for k, v in data.context(spec, "train").items()}
-    ctx_val = data.context(spec, "validation")
-    dataset = TensorDataset(x_train, *ctx_train.values())
-    ctx_names = list(ctx_train)
-    sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=config.seed) if distributed
-               else RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed)))
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=len(dataset) > config.batch_size * world)
-    objective = _Objective(model)
-    if distributed:
-        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
-    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(loader))
-    total_steps = config.steps or config.epochs * steps_per_epoch
-    scheduler = _schedule(optimizer, config, total_steps)
-    ema = _EMA(model, config.ema) if config.ema else None
-    use_amp = config.amp and device.type == "cuda"
-    writer = rank == 0
-    out = Path(config.out)
-    state = {"epoch": 0, "step": 0, "best_validation_nats": None, "history": []}
-    if config.resume:
-        last = out / "last.safetensors"
+    def _resume(self) -> None:
+        last = self.out / "last.safetensors"
         tensors, metadata = read_checkpoint(last)
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        load_optimizer_state(last, optimizer)
-        import json
-        state.update(json.loads(metadata["meta"]).get("state", {}))
-        for _ in range(state["step"]):
-            scheduler.step()
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)
+        self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        if self.ema is not None and any(k.startswith("ema.") for k in tensors):
+            self.ema.module.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
+        load_optimizer_state(last, self.optimizer)
+        load_scheduler_state(last, self.scheduler)
+        self.state.update(json.loads(metadata["meta"]).get("state", {}))
 
-    def checkpoint(name: str, extra: dict[str, Any] | None = None) -> None:
-        if not writer:
+    def checkpoint(self, name: str, extra: dict[str, Any] | None = None) -> None:
+        if not self.writer:
             return
-        meta = {"state": state, "data": data.name, "elements": elements, **(extra or {})}
-        ema_tensors = {f"ema.{k}": v for k, v in ema.shadow.items()} if ema else None
-        save_checkpoint(out / name, model, meta, optimizer, ema_tensors)
+        meta = {"state": self.state, "data": self.data.name, "elements": self.elements, **(extra or {})}
+        ema = {f"ema.{k}": v for k, v in self.ema.module.state_dict().items()} if self.ema is not None else None
+        save_checkpoint(self.out / name, self.model, self.spec.ir.source, meta, self.optimizer, self.scheduler, ema,
+                        backend=self.config.backend)
 
-    def validate() -> float:
-        if ema:
-            ema.swap(model)
-        nats = evaluate_nll(model, data.validation, ctx_val)
-        if ema:
-            ema.swap(model)
-        return nats
+    def validate(self) -> float:
+        model = self.ema.module if self.ema is not None else self.model
+        if model.num_masks > 1:
+            model.select_mask(0)
+        return evaluate_nll(model, self.data.validation, self.data.context(self.spec, "validation"))
 
-    masks = model.num_masks
+    def step(self, batch: list[torch.Tensor]) -> float:
+        """One optimisation step on a batch; returns its loss in nats per item."""
+        config, model = self.config, self.model
+        if model.num_masks > 1:
+            model.select_mask(self.state["step"] // config.resample_every)
+        xb = batch[0].to(self.device)
+        cb = {n: t.to(self.device) for n, t in zip(self.context_names, batch[1:])}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            loss = self.objective(xb, cb)
+        if not torch.isfinite(loss):
+            self.checkpoint("last.safetensors", {"stopped": "non-finite loss"})
+            raise TrainingError(f"the loss became {float(loss.detach())} at step {self.state['step']}; the last good weights "
+                                f"are in {self.out / 'last.safetensors'} (try a lower lr or grad_clip)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(model)
+        self.state["step"] += 1
+        return float(loss.detach())
+
+    def epoch(self) -> None:
+        """One pass over the loader (or what is left of the step budget), then validation and checkpoints."""
+        state, config = self.state, self.config
+        if self.distributed:
+            self.sampler.set_epoch(state["epoch"])
+        bar = tqdm(self.loader, desc=f"epoch {state['epoch'] + 1}", disable=config.quiet or not self.writer, leave=True, dynamic_ncols=True)
+        total, count = 0.0, 0
+        self.model.train()
+        for batch in bar:
+            if state["step"] >= self.total_steps:
+                break
+            total += self.step(batch)
+            count += 1
+            running = total / count
+            bar.set_postfix(nats=f"{running:.2f}", bpd=f"{bits_per_dim(running, self.elements):.4f}",
+                            lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+        state["epoch"] += 1
+        record: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"], "train_nats": total / max(1, count)}
+        if state["epoch"] % config.validate_every == 0 or state["step"] >= self.total_steps:
+            record["validation_nats"] = val = self.validate()
+            if self.writer and not config.quiet:
+                tqdm.write(f"epoch {state['epoch']}: train {record['train_nats']:.3f} nats, validation {val:.3f} nats "
+                           f"({bits_per_dim(val, self.elements):.4f} bits/dim)")
+            state["history"].append(record)
+            if state["best_validation_nats"] is None or val < state["best_validation_nats"]:
+                state["best_validation_nats"] = val
+                self.checkpoint("best.safetensors")
+        else:
+            state["history"].append(record)
+        self.checkpoint("last.safetensors")
+
+
+def train(spec: Any, data: Splits, config: TrainConfig) -> dict[str, Any]:
+    """Train `spec` on `data`; returns the final figures. Ctrl-C saves the last state."""
+    run = _Run(spec, data, config)
     start_time = time.time()
     try:
-        while state["step"] < total_steps:
-            epoch = state["epoch"]
-            if distributed:
-                sampler.set_epoch(epoch)
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=config.quiet or not writer, leave=True, dynamic_ncols=True)
-            running, total, count = None, 0.0, 0
-            model.train()
-            for batch in bar:
-                if state["step"] >= total_steps:
-                    break
-                if masks > 1:
-                    model.select_mask(state["step"] // config.resample_every)
-                xb = batch[0].to(device)
-                cb = {n: t.to(device) for n, t in zip(ctx_names, batch[1:])}
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss = objective(xb, cb)
-                if not torch.isfinite(loss):
-                    checkpoint("last.safetensors", {"stopped": "non-finite loss"})
-                    raise TrainingError(f"the loss became {float(loss.detach())} at step {state['step']}; the last good weights "
-                                        f"are in {out / 'last.safetensors'} (try a lower lr or grad_clip)")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                if ema:
-                    ema.update(model)
-                state["step"] += 1
-                total += float(loss.detach())
-                count += 1
-                running = total / count
-                bar.set_postfix(nats=f"{running:.2f}", bpd=f"{bits_per_dim(running, elements):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            state["epoch"] += 1
-            record = {"epoch": state["epoch"], "step": state["step"], "train_nats": running}
-            if state["epoch"] % config.validate_every == 0 or state["step"] >= total_steps:
-                if masks > 1:
-                    model.select_mask(0)
-                val = validate()
-                record["validation_nats"] = val
-                if writer and not config.quiet:
-                    tqdm.write(f"epoch {state['epoch']}: train {running:.3f} nats, validation {val:.3f} nats "
-                               f"({bits_per_dim(val, elements):.4f} bits/dim)")
-                best = state["best_validation_nats"]
-                if best is None or val < best:
-                    state["best_validation_nats"] = val
-                    state["history"].append(record)
-                    checkpoint("best.safetensors")
-                else:
-                    state["history"].append(record)
-            else:
-                state["history"].append(record)
-            checkpoint("last.safetensors")
+        while run.state["step"] < run.total_steps:
+            run.epoch()
     except KeyboardInterrupt:
-        checkpoint("last.safetensors", {"stopped": "interrupted"})
-        if writer:
-            print(f"\ninterrupted: saved {out / 'last.safetensors'} (continue with --resume)")
+        run.checkpoint("last.safetensors", {"stopped": "interrupted"})
+        if run.writer:
+            print(f"\ninterrupted: saved {run.out / 'last.safetensors'} (continue with --resume)")
         raise
     finally:
-        if writer and state["history"]:
-            write_loss_curve(out, state["history"])
-    if distributed:
+        if run.writer and run.state["history"]:
+            write_loss_curve(run.out, run.state["history"])
+    if run.distributed:
         dist.barrier()
-    result = {"steps": state["step"], "epochs": state["epoch"], "seconds": round(time.time() - start_time, 1),
-              "best_validation_nats": state["best_validation_nats"], "out": str(out), "world_size": world}
-    if distributed:
         dist.destroy_process_group()
-    return result
+    return {"steps": run.state["step"], "epochs": run.state["epoch"], "seconds": round(time.time() - start_time, 1),
+            "best_validation_nats": run.state["best_validation_nats"], "out": str(run.out), "world_size": run.world}
 
 
 def write_loss_curve(out: Path, history: list[dict[str, Any]]) -> None:

@@ -1,11 +1,13 @@
-"""The in-tree torch backend. It registers through the `arspec.backends` entry point like any
-third-party backend would (see pyproject.toml); the core never imports it."""
+"""The in-tree torch backend: an interpreter over the IR's primitive programs. It registers through
+the `arspec.backends` entry point like any third-party backend would; the core never imports it."""
 from arspec.backends import Backend
 from arspec_torch.compile import compile_model
+from arspec_torch.kernels import KERNELS
 
 backend = Backend(
     name="torch",
     compile=compile_model,
+    primitives=frozenset(KERNELS),
     description="PyTorch modules on CPU or CUDA (masks as exact-zero weight masks)",
     devices=("cpu", "cuda"),
 )

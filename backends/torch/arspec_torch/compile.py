@@ -1,22 +1,45 @@
-"""compile_model: ModelSpec -> ARModel on a device."""
+"""compile_model: IR -> ARModel on a device, through the interpreter."""
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 
-from arspec.runtime import incremental
-from arspec.runtime.armodel import ARModel
-from arspec_torch.graph_module import GraphModule
+from arspec.backends import CompileOptions
+from arspec.ir.graph import IRGraph
+from arspec_torch.armodel import ARModel
+from arspec_torch.cache import cache_for
+from arspec_torch.distributions import build_distribution
+from arspec_torch.network import Network
+from arspec_torch.plan import conditioning_of, plan_of
 
 
-def compile_model(spec, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int | None = None) -> ARModel:
-    """Build the torch module of a validated spec. `seed` makes the initial weights reproducible."""
-    ir = spec.ir
-    if seed is not None:
-        torch.manual_seed(seed)
-    net = GraphModule(ir)
-    orders = np.stack([ir.ctx.order(m) for m in range(len(ir.ctx.orders))])
-    model = ARModel(net, ir.distribution, tuple(spec.event.shape), orders, spec.conditioning, ir.dense_output,
-                    spec.source_text, getattr(spec, "_overrides", []))
-    model.incremental = incremental.sampler_for(ir, spec, net)
-    return model.to(device=device, dtype=dtype)
+def torch_dtype(value: Any) -> torch.dtype:
+    """A torch dtype from a dtype or its name ("float64"); float32 by default."""
+    if value is None:
+        return torch.float32
+    if isinstance(value, torch.dtype):
+        return value
+    return getattr(torch, str(value))
+
+
+def distribution_of(ir: IRGraph) -> Any:
+    d = ir.distribution
+    return build_distribution(d.kind, d.classes, d.mixtures, d.coupled_channels)
+
+
+def orders_of(ir: IRGraph) -> np.ndarray:
+    return np.stack([ir.ctx.order(m) for m in range(len(ir.ctx.orders))])
+
+
+def compile_model(ir: IRGraph, options: CompileOptions) -> ARModel:
+    """Build the torch module of a lowered spec. `options.seed` makes the initial weights reproducible."""
+    if options.seed is not None:
+        torch.manual_seed(options.seed)
+    plan = plan_of(ir)
+    net = Network(plan)
+    orders = orders_of(ir)
+    cache = cache_for([pc.step for pc in plan.calls], plan.output, ir.event_shape, orders, ir.dense_output)
+    model = ARModel(net, distribution_of(ir), ir.event_shape, orders, conditioning_of(ir), ir.dense_output, cache)
+    return model.to(device=options.device, dtype=torch_dtype(options.dtype))

@@ -1,6 +1,8 @@
 """Dynamic confirmation: measure a compiled module's dependencies through the ARModel contract
 (perturb one input element at a time, in eval mode and float64, compare parameters exactly) and
-compare them with the static prediction at the same positions."""
+compare them with the static prediction at the same positions. Works for any backend: it only
+uses the contract's members and the canonical parameter names (`net.<node>__<call>__<param>`).
+This module needs torch; the static analysis never imports it."""
 from __future__ import annotations
 
 import copy
@@ -48,6 +50,7 @@ def predicted_columns(spec, columns: np.ndarray, mask: int = 0, terms: bool = Fa
 
 
 def _perturbed(x: torch.Tensor, columns: np.ndarray, classes: int | None, gen: torch.Generator) -> torch.Tensor:
+    """One copy of x per column, that element changed (to another class, or by 1 to 2)."""
     flat = x.reshape(1, -1).repeat(len(columns), 1)
     rows = torch.arange(len(columns))
     cols = torch.as_tensor(columns)
@@ -61,14 +64,14 @@ def _perturbed(x: torch.Tensor, columns: np.ndarray, classes: int | None, gen: t
 
 @torch.no_grad()
 def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, chunk: int | None = None,
-                    terms: bool = False) -> np.ndarray:
+                    terms: bool = False, classes: int | None = None) -> np.ndarray:
     """Measured dependencies on `columns`: (E, len(columns)), union over `trials` random inputs, of
     the distribution parameters or (`terms`) of the log-likelihood terms (which always read their
     own element)."""
     quantity = (lambda x, **c: model.log_prob_elements(x, **c).unsqueeze(-1)) if terms else model
     gen = torch.Generator().manual_seed(seed)
-    d = model.distribution
-    classes = d.classes if d.discrete else None
+    if classes is None and model.distribution.discrete:
+        classes = model.distribution.classes
     n = int(np.prod(model.event_shape))
     out = np.zeros((n, len(columns)), dtype=bool)
     chunk = chunk or max(1, min(64, 100_000 // n))
@@ -90,18 +93,28 @@ def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, 
     return out
 
 
-def generic_parameters(model, seed: int) -> None:
+def generic_parameters(model, seed: int, ir=None) -> None:
     """Redraw every parameter (biases included) at random. Masks are applied in forward, so the
     architecture is unchanged, but no dependency can hide behind an exact zero (a zero bias makes
-    tanh(0) * gate vanish); the static analysis predicts dependencies for generic weights."""
+    tanh(0) * gate vanish) or a dead ReLU; the static analysis predicts dependencies for generic
+    weights. A
+    primitive may ask for probe values instead (recurrences whose signal must survive many steps);
+    `ir` (the spec's IR) says which parameter belongs to which primitive."""
     gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    table = ir.parameter_table() if ir is not None else {}
     with torch.no_grad():
-        for p in model.parameters():
-            fan_in = int(np.prod(p.shape[1:])) if p.dim() > 1 else 4
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) / max(1.0, fan_in) ** 0.5)
-        for m in model.modules():
-            if hasattr(m, "probe_parameters"):     # e.g. recurrences whose signal must survive many steps
-                m.probe_parameters(gen)
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                # positive biases keep ReLU paths open: a dead unit hides a real dependency
+                p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=gen, dtype=p.dtype))
+            else:
+                fan_in = int(np.prod(p.shape[1:])) if p.dim() > 1 else 4
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) / max(1.0, fan_in) ** 0.5)
+            entry = table.get(name.removeprefix("net."))
+            probe = entry.call.primitive.probe(entry.name, rng) if entry is not None else None
+            if probe is not None:
+                p.copy_(torch.as_tensor(probe, dtype=p.dtype).reshape(p.shape))
 
 
 def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarray | None = None,
@@ -120,15 +133,33 @@ def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarr
             trials = trials if n <= LONG_EVENT else min(trials, 2)
     probe = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
     if generic:
-        generic_parameters(probe, seed)
+        generic_parameters(probe, seed, spec.ir)
+    dist = spec.ir.distribution
+    classes = dist.classes if dist.discrete else None
     result = DynamicResult(columns)
     for m in range(probe.num_masks):
         probe.select_mask(m)
-        measured = measure_columns(probe, columns, trials, seed + m)
-        result.record(m, columns, measured, predicted_columns(spec, columns, m))
-        if probe.distribution.couples_channels:
+        predicted = predicted_columns(spec, columns, m)
+        measured = _measure(probe, columns, predicted, trials, seed + m, classes, terms=False)
+        result.record(m, columns, measured, predicted)
+        if dist.couples_channels:
             # the coupling lives in the likelihood: compare the terms too (their own element aside)
             own = np.arange(n)[:, None] == columns[None, :]
-            measured = measure_columns(probe, columns, trials, seed + m, terms=True) & ~own
-            result.record(m, columns, measured, predicted_columns(spec, columns, m, terms=True) & ~own)
+            predicted = predicted_columns(spec, columns, m, terms=True) & ~own
+            measured = _measure(probe, columns, predicted | own, trials, seed + m, classes, terms=True) & ~own
+            result.record(m, columns, measured, predicted)
     return result
+
+
+RETRIALS = 12
+
+
+def _measure(probe, columns: np.ndarray, predicted: np.ndarray, trials: int, seed: int, classes: int | None, terms: bool) -> np.ndarray:
+    """Measured dependencies; columns where a predicted one did not show are probed again with more
+    random inputs, since a dependency can vanish for one input (a ReLU path that is dead for it)."""
+    measured = measure_columns(probe, columns, trials, seed, classes=classes, terms=terms)
+    unseen = np.nonzero((predicted & ~measured).any(axis=0))[0]
+    if len(unseen):
+        again = measure_columns(probe, columns[unseen], RETRIALS, seed + 1000, classes=classes, terms=terms)
+        measured[:, unseen] |= again
+    return measured

@@ -1,6 +1,6 @@
-"""Per-element output distributions: how many parameters each element needs, how data is fed to
-the graph, the log-likelihood, and sampling from uniform noise (so cached and naive samplers that
-draw the same uniforms give the same samples)."""
+"""Per-element output distributions in torch: how data is fed to the graph, the log-likelihood,
+and sampling from uniform noise (so cached and naive samplers that draw the same uniforms give the
+same samples). Imports nothing from arspec: generated standalone files carry a copy."""
 from __future__ import annotations
 
 import math
@@ -206,16 +206,18 @@ class GaussianMixture(Distribution):
         return means.gather(-1, k).squeeze(-1) + torch.exp(log_scales.gather(-1, k).squeeze(-1)) * normal
 
 
-def make_distribution(spec, channels: int = 1) -> Distribution:
-    """The distribution object for a spec's `distribution` section (`channels`: the event's)."""
-    if spec.type == "bernoulli":
+def build_distribution(kind: str, classes: int | None = None, mixtures: int = 0, coupled_channels: int = 0) -> Distribution:
+    """The distribution of that kind (arspec.distributions.DistributionInfo's fields)."""
+    if kind == "bernoulli":
         return Bernoulli()
-    if spec.type == "categorical":
-        return Categorical(spec.classes)
-    if spec.type == "discretized_logistic_mixture":
-        if spec.coupled:
-            return CoupledLogisticMixture(spec.classes, spec.mixtures, channels)
-        return DiscretizedLogisticMixture(spec.classes, spec.mixtures)
-    if spec.type == "gaussian_mixture":
-        return GaussianMixture(spec.mixtures)
-    raise ValueError(spec.type)
+    if kind == "categorical":
+        assert classes is not None
+        return Categorical(classes)
+    if kind == "discretized_logistic_mixture":
+        assert classes is not None
+        if coupled_channels:
+            return CoupledLogisticMixture(classes, mixtures, coupled_channels)
+        return DiscretizedLogisticMixture(classes, mixtures)
+    if kind == "gaussian_mixture":
+        return GaussianMixture(mixtures)
+    raise ValueError(f"unknown distribution {kind!r}")

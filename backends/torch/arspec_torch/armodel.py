@@ -1,8 +1,9 @@
-"""ARModel — the module every backend returns (see CONTRACT.md).
+"""ARModel — the module both torch backends return (see CONTRACT.md).
 
-A backend supplies `net`, a module mapping (x as class indices or reals, its float encoding,
-context) to the distribution parameters laid out parameter-major; everything a user calls —
-log-probabilities, mask selection, sampling, completion — is implemented here once."""
+`net` maps (x as class indices or reals, its float encoding, context) to the distribution
+parameters laid out parameter-major; everything a user calls — log-probabilities, mask selection,
+sampling, completion — is implemented here once. Imports nothing from arspec: generated
+standalone files carry a copy of this class."""
 from __future__ import annotations
 
 import math
@@ -12,40 +13,35 @@ import numpy as np
 import torch
 from torch import nn
 
-from arspec.distributions import Distribution
-
 
 class ARModel(nn.Module):
-    """An autoregressive model p(x) = prod_e p(x_e | elements of earlier steps)."""
+    """An autoregressive model p(x) = prod_e p(x_e | elements of earlier steps).
 
-    def __init__(self, net: nn.Module, distribution: Distribution, event_shape: tuple[int, ...],
-                 orders: np.ndarray, conditioning: dict[str, Any], dense_output: bool, spec_text: str = "",
-                 overrides: list[str] | None = None) -> None:
+    `conditioning` maps each context name to {"type": "global", "classes": K} or
+    {"type": "local", "channels": C, "upsample": f}; `incremental` is an optional cached sampler."""
+
+    def __init__(self, net: nn.Module, distribution: Any, event_shape: tuple[int, ...], orders: np.ndarray,
+                 conditioning: dict[str, dict[str, Any]], dense_output: bool, incremental: Any = None) -> None:
         super().__init__()
         self.net = net
         self.distribution = distribution
         self.event_shape = tuple(event_shape)
         self.internal_shape = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
-        self.register_buffer("orders", torch.as_tensor(orders, dtype=torch.long).reshape(-1, *self.event_shape), persistent=False)
-        self.conditioning = dict(conditioning)
+        self.register_buffer("orders", torch.as_tensor(np.asarray(orders), dtype=torch.long).reshape(-1, *self.event_shape), persistent=False)
+        self.conditioning = {name: dict(c) for name, c in conditioning.items()}
         self.dense_output = dense_output
-        self.spec_text = spec_text
-        self.overrides = list(overrides or [])
         self.active_mask = 0
-        self.incremental = None   # a backend may attach a cached sampler (see sample)
+        self.incremental = incremental
 
     # -- masks and orderings ------------------------------------------------------------------
     @property
     def num_masks(self) -> int:
-        masks = [m.masks.shape[0] for m in self.modules() if hasattr(m, "masks") and isinstance(m.masks, torch.Tensor)]
-        return max([self.orders.shape[0], *masks])
+        return max(int(self.orders.shape[0]), int(getattr(self.net, "mask_sets", 1)))
 
     def select_mask(self, index: int) -> None:
         """Use mask set (and ordering) `index` (connectivity-agnostic training, MADE/NADE)."""
         self.active_mask = int(index) % self.num_masks
-        for m in self.modules():
-            if hasattr(m, "active"):
-                m.active = self.active_mask
+        self.net.active = self.active_mask
 
     @property
     def order(self) -> torch.Tensor:
@@ -61,7 +57,7 @@ class ARModel(nn.Module):
         return next(self.parameters()).dtype
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _check_context(self, context: dict[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
+    def _check_context(self, context: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [k for k in self.conditioning if k not in context]
         unknown = [k for k in context if k not in self.conditioning]
         if missing or unknown:
@@ -71,11 +67,10 @@ class ARModel(nn.Module):
     def forward(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
         """Distribution parameters of every element: (B, *event_shape, P)."""
         x = x.to(self.device)
-        context = self._check_context(context, x.shape[0])
+        context = self._check_context(context)
         raw = x.reshape(x.shape[0], *self.internal_shape)
         out = self.net(raw, self.distribution.encode(raw, self.dtype), context)
-        p = self.distribution.params_per_element
-        out = out.reshape(x.shape[0], p, *self.event_shape)
+        out = out.reshape(x.shape[0], self.distribution.params_per_element, *self.event_shape)
         return torch.movedim(out, 1, -1)
 
     def log_prob_elements(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
@@ -108,11 +103,11 @@ class ARModel(nn.Module):
         context = {}
         spatial = self.internal_shape[1:]
         for name, c in self.conditioning.items():
-            if c.type == "global":
-                context[name] = torch.randint(0, c.classes, (batch_size,), generator=generator).to(self.device)
+            if c["type"] == "global":
+                context[name] = torch.randint(0, c["classes"], (batch_size,), generator=generator).to(self.device)
             else:
-                low = [s // c.upsample for s in spatial]
-                context[name] = torch.randn((batch_size, c.channels, *low), generator=generator).to(self.device, self.dtype)
+                low = [s // c["upsample"] for s in spatial]
+                context[name] = torch.randn((batch_size, c["channels"], *low), generator=generator).to(self.device, self.dtype)
         return context
 
     # -- sampling --------------------------------------------------------------------------------
@@ -125,9 +120,11 @@ class ARModel(nn.Module):
         dtype = torch.long if self.distribution.discrete else self.dtype
         return torch.zeros((n, *self.event_shape), dtype=dtype, device=self.device)
 
-    def _uniforms(self, n: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    def uniforms(self, n: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """The noise for `count` elements of n samples, drawn in one fixed order (both samplers)."""
         shape = (n, count, self.distribution.noise_per_element)
-        return torch.rand(shape, generator=generator, device=generator.device if generator is not None else self.device).to(self.device)
+        device = generator.device if generator is not None else self.device
+        return torch.rand(shape, generator=generator, device=device).to(self.device)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, cache: bool = True,
@@ -135,8 +132,8 @@ class ARModel(nn.Module):
         """Draw n samples. `given`/`known` fix some elements (completion): exact when the known
         elements precede the unknown ones in the order, clamped sampling otherwise.
 
-        `cache=True` uses the backend's incremental sampler when it has one; both paths draw the
-        same uniforms in the same order, so with the same generator they give the same samples."""
+        `cache=True` uses the cached sampler when the model has one; both paths draw the same
+        uniforms in the same order, so with the same generator they give the same samples."""
         was_training = self.training
         self.eval()
         try:
@@ -149,7 +146,7 @@ class ARModel(nn.Module):
             if cache and self.incremental is not None:
                 return self.incremental(self, x, keep, generator, context)
             for step in self.steps():
-                u = self._uniforms(n, int(step.sum()), generator)
+                u = self.uniforms(n, int(step.sum()), generator)
                 values = self.distribution.sample_step(self.forward(x, **context), x, step, u).to(x.dtype)
                 if keep is not None:
                     values = torch.where(keep[step], x[:, step], values)

@@ -1,0 +1,138 @@
+"""`ConcreteDeps`: for each position, which of N chosen data elements it reads. Exact at every
+position, borders included; used for small events and for tracing paths."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from arspec.domains.base import Deps, reduce_connectivity, shift_array, unique_rows
+
+
+@dataclass
+class ConcreteDeps(Deps):
+    """rows: (R, *S, N) booleans over N data elements (`columns` gives their flat indices)."""
+
+    columns: np.ndarray
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return tuple(self.rows.shape[1:-1])
+
+    def _like(self, rows: np.ndarray, chan: np.ndarray) -> ConcreteDeps:
+        return ConcreteDeps(rows, chan, self.columns)
+
+    @staticmethod
+    def data(event: tuple[int, ...], columns: np.ndarray | None = None) -> ConcreteDeps:
+        """The data tensor x of shape `event` = (C, *S): each element depends on itself."""
+        n = int(np.prod(event))
+        columns = np.arange(n) if columns is None else np.asarray(columns, dtype=int)
+        rows = np.zeros((event[0],) + tuple(event[1:]) + (len(columns),), dtype=bool)
+        flat = rows.reshape(event[0] * int(np.prod(event[1:], dtype=int)), len(columns))
+        flat[columns, np.arange(len(columns))] = True
+        return ConcreteDeps(rows, np.arange(event[0]), columns)
+
+    def empty(self, channels: int, spatial: tuple[int, ...]) -> ConcreteDeps:
+        """A tensor that reads no data (a conditioning input, a constant)."""
+        return ConcreteDeps(np.zeros((1,) + spatial + (len(self.columns),), dtype=bool), np.zeros(channels, dtype=int), self.columns)
+
+    def conv(self, conn: np.ndarray, dilation: Sequence[int], pad_before: Sequence[int],
+             out_spatial: Sequence[int], stride: Sequence[int] | None = None) -> ConcreteDeps:
+        """out[co, p] reads in[ci, p*stride + k*dilation - pad_before] for every tap k with conn[co, ci, k]."""
+        nd = conn.ndim - 2
+        stride = tuple(stride or (1,) * nd)
+        row_conn = reduce_connectivity(conn, self.chan, self.rows.shape[0])
+        patterns, out_chan = unique_rows(row_conn)
+        s_in = self.spatial
+        out = np.zeros((patterns.shape[0],) + tuple(out_spatial) + (self.rows.shape[-1],), dtype=bool)
+        for r, pattern in enumerate(patterns):
+            for idx in zip(*np.nonzero(pattern)):
+                ri, tap = idx[0], idx[1:]
+                out_sl, in_sl = [], []
+                for d in range(nd):
+                    shift = tap[d] * dilation[d] - pad_before[d]
+                    # valid p: 0 <= p*stride + shift < s_in, 0 <= p < out
+                    lo = (-shift + stride[d] - 1) // stride[d] if shift < 0 else 0
+                    last = s_in[d] - 1 - shift
+                    hi = min(out_spatial[d], last // stride[d] + 1) if last >= 0 else 0
+                    if hi <= lo:
+                        break
+                    out_sl.append(slice(lo, hi))
+                    in_sl.append(slice(lo * stride[d] + shift, (hi - 1) * stride[d] + shift + 1, stride[d]))
+                else:
+                    out[(r, *out_sl)] |= self.rows[(ri, *in_sl)]  # type: ignore[arg-type]
+        return ConcreteDeps(out, out_chan, self.columns)
+
+    def dense(self, conn: np.ndarray) -> ConcreteDeps:
+        """A fully connected layer over all units (c, *p) flattened in C order; conn: (F, C*prod(S))."""
+        units = self.rows[self.chan].reshape(-1, self.rows.shape[-1]).astype(np.float32)
+        out = (conn.astype(np.float32) @ units) > 0
+        rows, chan = unique_rows(out)
+        return ConcreteDeps(rows, chan, self.columns)
+
+    def union(self, other: Deps) -> ConcreteDeps:
+        assert isinstance(other, ConcreteDeps)
+        """An elementwise merge (add, multiply) of two tensors of the same shape."""
+        pairs = np.stack([self.chan, other.chan], axis=1)
+        uniq, chan = np.unique(pairs, axis=0, return_inverse=True)
+        rows = self.rows[uniq[:, 0]] | other.rows[uniq[:, 1]]
+        return ConcreteDeps(rows, chan.reshape(-1), self.columns)
+
+    def broadcast_all(self, channels: int, spatial: tuple[int, ...]) -> ConcreteDeps:
+        """Every output reads every input position (global pooling followed by broadcast)."""
+        seen = self.rows.reshape(self.rows.shape[0], -1, self.rows.shape[-1]).any(axis=(0, 1))
+        rows = np.broadcast_to(seen, (1,) + spatial + seen.shape).copy()
+        return ConcreteDeps(rows, np.zeros(channels, dtype=int), self.columns)
+
+    def concat(self, others: Sequence[Deps]) -> ConcreteDeps:
+        rows, chans, base = [], [], 0
+        for d in (self, *others):
+            rows.append(d.rows)
+            chans.append(d.chan + base)
+            base += d.rows.shape[0]
+        return ConcreteDeps(np.concatenate(rows), np.concatenate(chans), self.columns)
+
+    def closure(self, offsets: Sequence[tuple[int, ...]], groups: int, channels: int, limits: Sequence[int] = ()) -> ConcreteDeps:
+        """A spatial recurrence: the least S with S_g = self_g ∪ ⋃_o shift(⋃_g' S_g', o), where
+        S_g is the state of channel group g and `offsets` are the state-to-state taps (positions
+        read, relative). Exact at borders: iterated position by position until nothing changes."""
+        group_rows = [self.rows[np.unique(self.chan[np.arange(self.channels) % groups == g])].any(axis=0) for g in range(groups)]
+        inputs = np.stack(group_rows)                             # (G, *S, N)
+        state = inputs.copy()
+        while True:
+            merged = np.any(state, axis=0)
+            reach = np.zeros_like(merged)
+            for off in offsets:
+                reach |= shift_array(merged, off)
+            nxt = inputs | reach[None]
+            if np.array_equal(nxt, state):
+                break
+            state = nxt
+        return ConcreteDeps(state, np.arange(channels) % groups, self.columns)
+
+    def depth_to_space(self, factor: int) -> ConcreteDeps:
+        """Channel c*f^d + g moves to sub-position g (row-major in an f^d block) of channel c at
+        f times the resolution: the inverse of a stride-f space-to-depth."""
+        nd = len(self.spatial)
+        subs = factor ** nd
+        out_channels = self.channels // subs
+        combos, chan = np.unique(self.chan.reshape(out_channels, subs), axis=0, return_inverse=True)
+        spatial = tuple(s * factor for s in self.spatial)
+        rows = np.zeros((combos.shape[0],) + spatial + (self.rows.shape[-1],), dtype=bool)
+        for r, combo in enumerate(combos):
+            for g, src in enumerate(combo):
+                offset = np.unravel_index(g, (factor,) * nd)
+                rows[(r,) + tuple(slice(int(o), None, factor) for o in offset)] = self.rows[src]
+        return ConcreteDeps(rows, chan.reshape(-1), self.columns)
+
+    def element_table(self, groups: int, params: int, dense: bool) -> np.ndarray:
+        """Per data element, the elements its distribution parameters read: (E, N).
+
+        Output parameters are laid out parameter-major: channel k*G + g (conv) or unit k*D + d (dense).
+        """
+        if dense:
+            units = self.rows[self.chan].reshape(params, -1, self.rows.shape[-1])
+            return units.any(axis=0)
+        per = self.rows[self.chan].reshape((params, groups) + self.spatial + (self.rows.shape[-1],))
+        return per.any(axis=0).reshape(-1, self.rows.shape[-1])

@@ -1,1 +1,0 @@
-"""Runtime helpers shared by backends: torch layers, distributions' math, the ARModel base."""

@@ -1,0 +1,285 @@
+"""Cached generation, derived from the primitives' declared taps (Paine et al. 2016; Ramachandran
+et al. 2017). Imports nothing from arspec: generated standalone files carry a copy.
+
+`WindowCache` serves every raster-ordered model whose data path is position-local (convolutions,
+shifts, embeddings, pointwise primitives, conditioning — including ops a user or a plugin adds).
+Each value keeps a flat buffer (B, C, P + 1) over the positions, slot P a permanent zero that
+stands for every read outside the event. A max-plus pass over the taps gives, per call and
+position, the last position its value reads; after each position only the values that just became
+final are computed, O(layers) per position instead of a full pass. With several channels per
+position (R→G→B) the calls reading the current position are recomputed before each channel.
+
+`ScanCache` serves NADE-like models (an ordered prefix sum, per-element calls, an element read-out):
+it carries the prefix sum along the order, O(D·H) per sample instead of a pass per element."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from arspec_torch.kernels import KERNELS
+
+
+@dataclass
+class StepCall:
+    """One primitive call as the cached samplers see it. Its tensors are the net's attributes
+    `<id>__<name>`; `taps[i]` lists the offsets read from argument i (None: not position-local)."""
+
+    id: str
+    kind: str
+    args: tuple[str, ...]
+    tensors: tuple[str, ...]
+    attrs: dict[str, Any]
+    channels: int
+    taps: tuple[tuple[tuple[int, ...], ...], ...] | None
+    live: tuple[tuple[bool, ...], ...] | None
+    mask_sets: bool = False
+    scan_role: str | None = None
+
+
+DATA = ("x", "x_raw")
+
+
+def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor]) -> torch.Tensor:
+    """The call's kernel on whole tensors, its parameters and buffers taken from `net`."""
+    tensors = {name: getattr(net, f"{call.id}__{name}") for name in call.tensors}
+    if call.mask_sets:
+        return KERNELS[call.kind](*args, **tensors, **call.attrs, active=int(getattr(net, "active", 0)))
+    return KERNELS[call.kind](*args, **tensors, **call.attrs)
+
+
+def data_dependent(calls: list[StepCall]) -> dict[str, bool]:
+    """For every value: does it depend on the data x?"""
+    out = {name: True for name in DATA}
+    for c in calls:
+        out[c.id] = any(out.get(a, False) for a in c.args)
+    return out
+
+
+def is_raster(orders: np.ndarray, event_shape: tuple[int, ...]) -> bool:
+    """Every ordering is raster: positions in row-major order, channels within a position in order."""
+    internal = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
+    c, positions = internal[0], int(np.prod(internal[1:]))
+    raster = (np.arange(positions)[None, :] * c + np.arange(c)[:, None]).reshape(-1)
+    return all(np.array_equal(np.asarray(o).reshape(-1), raster) for o in np.asarray(orders).reshape(len(orders), -1))
+
+
+def cache_for(calls: list[StepCall], output: str, event_shape: tuple[int, ...], orders: np.ndarray,
+              dense_output: bool) -> WindowCache | ScanCache | None:
+    """The cached sampler that fits this model, or None (sampling then runs a pass per step)."""
+    data = data_dependent(calls)
+    steps = [c for c in calls if data[c.id]]
+    if not dense_output and is_raster(orders, event_shape) and all(c.taps is not None for c in steps):
+        return WindowCache(calls, output, event_shape)
+    roles = [c.scan_role for c in steps]
+    if (dense_output and len(steps) >= 2 and roles[0] == "prefix" and roles[-1] == "emit" and steps[-1].id == output
+            and steps[0].args == ("x",) and all(r == "element" for r in roles[1:-1])
+            and all(tuple(c.args) == (prev.id,) for prev, c in zip(steps, steps[1:]))):
+        return ScanCache(steps)
+    return None
+
+
+def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
+    """out[p] = table[p + offset], -inf where p + offset is outside."""
+    out = np.full_like(table, -np.inf)
+    dst, src = [], []
+    for n, o in zip(table.shape, offset):
+        lo, hi = max(0, -o), min(n, n - o)
+        if hi <= lo:
+            return out
+        dst.append(slice(lo, hi))
+        src.append(slice(lo + o, hi + o))
+    out[tuple(dst)] = table[tuple(src)]
+    return out
+
+
+class WindowCache:
+    """Callable attached to an ARModel as `model.incremental` (see ARModel.sample)."""
+
+    def __init__(self, calls: list[StepCall], output: str, event_shape: tuple[int, ...]) -> None:
+        internal = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
+        self.groups, self.spatial = internal[0], tuple(internal[1:])
+        self.positions = int(np.prod(self.spatial))
+        self.output = output
+        data = data_dependent(calls)
+        self.pre = [c for c in calls if not data[c.id]]
+        self.steps = [c for c in calls if data[c.id]]
+        final = self._finality()
+        self.initial: list[tuple[int, int]] = []
+        self.schedule: list[list[tuple[int, int]]] = [[] for _ in range(self.positions)]
+        for i, c in enumerate(self.steps):
+            f = final[c.id].reshape(-1)
+            for p in range(self.positions):
+                (self.initial if f[p] < 0 else self.schedule[int(f[p])]).append((i, p))
+        self.gathers = [self._gather(c) for c in self.steps]
+
+    def _finality(self) -> dict[str, np.ndarray]:
+        """Per data-dependent value and position: the last position its value reads (max-plus over
+        the live taps); -inf where it reads no data."""
+        none = np.full(self.spatial, -np.inf)
+        final = {name: np.arange(self.positions, dtype=float).reshape(self.spatial) for name in DATA}
+        for c in self.steps:
+            f = none.copy()
+            assert c.taps is not None and c.live is not None
+            for arg, taps, live in zip(c.args, c.taps, c.live):
+                if arg not in final:
+                    continue
+                for offset, used in zip(taps, live):
+                    if used:
+                        f = np.maximum(f, _shifted_max(final[arg], offset))
+            final[c.id] = f
+        return final
+
+    def _gather(self, call: StepCall) -> torch.Tensor | None:
+        """For a call reading other positions: (P, taps) flat source positions (P = outside)."""
+        if call.kind not in ("masked_conv", "shift"):
+            return None
+        assert call.taps is not None
+        offsets = call.taps[0]
+        coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1)
+        idx = np.full((self.positions, len(offsets)), self.positions, dtype=np.int64)
+        for k, off in enumerate(offsets):
+            src = coords + np.array(off)
+            ok = np.all((src >= 0) & (src < np.array(self.spatial)), axis=1)
+            idx[ok, k] = np.ravel_multi_index(tuple(src[ok].T), self.spatial)
+        return torch.as_tensor(idx)
+
+    # -- per-call preparation: buffers and one closure per data-dependent call ----------------------
+    def _flat(self, value: torch.Tensor, n: int) -> torch.Tensor:
+        """A whole tensor as a flat (n, C, P + 1) buffer with the zero slot."""
+        value = value.expand(n, value.shape[1], *self.spatial).reshape(n, value.shape[1], self.positions)
+        return torch.cat([value, value.new_zeros(n, value.shape[1], 1)], dim=2)
+
+    def _prepare(self, model: Any, n: int, context: dict[str, Any]) -> tuple[dict[str, torch.Tensor], list[Callable[[int], None]]]:
+        net, dtype, device = model.net, model.dtype, model.device
+        values: dict[str, torch.Tensor] = dict(net.context_values(model._check_context(context), dtype))
+        for c in self.pre:
+            values[c.id] = run_call(c, net, [values[a] for a in c.args])
+        bufs = {"x_raw": torch.zeros((n, self.groups, self.positions + 1), dtype=torch.long, device=device),
+                "x": torch.zeros((n, self.groups, self.positions + 1), dtype=dtype, device=device)}
+        for c in self.steps:
+            bufs[c.id] = torch.zeros((n, c.channels, self.positions + 1), dtype=dtype, device=device)
+        steps = []
+        for c, gather in zip(self.steps, self.gathers):
+            args = [bufs[a] if a in bufs else self._flat(values[a], n) for a in c.args]
+            steps.append(self._step(c, net, args, bufs[c.id], gather))
+        return bufs, steps
+
+    def _step(self, call: StepCall, net: Any, args: list[torch.Tensor], out: torch.Tensor, gather: torch.Tensor | None) -> Callable[[int], None]:
+        """A closure computing `call` at one flat position p and writing it into `out`."""
+        tensors = {name: getattr(net, f"{call.id}__{name}").detach() for name in call.tensors}
+        src = args[0]
+        at: Callable[[int], torch.Tensor]
+        if call.kind == "masked_conv":
+            weight = (tensors["weight"] * tensors["mask"]).reshape(tensors["weight"].shape[0], -1).t()
+            bias = tensors.get("bias")
+            assert gather is not None
+
+            def at(p: int) -> torch.Tensor:
+                window = src[:, :, gather[p]].reshape(src.shape[0], -1)
+                return window @ weight if bias is None else torch.addmm(bias, window, weight)
+        elif call.kind == "shift":
+            assert gather is not None
+
+            def at(p: int) -> torch.Tensor:
+                return src[:, :, gather[p, 0]]
+        elif call.kind == "embedding":
+            table = (tensors["weight"] * tensors["select"].to(tensors["weight"].dtype).unsqueeze(1))   # (G, K, C)
+
+            def at(p: int) -> torch.Tensor:
+                return sum(table[g][src[:, g, p]] for g in range(table.shape[0]))  # type: ignore[return-value]
+        else:
+            def at(p: int) -> torch.Tensor:
+                return KERNELS[call.kind](*[a[:, :, p] for a in args], **tensors, **call.attrs)
+
+        def step(p: int) -> None:
+            out[:, :, p] = at(p)
+        return step
+
+    @staticmethod
+    def _run(steps: list[Callable[[int], None]], pairs: list[tuple[int, int]]) -> None:
+        for i, p in pairs:
+            steps[i](p)
+
+    @torch.no_grad()
+    def teacher_forced(self, model: Any, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
+        """The distribution parameters computed through the cache with x known: (B, *event, P).
+        Must equal model(x) — the check that cached generation agrees with the training graph."""
+        n = x.shape[0]
+        bufs, steps = self._prepare(model, n, context)
+        raw = x.to(model.device).reshape(n, self.groups, -1)
+        bufs["x_raw"][:, :, :-1] = raw.long() if model.distribution.discrete else 0
+        bufs["x"][:, :, :-1] = model.distribution.encode(raw, model.dtype)
+        self._run(steps, self.initial)
+        for q in range(self.positions):
+            self._run(steps, self.schedule[q])
+        out = bufs[self.output][:, :, :-1].reshape(n, model.distribution.params_per_element, *model.event_shape)
+        return torch.movedim(out, 1, -1)
+
+    @torch.no_grad()
+    def __call__(self, model: Any, x: torch.Tensor, keep: torch.Tensor | None, generator: Any, context: dict[str, Any]) -> torch.Tensor:
+        n, d, groups = x.shape[0], model.distribution, self.groups
+        bufs, steps = self._prepare(model, n, context)
+        raw, enc = bufs["x_raw"], bufs["x"]
+        given = x.reshape(n, groups, -1)
+        keep_flat = keep.reshape(groups, -1) if keep is not None else None
+        if keep_flat is not None:       # known elements are visible from the start (clamped sampling)
+            if d.discrete:
+                raw[:, :, :-1] = torch.where(keep_flat, given.long(), raw[:, :, :-1])
+            enc[:, :, :-1] = torch.where(keep_flat, d.encode(given, model.dtype), enc[:, :, :-1])
+        out = bufs[self.output]
+        p_count = d.params_per_element
+        result = torch.zeros_like(given)
+        self._run(steps, self.initial)
+        for q in range(self.positions):
+            for g in range(groups):
+                if groups > 1:
+                    self._run(steps, self.schedule[q])
+                # the position as a one-position event: (n, C, 1, P) parameters, (n, C, 1) values so far
+                pixel = out[:, :, q].reshape(n, p_count, groups).transpose(1, 2).unsqueeze(2)
+                step = torch.zeros((groups, 1), dtype=torch.bool, device=pixel.device)
+                step[g] = True
+                u = model.uniforms(n, 1, generator)
+                sample = d.sample_step(pixel, result[:, :, q:q + 1], step, u)[:, 0].to(given.dtype)
+                if keep_flat is not None and bool(keep_flat[g, q]):
+                    sample = given[:, g, q]
+                result[:, g, q] = sample
+                if d.discrete:
+                    raw[:, g, q] = sample.long()
+                enc[:, g, q] = d.encode(sample, model.dtype)
+            self._run(steps, self.schedule[q])
+        return result.reshape(n, *model.event_shape)
+
+
+@dataclass
+class ScanCache:
+    """Cached generation for an ordered prefix sum read out per element (NADE): the prefix is
+    carried along the order and updated once per element."""
+
+    calls: list[StepCall] = field(default_factory=list)
+
+    @torch.no_grad()
+    def __call__(self, model: Any, x: torch.Tensor, keep: torch.Tensor | None, generator: Any, context: dict[str, Any]) -> torch.Tensor:
+        net, d = model.net, model.distribution
+        prefix, elements, emit = self.calls[0], self.calls[1:-1], self.calls[-1]
+        weight, bias = getattr(net, f"{prefix.id}__weight"), getattr(net, f"{prefix.id}__bias")
+        perms = getattr(net, f"{prefix.id}__perms")
+        out_weight, out_bias = getattr(net, f"{emit.id}__weight"), getattr(net, f"{emit.id}__bias")
+        n = x.shape[0]
+        flat = x.reshape(n, -1).clone()
+        known = keep.reshape(-1) if keep is not None else None
+        a = bias.expand(n, -1).clone()
+        for e in perms[model.active_mask % perms.shape[0]].tolist():
+            h = a
+            for c in elements:
+                h = run_call(c, net, [h])
+            params = h @ out_weight[:, e].t() + out_bias[:, e]                      # (n, P)
+            value = d.sample(params.unsqueeze(1), model.uniforms(n, 1, generator))[:, 0].to(flat.dtype)
+            if known is not None and bool(known[e]):
+                value = flat[:, e]
+            flat[:, e] = value
+            a = a + d.encode(value, a.dtype).unsqueeze(-1) * weight[e]
+        return flat.reshape(x.shape)

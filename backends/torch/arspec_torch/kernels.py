@@ -1,0 +1,221 @@
+"""The torch implementation of every arspec primitive, as plain functions of tensors.
+
+Each kernel takes the primitive's arguments, then its parameters and buffers by name, then its
+static attributes (keywords), and `active` (the mask set in use) for primitives with mask sets.
+This module imports nothing from arspec: the code-generating backend copies these functions into
+the standalone files it writes, so both backends run the very same code."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_conv(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None, *,
+                dilation: tuple[int, ...], pad_before: tuple[int, ...], pad_after: tuple[int, ...],
+                stride: tuple[int, ...]) -> torch.Tensor:
+    """An N-d convolution (N = 1, 2, 3) of the zero-padded input with weight * mask."""
+    pads: list[int] = []
+    for before, after in reversed(list(zip(pad_before, pad_after))):
+        pads += [before, after]
+    if any(pads):
+        x = F.pad(x, pads)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[len(dilation) - 1]
+    return conv(x, weight * mask, bias, stride=stride, dilation=dilation)
+
+
+def masked_dense(x: torch.Tensor, weight: torch.Tensor, in_degrees: torch.Tensor, out_degrees: torch.Tensor,
+                 bias: torch.Tensor | None = None, *, strict: bool, active: int) -> torch.Tensor:
+    """MADE's layer: weight masked by the active mask set's degrees (strict: >, else >=)."""
+    m = active % in_degrees.shape[0]
+    out_deg, in_deg = out_degrees[m][:, None], in_degrees[m][None, :]
+    mask = (out_deg > in_deg) if strict else (out_deg >= in_deg)
+    return F.linear(x.flatten(1), weight * mask.to(weight.dtype), bias)
+
+
+def embedding(x: torch.Tensor, weight: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Class indices (B, G, *S) -> (B, channels, *S); channel j embeds data channel j mod G."""
+    onehot = F.one_hot(x.long(), weight.shape[1]).to(weight.dtype)                 # (B, G, *S, K)
+    return torch.einsum("bg...k,gkc,gc->bc...", onehot, weight, select.to(weight.dtype))
+
+
+def shift(x: torch.Tensor, *, by: tuple[int, ...]) -> torch.Tensor:
+    """Move the trailing spatial axes of x (B, C, *S) by `by`, zero-filled."""
+    out = x
+    for axis, step in enumerate(by):
+        if step == 0:
+            continue
+        dim = 2 + axis
+        size = x.shape[dim]
+        moved = min(abs(step), size)
+        zeros = out.new_zeros([*out.shape[:dim], moved, *out.shape[dim + 1:]])
+        if step > 0:
+            out = torch.cat([zeros, out.narrow(dim, 0, size - moved)], dim=dim)
+        else:
+            out = torch.cat([out.narrow(dim, moved, size - moved), zeros], dim=dim)
+    return out
+
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu, "elu": F.elu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda x: x}
+
+
+def activation(x: torch.Tensor, *, fn: str) -> torch.Tensor:
+    return _ACTIVATIONS[fn](x)
+
+
+def add(*xs: torch.Tensor) -> torch.Tensor:
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+def multiply(*xs: torch.Tensor) -> torch.Tensor:
+    out = xs[0]
+    for x in xs[1:]:
+        out = out * x
+    return out
+
+
+def concat(*xs: torch.Tensor) -> torch.Tensor:
+    return torch.cat(xs, dim=1)
+
+
+def gate(x: torch.Tensor) -> torch.Tensor:
+    """tanh(a) * sigmoid(b) for the two channel halves [a, b]."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def select(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return x.index_select(1, index)
+
+
+def space_to_depth(x: torch.Tensor, *, factor: int) -> torch.Tensor:
+    """(B, C, *S) -> (B, C*f^d, *S/f); channel c*f^d + g is sub-position g of each block."""
+    b, c, *spatial = x.shape
+    nd = len(spatial)
+    x = x.reshape([b, c] + [v for s in spatial for v in (s // factor, factor)])
+    x = x.permute([0, 1] + [3 + 2 * i for i in range(nd)] + [2 + 2 * i for i in range(nd)])
+    return x.reshape(b, c * factor ** nd, *[s // factor for s in spatial])
+
+
+def depth_to_space(*xs: torch.Tensor, factor: int, counts: tuple[int, ...]) -> torch.Tensor:
+    """Interleave the arguments' groups (argument i holds counts[i]) and unfold them into positions."""
+    if len(xs) > 1:
+        b, _, *spatial = xs[0].shape
+        c = xs[0].shape[1] // counts[0]
+        x = torch.cat([t.reshape(b, c, n, *spatial) for t, n in zip(xs, counts)], dim=2).reshape(b, -1, *spatial)
+    else:
+        x = xs[0]
+    b, cg, *spatial = x.shape
+    nd = len(spatial)
+    c = cg // factor ** nd
+    x = x.reshape([b, c] + [factor] * nd + list(spatial))
+    x = x.permute([0, 1] + [v for i in range(nd) for v in (2 + nd + i, 2 + i)])
+    return x.reshape(b, c, *[s * factor for s in spatial])
+
+
+def context_projection(c: torch.Tensor, weight: torch.Tensor, *, local: bool, rank: int) -> torch.Tensor:
+    """Global one-hot (B, K) -> a per-channel bias (B, C, 1, ...); local (B, K, *S) -> 1x1 projection."""
+    if local:
+        return torch.movedim(F.linear(torch.movedim(c, 1, -1), weight), -1, 1)
+    out = F.linear(c, weight)
+    return out.view(*out.shape, *([1] * rank))
+
+
+def upsample(c: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, *,
+             factor: int, mode: str) -> torch.Tensor:
+    """A local feature map to `factor` times its resolution (repetition or transposed convolution)."""
+    if mode == "transposed":
+        return F.conv_transpose1d(c, weight, bias, stride=factor)
+    for axis in range(c.dim() - 2):
+        c = c.repeat_interleave(factor, dim=2 + axis)
+    return c
+
+
+def _lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    o, f, i, g = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def lstm_scan(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Tensor, state_bias: torch.Tensor, *,
+              mode: str, mirror: bool) -> torch.Tensor:
+    """PixelRNN's recurrences over input-to-state pre-activations (B, 4h, H, W): one LSTM step
+    per row (`rows`), or per diagonal of the skewed map (`diagonal`, mirrored for right-to-left)."""
+    hidden = state_weight.shape[1]
+    pre = pre + gate_bias.view(1, -1, 1, 1)
+    if mode == "rows":
+        b, _, height, width = pre.shape
+        h = pre.new_zeros(b, hidden, width)
+        c = torch.zeros_like(h)
+        rows = []
+        for i in range(height):
+            gates = pre[:, :, i] + (F.conv1d(h, state_weight, state_bias, padding=state_weight.shape[-1] // 2) if i else 0)
+            h, c = _lstm_update(gates, c)
+            rows.append(h)
+        return torch.stack(rows, dim=2)
+    if mirror:
+        pre = pre.flip(-1)
+    b, _, height, width = pre.shape
+    skewed = pre.new_zeros(b, pre.shape[1], height, width + height - 1)
+    for i in range(height):
+        skewed[:, :, i, i:i + width] = pre[:, :, i]
+    h = pre.new_zeros(b, hidden, height)
+    c = torch.zeros_like(h)
+    columns = []
+    for j in range(skewed.shape[-1]):
+        # the state at row r reads the previous column's rows r-1 and r (a 2x1 convolution)
+        gates = skewed[:, :, :, j] + (F.conv1d(F.pad(h, (1, 0)), state_weight, state_bias) if j else 0)
+        h, c = _lstm_update(gates, c)
+        columns.append(h)
+    states = torch.stack(columns, dim=3)
+    out = torch.stack([states[:, :, i, i:i + width] for i in range(height)], dim=2)
+    return out.flip(-1) if mirror else out
+
+
+def ordered_prefix_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, perms: torch.Tensor, *,
+                          active: int) -> torch.Tensor:
+    """NADE's shared hidden pre-activations: element e gets bias + sum of x[e'] * weight[e'] over the
+    elements generated before it; (B, D*H), element-major."""
+    perm = perms[active % perms.shape[0]]
+    xs = x.flatten(1)[:, perm].to(weight.dtype)                     # (B, D) in generation order
+    contrib = xs.unsqueeze(-1) * weight[perm]                       # (B, D, H)
+    # an exclusive cumulative sum by shifting (not cumsum - contrib, which leaks x_e by rounding)
+    a = torch.cumsum(F.pad(contrib[:, :-1], (0, 0, 1, 0)), dim=1) + bias
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+    return a[:, inverse].flatten(1)
+
+
+def element_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Each element's own read-out of its H units: (B, D*H) -> (B, P*D), parameter-major."""
+    p, d, hidden = weight.shape
+    out = torch.einsum("bdh,pdh->bpd", h.reshape(h.shape[0], d, hidden), weight) + bias
+    return out.flatten(1)
+
+
+KERNELS: dict[str, Callable[..., torch.Tensor]] = {
+    "masked_conv": masked_conv, "masked_dense": masked_dense, "embedding": embedding, "shift": shift,
+    "activation": activation, "add": add, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
+    "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
+    "upsample": upsample, "lstm_scan": lstm_scan, "ordered_prefix_linear": ordered_prefix_linear,
+    "element_linear": element_linear,
+}
+
+
+def init_parameter(t: torch.Tensor, init: str, scale: float, generator: torch.Generator | None = None) -> None:
+    """Initialise a parameter in place: normal(0, scale), uniform(-scale, scale) or zeros."""
+    with torch.no_grad():
+        if init == "normal":
+            t.copy_(torch.randn(t.shape, generator=generator, dtype=t.dtype) * scale)
+        elif init == "uniform":
+            t.copy_((torch.rand(t.shape, generator=generator, dtype=t.dtype) * 2 - 1) * scale)
+        else:
+            t.zero_()
+
+
+__all__ = ["KERNELS", "init_parameter"]

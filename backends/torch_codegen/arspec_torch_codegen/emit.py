@@ -1,0 +1,217 @@
+"""Writing the standalone file: the runtime it needs (copied from arspec_torch), the constant arrays,
+a `Network` whose forward is straight-line code with the spec's node names in comments, the plan
+of the cached sampler, and a `Model` (an ARModel: log_prob, sample with the cache, ...)."""
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import Any
+
+import numpy as np
+from arspec_torch import armodel, cache, distributions, kernels
+from arspec_torch.plan import Plan, PlanCall, conditioning_of, plan_of
+
+import arspec
+from arspec.ir.graph import IRGraph, IRNode
+from arspec_torch_codegen.runtime_source import HEADER_IMPORTS, extract
+
+ARRAY_HELPER = '''\
+def _array(dtype: str, shape: tuple[int, ...], data: str) -> torch.Tensor:
+    """A constant array stored in this file as zlib-compressed base64 text (bool: bit-packed)."""
+    raw = zlib.decompress(base64.b64decode(data))
+    count = math.prod(shape)
+    if dtype == "bool":
+        values = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:count].astype(bool)
+    else:
+        values = np.frombuffer(raw, dtype=dtype)[:count]
+    return torch.from_numpy(values.reshape(shape).copy())'''
+
+
+def _banner(title: str) -> str:
+    return f"# {'-' * 4} {title} {'-' * max(4, 94 - len(title))}"
+
+
+def array_literal(array: np.ndarray, indent: int) -> str:
+    """`_array(...)` source for a numpy array, the text wrapped to stay readable."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        dtype, payload = "bool", np.packbits(array.reshape(-1)).tobytes()
+    else:
+        dtype = "int64" if array.dtype.kind in "iu" else "float32"
+        payload = array.astype(dtype).tobytes()
+    text = base64.b64encode(zlib.compress(payload, 9)).decode("ascii")
+    pad = " " * (indent + 4)
+    lines = [text[i:i + 96] for i in range(0, len(text), 96)] or [""]
+    body = "\n".join(f'{pad}"{line}"' for line in lines)
+    return f'_array("{dtype}", {tuple(array.shape)!r}, (\n{body}))'
+
+
+def _where(node: IRNode) -> str:
+    op = node.op.name if node.op is not None else node.kind
+    loc = f" ({node.location.file}:{node.location.line})" if node.location else ""
+    return f"{node.name}: {op}{loc}"
+
+
+def _call_expr(pc: PlanCall, prefix: str = "self.") -> str:
+    step = pc.step
+    parts = list(step.args)
+    parts += [f"{name}={prefix}{step.id}__{name}" for name in step.tensors]
+    parts += [f"{k}={v!r}" for k, v in step.attrs.items()]
+    if step.mask_sets:
+        parts.append(f"active={prefix}active")
+    return f"{step.kind}({', '.join(parts)})"
+
+
+def _network_init(plan: Plan) -> list[str]:
+    lines, current = [], None
+    for pc in plan.calls:
+        if pc.node.name != current:
+            current = pc.node.name
+            lines.append(f"        # {_where(pc.node)}")
+        for name, param in pc.params.items():
+            lines.append(f"        self.{pc.step.id}__{name} = nn.Parameter(torch.empty({tuple(param.shape)!r}))")
+        for name, array in pc.buffers.items():
+            suffix = ".float()" if np.asarray(array).dtype == bool else ""
+            lines.append(f'        self.register_buffer("{pc.step.id}__{name}", {array_literal(array, 8)}{suffix}, persistent=False)')
+    return lines
+
+
+def _reset_parameters(plan: Plan) -> list[str]:
+    lines = [f'        init_parameter(self.{pc.step.id}__{name}, "{p.init}", {p.scale!r})'
+             for pc in plan.calls for name, p in pc.params.items()]
+    return lines or ["        pass"]
+
+
+def _forward(plan: Plan) -> list[str]:
+    last_use: dict[str, int] = {}
+    for i, pc in enumerate(plan.calls):
+        for a in pc.step.args:
+            last_use[a] = i
+    lines, current = [], None
+    for c in plan.contexts:
+        value = f'F.one_hot(context["{c.name}"].long(), {c.size}).to(x.dtype)' if c.kind == "global" else f'context["{c.name}"].to(x.dtype)'
+        lines.append(f"        {c.id} = {value}")
+    for i, pc in enumerate(plan.calls):
+        if pc.node.name != current:
+            current = pc.node.name
+            lines.append(f"        # {_where(pc.node)}")
+        lines.append(f"        {pc.step.id} = {_call_expr(pc)}")
+        dead = [a for a in dict.fromkeys(pc.step.args) if last_use.get(a) == i and a != plan.output and a not in ("x", "x_raw")]
+        if dead:
+            lines.append(f"        del {', '.join(dead)}")
+    lines.append(f"        return {plan.output}")
+    return lines
+
+
+def _network(ir: IRGraph, plan: Plan) -> str:
+    contexts = ", ".join(f'"{c.id}": ' + (f'F.one_hot(context["{c.name}"].long(), {c.size}).to(dtype)' if c.kind == "global"
+                                          else f'context["{c.name}"].to(dtype)') for c in plan.contexts)
+    return "\n".join([
+        "class Network(nn.Module):",
+        f'    """The graph of {ir.name}: (x as class indices, x encoded, context) -> distribution parameters."""',
+        "",
+        f"    mask_sets = {plan.mask_sets}",
+        "",
+        "    def __init__(self) -> None:",
+        "        super().__init__()",
+        "        self.active = 0",
+        *_network_init(plan),
+        "        self.reset_parameters()",
+        "",
+        "    def reset_parameters(self) -> None:",
+        '        """arspec\'s initialisation (with the same seed, the same weights as its torch backend)."""',
+        *_reset_parameters(plan),
+        "",
+        "    def context_values(self, context: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:",
+        f"        return {{{contexts}}}",
+        "",
+        "    def forward(self, x_raw: torch.Tensor, x: torch.Tensor, context: dict[str, torch.Tensor]) -> torch.Tensor:",
+        *_forward(plan),
+    ])
+
+
+def _steps(plan: Plan) -> str:
+    lines = ["STEPS = ["]
+    for pc in plan.calls:
+        s = pc.step
+        lines.append(f"    StepCall({s.id!r}, {s.kind!r}, {s.args!r}, {s.tensors!r}, {s.attrs!r}, {s.channels}, {s.taps!r}, {s.live!r}, "
+                     f"{s.mask_sets!r}, {s.scan_role!r}),")
+    lines.append("]")
+    return "\n".join(lines)
+
+
+DISTRIBUTIONS = {"bernoulli": "Bernoulli", "categorical": "Categorical", "discretized_logistic_mixture": "DiscretizedLogisticMixture",
+                 "gaussian_mixture": "GaussianMixture"}
+
+
+def _distribution(ir: IRGraph) -> tuple[str, str]:
+    """The distribution class the file needs, and the expression building it."""
+    d = ir.distribution
+    if d.kind == "discretized_logistic_mixture" and d.couples_channels:
+        return "CoupledLogisticMixture", f"CoupledLogisticMixture({d.classes}, {d.mixtures}, {d.coupled_channels})"
+    cls = DISTRIBUTIONS[d.kind]
+    args = {"bernoulli": "", "categorical": f"{d.classes}", "discretized_logistic_mixture": f"{d.classes}, {d.mixtures}",
+            "gaussian_mixture": f"{d.mixtures}"}[d.kind]
+    return cls, f"{cls}({args})"
+
+
+def _model(ir: IRGraph, plan: Plan, distribution: str, orders: np.ndarray) -> str:
+    conditioning: dict[str, Any] = conditioning_of(ir)
+    return "\n".join([
+        "class Model(ARModel):",
+        f'    """{ir.name}{": " + _description(ir) if _description(ir) else ""}"""',
+        "",
+        "    def __init__(self) -> None:",
+        f"        orders = {array_literal(orders, 8)}.numpy()",
+        f"        super().__init__(Network(), {distribution}, event_shape={tuple(ir.event_shape)!r}, orders=orders,",
+        f"                         conditioning={conditioning!r}, dense_output={ir.dense_output!r})",
+        f"        self.incremental = cache_for(STEPS, {plan.output!r}, self.event_shape, orders, {ir.dense_output!r})",
+    ])
+
+
+def _description(ir: IRGraph) -> str:
+    import yaml
+    if ir.source is None:
+        return ""
+    try:
+        data = yaml.safe_load(ir.source.text)
+    except yaml.YAMLError:
+        return ""
+    text = str(data.get("description", "")) if isinstance(data, dict) else ""
+    return " ".join(text.split()).replace('"""', "'''")
+
+
+def emit(ir: IRGraph) -> str:
+    """The standalone source of the model described by `ir`."""
+    plan = plan_of(ir)
+    kinds = sorted({pc.step.kind for pc in plan.calls})
+    dist_class, dist_expr = _distribution(ir)
+    orders = np.stack([ir.ctx.order(m) for m in range(len(ir.ctx.orders))])
+    origin = ir.source.filename if ir.source else "<spec>"
+    overrides = f" with {', '.join(ir.source.overrides)}" if ir.source and ir.source.overrides else ""
+    doc = f'''"""{ir.name}, generated by arspec {arspec.__version__} (backend torch-codegen) from {origin}{overrides}.
+
+Standalone: it needs torch and numpy, nothing from arspec. `Model()` is an nn.Module with
+`log_prob(x, **context)`, `log_prob_elements`, `sample(n, generator=None, cache=True, **context)`
+and `forward` (distribution parameters). Its weights have the names arspec's torch backend uses, so
+`model.load_state_dict(safetensors.torch.load_file("weights.safetensors"))` loads exported weights.
+Sections: runtime (copied from arspec_torch: kernels, distribution, ARModel, cached sampling),
+constant arrays, then the model itself — the `Network` below is straight-line code, node by node."""'''
+    return "\n\n\n".join([
+        doc + "\n" + HEADER_IMPORTS.rstrip(),
+        _banner("runtime: the primitives' kernels"),
+        extract(kernels, set(kinds) | {"init_parameter"}, skip=frozenset({"KERNELS"})),
+        "KERNELS: dict[str, Callable[..., torch.Tensor]] = {" + ", ".join(f'"{k}": {k}' for k in kinds) + "}",
+        _banner("runtime: the distribution"),
+        extract(distributions, {dist_class}),
+        _banner("runtime: the autoregressive model"),
+        extract(armodel, {"ARModel"}),
+        _banner("runtime: cached generation"),
+        extract(cache, {"StepCall", "cache_for", "run_call"}),
+        _banner("constant arrays"),
+        ARRAY_HELPER,
+        _banner(f"the model: {ir.name}"),
+        _network(ir, plan),
+        _steps(plan),
+        _model(ir, plan, dist_expr, orders),
+    ]) + "\n"
