@@ -42,6 +42,8 @@ test-all: lint
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -n 2 -p no:cacheprovider -m "slow or not slow"
 
 bench: setup
+	$(PIP) install -q -e ".[bench]"
+	$(PY) bench/peers.py
 	$(PY) bench/verify.py
 	$(PY) bench/sampling.py
 	$(PY) bench/train_throughput.py

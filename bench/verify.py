@@ -1,7 +1,8 @@
 """Static analysis time against image size (should be flat) and depth.
 
     python bench/verify.py
-Targets: a 15-layer gated PixelCNN at 3x256x256 and a 30-layer WaveNet at 16,000 samples, each < 1 s."""
+Targets: a 15-layer gated PixelCNN at 3x256x256 and a 30-layer WaveNet at 16,000 samples, each
+under 0.5 s after import; the multiscale and PixelRNN zoo specs flat at large sizes."""
 from __future__ import annotations
 
 import time
@@ -36,6 +37,12 @@ def main() -> None:
     for side in (28, 112, 448, 1792):
         load, analyze, report = timed(SPECS / "multiscale_pixelcnn.yaml", [f"event.shape=[1,{side},{side}]", f"ordering.base={side // 4}"])
         print(f"{f'1x{side}x{side}':>14} {load:8.3f} {analyze:10.3f} {report.domain:>8} {'ok' if report.ok else 'FAIL':>8}")
+    print("\nPixelRNN (recurrences: a fixpoint over offsets): analysis time against image size")
+    print(f"{'event':>22} {'load s':>8} {'analyze s':>10} {'domain':>8} {'verdict':>8}")
+    for name in ("row_lstm", "diagonal_bilstm"):
+        for side in (28, 64, 128):
+            load, analyze, report = timed(SPECS / f"{name}.yaml", [f"event.shape=[1,{side},{side}]"])
+            print(f"{f'{name} {side}x{side}':>22} {load:8.3f} {analyze:10.3f} {report.domain:>8} {'ok' if report.ok else 'FAIL':>8}")
     print("\nexact (concrete) analysis of the 28x28 models, for comparison")
     for name in ("made", "nade", "pixelcnn", "gated_pixelcnn"):
         load, analyze, report = timed(SPECS / f"{name}.yaml", [])

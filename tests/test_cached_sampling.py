@@ -104,3 +104,25 @@ def test_made_has_no_cache_and_still_samples_the_same():
     a = model.sample(2, generator=torch.Generator().manual_seed(0), cache=True)
     b = model.sample(2, generator=torch.Generator().manual_seed(0), cache=False)
     assert torch.equal(a, b)
+
+
+def test_the_cpu_step_plan_keeps_ring_buffers_that_do_not_grow_with_the_length():
+    sizes = {}
+    for length in (64, 2048):
+        spec = arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=[f"event.shape=[{length}]"])
+        model = arspec.compile(spec, seed=0).eval()
+        assert model.incremental._planned(model)                # the compiled per-step plan runs on the CPU
+        sizes[length] = model.incremental.plan.ring_bytes(1, 4)
+    assert sizes[64] == sizes[2048] < 2**20                     # the largest ring is the 512-dilation's 513 steps
+    plan = model.incremental.plan
+    assert max(plan.ring.values()) == 513 and plan.lag[plan.output] == -1
+
+
+def test_a_vertical_stack_wider_than_the_image_falls_back_to_the_torch_path_and_still_agrees():
+    # with 7 columns the stacked vertical reach wraps past the end of a row: no fixed-lag plan
+    spec = arspec.load_spec(ROOT / "specs" / "gated_pixelcnn.yaml", overrides=["event.shape=[1,7,7]"])
+    model = _model(spec)
+    assert model.incremental.plan is None
+    fast = model.sample(2, generator=torch.Generator().manual_seed(3), cache=True)
+    slow = model.sample(2, generator=torch.Generator().manual_seed(3), cache=False)
+    assert torch.equal(fast, slow)

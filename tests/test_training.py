@@ -175,3 +175,16 @@ def test_torchrun_with_two_processes_takes_the_same_steps_as_one_process(tmp_pat
     for name in p1:
         assert not torch.equal(p1[name], initial[name]), name          # training moved every parameter
         assert torch.allclose(p1[name], p2[name], atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.slow
+def test_training_with_torch_compile_takes_the_same_steps(tmp_path):
+    spec = arspec.load_spec(ROOT / "specs" / "made.yaml", overrides=["params.hidden=16"])
+    data = load_data(spec, "binarized-mnist-5k")
+    results = {}
+    for flag in (False, True):
+        config = TrainConfig.from_spec(spec, tmp_path / str(flag), steps=3, batch_size=16, quiet=True, compile=flag, shuffle=False)
+        train(spec, data, config)
+        results[flag] = arspec.load_model(tmp_path / str(flag) / "last.safetensors")
+    x = data.test[:8]
+    assert torch.allclose(results[True].log_prob(x), results[False].log_prob(x), atol=1e-3)

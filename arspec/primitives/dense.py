@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,7 @@ def degree_mask(out_degrees: np.ndarray, in_degrees: np.ndarray, strict: bool) -
 
 @dataclass(eq=False)
 class MaskedDense(Primitive):
-    """out = (weight * mask[active]) @ flatten(in) + bias."""
+    """out = (weight * masks[active]) @ flatten(in) + bias."""
 
     kind = "masked_dense"
     mask_sets = True
@@ -51,10 +50,8 @@ class MaskedDense(Primitive):
         return out
 
     def buffers(self) -> dict[str, np.ndarray]:
-        return {"in_degrees": self.in_degrees.astype(np.int64), "out_degrees": self.out_degrees.astype(np.int64)}
-
-    def attrs(self) -> dict[str, Any]:
-        return {"strict": self.strict}
+        """The masks of every mask set, (M, F, U), built once from the degrees."""
+        return {"masks": np.stack([self.mask(m) for m in range(self.in_degrees.shape[0])])}
 
     def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
         return args[0].dense(self.mask(mask))

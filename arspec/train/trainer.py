@@ -125,6 +125,8 @@ class _Run:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
+        if config.compile:
+            self.objective = torch.compile(self.objective)  # type: ignore[assignment]
         opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.total_steps = config.steps or config.epochs * max(1, len(self.loader))

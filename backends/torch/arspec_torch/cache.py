@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from arspec_torch.kernels import KERNELS
+from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas
 
 
 @dataclass
@@ -115,6 +116,8 @@ class WindowCache:
             for p in range(self.positions):
                 (self.initial if f[p] < 0 else self.schedule[int(f[p])]).append((i, p))
         self.gathers = [self._gather(c) for c in self.steps]
+        plan = StepPlan(calls, output, event_shape)
+        self.plan = plan if plan.usable else None
 
     def _finality(self) -> dict[str, np.ndarray]:
         """Per data-dependent value and position: the last position its value reads (max-plus over
@@ -204,10 +207,23 @@ class WindowCache:
         for i, p in pairs:
             steps[i](p)
 
+    def _planned(self, model: Any) -> bool:
+        """Whether to run the compiled per-step plan (numpy, on the CPU) rather than the torch path."""
+        return self.plan is not None and model.device.type == "cpu"
+
+    def _program(self, model: Any, n: int, context: dict[str, Any], record: bool) -> StepProgram:
+        assert self.plan is not None
+        values = dict(model.net.context_values(model._check_context(context), model.dtype))
+        constants = constant_values(self.plan, model.net, values, run_call, n, self.spatial, model.dtype)
+        return StepProgram(self.plan, model.net, n, np.dtype(str(model.dtype).removeprefix("torch.")), constants, record)
+
     @torch.no_grad()
     def teacher_forced(self, model: Any, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
         """The distribution parameters computed through the cache with x known: (B, *event, P).
         Must equal model(x) — the check that cached generation agrees with the training graph."""
+        if self._planned(model):
+            with single_threaded_blas():
+                return self._teacher_forced_planned(model, x, context)
         n = x.shape[0]
         bufs, steps = self._prepare(model, n, context)
         raw = x.to(model.device).reshape(n, self.groups, -1)
@@ -219,8 +235,63 @@ class WindowCache:
         out = bufs[self.output][:, :, :-1].reshape(n, model.distribution.params_per_element, *model.event_shape)
         return torch.movedim(out, 1, -1)
 
+    def _teacher_forced_planned(self, model: Any, x: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+        n, d = x.shape[0], model.distribution
+        program = self._program(model, n, context, record=True)
+        plan = program.plan
+        raw = x.to(model.device).reshape(n, self.groups, -1)
+        enc = d.encode(raw, model.dtype).numpy()
+        raw_np = raw.long().numpy() if d.discrete else np.zeros(raw.shape, dtype=np.int64)
+        rx, rxr = program.rings["x"], program.rings["x_raw"]
+        for q in range(plan.first, self.positions):
+            if q >= 0:
+                rx[:, q % plan.ring["x"]] = enc[:, :, q]
+                rxr[:, q % plan.ring["x_raw"]] = raw_np[:, :, q]
+            program.step(q)
+        out = torch.from_numpy(program.full).reshape(n, d.params_per_element, *model.event_shape)
+        return torch.movedim(out, 1, -1)
+
+    def _sample_planned(self, model: Any, x: torch.Tensor, keep: torch.Tensor | None, generator: Any,
+                        context: dict[str, Any]) -> torch.Tensor:
+        n, d, groups = x.shape[0], model.distribution, self.groups
+        program = self._program(model, n, context, record=False)
+        plan, step = program.plan, program.step
+        rx, rxr, out = program.rings["x"], program.rings["x_raw"], program.rings[plan.output]
+        lag_out = plan.lag[plan.output]
+        assert lag_out is not None
+        given = x.reshape(n, groups, -1)
+        keep_flat = keep.reshape(groups, -1) if keep is not None else None
+        result = torch.zeros_like(given)
+        q = plan.first
+        for p in range(self.positions):
+            for g in range(groups):
+                if lag_out < 0:                  # the position's parameters read only earlier positions
+                    while q <= p + lag_out:
+                        step(q)
+                        q += 1
+                else:                            # channel groups: recompute the position for each channel
+                    while q < p:
+                        step(q)
+                        q += 1
+                    step(p)
+                params = torch.from_numpy(out[:, p % plan.ring[plan.output]]).reshape(n, d.params_per_element, groups)
+                pixel = params.transpose(1, 2).unsqueeze(2)
+                mask = torch.zeros((groups, 1), dtype=torch.bool)
+                mask[g] = True
+                sample = d.sample_step(pixel, result[:, :, p:p + 1], mask, model.uniforms(n, 1, generator))[:, 0].to(given.dtype)
+                if keep_flat is not None and bool(keep_flat[g, p]):
+                    sample = given[:, g, p]
+                result[:, g, p] = sample
+                rx[:, p % plan.ring["x"], g] = d.encode(sample, model.dtype).numpy()
+                if d.discrete:
+                    rxr[:, p % plan.ring["x_raw"], g] = sample.long().numpy()
+        return result.reshape(n, *model.event_shape)
+
     @torch.no_grad()
     def __call__(self, model: Any, x: torch.Tensor, keep: torch.Tensor | None, generator: Any, context: dict[str, Any]) -> torch.Tensor:
+        if self._planned(model):
+            with single_threaded_blas():
+                return self._sample_planned(model, x, keep, generator, context)
         n, d, groups = x.shape[0], model.distribution, self.groups
         bufs, steps = self._prepare(model, n, context)
         raw, enc = bufs["x_raw"], bufs["x"]

@@ -25,13 +25,10 @@ def masked_conv(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias:
     return conv(x, weight * mask, bias, stride=stride, dilation=dilation)
 
 
-def masked_dense(x: torch.Tensor, weight: torch.Tensor, in_degrees: torch.Tensor, out_degrees: torch.Tensor,
-                 bias: torch.Tensor | None = None, *, strict: bool, active: int) -> torch.Tensor:
-    """MADE's layer: weight masked by the active mask set's degrees (strict: >, else >=)."""
-    m = active % in_degrees.shape[0]
-    out_deg, in_deg = out_degrees[m][:, None], in_degrees[m][None, :]
-    mask = (out_deg > in_deg) if strict else (out_deg >= in_deg)
-    return F.linear(x.flatten(1), weight * mask.to(weight.dtype), bias)
+def masked_dense(x: torch.Tensor, weight: torch.Tensor, masks: torch.Tensor, bias: torch.Tensor | None = None, *,
+                 active: int) -> torch.Tensor:
+    """MADE's layer: weight times the active mask set's mask (built from degrees by arspec)."""
+    return F.linear(x.flatten(1), weight * masks[active % masks.shape[0]], bias)
 
 
 def embedding(x: torch.Tensor, weight: torch.Tensor, select: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import zlib
 from typing import Any
 
 import numpy as np
-from arspec_torch import armodel, cache, distributions, kernels
+from arspec_torch import armodel, cache, distributions, kernels, stepplan
 from arspec_torch.plan import Plan, PlanCall, conditioning_of, plan_of
 
 import arspec
@@ -207,6 +207,7 @@ constant arrays, then the model itself — the `Network` below is straight-line 
         _banner("runtime: the autoregressive model"),
         extract(armodel, {"ARModel"}),
         _banner("runtime: cached generation"),
+        extract(stepplan, {"StepPlan", "StepProgram", "constant_values", "single_threaded_blas"}),
         extract(cache, {"StepCall", "cache_for", "run_call"}),
         _banner("constant arrays"),
         ARRAY_HELPER,

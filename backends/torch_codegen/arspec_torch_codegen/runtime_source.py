@@ -11,6 +11,7 @@ HEADER_IMPORTS = """\
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -20,6 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+try:
+    from scipy.special import expit
+except ImportError:
+    def expit(x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-x))
 """
 
 
