@@ -67,45 +67,94 @@ def save_checkpoint(path: str | Path, model: Any, source: SpecSource, meta: dict
     return path
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, truncated, corrupted, not arspec's, or with
+    non-finite weights. The message names the file and what is wrong."""
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a checkpoint file."""
+    """All tensors and the metadata of one checkpoint file (a folder means its best or last file)."""
     path = resolve(path)
     tensors = {}
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        for key in f.keys():
-            tensors[key] = f.get_tensor(key)
-    if metadata.get("format") != "arspec-checkpoint-1":
-        raise ValueError(f"{path} is not an arspec checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except Exception as err:   # safetensors raises several kinds for damaged files
+        raise CheckpointError(f"{path}: not a readable checkpoint (damaged or truncated? {type(err).__name__}: {err})") from None
+    if metadata.get("format") != "arspec-checkpoint-1" or "spec" not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file, but not an arspec checkpoint (no arspec metadata)")
     return tensors, metadata
+
+
+def candidates(path: str | Path) -> list[Path]:
+    """The files to try, in order: a file itself, or a training folder's best then last checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        found = [path / name for name in ("best.safetensors", "last.safetensors") if (path / name).exists()]
+        if not found:
+            raise CheckpointError(f"{path}: no checkpoint in this folder (expected best.safetensors or last.safetensors)")
+        return found
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.suffix in (".yaml", ".yml"):
+        raise CheckpointError(f"{path}: a spec, not a checkpoint (train it with `arspec train {path} --out DIR`, then pass DIR)")
+    return [path]
 
 
 def resolve(path: str | Path) -> Path:
     """A checkpoint file, or the best (else last) one inside a training folder."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
-            if (path / name).exists():
-                return path / name
-        raise FileNotFoundError(f"no checkpoint in {path} (expected best.safetensors or last.safetensors)")
-    if not path.exists():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
-    return path
+    return candidates(path)[0]
 
 
 def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None) -> Any:
     """Rebuild the model from the checkpoint alone: spec text -> compile (with the backend it was
-    trained with, unless another is named) -> weights."""
+    trained with, unless another is named) -> weights; in eval mode. In a training folder a damaged
+    best checkpoint falls back to the last one (`model.checkpoint_note` says so)."""
+    files = candidates(path)
+    notes: list[str] = []
+    failures: list[str] = []
+    for i, file in enumerate(files):
+        try:
+            model = _load_file(file, backend)
+        except CheckpointError as err:
+            failures.append(str(err))
+            if i + 1 == len(files):
+                if len(failures) == 1:
+                    raise
+                raise CheckpointError(f"{path}: no usable checkpoint: " + "; ".join(failures)) from None
+            notes.append(f"{err}; using {files[i + 1].name} instead")
+            continue
+        model.checkpoint_path = file
+        model.checkpoint_note = "; ".join(notes)
+        return model.to(device).eval()
+    raise CheckpointError(f"{path}: no usable checkpoint")
+
+
+def _load_file(file: Path, backend: str | None) -> Any:
     from arspec import compile, parse_spec
-    tensors, metadata = read_checkpoint(path)
-    spec = parse_spec(metadata["spec"], filename=f"{resolve(path)}#spec", overrides=json.loads(metadata.get("overrides", "[]")))
+    from arspec.errors import SpecError
+    tensors, metadata = read_checkpoint(file)
+    try:
+        spec = parse_spec(metadata["spec"], filename=f"{file}#spec", overrides=json.loads(metadata.get("overrides", "[]")))
+    except (SpecError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{file}: its spec does not load ({str(err).splitlines()[0]})") from None
     model: Any = compile(spec, backend=backend or metadata.get("backend", "torch"), device="cpu")
     prefix = "ema." if any(k.startswith("ema.") for k in tensors) else _MODEL   # EMA weights when trained with EMA
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    model.load_state_dict(state)
+    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        name, count = bad[0]
+        raise CheckpointError(f"{file}: {sum(c for _, c in bad):,} weights are not finite (first in {name.removeprefix('net.')}: "
+                              f"{count:,}); the run diverged before this checkpoint was written")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{file}: the weights do not fit its spec ({str(err).splitlines()[0]})") from None
     model.checkpoint_meta = json.loads(metadata.get("meta", "{}"))
     model.spec = spec
-    return model.to(device)
+    return model
 
 
 def load_scheduler_state(path: str | Path, scheduler: Any) -> None:

@@ -60,3 +60,8 @@ class Problems:
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+
+class UsageError(ValueError):
+    """A command-line input that cannot be used (a file of the wrong shape, a missing context value);
+    reported as one line, exit code 2."""

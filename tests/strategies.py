@@ -19,7 +19,7 @@ def _node(name: str, **fields) -> str:
 @st.composite
 def masked_conv_stacks(draw, first_mask: str = "A", coupled: str = "no"):
     """PixelCNN-style stacks: mask A first, then mask-B convolutions (random kernels, dilations),
-    1x1 mask-B layers, gated activations and residuals, over 1-3 channel groups.
+    1x1 mask-B layers, gated activations, dropout and residuals, over 1-3 channel groups.
 
     `coupled`: "pixel" gives PixelCNN++'s coupled likelihood with whole-pixel masks
     (channel_groups: 1); "channel_masks" the coupled likelihood over R -> G -> B masks (a bug)."""
@@ -36,7 +36,10 @@ def masked_conv_stacks(draw, first_mask: str = "A", coupled: str = "no"):
     k0 = draw(st.sampled_from([1, 3, 5]))
     lines.append(_node("l0", op="masked_conv2d", inputs="[x]", channels=width, kernel=k0, mask=first_mask, activation="tanh", **masking))
     for i in range(1, draw(st.integers(1, 4)) + 1):
-        kind = draw(st.sampled_from(["conv", "conv", "1x1", "gated"]))
+        kind = draw(st.sampled_from(["conv", "conv", "1x1", "gated", "dropout"]))
+        if kind == "dropout":      # elementwise for the verifier; identity in eval mode
+            lines.append(_node(f"l{i}", op="dropout", p=0.3))
+            continue
         residual = draw(st.booleans())
         extra = {"residual": "in"} if residual else {}
         if kind == "conv":

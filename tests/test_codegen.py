@@ -33,7 +33,7 @@ def test_the_generated_file_imports_nothing_from_arspec(tmp_path):
     imported = {n.module if isinstance(n, ast.ImportFrom) else a.name
                 for n in ast.walk(ast.parse(out.read_text())) if isinstance(n, (ast.Import, ast.ImportFrom))
                 for a in (n.names if isinstance(n, ast.Import) else [n])}
-    assert {m.split(".")[0] for m in imported if m} <= {"__future__", "base64", "math", "zlib", "dataclasses", "typing", "numpy", "torch", "scipy", "contextlib", "threadpoolctl"}
+    assert {m.split(".")[0] for m in imported if m} <= {"__future__", "base64", "math", "zlib", "dataclasses", "typing", "numpy", "torch", "scipy", "contextlib", "threadpoolctl", "warnings"}
 
 
 def test_every_zoo_export_runs_without_arspec_and_matches_the_interpreter(tmp_path):

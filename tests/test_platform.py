@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "specs").glob("*.yaml"))
 CORE = ["spec", "ir", "ops", "primitives", "domains", "analysis"]
 CORE_MODULES = ["__init__", "backends", "errors", "types", "ordering", "distributions", "loader", "cli/main", "cli/check", "cli/graph",
-                "cli/ops", "cli/backends", "pictures"]
+                "cli/ops", "cli/backends", "pictures", "graph_figure"]
 COUNTS = settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

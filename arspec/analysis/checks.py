@@ -7,11 +7,11 @@ import math
 import numpy as np
 
 from arspec.analysis import periodic
-from arspec.analysis.propagate import concrete_data, propagate, term_deps
+from arspec.analysis.confirm import confirmed
+from arspec.analysis.explain import Explanation, explain
 from arspec.domains import ConcreteDeps, Deps, OffsetDeps
-from arspec.errors import Problem
-from arspec.ir.graph import IRGraph
-from arspec.primitives import SpaceToDepth
+from arspec.errors import Location, Problem
+from arspec.ir.graph import IRGraph, IRNode
 
 MAX_REPORTED = 5
 MAX_TRACE_NODES = 400
@@ -20,6 +20,25 @@ MAX_TRACE_NODES = 400
 def _loc(ir: IRGraph, name: str):
     node = ir.node(name)
     return node.location, node.spec_path
+
+
+def unused_nodes(ir: IRGraph, report) -> None:
+    """Warn about nodes whose value never reaches the output: their parameters are trained for
+    nothing, and they usually mean a wrong `inputs:`. A block node counts as used when any repeat
+    of it is (the last vertical stack of a Gated PixelCNN is legitimately unread)."""
+    import networkx as nx
+    used = nx.ancestors(ir.graph, ir.output) | {ir.output}
+    by_place: dict[str, list[IRNode]] = {}
+    for node in ir:
+        if node.kind == "op":
+            by_place.setdefault(node.spec_path, []).append(node)
+    for place, nodes in by_place.items():
+        if not any(n.name in used for n in nodes):
+            node = nodes[0]
+            weights = sum(n.parameters for n in nodes)
+            cost = f" ({weights:,} parameters trained for nothing)" if weights else ""
+            report.warnings.append(Problem(node.location or Location(ir.source.filename if ir.source else "<spec>", 1, 1), place, f"unused node: {node.name!r} never reaches the output {ir.output!r}{cost}; "
+                                                                 "check the `inputs:` of the nodes after it", "warning"))
 
 
 def conditioning_leaks(spec, ir: IRGraph, deps: dict[str, Deps], report) -> None:
@@ -33,110 +52,54 @@ def conditioning_leaks(spec, ir: IRGraph, deps: dict[str, Deps], report) -> None
                                                                         f"so node {node.name!r} sees every element through its conditioning path"))
 
 
-def trace_path(ir: IRGraph, source: int, target: int, mask: int = 0) -> list[str]:
-    """The IR nodes through which data element `source` reaches the parameters of `target`,
-    in topological order (exact: a node is listed iff some path through it carries the dependency)."""
-    cols = np.array([source])
-    forward = propagate(ir, concrete_data(ir, cols), mask)
-    g = ir.ctx.groups
-    p = ir.ctx.params_per_element
-    on_path = []
-    nodes = [n for n in ir if n.kind == "op"]
-    if len(nodes) > MAX_TRACE_NODES:
-        return [n.name for n in nodes if forward[n.name].rows.any()]
-    for n in nodes:
-        taint = forward[n.name]
-        if not taint.rows.any():
-            continue
-        through = propagate(ir, concrete_data(ir, cols), mask, fixed={n.name: taint})
-        terms = term_deps(ir, through)
-        assert isinstance(terms, ConcreteDeps)
-        if terms.element_table(g, p, ir.dense_output)[target, 0]:
-            on_path.append(n.name)
-    return on_path
-
-
-def _culprit(ir: IRGraph, path: list[str], source: int, target: int, mask: int) -> str:
-    """The first node on the path whose channels serving the target's channel group already read
-    the source at the target's own position (for dense layers: the first node on the path)."""
-    if not path:
-        return ir.output
-    event = ir.ctx.event
-    forward = propagate(ir, concrete_data(ir, np.array([source])), mask)
-    group, *pos = np.unravel_index(target, event)
-    folds = {c.primitive.factor for n in ir.op_nodes() if n.program for c in n.program.calls if isinstance(c.primitive, SpaceToDepth)}
-    merges: list[str] = []
-    for name in path:
-        node = ir.node(name)
-        if node.op is not None and node.op.moves_only:
-            # a rearrangement computes nothing; a merge of several inputs that puts a prediction
-            # in the wrong place is the cause when no computing node is
-            merges.extend([name] if len(node.inputs) > 1 else [])
-            continue
-        place = _target_place(node.type, event, int(group), [int(p) for p in pos], ir.ctx.groups, folds, ir.ctx.couples_channels)
-        if place is None:
-            continue
-        deps = forward[name]
-        channels, at = place
-        if deps.rows[(_rows_of(deps, channels),) + at].any():
-            return name
-    return merges[0] if merges else path[0]
-
-
-def _target_place(t, event: tuple[int, ...], group: int, pos: list[int], groups: int, folds: set[int], whole_pixel: bool = False):
-    """Where a node's tensor holds the target element: (channels serving it, position). At the
-    event's resolution, the channels of its channel group; at a resolution f times coarser, reached
-    by one space_to_depth of factor f (`folds`), the channels of its f×f sub-position group. None
-    elsewhere (nested folds have no single place). With `whole_pixel` (a coupled likelihood) every
-    channel at the position serves every element there."""
-    spatial = tuple(event[1:])
-    if not t.spatial or len(t.spatial) != len(spatial) or any(s % n for s, n in zip(spatial, t.spatial)):
-        return None
-    factors = {s // n for s, n in zip(spatial, t.spatial)}
-    if len(factors) != 1:
-        return None
-    f = factors.pop()
-    channel = np.arange(t.channels)
-    if f != 1 and f not in folds:
-        return None
-    if f == 1:
-        return (channel if whole_pixel else channel[channel % groups == group]), tuple(pos)
-    subs = f ** len(pos)
-    sub = int(np.ravel_multi_index(tuple(p % f for p in pos), (f,) * len(pos)))
-    serving = channel[channel % subs == sub] if t.channels % subs == 0 else channel
-    return serving, tuple(p // f for p in pos)
-
-
 def _line(ir: IRGraph, name: str) -> int:
     location = ir.node(name).location
     return location.line if location else 0
 
 
-def _short_chain(ir: IRGraph, path: list[str]) -> str:
+def _short_chain(ir: IRGraph, path: list[str], culprit: str) -> str:
+    """The path from x to the output, kept whole around the culprit (the four nodes leading into
+    it) and elided elsewhere, so the edge that introduces the leak is always visible."""
     names = [f"{n} (line {_line(ir, n)})" for n in path]
-    if len(names) > 8:
-        names = names[:4] + [f"... {len(names) - 7} more"] + names[-3:]
-    return " -> ".join(["x"] + names)
+    if len(names) <= 9:
+        return " -> ".join(["x"] + names)
+    at = path.index(culprit) if culprit in path else len(path) - 1
+    keep = sorted({0, 1, *range(max(0, at - 4), at + 1), len(path) - 1})
+    parts, previous = ["x"], -1
+    for i in keep:
+        if i - previous > 1:
+            parts.append(f"... {i - previous - 1} more")
+        parts.append(names[i])
+        previous = i
+    return " -> ".join(parts)
 
 
-def _report_leaks(spec, ir: IRGraph, report, pairs: list[tuple[int, int]], affected: int, mask: int) -> None:
-    """One error per culprit node: its first example, the path, and how many elements leak."""
+def _report_leaks(spec, ir: IRGraph, report, pairs: list[tuple[int, int]], affected: int, mask: int, note: str = "") -> None:
+    """One error per place where a forbidden dependency enters (repeats of a block share one):
+    its first example, the edge and a hint, how many elements leak, and the path."""
     from arspec.analysis.report import element_name
     event, user = ir.ctx.event, tuple(spec.event.shape)
     order = ir.ctx.order(mask)
-    by_place: dict[str, tuple[str, int, int, list[str]]] = {}
+    by_place: dict[str, tuple[Explanation, int, int]] = {}
     for target, source in pairs:
-        path = trace_path(ir, source, target, mask)
-        culprit = _culprit(ir, path, source, target, mask)
-        by_place.setdefault(ir.node(culprit).spec_path, (culprit, target, source, path))
+        why = explain(ir, source, target, mask)
+        by_place.setdefault(ir.node(why.culprit).spec_path, (why, target, source))
     masks = f" [mask {mask}]" if ir.ctx.masks > 1 else ""
-    for culprit, target, source, path in by_place.values():
-        loc, spec_path = _loc(ir, culprit)
+    culprits = {why.culprit for why, _, _ in by_place.values()}
+    for why, target, source in by_place.values():
+        upstream = culprits & set(why.path[: why.path.index(why.culprit)] if why.culprit in why.path else [])
+        if upstream:   # a consequence of a leak already reported where it enters: fix that one first
+            continue
+        spec_path = ir.node(why.culprit).spec_path
         relation = "itself" if source == target else f"element {element_name(source, event, user)} (step {order[source]})"
-        report.errors.append(Problem(loc, spec_path,
+        enters = f"it enters at node {why.culprit!r}" + (f" through {why.edge}" if why.edge else "")
+        hint = f"; hint: {why.hint}" if why.hint else ""
+        report.leaks.append({"target": target, "source": source, "mask": mask, "culprit": why.culprit,
+                             "via": why.via, "route": why.route or why.path})
+        report.errors.append(Problem(why.location or Location(spec.filename, 1, 1), spec_path,
                                      f"leak{masks}: element {element_name(target, event, user)} (step {order[target]}) reads {relation}, "
-                                     f"which is not generated before it ({affected} element(s) affected); first seen at node {culprit!r}; "
-                                     f"path: {_short_chain(ir, path)}"))
+                                     f"which is not generated before it ({affected} element(s) affected{note}); {enters}{hint}; "
+                                     f"path: {_short_chain(ir, why.route or why.path, why.culprit)}"))
 
 
 def _pick_pairs(leaks: np.ndarray, limit: int = 8) -> list[tuple[int, int]]:
@@ -155,11 +118,11 @@ def concrete_checks(spec, ir: IRGraph, out: ConcreteDeps, report, mask: int, dep
     order = ctx.order(mask)
     future = order[None, :] >= order[:, None]
     leaks = np.argwhere(table & future)
+    if mask == 0:
+        report.dependencies = table
     if len(leaks):
         _report_leaks(spec, ir, report, _pick_pairs(leaks), len(np.unique(leaks[:, 0])), mask)
         return
-    if mask == 0:
-        report.dependencies = table
     past = order[None, :] < order[:, None]
     seen_count = table.sum(axis=1)
     past_count = past.sum(axis=1)
@@ -262,9 +225,12 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: d
     period = math.lcm(out.fold, ordering_period)
     report.offsets, report.offset_origin, report.offset_fold = tab.table, tuple(out.origin), out.fold
     pairs, affected = periodic.leaks(tab, order, period)
-    if pairs:
-        _report_leaks(spec, ir, report, pairs[:8], affected, mask)
-        return
+    if pairs:   # confirmed per position first: borders can make an offset unreachable
+        pairs, affected, exact = confirmed(ir, pairs, affected, mask)
+        if pairs:
+            _report_leaks(spec, ir, report, _pick_pairs(np.array(pairs)), affected, mask,
+                          note="" if exact else " (found by the offset analysis; not confirmed per position at this size)")
+            return
     size = np.array(ctx.spatial)
     fields = {}
     for g in range(ctx.groups):

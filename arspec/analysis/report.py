@@ -27,6 +27,7 @@ class Report:
     order: np.ndarray                                  # event-shaped steps (mask 0)
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    leaks: list[dict[str, Any]] = field(default_factory=list)  # per culprit: target, source, culprit, via, route
     dependencies: np.ndarray | None = None             # (E, E) concrete: element e reads e'
     offsets: np.ndarray | None = None                  # (G, fold^d, *box, C) offset domain, mask 0
     offset_origin: tuple[int, ...] | None = None
@@ -67,6 +68,7 @@ class Report:
             "parameters": self.parameters,
             "errors": [_problem_json(p) for p in self.errors],
             "warnings": [_problem_json(p) for p in self.warnings],
+            "leaks": self.leaks,
             "receptive_field": self.receptive_field,
             "blind_spot": self.blind_spot,
             "analysis_seconds": round(self.seconds, 4),
@@ -101,6 +103,7 @@ def analyze(spec, mask: int | None = None) -> Report:
     masks = range(ctx.masks) if mask is None else [mask]
     use_offsets = (ctx.elements > CONCRETE_LIMIT and not ir.dense_output
                    and all(order_period(o, ctx.event) is not None for o in spec.orderings))
+    checks.unused_nodes(ir, report)
     for m in masks:
         final = None
         if use_offsets:

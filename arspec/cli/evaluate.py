@@ -1,36 +1,47 @@
-"""`arspec eval`: NLL in nats and bits/dim of a checkpoint on held-out data."""
+"""`arspec eval`: NLL in nats and bits/dim of a checkpoint on held-out data. A training folder means
+its best checkpoint (its last one if the best is damaged, with a note). Context comes from the
+data's arrays, or from --context / --context-file when the data have none."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-from arspec.data.registry import DataError
 
-
-def run(args) -> int:
+def run(args: Any) -> int:
     from arspec.checkpoint import load_model
-    from arspec.data import load_data
+    from arspec.cli.sample import context_from_arguments
+    from arspec.data.splits import DataError
     from arspec.train import evaluate_nll
     from arspec.train.trainer import bits_per_dim
-    try:
-        model = load_model(args.checkpoint, device=args.device or "cpu")
-    except (FileNotFoundError, ValueError) as err:
-        print(f"arspec eval: {err}", file=sys.stderr)
-        return 2
+    model = load_model(args.checkpoint, device=args.device or "cpu")
+    if model.checkpoint_note:
+        print(f"note: {model.checkpoint_note}", file=sys.stderr)
     spec = model.spec
-    name = args.data or model.checkpoint_meta.get("data")
-    try:
-        data = load_data(spec, name)
-    except DataError as err:
-        print(f"arspec eval: data error: {err}", file=sys.stderr)
-        return 2
+    data = load_data_for_eval(spec, args.data or model.checkpoint_meta.get("data"), bool(args.context or args.context_file))
     x = data.split(args.split)
-    context = data.context(spec, args.split)
     if args.limit:
         x = x[: args.limit]
-        context = {k: v[: args.limit] for k, v in context.items()}
+    if args.context or args.context_file:
+        context = context_from_arguments(model, args, len(x))
+    else:
+        try:
+            context = {k: v[: len(x)] for k, v in data.context(spec, args.split).items()}
+        except DataError as err:
+            raise DataError(f"{err} (or pass --context NAME=CLASS / --context-file)") from None
     nats = evaluate_nll(model, x, context, ensemble=args.ensemble)
     elements = model.order.numel()
     ensemble = f", ensemble of {model.num_masks} masks" if args.ensemble and model.num_masks > 1 else ""
-    print(f"{spec.name} on {data.name} ({args.split}, {len(x):,} items{ensemble}): "
+    print(f"{spec.name} ({model.checkpoint_path.name}) on {data.name} ({args.split}, {len(x):,} items{ensemble}): "
           f"{nats:.3f} nats per item, {bits_per_dim(nats, elements):.4f} bits/dim")
     return 0
+
+
+def load_data_for_eval(spec: Any, name: str | None, context_given: bool) -> Any:
+    """The evaluation data; its context check is left for later when context comes from the command line."""
+    from arspec.data import load_data
+    from arspec.data.registry import check_fits, default_data, load_named
+    if not context_given:
+        return load_data(spec, name)
+    splits = load_named(name or default_data(spec), spec)
+    check_fits(spec.model_copy(update={"conditioning": {}}), splits)
+    return splits

@@ -1,38 +1,43 @@
-"""`arspec graph`: the receptive field of an element on the grid and the op graph, as a PNG."""
+"""`arspec graph`: the receptive field of an element, channel by channel, and the op graph as a PNG;
+leaking specs are drawn with the leaking elements and the culprit edge in red."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 
-def _element(text: str | None, event: tuple[int, ...]) -> tuple[int, ...]:
-    if not text:
-        return (0,) + tuple(s // 2 for s in event[1:])
-    values = tuple(int(v) for v in text.split(","))
-    if len(values) == 1 and len(event) == 2:
-        values = (0,) + values
-    if len(values) != len(event) or any(not 0 <= v < s for v, s in zip(values, event)):
-        raise ValueError(f"element {text} is outside the event {list(event)}")
-    return values
+from arspec.errors import UsageError
+
+
+def _element(asked: tuple[int, ...] | None, report) -> tuple[int, ...]:
+    """The element to draw, in the event's own shape ([T] events take one index)."""
+    from arspec.graph_figure import default_element
+    if asked is None:
+        return default_element(report)
+    shape = tuple(report.event_shape)
+    if len(asked) != len(shape) or any(not 0 <= v < s for v, s in zip(asked, shape)):
+        example = ",".join(str(s // 2) for s in shape)
+        raise UsageError(f"--element {','.join(map(str, asked))}: expected {len(shape)} index(es) inside the event {list(shape)}, e.g. {example}")
+    return asked
 
 
 def run(args) -> int:
     from arspec import analyze, load_spec
-    from arspec.pictures import draw_graph_figure
+    from arspec.analysis.report import element_name
+    from arspec.graph_figure import draw_graph_figure, internal_shape
     spec = load_spec(args.spec, overrides=args.overrides)
     report = analyze(spec)
-    if not report.ok:
-        for e in report.errors:
-            print(e, file=sys.stderr)
-        print("(the receptive field is drawn only for autoregressive specs)", file=sys.stderr)
+    for problem in report.errors:
+        print(problem, file=sys.stderr)
+    if report.errors and not report.leaks:
+        print("arspec graph: nothing to draw until these errors are fixed", file=sys.stderr)
         return 1
-    event = spec.ir.ctx.event
-    try:
-        element = _element(args.element, event)
-    except ValueError as err:
-        print(f"arspec graph: {err}", file=sys.stderr)
-        return 2
+    element = _element(args.element, report)
     draw_graph_figure(Path(args.output), spec, report, element)
-    seen = len(report.dependency_set(int(__import__("numpy").ravel_multi_index(element, event))))
-    print(f"wrote {args.output}: element {element} sees {seen} elements; op graph of {len(spec.ir.op_nodes())} ops")
-    return 0
+    shape = internal_shape(report.event_shape)
+    flat = int(np.ravel_multi_index((0, *element) if len(report.event_shape) == 1 else element, shape))
+    name = element_name(flat, shape, tuple(report.event_shape))
+    verdict = "; the leak is drawn in red" if report.leaks else ""
+    print(f"wrote {args.output}: element {name} reads {len(report.dependency_set(flat))} elements; op graph of {len(spec.ir.op_nodes())} ops{verdict}")
+    return 1 if report.errors else 0

@@ -1,104 +1,191 @@
-"""`arspec sample`: samples from a checkpoint as a PNG grid (images) or WAV files (audio), plus the
-probability map each image was sampled from."""
+"""`arspec sample`: samples from a checkpoint in the format the output's extension asks for: .npy
+(raw values, any event), .png (images, with the per-element NLL and probability maps), .wav
+(audio events) or .txt (token sequences, decoded with the training data's vocabulary if it had one).
+Context comes from --label / --context NAME=CLASS / --context-file; --given/--known complete an item."""
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from arspec.errors import UsageError
 
-def _context(model, args, n: int) -> dict[str, torch.Tensor]:
-    context = {}
-    values = dict(item.split("=", 1) for item in args.context)
-    if args.label is not None:
-        values["label"] = str(args.label)
-    for name, cond in model.conditioning.items():
-        if cond["type"] == "global":
-            if name not in values:
-                raise ValueError(f"the model is conditioned on {name!r}: pass --context {name}=VALUE" + (" or --label" if name == "label" else ""))
-            v = int(values[name])
-            if not 0 <= v < cond["classes"]:
-                raise ValueError(f"{name} must be in 0..{cond['classes'] - 1}")
-            context[name] = torch.full((n,), v, dtype=torch.long)
-        else:
-            raise ValueError(f"local conditioning {name!r} needs features; sample it from Python with model.sample(..., {name}=tensor)")
-    return context
+FORMATS = (".png", ".npy", ".wav", ".txt")
 
 
-def _given(model, args) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def context_from_arguments(model: Any, args: Any, n: int) -> dict[str, torch.Tensor]:
+    """Context tensors for n items from --label, --context and --context-file, checked against the
+    model's conditioning (names, classes, shapes)."""
+    values: dict[str, Any] = dict(args.context)
+    if getattr(args, "label", None) is not None:
+        values["label"] = args.label
+    if getattr(args, "context_file", None):
+        with np.load(args.context_file, allow_pickle=False) as f:
+            values.update({k: f[k] for k in f.files})
+    unknown = sorted(set(values) - set(model.conditioning))
+    if unknown:
+        raise UsageError(f"the model has no conditioning named {', '.join(unknown)} (it has: {', '.join(model.conditioning) or 'none'})")
+    return {name: _context_value(name, cond, values.get(name), n) for name, cond in model.conditioning.items()}
+
+
+def _context_value(name: str, cond: dict[str, Any], value: Any, n: int) -> torch.Tensor:
+    if value is None:
+        hint = f"--context {name}=CLASS" if cond["type"] == "global" else f"--context-file with an array named {name}"
+        raise UsageError(f"the model is conditioned on {name!r}: pass {hint}")
+    array = np.asarray(value)
+    if cond["type"] == "global":
+        if array.dtype.kind not in "iu" or array.ndim > 1:
+            raise UsageError(f"context {name!r} is a class: one integer, or one per item")
+        if array.min() < 0 or array.max() >= cond["classes"]:
+            raise UsageError(f"context {name!r} must lie in 0..{cond['classes'] - 1}, got {array.min()}..{array.max()}")
+        return torch.as_tensor(np.broadcast_to(array, (n,)).copy(), dtype=torch.long)
+    channels = cond["channels"]
+    if array.ndim >= 2 and array.shape[0] == channels and array.ndim in (2, 3):
+        array = array[None]
+    if array.shape[1:2] != (channels,):
+        raise UsageError(f"context {name!r} needs {channels} feature channels first, got an array of shape {list(array.shape)}")
+    if array.shape[0] not in (1, n):
+        raise UsageError(f"context {name!r} has {array.shape[0]} rows for {n} samples")
+    return torch.as_tensor(np.broadcast_to(array, (n, *array.shape[1:])).astype(np.float32))
+
+
+def _given(model: Any, args: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if not args.given:
         return None, None
-    path = Path(args.given)
-    shape = model.event_shape
+    path, shape = Path(args.given), tuple(model.event_shape)
     if path.suffix == ".npy":
-        x = torch.as_tensor(np.load(path, allow_pickle=False))
+        x = np.load(path, allow_pickle=False)
+        if x.shape == (1, *shape):
+            x = x[0]
+        if x.shape != shape:
+            raise UsageError(f"--given {path}: expected one item of the event's shape {list(shape)}, got an array of shape {list(x.shape)}")
+        given = torch.as_tensor(x)
     elif path.suffix == ".wav":
+        if len(shape) != 1:
+            raise UsageError(f"--given {path}: a WAV file needs an audio event [T], the model's event is {list(shape)}")
         from arspec.data.audio import mu_law_encode, read_wav
         audio, _ = read_wav(path)
         audio = np.pad(audio[: shape[0]], (0, max(0, shape[0] - len(audio))))
-        x = torch.as_tensor(mu_law_encode(audio, model.distribution.classes))
-    else:
+        given = torch.as_tensor(mu_law_encode(audio, model.distribution.classes))
+    elif path.suffix == ".png":
+        if len(shape) != 3 or shape[0] not in (1, 3) or not model.distribution.discrete:
+            raise UsageError(f"--given {path}: a PNG needs an image event [1 or 3, H, W] with discrete levels, the model's event is {list(shape)}")
         from PIL import Image
         img = np.asarray(Image.open(path).convert("L" if shape[0] == 1 else "RGB").resize(shape[:0:-1]))
         img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
-        levels = model.distribution.classes
-        x = torch.as_tensor(np.round(img / 255 * (levels - 1)).astype(np.int64))
-    x = x.reshape(shape)
-    if args.known in ("top-half", "first-half"):
+        given = torch.as_tensor(np.round(img / 255 * (model.distribution.classes - 1)).astype(np.int64))
+    else:
+        raise UsageError(f"--given {path}: expected a .npy, .png or .wav file")
+    return given, _known(args.known, shape)
+
+
+def _known(spec: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if spec in ("top-half", "first-half"):
         known = torch.zeros(shape, dtype=torch.bool)
         if len(shape) == 1:
             known[: shape[0] // 2] = True
         else:
             known[..., : shape[-2] // 2, :] = True
-    else:
-        known = torch.as_tensor(np.load(args.known, allow_pickle=False)).bool().reshape(shape)
-    return x, known
+        return known
+    mask = np.load(spec, allow_pickle=False)
+    if mask.shape != shape:
+        raise UsageError(f"--known {spec}: expected a boolean mask of the event's shape {list(shape)}, got {list(mask.shape)}")
+    return torch.as_tensor(mask).bool()
 
 
-def run(args) -> int:
+def run(args: Any) -> int:
     from arspec.checkpoint import load_model
-    from arspec.pictures import heat, save_grid, to_uint8_images
+    out = Path(args.output)
+    if out.suffix not in FORMATS:
+        raise UsageError(f"-o {out}: the format follows the extension, one of {', '.join(FORMATS)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model = load_model(args.checkpoint, device=device)
-        context = _context(model, args, args.n)
-        given, known = _given(model, args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"arspec sample: {err}", file=sys.stderr)
-        return 2
+    model = load_model(args.checkpoint, device=device)
+    if model.checkpoint_note:
+        print(f"note: {model.checkpoint_note}", file=sys.stderr)
+    _check_format(model, out)
+    context = context_from_arguments(model, args, args.n)
+    given, known = _given(model, args)
+    if known is not None and not model.completion_is_exact(known):
+        print("note: completion is approximate: some known elements come after unknown ones in the order and are clamped",
+              file=sys.stderr)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.perf_counter()
-    x = model.sample(args.n, generator=gen, cache=not args.no_cache, given=given, known=known, **context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # the completion note is printed above
+        x = model.sample(args.n, generator=gen, cache=not args.no_cache, given=given, known=known,
+                         temperature=args.temperature, **context).cpu()
     seconds = time.perf_counter() - start
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    d = model.distribution
+    written = WRITERS[out.suffix](model, x, out, context)
+    print(f"wrote {written}; {args.n} sample(s) in {seconds:.1f} s")
+    return 0
+
+
+def _check_format(model: Any, out: Path) -> None:
+    shape, d = tuple(model.event_shape), model.distribution
+    if out.suffix == ".png" and not (len(shape) == 3 and shape[0] in (1, 3)):
+        raise UsageError(f"-o {out}: a PNG grid needs an image event [1 or 3, H, W]; the event is {list(shape)} (use .npy)")
     spec = model.spec
-    if len(model.event_shape) == 1:
-        from arspec.data.audio import mu_law_decode, write_wav
-        rate = spec.event.rate or 16000
-        stem = out.with_suffix("")
-        for i, item in enumerate(x.cpu()):
-            audio = mu_law_decode(item.numpy(), d.classes) if getattr(spec.distribution, "quantization", "none") == "mu_law" else item.numpy() / max(1, (d.classes or 2) - 1) * 2 - 1
-            write_wav(Path(f"{stem}_{i}.wav") if args.n > 1 else out.with_suffix(".wav"), np.asarray(audio), rate)
-        print(f"wrote {args.n} WAV file(s) at {rate} Hz next to {out} in {seconds:.1f} s")
-        return 0
-    images = x.cpu().numpy().reshape(args.n, *model.internal_shape)
-    save_grid(out, to_uint8_images(images, d.classes if d.discrete else None))
+    audio = len(shape) == 1 and (spec.event.rate is not None or getattr(spec.distribution, "quantization", "none") == "mu_law")
+    if out.suffix == ".wav" and not audio:
+        raise UsageError(f"-o {out}: WAV needs an audio event (a 1-D event with a sample `rate:` or mu-law quantization); "
+                         f"the event is {list(shape)} (use .npy or .txt)")
+    if out.suffix == ".txt" and not d.discrete:
+        raise UsageError(f"-o {out}: text needs discrete tokens; this model's elements are real-valued (use .npy)")
+
+
+def _write_npy(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.Tensor]) -> str:
+    np.save(out, x.numpy())
+    return f"{out} (array of shape {list(x.shape)})"
+
+
+def _write_png(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.Tensor]) -> str:
+    from arspec.pictures import save_grid, save_heat_grid, to_uint8_images
+    d = model.distribution
+    save_grid(out, to_uint8_images(x.numpy(), d.classes if d.discrete else None))
     with torch.no_grad():
-        model.eval()
         nll = -model.log_prob_elements(x, **{k: v.to(model.device) for k, v in context.items()}).cpu().numpy()
     stem = out.with_suffix("")
-    save_grid(Path(f"{stem}_nll.png"), heat(nll.reshape(args.n, *model.internal_shape).sum(axis=1)))
+    save_heat_grid(Path(f"{stem}_nll.png"), nll.sum(axis=1), "negative log-likelihood of each sampled element", "nats (summed over channels)")
     if not d.discrete:
-        print(f"wrote {out} ({args.n} samples in {seconds:.1f} s) and {stem}_nll.png (per-element NLL)")
-        return 0
-    # the probability each element was drawn with, given what came before it (any discrete likelihood)
-    chosen = np.exp(-nll)
-    save_grid(Path(f"{stem}_probs.png"), heat(chosen.reshape(args.n, *model.internal_shape).mean(axis=1)))
-    print(f"wrote {out} ({args.n} samples in {seconds:.1f} s), {stem}_nll.png (per-element NLL) and "
-          f"{stem}_probs.png (probability each element was drawn with)")
-    return 0
+        return f"{out} and {stem}_nll.png (per-element NLL)"
+    save_heat_grid(Path(f"{stem}_probs.png"), np.exp(-nll).mean(axis=1), "probability each element was drawn with", "probability (mean over channels)")
+    return f"{out}, {stem}_nll.png (per-element NLL) and {stem}_probs.png (probability each element was drawn with)"
+
+
+def _write_wav(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.Tensor]) -> str:
+    from arspec.data.audio import mu_law_decode, write_wav
+    spec, d = model.spec, model.distribution
+    rate = spec.event.rate or 16000
+    stem = out.with_suffix("")
+    paths = []
+    for i, item in enumerate(x.numpy()):
+        if getattr(spec.distribution, "quantization", "none") == "mu_law":
+            audio = mu_law_decode(item, d.classes)
+        elif d.discrete:
+            audio = item / max(1, d.classes - 1) * 2 - 1
+        else:
+            audio = np.clip(item, -1, 1)
+        path = out if x.shape[0] == 1 else Path(f"{stem}_{i}.wav")
+        write_wav(path, np.asarray(audio), rate)
+        paths.append(path)
+    return f"{len(paths)} WAV file(s) at {rate} Hz: {paths[0]}" + (" ..." if len(paths) > 1 else "")
+
+
+def _write_txt(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.Tensor]) -> str:
+    vocab = model.checkpoint_meta.get("vocab")
+    rows = x.reshape(x.shape[0], -1).tolist()
+    if vocab:
+        lines = ["".join(vocab[t] if t < len(vocab) else "\ufffd" for t in row) for row in rows]
+    else:
+        lines = [" ".join(str(t) for t in row) for row in rows]
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return f"{out} ({'decoded with the data vocabulary' if vocab else 'token ids: the training data had no vocabulary'})"
+
+
+WRITERS = {".npy": _write_npy, ".png": _write_png, ".wav": _write_wav, ".txt": _write_txt}

@@ -4,27 +4,24 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from arspec.data.registry import DataError
 
-
-def run(args) -> int:
+def run(args: Any) -> int:
     from arspec import load_spec
     from arspec.data import load_data
     from arspec.train import TrainConfig, TrainingError, evaluate_nll, train
     from arspec.train.trainer import bits_per_dim
     spec = load_spec(args.spec, overrides=args.overrides)
-    try:
-        data = load_data(spec, args.data)
-    except DataError as err:
-        print(f"arspec train: data error: {err}", file=sys.stderr)
-        return 2
+    data = load_data(spec, args.data)          # a DataError is reported as "data error: ...", exit 2
     flags = {k.removeprefix("training_"): v for k, v in vars(args).items() if k.startswith("training_")}
     config = TrainConfig.from_spec(spec, Path(args.out), device=args.device, resume=args.resume, limit=args.limit,
                                    quiet=args.quiet, backend=args.backend, **flags)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
-        print(f"training {spec.name} on {data.name}: {len(data.train):,} train / {len(data.validation):,} validation / "
+        used = min(len(data.train), args.limit) if args.limit else len(data.train)
+        limited = f" (--limit; of {len(data.train):,})" if used < len(data.train) else ""
+        print(f"training {spec.name} on {data.name}: {used:,} train{limited} / {len(data.validation):,} validation / "
               f"{len(data.test):,} test items -> {config.out}")
     try:
         result = train(spec, data, config)
@@ -39,6 +36,7 @@ def run(args) -> int:
     model = load_model(config.out)
     nats = evaluate_nll(model, data.test, data.context(spec, "test"))
     elements = model.order.numel()
-    print(f"test NLL: {nats:.3f} nats ({bits_per_dim(nats, elements):.4f} bits/dim) after {result['steps']} steps "
-          f"in {result['seconds']} s; checkpoints in {config.out}")
+    stop = f" (stopped early: {result['stopped']})" if result["stopped"] else ""
+    print(f"test NLL of the best checkpoint (step {result['best_step']}): {nats:.3f} nats ({bits_per_dim(nats, elements):.4f} bits/dim) "
+          f"after {result['steps']} steps{stop} in {result['seconds']} s; checkpoints in {config.out}")
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arspec.data.registry import DataError, Splits
+from arspec.data.splits import DataError, Splits
 
 
 def mu_law_encode(audio: np.ndarray | torch.Tensor, classes: int = 256):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arspec.data.registry import DataError
+from arspec.data.splits import DataError
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),

@@ -29,10 +29,12 @@ class OffsetDeps(Deps):
     origin: tuple[int, ...]
     stride: int = 1
     fold: int = 1
+    limits: tuple[int, ...] = ()      # the event's spatial size: offsets at least this long never happen
 
     def _new(self, rows: np.ndarray, chan: np.ndarray, origin: tuple[int, ...], stride: int | None = None,
              fold: int | None = None) -> OffsetDeps:
-        return OffsetDeps(rows, chan, tuple(origin), self.stride if stride is None else stride, self.fold if fold is None else fold)
+        return OffsetDeps(rows, chan, tuple(origin), self.stride if stride is None else stride, self.fold if fold is None else fold,
+                          self.limits)
 
     def _like(self, rows: np.ndarray, chan: np.ndarray) -> OffsetDeps:
         return self._new(rows, chan, self.origin)
@@ -44,7 +46,7 @@ class OffsetDeps(Deps):
         rows = np.zeros((cx,) + (1,) * nd + (cx,), dtype=bool)
         for c in range(cx):
             rows[(c,) + (0,) * nd + (c,)] = True
-        return OffsetDeps(rows, np.arange(cx), (0,) * nd)
+        return OffsetDeps(rows, np.arange(cx), (0,) * nd, limits=tuple(event[1:]))
 
     @property
     def nd(self) -> int:
@@ -71,7 +73,7 @@ class OffsetDeps(Deps):
 
     def empty(self, channels: int, spatial: tuple[int, ...]) -> OffsetDeps:
         rows = np.zeros((1,) + (1,) * self.nd + (self.rows.shape[-1],), dtype=bool)
-        return OffsetDeps(rows, np.zeros(channels, dtype=int), (0,) * self.nd)
+        return OffsetDeps(rows, np.zeros(channels, dtype=int), (0,) * self.nd, limits=self.limits)
 
     def _aligned(self, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
         """This table placed in a box spanning offsets lo..hi (inclusive)."""
@@ -147,7 +149,9 @@ class OffsetDeps(Deps):
                 shift = shifts[taps.index(tap)]
                 sl = tuple(slice(lo0[d] + shift[d] - lo[d], lo0[d] + shift[d] - lo[d] + self.rows.shape[1 + d]) for d in range(nd))
                 out[(r,) + sl] |= self.rows[ri]
-        return self._new(out, out_chan, tuple(-low for low in lo), out_stride, out_fold)._trimmed()
+        moved = self._new(out, out_chan, tuple(-low for low in lo), out_stride, out_fold)._trimmed()
+        # a value never reads an offset as long as the event itself: such reads are always padding
+        return moved._clipped(moved.limits) if moved.limits else moved
 
     def _trimmed(self) -> OffsetDeps:
         """Shrink the box to the offsets actually present (keeps tables small in deep stacks)."""
@@ -220,7 +224,7 @@ class OffsetDeps(Deps):
         for p in parts:
             if p.is_empty():
                 phases = fold ** p.nd
-                out.append(OffsetDeps(p.rows[:1], np.zeros(p.channels * phases, dtype=int), p.origin, stride, fold))
+                out.append(OffsetDeps(p.rows[:1], np.zeros(p.channels * phases, dtype=int), p.origin, stride, fold, p.limits))
             else:
                 out.append(next(it))
         return out
@@ -255,14 +259,14 @@ class OffsetDeps(Deps):
         if self.fold != 1 or self.stride != 1:
             raise NotTranslationEquivariant("a recurrence over a tensor not at the event's resolution")
         parts = [self.select(np.nonzero(np.arange(self.channels) % groups == g)[0]) for g in range(groups)]
-        merged_inputs = [OffsetDeps(np.any(p.rows, axis=0, keepdims=True), np.zeros(1, dtype=int), p.origin) for p in parts]
+        merged_inputs = [OffsetDeps(np.any(p.rows, axis=0, keepdims=True), np.zeros(1, dtype=int), p.origin, limits=self.limits) for p in parts]
         state = merged_inputs
         nd = self.nd
         while True:
             every = state[0]
             for s_ in state[1:]:
                 every = every.union(s_)
-            every = OffsetDeps(np.any(every.rows, axis=0, keepdims=True), np.zeros(1, dtype=int), every.origin)
+            every = OffsetDeps(np.any(every.rows, axis=0, keepdims=True), np.zeros(1, dtype=int), every.origin, limits=self.limits)
             moved: OffsetDeps | None = None
             for off in offsets:
                 conn = np.ones((1, 1) + (1,) * nd, dtype=bool)
@@ -274,7 +278,7 @@ class OffsetDeps(Deps):
                 break
             state = nxt
         out = state[0].concat(state[1:])
-        return OffsetDeps(out.rows, np.arange(channels) % groups, out.origin)
+        return OffsetDeps(out.rows, np.arange(channels) % groups, out.origin, limits=self.limits)
 
     def _clipped(self, limits: Sequence[int]) -> OffsetDeps:
         """Drop offsets whose size reaches the image size in some axis (never realisable)."""
@@ -283,8 +287,11 @@ class OffsetDeps(Deps):
         new_hi = [min(h, n - 1) for h, n in zip(hi, limits)]
         if new_lo == lo and new_hi == hi:
             return self
+        if any(a > b for a, b in zip(new_lo, new_hi)):     # every offset is out of reach: no dependency
+            return self._new(np.zeros((self.rows.shape[0],) + (1,) * self.nd + (self.rows.shape[-1],), dtype=bool),
+                             self.chan, (0,) * self.nd)
         sl = tuple(slice(a - low, b - low + 1) for a, b, low in zip(new_lo, new_hi, lo))
-        return OffsetDeps(self.rows[(slice(None),) + sl], self.chan, tuple(-a for a in new_lo))._trimmed()
+        return self._new(self.rows[(slice(None),) + sl], self.chan, tuple(-a for a in new_lo))._trimmed()
 
     def element_offsets(self, groups: int, params: int) -> np.ndarray:
         """Per data channel g and phase φ (position mod `fold`, flattened): (G, fold^d, *box, Cx),

@@ -47,6 +47,7 @@ class IRNode:
     location: Location | None = None
     spec_path: str = ""
     program: Program | None = None
+    field_locations: dict[str, Location] = field(default_factory=dict)   # where `residual:`, `inputs:`, ... were written
 
     @property
     def all_inputs(self) -> list[str]:

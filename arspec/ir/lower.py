@@ -123,7 +123,8 @@ class _Lowering:
             self.problems.add(self.source.locate(en.path), path, f"cannot build this {en.spec.op} node: {err}")
             return
         node = IRNode(en.name, "op", core, op=op, spec=en.spec, attrs=attrs, inputs=inputs, conditions=list(en.condition),
-                      residual=en.residual, location=self.source.locate(en.path), spec_path=path)
+                      residual=en.residual, location=self.source.locate(en.path), spec_path=path,
+                      field_locations={key: self.source.locate(en.path + (key,)) for key in ("inputs", "residual", "condition")})
         if not self.wrappers_fit(node, en):
             return
         program = self.program(node, in_types, core, node.location)

@@ -119,6 +119,11 @@ class Op:
         """Nodes the op reads besides its `inputs` (MADE's direct connections read x)."""
         return []
 
+    def requires_shift(self, spec: Any) -> tuple[int, ...] | None:
+        """A shift the op's output needs before it joins values of its own positions (a vertical
+        stack reads the current row: by [1, 0]); leak messages use it for their hint."""
+        return None
+
 
 def output_channels(value: int | str, ctx: LowerContext, dense: bool = False) -> int:
     """Resolve `channels: output` to the number of distribution parameters the head must produce."""

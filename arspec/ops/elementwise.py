@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from pydantic import Field
+
 from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError
 from arspec.ops.registry import register_op
-from arspec.primitives import Activation, Add, Concat, Gate, Multiply
+from arspec.primitives import Activation, Add, Concat, Dropout, Gate, Multiply
 from arspec.primitives.program import ProgramBuilder, Value
 from arspec.types import TensorType
 
@@ -22,6 +24,11 @@ class MergeSpec(NodeSpec):
 
 class GatedTanhSpec(NodeSpec):
     op: Literal["gated_tanh"]
+
+
+class DropoutSpec(NodeSpec):
+    op: Literal["dropout"]
+    p: float = Field(0.5, ge=0.0, lt=1.0, description="Probability of zeroing a value while training (none in eval mode).")
 
 
 class _Unary(Op):
@@ -77,3 +84,17 @@ class GatedTanhOp(Op):
 
     def semantics(self, spec, attrs, b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
         return b.call("gate", Gate(), inputs[0])
+
+
+@register_op
+class DropoutOp(Op):
+    """Dropout (PixelCNN++ uses it in its residual blocks); elementwise for the verifier."""
+
+    name = "dropout"
+    Spec = DropoutSpec
+
+    def infer(self, spec, inputs, ctx):
+        return TensorType(inputs[0].channels, inputs[0].spatial, inputs[0].degrees), {}
+
+    def semantics(self, spec, attrs, b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
+        return b.call("dropout", Dropout(spec.p), inputs[0])

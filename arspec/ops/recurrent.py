@@ -90,3 +90,6 @@ class DiagonalLstmOp(_LstmOp):
         return TensorType(spec.hidden, inp.spatial), {
             "input_to_state": MaskedConv(conn, (1, 1), (0, 0), (0, 0), bias=False),
             "scan": LstmScan(spec.hidden, "diagonal", 2, spec.direction == "right", ctx.groups)}
+
+    def requires_shift(self, spec: DiagonalLstmSpec) -> tuple[int, ...] | None:
+        return (1, 0) if spec.direction == "right" else None

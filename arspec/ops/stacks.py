@@ -43,6 +43,9 @@ class VerticalConv2d(ConvOp):
         conn = np.ones((output_channels(spec.channels, ctx), inp.channels, half + 1, spec.kernel), dtype=bool)
         return MaskedConv(conn, (d, d), (d * half, d * half), (0, d * half), bias=spec.bias)
 
+    def requires_shift(self, spec: VerticalConv2dSpec) -> tuple[int, ...] | None:
+        return (1, 0)
+
 
 @register_op
 class HorizontalConv2d(ConvOp):

@@ -61,6 +61,7 @@ class Primitive:
     kind: ClassVar[str]
     reads_raw: ClassVar[bool] = False          # reads the data as class indices, not its float encoding
     mask_sets: ClassVar[bool] = False          # selects its mask set by the model's active mask
+    uses_training_mode: ClassVar[bool] = False  # behaves differently while training (dropout)
     scan_role: ClassVar[ScanRole | None] = None
     min_args: ClassVar[int] = 1
     max_args: ClassVar[int | None] = 1

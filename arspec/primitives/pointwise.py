@@ -147,3 +147,26 @@ class Shift(Primitive):
 
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return [Taps((tuple(-b for b in self.by),), (True,))]
+
+
+@dataclass(eq=False)
+class Dropout(Primitive):
+    """Zero each value with probability p while training (the rest scaled by 1/(1-p)); the identity
+    in eval mode, where every verification runs — so its footprint is the identity."""
+
+    kind = "dropout"
+    uses_training_mode = True
+
+    p: float
+
+    def out_type(self, args: Sequence[TensorType]) -> TensorType:
+        return TensorType(args[0].channels, args[0].spatial)
+
+    def attrs(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+    def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
+        return args[0]
+
+    def taps(self, rank: int, arguments: int) -> list[Taps] | None:
+        return same_position(rank)

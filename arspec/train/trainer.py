@@ -1,9 +1,9 @@
-"""The training loop: Adam/AdamW, learning-rate schedule, gradient clipping, optional EMA, bf16
-autocast on CUDA, periodic validation, best/last checkpoints, resume, Ctrl-C and NaN safety, and
+"""The training loop: Adam/AdamW, learning-rate warm-up and schedule, gradient clipping, optional
+EMA, bf16 autocast on CUDA, torch.compile, periodic validation with early stopping, best/last
+checkpoints, exact resume (mid-epoch, bit for bit on CPU), Ctrl-C and NaN safety, and
 DistributedDataParallel under torchrun (only rank 0 writes files)."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -16,12 +16,13 @@ import torch.distributed as dist
 from pydantic import ConfigDict
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, TensorDataset
 from tqdm import tqdm
 
 from arspec.checkpoint import load_optimizer_state, load_scheduler_state, read_checkpoint, save_checkpoint
-from arspec.data.registry import Splits
+from arspec.data.splits import Splits
 from arspec.spec.models import TrainingSpec
+from arspec.train.batches import epoch_batches
+from arspec.train.curves import append_steps, write_loss_curve
 
 
 class TrainingError(RuntimeError):
@@ -80,12 +81,16 @@ def _device(requested: str | None, rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _schedule(optimizer, config: TrainConfig, total_steps: int):
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))))
-    if config.schedule == "exponential":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: config.lr_decay ** s)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate factor per step: a linear warm-up over `warmup_steps`, times the schedule."""
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        if config.schedule == "cosine":
+            return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
+        if config.schedule == "exponential":
+            return warm * config.lr_decay ** step
+        return warm
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
@@ -108,8 +113,8 @@ def bits_per_dim(nats: float, elements: int) -> float:
 
 
 class _Run:
-    """One training run: the model, its optimizer, schedule and EMA, the data loader, and the
-    bookkeeping that checkpoints and resumes it."""
+    """One training run: the model, its optimizer, schedule and EMA, the batches of every epoch, and
+    the bookkeeping that checkpoints it and resumes it exactly (mid-epoch included)."""
 
     def __init__(self, spec: Any, data: Splits, config: TrainConfig) -> None:
         import arspec
@@ -120,7 +125,8 @@ class _Run:
         torch.manual_seed(config.seed)
         self.model = arspec.compile(spec, backend=config.backend, device=self.device, seed=config.seed)
         self.elements = int(torch.tensor(spec.event.shape).prod())
-        self.loader, self.sampler, self.context_names = self._loader()
+        self.x = data.train[: config.limit] if config.limit else data.train
+        self.context = {k: (v[: config.limit] if config.limit else v) for k, v in data.context(spec, "train").items()}
         self.objective: nn.Module = _Objective(self.model)
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -129,33 +135,25 @@ class _Run:
             self.objective = torch.compile(self.objective)  # type: ignore[assignment]
         opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.total_steps = config.steps or config.epochs * max(1, len(self.loader))
+        self.total_steps = config.steps or config.epochs * len(self.batches(0))
         self.scheduler = _schedule(self.optimizer, config, self.total_steps)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=False)
                     if config.ema else None)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.writer = self.rank == 0
         self.out = Path(config.out)
-        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_validation_nats": None, "history": []}
-        if config.resume:
-            self._resume()
+        self.state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best_validation_nats": None, "best_step": None,
+                                      "stale": 0, "stopped": None, "history": [], "since": [0.0, 0]}
+        self.step_rows: list[dict[str, Any]] = []
         if self.writer:
             self.out.mkdir(parents=True, exist_ok=True)
+            if not config.resume:
+                (self.out / "loss.csv").unlink(missing_ok=True)
+        if config.resume:
+            self._resume()
 
-    def _loader(self) -> tuple[DataLoader, Any, list[str]]:
-        config, data = self.config, self.data
-        x = data.train[: config.limit] if config.limit else data.train
-        context = {k: (v[: config.limit] if config.limit else v) for k, v in data.context(self.spec, "train").items()}
-        dataset = TensorDataset(x, *context.values())
-        if self.distributed:
-            sampler: Any = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=config.shuffle, seed=config.seed)
-        elif config.shuffle:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
-        else:
-            sampler = SequentialSampler(dataset)
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
-                            drop_last=len(dataset) > config.batch_size * self.world)
-        return loader, sampler, list(context)
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        return epoch_batches(len(self.x), self.config.batch_size, epoch, self.config.seed, self.config.shuffle, self.rank, self.world)
 
     def _resume(self) -> None:
         last = self.out / "last.safetensors"
@@ -165,35 +163,42 @@ class _Run:
             self.ema.module.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
         load_optimizer_state(last, self.optimizer)
         load_scheduler_state(last, self.scheduler)
+        if "rng.cpu" in tensors:
+            torch.set_rng_state(tensors["rng.cpu"])
         self.state.update(json.loads(metadata["meta"]).get("state", {}))
+        self.state["stopped"] = None
+        if self.writer:
+            print(f"resuming from step {self.state['step']} (epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}) of {last}")
 
     def checkpoint(self, name: str, extra: dict[str, Any] | None = None) -> None:
         if not self.writer:
             return
+        if self.step_rows:
+            append_steps(self.out, self.step_rows)
+            self.step_rows = []
         meta = {"state": self.state, "data": self.data.name, "elements": self.elements, **(extra or {})}
-        ema = {f"ema.{k}": v for k, v in self.ema.module.state_dict().items()} if self.ema is not None else None
-        save_checkpoint(self.out / name, self.model, self.spec.ir.source, meta, self.optimizer, self.scheduler, ema,
+        if self.data.vocab is not None:
+            meta["vocab"] = self.data.vocab
+        tensors = {"rng.cpu": torch.get_rng_state()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
+        save_checkpoint(self.out / name, self.model, self.spec.ir.source, meta, self.optimizer, self.scheduler, tensors,
                         backend=self.config.backend)
 
-    def validate(self) -> float:
-        model = self.ema.module if self.ema is not None else self.model
-        if model.num_masks > 1:
-            model.select_mask(0)
-        return evaluate_nll(model, self.data.validation, self.data.context(self.spec, "validation"))
-
-    def step(self, batch: list[torch.Tensor]) -> float:
-        """One optimisation step on a batch; returns its loss in nats per item."""
+    def step(self, items: torch.Tensor) -> float:
+        """One optimisation step on a batch of item indices; returns its loss in nats per item."""
         config, model = self.config, self.model
         if model.num_masks > 1:
             model.select_mask(self.state["step"] // config.resample_every)
-        xb = batch[0].to(self.device)
-        cb = {n: t.to(self.device) for n, t in zip(self.context_names, batch[1:])}
+        xb = self.x[items].to(self.device)
+        cb = {n: t[items].to(self.device) for n, t in self.context.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             loss = self.objective(xb, cb)
         if not torch.isfinite(loss):
             self.checkpoint("last.safetensors", {"stopped": "non-finite loss"})
             raise TrainingError(f"the loss became {float(loss.detach())} at step {self.state['step']}; the last good weights "
                                 f"are in {self.out / 'last.safetensors'} (try a lower lr or grad_clip)")
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -203,82 +208,82 @@ class _Run:
         if self.ema is not None:
             self.ema.update_parameters(model)
         self.state["step"] += 1
-        return float(loss.detach())
+        value = float(loss.detach())
+        self.state["since"] = [self.state["since"][0] + value, self.state["since"][1] + 1]
+        self.step_rows.append({"step": self.state["step"], "epoch": self.state["epoch"] + 1, "train_nats": value, "lr": lr})
+        return value
 
     def epoch(self) -> None:
-        """One pass over the loader (or what is left of the step budget), then validation and checkpoints."""
+        """The rest of the current epoch (or of the step budget); validation and checkpoints."""
         state, config = self.state, self.config
-        if self.distributed:
-            self.sampler.set_epoch(state["epoch"])
-        bar = tqdm(self.loader, desc=f"epoch {state['epoch'] + 1}", disable=config.quiet or not self.writer, leave=True, dynamic_ncols=True)
-        total, count = 0.0, 0
-        self.model.train()
-        for batch in bar:
-            if state["step"] >= self.total_steps:
-                break
-            total += self.step(batch)
-            count += 1
-            running = total / count
-            bar.set_postfix(nats=f"{running:.2f}", bpd=f"{bits_per_dim(running, self.elements):.4f}",
+        batches = self.batches(state["epoch"])
+        bar = tqdm(total=len(batches), initial=state["batch"], desc=f"epoch {state['epoch'] + 1}",
+                   disable=config.quiet or not self.writer, leave=True, dynamic_ncols=True)
+        while state["batch"] < len(batches) and state["step"] < self.total_steps:
+            self.step(batches[state["batch"]])
+            state["batch"] += 1
+            bar.update(1)
+            total, count = state["since"]
+            bar.set_postfix(nats=f"{total / count:.2f}", bpd=f"{bits_per_dim(total / count, self.elements):.4f}",
                             lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-        state["epoch"] += 1
-        record: dict[str, Any] = {"epoch": state["epoch"], "step": state["step"], "train_nats": total / max(1, count)}
-        if state["epoch"] % config.validate_every == 0 or state["step"] >= self.total_steps:
-            record["validation_nats"] = val = self.validate()
-            if self.writer and not config.quiet:
-                tqdm.write(f"epoch {state['epoch']}: train {record['train_nats']:.3f} nats, validation {val:.3f} nats "
-                           f"({bits_per_dim(val, self.elements):.4f} bits/dim)")
-            state["history"].append(record)
-            if state["best_validation_nats"] is None or val < state["best_validation_nats"]:
-                state["best_validation_nats"] = val
-                self.checkpoint("best.safetensors")
-        else:
-            state["history"].append(record)
+        bar.close()
+        if state["batch"] >= len(batches):
+            state["epoch"] += 1
+            state["batch"] = 0
+            if state["epoch"] % config.validate_every == 0:
+                self.validate_and_save()
         self.checkpoint("last.safetensors")
+
+    def validate_and_save(self) -> None:
+        """Validation NLL; the best checkpoint; early stopping after `patience` validations without improvement."""
+        state, config = self.state, self.config
+        model = self.ema.module if self.ema is not None else self.model
+        if model.num_masks > 1:
+            model.select_mask(0)
+        val = evaluate_nll(model, self.data.validation, self.data.context(self.spec, "validation"))
+        total, count = state["since"]
+        record = {"epoch": state["epoch"] + (1 if state["batch"] else 0), "step": state["step"], "train_nats": total / max(1, count), "validation_nats": val}
+        state["history"].append(record)
+        state["since"] = [0.0, 0]
+        if self.writer and not config.quiet:
+            tqdm.write(f"step {state['step']}: train {record['train_nats']:.3f} nats, validation {val:.3f} nats "
+                       f"({bits_per_dim(val, self.elements):.4f} bits/dim)")
+        if state["best_validation_nats"] is None or val < state["best_validation_nats"]:
+            state.update(best_validation_nats=val, best_step=state["step"], stale=0)
+            self.checkpoint("best.safetensors")
+        else:
+            state["stale"] += 1
+            if config.patience is not None and state["stale"] >= config.patience:
+                state["stopped"] = f"no improvement in {state['stale']} validations"
+
+    def finish(self) -> None:
+        """Validate the final state if the last validation was earlier; write the curves."""
+        history = self.state["history"]
+        if not history or history[-1]["step"] != self.state["step"]:
+            self.validate_and_save()
+        self.checkpoint("last.safetensors", {"stopped": self.state["stopped"]} if self.state["stopped"] else None)
+        if self.writer:
+            write_loss_curve(self.out, self.state["history"], self.state["best_step"])
 
 
 def train(spec: Any, data: Splits, config: TrainConfig) -> dict[str, Any]:
-    """Train `spec` on `data`; returns the final figures. Ctrl-C saves the last state."""
+    """Train `spec` on `data`; returns the final figures. Ctrl-C saves the exact state to resume from."""
     run = _Run(spec, data, config)
     start_time = time.time()
     try:
-        while run.state["step"] < run.total_steps:
+        while run.state["step"] < run.total_steps and not run.state["stopped"]:
             run.epoch()
+        run.finish()
     except KeyboardInterrupt:
         run.checkpoint("last.safetensors", {"stopped": "interrupted"})
         if run.writer:
-            print(f"\ninterrupted: saved {run.out / 'last.safetensors'} (continue with --resume)")
+            print(f"\ninterrupted at step {run.state['step']}: saved {run.out / 'last.safetensors'} (continue with --resume)")
         raise
-    finally:
-        if run.writer and run.state["history"]:
-            write_loss_curve(run.out, run.state["history"])
     if run.distributed:
         dist.barrier()
         dist.destroy_process_group()
+    if run.state["stopped"] and run.writer and not config.quiet:
+        print(f"stopped early at step {run.state['step']}: {run.state['stopped']} (patience {config.patience})")
     return {"steps": run.state["step"], "epochs": run.state["epoch"], "seconds": round(time.time() - start_time, 1),
-            "best_validation_nats": run.state["best_validation_nats"], "out": str(run.out), "world_size": run.world}
-
-
-def write_loss_curve(out: Path, history: list[dict[str, Any]]) -> None:
-    """loss.csv and loss.png in `out`."""
-    with open(out / "loss.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["epoch", "step", "train_nats", "validation_nats"])
-        w.writeheader()
-        for r in history:
-            w.writerow({k: r.get(k) for k in w.fieldnames})
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    steps = [r["step"] for r in history]
-    ax.plot(steps, [r["train_nats"] for r in history], label="train", marker="o")
-    val = [(r["step"], r["validation_nats"]) for r in history if r.get("validation_nats") is not None]
-    if val:
-        ax.plot(*zip(*val), label="validation", marker="s")
-    ax.set_xlabel("step")
-    ax.set_ylabel("NLL (nats)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "loss.png")
-    plt.close(fig)
+            "best_validation_nats": run.state["best_validation_nats"], "best_step": run.state["best_step"],
+            "stopped": run.state["stopped"], "out": str(run.out), "world_size": run.world}

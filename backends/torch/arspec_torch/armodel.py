@@ -32,6 +32,7 @@ class ARModel(nn.Module):
         self.dense_output = dense_output
         self.active_mask = 0
         self.incremental = incremental
+        self.temperature = 1.0          # of the sampling in progress (read by the cached samplers)
 
     # -- masks and orderings ------------------------------------------------------------------
     @property
@@ -50,11 +51,21 @@ class ARModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return self.orders.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        """The dtype of the floating parameters (float32 for a model without any)."""
+        for t in self.parameters():
+            return t.dtype
+        return getattr(self, "_dtype", torch.float32)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> ARModel:
+        # remember the dtype a parameter-free model was moved to (model.double() on `output: x`)
+        probe = fn(torch.zeros((), dtype=getattr(self, "_dtype", torch.float32)))
+        if probe.is_floating_point():
+            self._dtype = probe.dtype
+        return super()._apply(fn, recurse)
 
     # -- evaluation -----------------------------------------------------------------------------
     def _check_context(self, context: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -126,11 +137,21 @@ class ARModel(nn.Module):
         device = generator.device if generator is not None else self.device
         return torch.rand(shape, generator=generator, device=device).to(self.device)
 
+    def completion_is_exact(self, known: torch.Tensor) -> bool:
+        """Whether every known element comes before every unknown one in the order: then completion
+        draws from p(unknown | known) exactly; otherwise known elements are clamped (approximate)."""
+        known = known.to(self.device, torch.bool).reshape(self.event_shape)
+        if known.all() or not known.any():
+            return True
+        return bool(self.order[known].max() < self.order[~known].min())
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, cache: bool = True,
-               given: torch.Tensor | None = None, known: torch.Tensor | None = None, **context: torch.Tensor) -> torch.Tensor:
+               given: torch.Tensor | None = None, known: torch.Tensor | None = None, temperature: float = 1.0,
+               **context: torch.Tensor) -> torch.Tensor:
         """Draw n samples. `given`/`known` fix some elements (completion): exact when the known
-        elements precede the unknown ones in the order, clamped sampling otherwise.
+        elements precede the unknown ones in the order, clamped sampling otherwise (with a warning).
+        `temperature` divides the logits (categorical, Bernoulli, mixture weights).
 
         `cache=True` uses the cached sampler when the model has one; both paths draw the same
         uniforms in the same order, so with the same generator they give the same samples."""
@@ -143,11 +164,17 @@ class ARModel(nn.Module):
                 x = given.to(self.device, x.dtype).expand(n, *self.event_shape).clone()
                 keep = (torch.ones(self.event_shape, dtype=torch.bool, device=self.device) if known is None
                         else known.to(self.device, torch.bool).reshape(self.event_shape))
+                if not self.completion_is_exact(keep):
+                    import warnings
+                    warnings.warn("completion is approximate: some known elements come after unknown ones in the "
+                                  "generation order, so they are clamped rather than conditioned on", stacklevel=2)
+            self.temperature = float(temperature)
             if cache and self.incremental is not None:
                 return self.incremental(self, x, keep, generator, context)
             for step in self.steps():
                 u = self.uniforms(n, int(step.sum()), generator)
-                values = self.distribution.sample_step(self.forward(x, **context), x, step, u).to(x.dtype)
+                params = self.distribution.tempered(self.forward(x, **context), self.temperature)
+                values = self.distribution.sample_step(params, x, step, u).to(x.dtype)
                 if keep is not None:
                     values = torch.where(keep[step], x[:, step], values)
                 x[:, step] = values

@@ -39,6 +39,7 @@ class StepCall:
     live: tuple[tuple[bool, ...], ...] | None
     mask_sets: bool = False
     scan_role: str | None = None
+    training: bool = False          # the kernel takes the net's training flag (dropout)
 
 
 DATA = ("x", "x_raw")
@@ -47,9 +48,12 @@ DATA = ("x", "x_raw")
 def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor]) -> torch.Tensor:
     """The call's kernel on whole tensors, its parameters and buffers taken from `net`."""
     tensors = {name: getattr(net, f"{call.id}__{name}") for name in call.tensors}
+    extra: dict[str, Any] = {}
     if call.mask_sets:
-        return KERNELS[call.kind](*args, **tensors, **call.attrs, active=int(getattr(net, "active", 0)))
-    return KERNELS[call.kind](*args, **tensors, **call.attrs)
+        extra["active"] = int(getattr(net, "active", 0))
+    if call.training:
+        extra["training"] = bool(net.training)
+    return KERNELS[call.kind](*args, **tensors, **call.attrs, **extra)
 
 
 def data_dependent(calls: list[StepCall]) -> dict[str, bool]:
@@ -195,8 +199,10 @@ class WindowCache:
             def at(p: int) -> torch.Tensor:
                 return sum(table[g][src[:, g, p]] for g in range(table.shape[0]))  # type: ignore[return-value]
         else:
+            extra = {"training": False} if call.training else {}
+
             def at(p: int) -> torch.Tensor:
-                return KERNELS[call.kind](*[a[:, :, p] for a in args], **tensors, **call.attrs)
+                return KERNELS[call.kind](*[a[:, :, p] for a in args], **tensors, **call.attrs, **extra)
 
         def step(p: int) -> None:
             out[:, :, p] = at(p)
@@ -275,7 +281,7 @@ class WindowCache:
                         q += 1
                     step(p)
                 params = torch.from_numpy(out[:, p % plan.ring[plan.output]]).reshape(n, d.params_per_element, groups)
-                pixel = params.transpose(1, 2).unsqueeze(2)
+                pixel = d.tempered(params.transpose(1, 2).unsqueeze(2), model.temperature)
                 mask = torch.zeros((groups, 1), dtype=torch.bool)
                 mask[g] = True
                 sample = d.sample_step(pixel, result[:, :, p:p + 1], mask, model.uniforms(n, 1, generator))[:, 0].to(given.dtype)
@@ -310,7 +316,7 @@ class WindowCache:
                 if groups > 1:
                     self._run(steps, self.schedule[q])
                 # the position as a one-position event: (n, C, 1, P) parameters, (n, C, 1) values so far
-                pixel = out[:, :, q].reshape(n, p_count, groups).transpose(1, 2).unsqueeze(2)
+                pixel = d.tempered(out[:, :, q].reshape(n, p_count, groups).transpose(1, 2).unsqueeze(2), model.temperature)
                 step = torch.zeros((groups, 1), dtype=torch.bool, device=pixel.device)
                 step[g] = True
                 u = model.uniforms(n, 1, generator)
@@ -347,7 +353,7 @@ class ScanCache:
             h = a
             for c in elements:
                 h = run_call(c, net, [h])
-            params = h @ out_weight[:, e].t() + out_bias[:, e]                      # (n, P)
+            params = d.tempered(h @ out_weight[:, e].t() + out_bias[:, e], model.temperature)       # (n, P)
             value = d.sample(params.unsqueeze(1), model.uniforms(n, 1, generator))[:, 0].to(flat.dtype)
             if known is not None and bool(known[e]):
                 value = flat[:, e]

@@ -33,6 +33,14 @@ class Distribution:
     #: the term of channel c at a position also reads the values of channels before c there, and
     #: the parameters of every channel there (PixelCNN++'s coupled means); the analysis adds that
     couples_channels = False
+    #: how many leading parameters of an element are logits (what a sampling temperature divides)
+    logits = 1
+
+    def tempered(self, params: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The parameters with their logits divided by `temperature` (1: unchanged)."""
+        if temperature == 1.0:
+            return params
+        return torch.cat([params[..., :self.logits] / temperature, params[..., self.logits:]], dim=-1)
 
     def sample_step(self, params: torch.Tensor, x: torch.Tensor, step: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """Values for the elements of one generation step (`step`: a boolean mask over the event),
@@ -74,6 +82,7 @@ class Bernoulli(Distribution):
 class Categorical(Distribution):
     def __init__(self, classes: int) -> None:
         super().__init__(classes, classes, True, classes)
+        self.logits = classes
 
     def encode(self, x, dtype=torch.float32):
         return x.to(dtype) * (2.0 / (self.classes - 1)) - 1.0
@@ -92,7 +101,7 @@ class DiscretizedLogisticMixture(Distribution):
 
     def __init__(self, classes: int, mixtures: int, extra: int = 0) -> None:
         super().__init__(3 * mixtures + extra, mixtures + 1, True, classes)
-        self.mixtures = mixtures
+        self.mixtures = self.logits = mixtures
 
     def encode(self, x, dtype=torch.float32):
         return x.to(dtype) * (2.0 / (self.classes - 1)) - 1.0
@@ -185,7 +194,7 @@ class GaussianMixture(Distribution):
 
     def __init__(self, mixtures: int) -> None:
         super().__init__(3 * mixtures, mixtures + 1, False, None)
-        self.mixtures = mixtures
+        self.mixtures = self.logits = mixtures
 
     def encode(self, x, dtype=torch.float32):
         return x.to(dtype)

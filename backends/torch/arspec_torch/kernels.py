@@ -80,6 +80,11 @@ def concat(*xs: torch.Tensor) -> torch.Tensor:
     return torch.cat(xs, dim=1)
 
 
+def dropout(x: torch.Tensor, *, p: float, training: bool) -> torch.Tensor:
+    """Dropout while training, the identity in eval mode."""
+    return F.dropout(x, p, training) if training and p > 0 else x
+
+
 def gate(x: torch.Tensor) -> torch.Tensor:
     """tanh(a) * sigmoid(b) for the two channel halves [a, b]."""
     a, b = x.chunk(2, dim=1)
@@ -197,7 +202,7 @@ def element_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
 
 KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "masked_conv": masked_conv, "masked_dense": masked_dense, "embedding": embedding, "shift": shift,
-    "activation": activation, "add": add, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
+    "activation": activation, "dropout": dropout, "add": add, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
     "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
     "upsample": upsample, "lstm_scan": lstm_scan, "ordered_prefix_linear": ordered_prefix_linear,
     "element_linear": element_linear,

@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - scipy is optional for generated files
 
 _POINTWISE = {"relu": "np.maximum({0}, 0)", "tanh": "np.tanh({0})", "sigmoid": "expit({0})", "identity": "{0}",
               "elu": "np.where({0} > 0, {0}, np.expm1({0}))"}
-_KINDS = {"masked_conv", "shift", "embedding", "activation", "add", "multiply", "concat", "gate", "select", "context_projection"}
+_KINDS = {"masked_conv", "shift", "embedding", "activation", "dropout", "add", "multiply", "concat", "gate", "select", "context_projection"}
 
 
 def single_threaded_blas() -> Any:
@@ -197,6 +197,8 @@ class StepProgram:
         args = [self._arg(c, i) for i in range(len(c.args))]
         if kind == "activation":
             return [f"{v} = {_POINTWISE[c.attrs['fn']].format(args[0])}"]
+        if kind == "dropout":                      # sampling runs in eval mode: the identity
+            return [f"{v} = {args[0]}"]
         if kind in ("add", "multiply"):
             return [f"{v} = {(' + ' if kind == 'add' else ' * ').join(args)}"]
         if kind == "concat":

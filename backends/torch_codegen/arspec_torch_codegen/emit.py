@@ -59,6 +59,8 @@ def _call_expr(pc: PlanCall, prefix: str = "self.") -> str:
     parts += [f"{k}={v!r}" for k, v in step.attrs.items()]
     if step.mask_sets:
         parts.append(f"active={prefix}active")
+    if step.training:
+        parts.append(f"training={prefix}training")
     return f"{step.kind}({', '.join(parts)})"
 
 
@@ -135,7 +137,7 @@ def _steps(plan: Plan) -> str:
     for pc in plan.calls:
         s = pc.step
         lines.append(f"    StepCall({s.id!r}, {s.kind!r}, {s.args!r}, {s.tensors!r}, {s.attrs!r}, {s.channels}, {s.taps!r}, {s.live!r}, "
-                     f"{s.mask_sets!r}, {s.scan_role!r}),")
+                     f"{s.mask_sets!r}, {s.scan_role!r}, {s.training!r}),")
     lines.append("]")
     return "\n".join(lines)
 

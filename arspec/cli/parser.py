@@ -1,0 +1,173 @@
+"""The command line's arguments: every command, its options and their types. Argument errors are
+one human line (`arspec sample: argument -n: must be at least 1, got 0`) and exit 2. Nothing here
+imports more than the standard library and the spec models, so `arspec check` stays light."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from types import UnionType
+from typing import Literal, NoReturn, Union, get_args, get_origin
+
+EXIT_INVALID = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def known_elements(text: str) -> str:
+    """top-half, first-half, or an existing .npy boolean mask."""
+    if text in ("top-half", "first-half"):
+        return text
+    if text.endswith(".npy"):
+        if not Path(text).is_file():
+            raise argparse.ArgumentTypeError(f"no such mask file: {text}")
+        return text
+    raise argparse.ArgumentTypeError(f"expected top-half, first-half or a .npy mask file, got {text!r}")
+
+
+def element_index(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated indices such as 0,14,14 (or t for a sequence), got {text!r}") from None
+
+
+def context_value(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=CLASS such as genre=2, got {text!r}") from None
+
+
+def existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set event.shape=[1,8,8] (repeatable)")
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of the spec's `training` section (its default comes from the spec)."""
+    from arspec.spec.models import TrainingSpec
+    for name, field in TrainingSpec.model_fields.items():
+        if name == "data":
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind = field.annotation
+        if get_origin(kind) in (Union, UnionType):         # Optional[X] -> X
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        if kind is bool:
+            p.add_argument(flag, dest=f"training_{name}", action=argparse.BooleanOptionalAction, default=None, help=field.description)
+        elif get_origin(kind) is Literal:
+            p.add_argument(flag, dest=f"training_{name}", choices=get_args(kind), help=field.description)
+        else:
+            kind = positive_int if kind is int and any(getattr(m, "ge", None) == 1 for m in field.metadata) else kind
+            p.add_argument(flag, dest=f"training_{name}", type=kind, metavar=name.upper(), help=field.description)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="arspec", description="A declarative compiler for autoregressive generative models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("check", help="validate specs and prove them autoregressive")
+    p.add_argument("specs", nargs="+")
+    p.add_argument("--strict", action="store_true", help="warnings (blind spots, dead context) fail the check")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--dynamic", action="store_true", help="also measure the compiled module's dependencies and compare")
+    p.add_argument("--backend", default="torch")
+    _add_set(p)
+
+    p = sub.add_parser("compile", help="build the module and print a summary")
+    p.add_argument("spec")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-o", "--output", help="write the initial weights as a checkpoint (.safetensors)")
+    _add_set(p)
+
+    p = sub.add_parser("train", help="train a spec on data, with checkpoints")
+    p.add_argument("spec")
+    p.add_argument("--data", help="dataset name (binarized-mnist, binarized-mnist-5k, mnist, digits, speech, cifar10:PATH, "
+                                  "wav:FOLDER) or a .npz file")
+    add_training_flags(p)
+    p.add_argument("--out", default="runs/latest")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--limit", type=positive_int, help="use at most this many training examples")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--quiet", action="store_true")
+    _add_set(p)
+
+    p = sub.add_parser("eval", help="NLL in nats and bits/dim on held-out data")
+    p.add_argument("checkpoint")
+    p.add_argument("--data")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--ensemble", action="store_true", help="average over all mask sets (MADE)")
+    p.add_argument("--limit", type=positive_int, help="evaluate at most this many items")
+    p.add_argument("--context", action="append", default=[], type=context_value, metavar="NAME=CLASS",
+                   help="a global conditioning value for every item (when the data have none)")
+    p.add_argument("--context-file", type=existing_file, help="a .npz with one array per conditioning name, one row per item")
+
+    p = sub.add_parser("sample", help="draw samples: .png (images), .npy (raw values), .wav (audio), .txt (tokens)")
+    p.add_argument("checkpoint")
+    p.add_argument("-n", type=positive_int, default=16, help="how many samples")
+    p.add_argument("-o", "--output", default="samples.png", help="the format follows the extension: .png, .npy, .wav or .txt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-cache", action="store_true", help="naive sampling (recompute everything each step)")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="divide the logits by this (1: the model's distribution)")
+    p.add_argument("--label", type=int, help="class label for a global conditioning named 'label'")
+    p.add_argument("--context", action="append", default=[], type=context_value, metavar="NAME=CLASS", help="a global conditioning value")
+    p.add_argument("--context-file", type=existing_file, help="a .npz with one array per conditioning name (one row, or one per sample)")
+    p.add_argument("--given", type=existing_file, help="complete this item (.npy, .png or .wav); the known part is given by --known")
+    p.add_argument("--known", type=known_elements, default="top-half", help="top-half, first-half, or a .npy boolean mask of the event's shape")
+
+    p = sub.add_parser("export", help="write a standalone PyTorch file for a spec or a checkpoint")
+    p.add_argument("source", help="a spec (.yaml) or a checkpoint (file or training folder)")
+    p.add_argument("-o", "--output", default="model.py")
+    p.add_argument("--backend", default="torch-codegen", help="a code-generating backend")
+    _add_set(p)
+
+    p = sub.add_parser("graph", help="pictures: receptive field of an element and the op graph")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", default="graph.png")
+    p.add_argument("--element", type=element_index, help="element index in the event's shape, e.g. 0,14,14 or 100 for a sequence (default: a leaking element, else the centre)")
+    _add_set(p)
+
+    sub.add_parser("schema", help="print the JSON Schema of the spec format")
+    sub.add_parser("backends", help="list installed backends")
+    sub.add_parser("ops", help="list the ops specs can use (plugins included)")
+    return parser

@@ -1,0 +1,102 @@
+"""Data a user brings: a .npz file or a folder of .npy files (items, context arrays named after the
+conditioning, optionally a vocabulary), a text file (characters as tokens), or the standard
+binarized MNIST .amat files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arspec.data.splits import SPLITS, DataError, Splits
+
+# array names accepted for each split's items, and the prefixes of its context arrays
+ITEM_NAMES = {"train": ("train", "x_train"), "validation": ("validation", "valid", "x_valid"), "test": ("test", "x_test")}
+CONTEXT_PREFIXES = {"train": ("train_",), "validation": ("validation_", "valid_"), "test": ("test_",)}
+
+
+def split_indices(n: int, seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)) -> list[np.ndarray]:
+    """A fixed shuffled 80/10/10 split of n items (the same for arrays of the same length)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    a, b = int(n * fractions[0]), int(n * fractions[0]) + int(n * fractions[1])
+    return [perm[:a], perm[a:b], perm[b:]]
+
+
+def from_arrays(arrays: dict[str, np.ndarray], name: str) -> Splits:
+    """Splits from named arrays: train/validation/test (or x_train/x_valid/x_test) with context
+    arrays `<split>_<conditioning>`; or one array `x` (split 80/10/10) with context arrays named
+    after the conditioning; and an optional `vocab` of token strings."""
+    vocab = [str(t) for t in arrays["vocab"]] if "vocab" in arrays else None
+    found = {split: next((arrays[k] for k in names if k in arrays), None) for split, names in ITEM_NAMES.items()}
+    if all(v is not None for v in found.values()):
+        items = [torch.as_tensor(found[s]) for s in SPLITS]
+        contexts = {s: {k[len(p):]: torch.as_tensor(v) for k, v in arrays.items() for p in CONTEXT_PREFIXES[s]
+                        if k.startswith(p) and k not in ITEM_NAMES[s]} for s in SPLITS}
+        return Splits(*items, name, contexts, vocab)
+    if "x" in arrays:
+        x = arrays["x"]
+        parts = split_indices(len(x))
+        side = {k: v for k, v in arrays.items() if k not in ("x", "vocab") and len(v) == len(x)}
+        contexts = {s: {k: torch.as_tensor(v[idx]) for k, v in side.items()} for s, idx in zip(SPLITS, parts)}
+        return Splits(*[torch.as_tensor(x[idx]) for idx in parts], name, contexts, vocab)
+    raise DataError(f"{name}: expected arrays train/validation/test (or x_train/x_valid/x_test, or x) "
+                    f"with context arrays such as train_label; found {', '.join(sorted(arrays)) or 'nothing'}")
+
+
+def load_npz(path: Path) -> Splits:
+    if not path.exists():
+        raise DataError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return from_arrays({k: f[k] for k in f.files}, str(path))
+    except (ValueError, OSError) as err:
+        raise DataError(f"{path}: not a readable .npz of plain arrays ({err})") from None
+
+
+def load_npy_folder(folder: Path) -> Splits:
+    """A folder of .npy files named like the arrays of a .npz (train.npy, train_genre.npy, ...) and
+    optionally vocab.txt (one token per line)."""
+    arrays = {}
+    for f in sorted(folder.glob("*.npy")):
+        try:
+            arrays[f.stem] = np.load(f, allow_pickle=False)
+        except ValueError as err:
+            raise DataError(f"{f}: not a plain .npy array ({err})") from None
+    vocab_file = folder / "vocab.txt"
+    if vocab_file.exists():
+        arrays["vocab"] = np.array(vocab_file.read_text(encoding="utf-8").split("\n")[:-1])
+    return from_arrays(arrays, str(folder))
+
+
+def load_text(path: Path, length: int, seed: int = 0) -> Splits:
+    """A UTF-8 text file as character tokens: crops of the event's length, split 80/10/10 by
+    position in the file (no overlap between splits); the vocabulary is the sorted characters."""
+    if not path.exists():
+        raise DataError(f"no such file: {path}")
+    text = path.read_text(encoding="utf-8")
+    vocab = sorted(set(text))
+    index = {ch: i for i, ch in enumerate(vocab)}
+    tokens = np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))
+    bounds = [0, int(len(tokens) * 0.8), int(len(tokens) * 0.9), len(tokens)]
+    rng = np.random.default_rng(seed)
+    parts = []
+    for a, b in zip(bounds, bounds[1:]):
+        segment = tokens[a:b]
+        if len(segment) < length:
+            raise DataError(f"{path}: {len(tokens):,} characters is too short for crops of {length} in every split")
+        count = max(1, 2 * len(segment) // length)
+        starts = rng.integers(0, len(segment) - length + 1, size=count)
+        parts.append(torch.as_tensor(np.stack([segment[s:s + length] for s in starts])))
+    return Splits(*parts, f"text:{path}", {}, vocab)
+
+
+def load_amat(path: Path) -> Splits:
+    """The standard binarized MNIST files (Larochelle): binarized_mnist_{train,valid,test}.amat."""
+    folder = path if path.is_dir() else path.parent
+    parts = []
+    for split in ("train", "valid", "test"):
+        f = folder / f"binarized_mnist_{split}.amat"
+        if not f.exists():
+            raise DataError(f"missing {f} (expected binarized_mnist_train/valid/test.amat)")
+        parts.append(torch.as_tensor(np.loadtxt(f, dtype=np.int64).reshape(-1, 1, 28, 28)))
+    return Splits(*parts, str(folder))

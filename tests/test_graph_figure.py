@@ -1,0 +1,87 @@
+"""`arspec graph` draws what a researcher needs to see: the receptive field per channel, leaks in
+red with the culprit edge, sequences on an absolute axis, every element a random order reads, and
+op-graph labels that never overlap."""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import arspec
+from arspec.graph_figure import LEAK, SEEN, SELF, default_element, field_categories, graph_figure, graph_layout
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spec_and_report(path: str, overrides=()):
+    spec = arspec.load_spec(ROOT / path, overrides=list(overrides))
+    return spec, arspec.analyze(spec)
+
+
+def test_rgb_fields_are_drawn_per_channel_and_blue_reads_red_and_green_at_its_own_pixel():
+    spec, report = _spec_and_report("specs/pixelcnn_rgb.yaml", ["event.shape=[3,8,8]"])
+    codes = field_categories(report, (2, 4, 4))
+    assert codes.shape == (3, 8, 8)
+    assert codes[0, 4, 4] == SEEN and codes[1, 4, 4] == SEEN and codes[2, 4, 4] == SELF
+    red = field_categories(report, (0, 4, 4))
+    assert red[1, 4, 4] != SEEN and red[2, 4, 4] != SEEN          # red reads neither G nor B of its pixel
+
+
+def test_a_leaking_spec_is_drawn_with_its_leak_and_culprit(tmp_path):
+    spec, report = _spec_and_report("specs/broken/gated_no_vertical_shift.yaml")
+    element = default_element(report)
+    assert element == (0, 0, 0)                                     # the first leaking element
+    codes = field_categories(report, element)
+    assert (codes == LEAK).any()
+    fig = graph_figure(spec, report, element)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("leak enters at 'h0_sum' from 'link0'" in ax.get_title(loc="left") for ax in fig.axes), [ax.get_title(loc="left") for ax in fig.axes]
+    assert "h0_sum\nadd" in texts
+    out = tmp_path / "leak.png"
+    result = subprocess.run([sys.executable, "-m", "arspec", "graph", "specs/broken/gated_no_vertical_shift.yaml", "-o", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, env={**os.environ}, timeout=300)
+    assert result.returncode == 1 and "leak is drawn in red" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sequences_are_drawn_on_absolute_time_steps():
+    spec, report = _spec_and_report("specs/wavenet.yaml", ["event.shape=[4096]"])
+    fig = graph_figure(spec, report, (4000,))
+    strip = fig.axes[0]
+    lo, hi = strip.get_xlim()
+    field = report.dependency_set(4000)
+    assert lo <= min(field) and hi >= 4000 and lo > 500             # absolute positions, not a window from 0
+    assert strip.get_xlabel() == "time step (absolute)"
+
+
+def test_a_random_order_shows_every_element_read():
+    text = (ROOT / "specs" / "made.yaml").read_text().replace("ordering: {type: raster}", "ordering: {type: random, seed: 3}")
+    spec = arspec.parse_spec(text, overrides=["params.hidden=64", "event.shape=[40]"])
+    report = arspec.analyze(spec)
+    t = int(np.argmax(report.order.reshape(-1)))                   # the last element generated reads the most
+    fig = graph_figure(spec, report, (t,))
+    lo, hi = fig.axes[0].get_xlim()
+    assert all(lo <= e <= hi for e in report.dependency_set(t))
+    codes = field_categories(report, (t,))
+    assert int((codes == SEEN).sum()) == len(report.dependency_set(t))
+
+
+@pytest.mark.parametrize("path", ["specs/gated_pixelcnn.yaml", "specs/wavenet_conditional.yaml", "specs/multiscale_pixelcnn.yaml"])
+def test_op_graph_labels_never_overlap(path):
+    spec, report = _spec_and_report(path)
+    layout = graph_layout(spec.ir)
+    assert set(layout) == {n.name for n in spec.ir}
+    fig = graph_figure(spec, report, default_element(report))
+    fig.canvas.draw()                                   # places the label boxes
+    renderer = fig.canvas.get_renderer()
+    graph_axes = fig.axes[-1]
+    labels = [t for t in graph_axes.texts if t.get_bbox_patch() is not None]       # arrows are texts too
+    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in labels]
+    assert len(boxes) == len(layout)
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b), "two op-graph labels overlap"
