@@ -79,17 +79,22 @@ def test_each_classic_bug_gets_its_hint_in_one_message(spec, hint):
     assert report.leaks and report.leaks[0]["culprit"] in report.errors[0].message
 
 
-def test_a_shift_far_off_the_event_and_back_reads_nothing_ahead():
-    text = """\
-name: far
-event: {shape: [4096]}
-distribution: {type: categorical, classes: 4}
+def _shifted_away_and_back(away: int, back: int) -> str:
+    """A 4,096-step sequence model whose embedding is shifted by `away` and then by `back`."""
+    return f"""\
+name: away_and_back
+event: {{shape: [4096]}}
+distribution: {{type: categorical, classes: 4}}
 graph:
-  embed: {op: embedding, inputs: [x], channels: 4, shift: 1}
-  away:  {op: shift, inputs: [embed], by: [-5000]}
-  back:  {op: shift, inputs: [away], by: [4998]}
-  out:   {op: conv1x1, inputs: [back], channels: output}
+  embed: {{op: embedding, inputs: [x], channels: 4, shift: 1}}
+  away:  {{op: shift, inputs: [embed], by: [{away}]}}
+  back:  {{op: shift, inputs: [away], by: [{back}]}}
+  out:   {{op: conv1x1, inputs: [back], channels: output}}
 """
+
+
+def test_a_shift_far_off_the_event_and_back_reads_nothing_ahead():
+    text = _shifted_away_and_back(-5000, 4998)
     assert _errors(text) == []
     model = arspec.compile(arspec.parse_spec(text), seed=0).double().eval()
     from arspec.dynamic import measure_columns
@@ -97,20 +102,15 @@ graph:
 
 
 def test_a_shift_back_short_of_its_start_leaks_exactly_where_the_module_does():
-    text = """\
-name: near
-event: {shape: [4096]}
-distribution: {type: categorical, classes: 4}
-graph:
-  embed: {op: embedding, inputs: [x], channels: 4, shift: 1}
-  away:  {op: shift, inputs: [embed], by: [-3000]}
-  back:  {op: shift, inputs: [away], by: [2999]}
-  out:   {op: conv1x1, inputs: [back], channels: output}
-"""
+    text = _shifted_away_and_back(-3000, 2999)
     (error,) = _errors(text)
     # back[t] = x[t] for 2999 <= t < 4095: 1,096 elements read themselves
     assert "1096 element(s) affected" in error.message and "element t=2999 (step 2999) reads itself" in error.message
     assert "[1, 4096]" not in error.message
+    from arspec.dynamic import measure_columns
+    model = arspec.compile(arspec.parse_spec(text), seed=0).double().eval()
+    measured = measure_columns(model, np.array([2998, 2999, 4095]))
+    assert [np.nonzero(measured[:, k])[0].tolist() for k in range(3)] == [[], [2999], []]
 
 
 def test_offset_domain_counts_and_examples_agree_with_the_exact_domain(monkeypatch):
