@@ -26,10 +26,11 @@ class DynamicResult:
     missing: list[tuple[int, int, int]] = field(default_factory=list)      # (mask, element, source) predicted, not measured
     unexpected: list[tuple[int, int, int]] = field(default_factory=list)   # measured, not predicted
     compared: int = 0
+    mask_problem: str = ""          # order-agnostic: the module reads the mask where the spec does not, or not where it does
 
     @property
     def agrees(self) -> bool:
-        return not self.missing and not self.unexpected
+        return not self.missing and not self.unexpected and not self.mask_problem
 
     def record(self, mask: int, columns: np.ndarray, measured: np.ndarray, predicted: np.ndarray) -> None:
         """Add one comparison of (E, len(columns)) tables: the pairs where they differ."""
@@ -64,11 +65,15 @@ def _perturbed(x: torch.Tensor, columns: np.ndarray, classes: int | None, gen: t
 
 @torch.no_grad()
 def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, chunk: int | None = None,
-                    terms: bool = False, classes: int | None = None) -> np.ndarray:
+                    terms: bool = False, classes: int | None = None, observed: torch.Tensor | None = None) -> np.ndarray:
     """Measured dependencies on `columns`: (E, len(columns)), union over `trials` random inputs, of
     the distribution parameters or (`terms`) of the log-likelihood terms (which always read their
-    own element)."""
-    quantity = (lambda x, **c: model.log_prob_elements(x, **c).unsqueeze(-1)) if terms else model
+    own element). An order-agnostic model is run with the mask `observed` (event-shaped)."""
+    if observed is not None:
+        def quantity(x, **c):
+            return model(x, observed=observed.expand(len(x), *observed.shape), **c)
+    else:
+        quantity = (lambda x, **c: model.log_prob_elements(x, **c).unsqueeze(-1)) if terms else model
     gen = torch.Generator().manual_seed(seed)
     if classes is None and model.distribution.discrete:
         classes = model.distribution.classes
@@ -137,6 +142,8 @@ def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarr
     dist = spec.ir.distribution
     classes = dist.classes if dist.discrete else None
     result = DynamicResult(columns)
+    if spec.ir.ctx.agnostic:
+        return _agnostic_check(spec, probe, columns, trials, seed, classes, result)
     for m in range(probe.num_masks):
         probe.select_mask(m)
         predicted = predicted_columns(spec, columns, m)
@@ -152,6 +159,56 @@ def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarr
 
 
 RETRIALS = 12
+AGNOSTIC_MASKS = 4
+
+
+def random_observed(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A mask of observed elements as order-agnostic training draws it: a random ordering and a
+    number d in 0..n-1 of elements observed, the first d of that ordering."""
+    rank = rng.permutation(n)
+    return rank < rng.integers(0, n)
+
+
+def _agnostic_check(spec, probe, columns: np.ndarray, trials: int, seed: int, classes: int | None,
+                    result: DynamicResult) -> DynamicResult:
+    """Order-agnostic models, per random mask m: the measured dependencies equal the prediction for
+    that mask, so perturbing x where m = 0 changes no output, and every observed element the graph
+    connects is read. The masks are recorded as `mask` 0, 1, ... in the result."""
+    from arspec.primitives.observe import given_elements
+    rng = np.random.default_rng(seed)
+    n = spec.ir.ctx.elements
+    masks = [np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]
+    masks[1][rng.integers(n)] = False           # all but one observed
+    masks += [random_observed(n, rng) for _ in range(AGNOSTIC_MASKS)]
+    for k, given in enumerate(masks):
+        with given_elements(given):
+            predicted = predicted_columns(spec, columns)
+        observed = torch.as_tensor(given.reshape(probe.event_shape), dtype=probe.dtype)
+        measured = measure_columns(probe, columns, trials, seed + k, classes=classes, observed=observed)
+        unseen = np.nonzero((predicted & ~measured).any(axis=0))[0]
+        if len(unseen):
+            measured[:, unseen] |= measure_columns(probe, columns[unseen], RETRIALS, seed + 1000 + k, classes=classes, observed=observed)
+        result.record(k, columns, measured, predicted)
+    result.mask_problem = _mask_feed_problem(spec, probe)
+    return result
+
+
+@torch.no_grad()
+def _mask_feed_problem(spec, probe) -> str:
+    """Whether the module reads the mask beyond the gates exactly when the spec feeds it: with x
+    encoded as zeros the gates give 0 under any mask, so only a fed mask can change the output.
+    (Checked where the data's zero encodes as 0: binary and real-valued data.)"""
+    from arspec.analysis.checks import observe_gates
+    x = torch.zeros((1, *probe.event_shape), dtype=torch.long if probe.distribution.discrete else probe.dtype)
+    if probe.distribution.encode(x, probe.dtype).abs().sum() != 0:
+        return ""
+    empty = torch.zeros((1, *probe.event_shape), dtype=probe.dtype)
+    reads = bool((probe(x, observed=empty) != probe(x, observed=torch.ones_like(empty))).any())
+    fed = bool(observe_gates(spec.ir)[1])
+    if reads == fed:
+        return ""
+    return ("the module reads the mask `observed` although the spec feeds it only to the gates" if reads
+            else "the spec feeds the mask `observed` to the network, but the module's output does not change with it")
 
 
 def _measure(probe, columns: np.ndarray, predicted: np.ndarray, trials: int, seed: int, classes: int | None, terms: bool) -> np.ndarray:

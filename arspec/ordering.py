@@ -39,13 +39,17 @@ def compute_order(ordering: Any, event: tuple[int, ...]) -> np.ndarray:
         return order
     if kind == "multiscale":
         return _multiscale(ordering.base, event)
+    if kind == "agnostic":
+        # one step for every element: the network must not read x at all, except through the
+        # observe gates, which reveal only elements that are given (observed) already
+        return np.zeros(n, dtype=np.int64)
     raise OrderingError(f"unknown ordering {kind!r}")
 
 
 def order_period(ordering: Any, event: tuple[int, ...]) -> int | None:
     """The period (in positions, per axis) under which comparing two elements' steps depends only
     on their relative offset and their positions modulo it; None when there is none."""
-    if ordering.type == "raster":
+    if ordering.type in ("raster", "agnostic"):
         return 1
     if ordering.type == "multiscale":
         return event[1] // ordering.base

@@ -132,12 +132,17 @@ def made_specs(draw):
 
 
 @st.composite
-def nade_specs(draw):
+def nade_specs(draw, real: bool = False):
+    """NADE, with RNADE's activation rescaling or not; `real`: also RNADE's real-valued mixtures."""
     shape = draw(st.sampled_from([(1, 2, 2), (1, 2, 3), (1, 3, 3), (1, 1, 8), (1, 2, 5)]))
     d = shape[0] * shape[1] * shape[2]
     ordering = draw(orderings(d, shape, allow_groups=False))
-    return (f"name: nade\nevent: {{shape: {list(shape)}}}\ndistribution: {{type: bernoulli}}\nordering: {ordering}\ngraph:\n"
-            + _node("n", op="nade", inputs="[x]", hidden=draw(st.integers(1, 16)))), d
+    dist = "{type: bernoulli}"
+    if real:
+        dist = draw(st.sampled_from(["{type: bernoulli}", "{type: gaussian_mixture, mixtures: 3}", "{type: laplace_mixture, mixtures: 2}"]))
+    node = _node("n", op="nade", inputs="[x]", hidden=draw(st.integers(1, 16)), rescale=str(draw(st.booleans())).lower(),
+                 hidden_activation=draw(st.sampled_from(["sigmoid", "relu", "tanh"])))
+    return f"name: nade\nevent: {{shape: {list(shape)}}}\ndistribution: {dist}\nordering: {ordering}\ngraph:\n" + node, d
 
 
 @st.composite
@@ -214,3 +219,35 @@ def multiscale_pyramids(draw, first_mask: str = "A", keep: str = "[1, 2, 3]", co
     elif post == "3x3":
         lines.append(_node("post", op="conv2d", inputs=f"[{coarse}]", channels="output", kernel=3, padding="same"))
     return "".join(lines)
+
+
+@st.composite
+def agnostic_specs(draw, bypass: bool = False):
+    """Order-agnostic models (deep NADE, ConvNADE) over [observe x, observed], random widths,
+    activations and distributions; `bypass`: one layer also reads x directly (the classic bug).
+    Returns the text and the name of the bypassing node (or None)."""
+    shape = draw(st.sampled_from([(1, 2, 2), (1, 2, 3), (1, 3, 3), (5,), (2, 2, 2)]))
+    dist = draw(st.sampled_from(["{type: bernoulli}", "{type: categorical, classes: 3}", "{type: gaussian_mixture, mixtures: 2}"]))
+    conv = len(shape) == 3 and draw(st.booleans())
+    lines = [f"name: agnostic\nevent: {{shape: {list(shape)}}}\ndistribution: {dist}\nordering: {{type: agnostic}}\ngraph:\n",
+             _node("seen", op="observe", inputs="[x]"),
+             _node("inputs", op="concat", inputs="[seen, observed]")]
+    layers = draw(st.integers(1, 2))
+    skip_at = draw(st.integers(0, layers - 1)) if bypass else None
+    prev = "inputs"
+    for i in range(layers):
+        lines.append(_node(f"h{i}", op="linear", inputs=f"[{prev}]", features=draw(st.integers(2, 12)),
+                           activation=draw(st.sampled_from(["relu", "tanh", "sigmoid"]))))
+        prev = f"h{i}"
+        if skip_at == i:
+            lines.append(_node("skip", op="linear", inputs="[x]", features=draw(st.integers(2, 12))))
+            lines.append(_node(f"h{i}_joined", op="concat", inputs=f"[{prev}, skip]"))
+            prev = f"h{i}_joined"
+    lines.append(_node("mlp_out", op="linear", inputs=f"[{prev}]", features="output"))
+    if conv:
+        channels = draw(st.integers(1, 4))
+        lines.append(_node("shrink", op="conv2d", inputs="[inputs]", channels=channels, kernel=2, padding="valid", activation="relu"))
+        lines.append(_node("grow", op="conv2d", channels="output", kernel=2, padding="full"))
+        lines.append(_node("conv_out", op="flatten"))
+        lines.append(_node("out", op="add", inputs="[conv_out, mlp_out]"))
+    return "".join(lines), ("skip" if bypass else None)

@@ -86,7 +86,7 @@ def test_made_never_depends_on_later_elements(case):
 
 
 @PROPERTY
-@given(nade_specs())
+@given(nade_specs(real=True))
 def test_nade_reads_exactly_the_earlier_elements(case):
     text, d = case
     spec = spec_from(text)

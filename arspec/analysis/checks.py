@@ -96,10 +96,15 @@ def _report_leaks(spec, ir: IRGraph, report, pairs: list[tuple[int, int]], affec
         hint = f"; hint: {why.hint}" if why.hint else ""
         report.leaks.append({"target": target, "source": source, "mask": mask, "culprit": why.culprit,
                              "via": why.via, "route": why.route or why.path})
+        if ir.ctx.agnostic:      # one step for all: what is read is read whether it is given or not
+            relation = "itself" if source == target else f"element {element_name(source, event, user)}"
+            what = (f"leak: the prediction of element {element_name(target, event, user)} reads {relation} even when it is not "
+                    f"observed ({affected} element(s) affected{note})")
+        else:
+            what = (f"leak{masks}: element {element_name(target, event, user)} (step {order[target]}) reads {relation}, "
+                    f"which is not generated before it ({affected} element(s) affected{note})")
         report.errors.append(Problem(why.location or Location(spec.filename, 1, 1), spec_path,
-                                     f"leak{masks}: element {element_name(target, event, user)} (step {order[target]}) reads {relation}, "
-                                     f"which is not generated before it ({affected} element(s) affected{note}); {enters}{hint}; "
-                                     f"path: {_short_chain(ir, why.route or why.path, why.culprit)}"))
+                                     f"{what}; {enters}{hint}; path: {_short_chain(ir, why.route or why.path, why.culprit)}"))
 
 
 def _pick_pairs(leaks: np.ndarray, limit: int = 8) -> list[tuple[int, int]]:
@@ -259,3 +264,33 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: d
     if any(f.seen == 0 and f.has_past for _, f in fields.values()):
         loc, path = _loc(ir, ir.output)
         report.warnings.append(Problem(loc, path, "dead context: some channel sees nothing although earlier elements exist", "warning"))
+
+
+def observe_gates(ir: IRGraph) -> tuple[list[str], list[str]]:
+    """An order-agnostic graph's observe gates, and the other nodes that read the mask `observed`."""
+    from arspec.primitives import ObserveGate
+    gates, fed = [], []
+    for node in ir.op_nodes():
+        assert node.program is not None
+        if any(isinstance(c.primitive, ObserveGate) for c in node.program.calls):
+            gates.append(node.name)
+        elif "observed" in node.all_inputs:
+            fed.append(node.name)
+    return gates, fed
+
+
+def agnostic_checks(ir: IRGraph, report) -> None:
+    """An order-agnostic model: name the observe gates that guarantee it (the leak check has shown
+    that x reaches the output only through them), and warn when the mask `observed` is fed to the
+    network nowhere but in the gates (it then cannot tell an observed 0 from a missing element)."""
+    gates, fed = observe_gates(ir)
+    report.agnostic = {"gates": gates, "mask_inputs": fed}
+    loc, path = _loc(ir, ir.output)
+    if not gates:
+        report.warnings.append(Problem(loc, path, "order-agnostic model without an observe gate: it never reads the data", "warning"))
+    if not fed:
+        where = _loc(ir, gates[0]) if gates else (loc, path)
+        report.warnings.append(Problem(where[0], where[1],
+                                       "the mask `observed` is not fed to the network (only used in the gate): it cannot tell an "
+                                       "observed 0 from an element not given; concatenate it beside the gate ({op: concat, inputs: [gate, observed]})",
+                                       "warning"))

@@ -295,6 +295,9 @@ def _future_taps(ir: IRGraph, node: IRNode, target: int) -> list[str]:
 def _hint(ir: IRGraph, node: IRNode, carriers: list[int], taps: list[str]) -> str:
     """The classic cause this leak looks like, in the spec's own terms."""
     spec, op = node.spec, node.op
+    if ir.ctx.agnostic:
+        return ("the data reaches this layer without passing the observe gate: an order-agnostic model reads x only "
+                "through {op: observe, inputs: [x]}, which hides the elements not given yet")
     roles = {_role(node, k) for k in carriers}
     sources = [ir.node(node.all_inputs[k]) for k in carriers]
     frame = frames(ir)

@@ -35,6 +35,7 @@ class Report:
     offset_period: int = 1                             # position classes the offset checks used
     receptive_field: dict[str, Any] = field(default_factory=dict)
     blind_spot: dict[str, Any] = field(default_factory=dict)
+    agnostic: dict[str, Any] = field(default_factory=dict)   # order-agnostic: the observe gates and mask inputs
     parameters: int = 0
     seconds: float = 0.0
     event_shape: tuple[int, ...] = ()
@@ -71,6 +72,7 @@ class Report:
             "leaks": self.leaks,
             "receptive_field": self.receptive_field,
             "blind_spot": self.blind_spot,
+            **({"agnostic": self.agnostic} if self.agnostic else {}),
             "analysis_seconds": round(self.seconds, 4),
         }
 
@@ -131,5 +133,7 @@ def analyze(spec, mask: int | None = None) -> Report:
             checks.concrete_checks(spec, ir, terms, report, m, deps)
         if report.errors:
             break
+    if ctx.agnostic and not report.errors:
+        checks.agnostic_checks(ir, report)
     report.seconds = time.perf_counter() - start
     return report

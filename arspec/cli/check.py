@@ -27,7 +27,8 @@ def check_one(path: str, args) -> tuple[int, dict]:
         dyn = dynamic_check(probe_spec, model)
         result["dynamic"] = {"agrees": dyn.agrees, "compared": dyn.compared, "columns": len(dyn.columns),
                              "event": list(probe_spec.event.shape),
-                             "missing": dyn.missing[:10], "unexpected": dyn.unexpected[:10]}
+                             "missing": dyn.missing[:10], "unexpected": dyn.unexpected[:10],
+                             **({"mask_problem": dyn.mask_problem} if dyn.mask_problem else {})}
         if not dyn.agrees:
             result["status"] = "dynamic mismatch"
             return EXIT_NOT_AUTOREGRESSIVE, result
@@ -77,6 +78,10 @@ def _line(result: dict) -> str:
     rf = result.get("receptive_field", {})
     seen = rf.get("max_elements", rf.get("elements_seen_interior"))
     extra = f", receptive field {seen} elements" if seen is not None else ""
+    agnostic = result.get("agnostic")
+    if agnostic:
+        extra = (f", order-agnostic: x only through the observe gate(s) {', '.join(agnostic['gates']) or '-'}, "
+                 f"the mask fed to {', '.join(agnostic['mask_inputs']) or 'nothing'}")
     dyn = result.get("dynamic")
     dyn_text = f", dynamic check agrees on {dyn['compared']:,} pairs at event {dyn['event']}" if dyn and dyn["agrees"] else ""
     return (f"{result['spec']}: {status} ({result['name']}, {result['parameters']:,} parameters{extra}, "
@@ -101,7 +106,8 @@ def run(args) -> int:
             print(f"  {w['file']}:{w['line']}:{w['column']}: {w['path']}: warning: {w['message']}")
         dyn = result.get("dynamic")
         if dyn and not dyn["agrees"]:
-            print(f"  dynamic check disagrees: predicted but not measured {dyn['missing']}, measured but not predicted {dyn['unexpected']}")
+            print(f"  dynamic check disagrees: predicted but not measured {dyn['missing']}, measured but not predicted {dyn['unexpected']}"
+                  + (f"; {dyn['mask_problem']}" if dyn.get("mask_problem") else ""))
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -15,7 +15,8 @@ def summary(spec, report, model) -> str:
         f"ordering     {ordering}" + (f", {ir.ctx.masks} mask sets" if ir.ctx.masks > 1 else ""),
         f"parameters   {sum(p.numel() for p in model.parameters()):,}",
         f"ops          {len(ir.op_nodes())} nodes",
-        f"receptive    {seen} elements" + (f", extent {rf['extent']}" if rf.get("extent") else ""),
+        (f"data gate    x only through {', '.join(report.agnostic['gates'])}; every element predicted from the observed ones"
+         if report.agnostic else f"receptive    {seen} elements" + (f", extent {rf['extent']}" if rf.get("extent") else "")),
         f"verdict      {'autoregressive' if report.ok else 'NOT autoregressive'}" + (f" ({len(report.warnings)} warning(s))" if report.warnings else ""),
     ]
     return "\n".join(lines)

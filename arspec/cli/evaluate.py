@@ -12,7 +12,7 @@ def run(args: Any) -> int:
     from arspec.cli.sample import context_from_arguments
     from arspec.data.splits import DataError
     from arspec.train import evaluate_nll
-    from arspec.train.trainer import bits_per_dim
+    from arspec.train.trainer import per_dim_text
     model = load_model(args.checkpoint, device=args.device or "cpu")
     if model.checkpoint_note:
         print(f"note: {model.checkpoint_note}", file=sys.stderr)
@@ -28,11 +28,18 @@ def run(args: Any) -> int:
             context = {k: v[: len(x)] for k, v in data.context(spec, args.split).items()}
         except DataError as err:
             raise DataError(f"{err} (or pass --context NAME=CLASS / --context-file)") from None
-    nats = evaluate_nll(model, x, context, ensemble=args.ensemble)
+    if args.orderings and not model.agnostic:
+        raise DataError(f"--orderings is for order-agnostic models (ordering: {{type: agnostic}}); {spec.name} has "
+                        f"{model.num_masks} mask set(s): average them with --ensemble")
+    nats = evaluate_nll(model, x, context, ensemble=args.ensemble, orderings=args.orderings)
     elements = model.order.numel()
     ensemble = f", ensemble of {model.num_masks} masks" if args.ensemble and model.num_masks > 1 else ""
+    if args.orderings:
+        ensemble = f", ensemble of {args.orderings} orderings" if args.orderings > 1 else ", exact in raster order"
+    elif model.agnostic:
+        ensemble = ", exact in raster order"
     print(f"{spec.name} ({model.checkpoint_path.name}) on {data.name} ({args.split}, {len(x):,} items{ensemble}): "
-          f"{nats:.3f} nats per item, {bits_per_dim(nats, elements):.4f} bits/dim")
+          f"{nats:.3f} nats per item, {per_dim_text(nats, elements, model.distribution.discrete)}")
     return 0
 
 

@@ -39,5 +39,7 @@ def run(args) -> int:
     flat = int(np.ravel_multi_index((0, *element) if len(report.event_shape) == 1 else element, shape))
     name = element_name(flat, shape, tuple(report.event_shape))
     verdict = "; the leak is drawn in red" if report.leaks else ""
-    print(f"wrote {args.output}: element {name} reads {len(report.dependency_set(flat))} elements; op graph of {len(spec.ir.op_nodes())} ops{verdict}")
+    reads = (f"order-agnostic, x only through {', '.join(report.agnostic['gates'])}" if report.agnostic
+             else f"element {name} reads {len(report.dependency_set(flat))} elements")
+    print(f"wrote {args.output}: {reads}; op graph of {len(spec.ir.op_nodes())} ops{verdict}")
     return 1 if report.errors else 0

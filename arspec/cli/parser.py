@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--device", default=None)
     p.add_argument("--ensemble", action="store_true", help="average over all mask sets (MADE)")
+    p.add_argument("--orderings", type=positive_int, metavar="K",
+                   help="order-agnostic models: average p over K orderings (the raster one and K-1 random ones)")
     p.add_argument("--limit", type=positive_int, help="evaluate at most this many items")
     p.add_argument("--context", action="append", default=[], type=context_value, metavar="NAME=CLASS",
                    help="a global conditioning value for every item (when the data have none)")

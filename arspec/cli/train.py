@@ -11,7 +11,7 @@ def run(args: Any) -> int:
     from arspec import load_spec
     from arspec.data import load_data
     from arspec.train import TrainConfig, TrainingError, evaluate_nll, train
-    from arspec.train.trainer import bits_per_dim
+    from arspec.train.trainer import per_dim_text
     spec = load_spec(args.spec, overrides=args.overrides)
     data = load_data(spec, args.data)          # a DataError is reported as "data error: ...", exit 2
     flags = {k.removeprefix("training_"): v for k, v in vars(args).items() if k.startswith("training_")}
@@ -34,9 +34,11 @@ def run(args: Any) -> int:
         return 0
     from arspec.checkpoint import load_model
     model = load_model(config.out)
-    nats = evaluate_nll(model, data.test, data.context(spec, "test"))
+    nats = evaluate_nll(model, data.test, data.context(spec, "test"), estimate=True)
     elements = model.order.numel()
     stop = f" (stopped early: {result['stopped']})" if result["stopped"] else ""
-    print(f"test NLL of the best checkpoint (step {result['best_step']}): {nats:.3f} nats ({bits_per_dim(nats, elements):.4f} bits/dim) "
+    kind = ("order-agnostic estimate (one random ordering per item; exact: arspec eval, ensembles: --orderings K) "
+            if model.agnostic else "")
+    print(f"test NLL {kind}of the best checkpoint (step {result['best_step']}): {nats:.3f} nats ({per_dim_text(nats, elements, model.distribution.discrete)}) "
           f"after {result['steps']} steps{stop} in {result['seconds']} s; checkpoints in {config.out}")
     return 0

@@ -91,7 +91,7 @@ def wav_folder_splits(folder: Path, spec, seed: int = 0) -> Splits:
         crops = np.stack([audio[s:s + length] for s in starts])
         if getattr(spec.distribution, "quantization", "none") == "mu_law":
             crops = mu_law_encode(crops, classes)
-        elif spec.distribution.type != "gaussian_mixture":
+        elif spec.distribution.type not in ("gaussian_mixture", "laplace_mixture"):
             crops = np.round((np.clip(crops, -1, 1) + 1) / 2 * (classes - 1)).astype(np.int64)
         crops_per_file.append(crops)
     if len(files) >= 3:

@@ -5,7 +5,8 @@ Bundled (see bundled/README.md for sources and licences): binarized-mnist (the s
 binarization of Larochelle & Murray, 50,000 / 10,000 / 10,000; the default for 1x28x28 binary
 specs), binarized-mnist-5k (5,000 real MNIST digits with labels, binarized once with a fixed seed:
 quick runs and class conditioning), mnist (the same 5,000 digits as 8-bit values), digits and
-digits-binary (the UCI 8x8 digits, 17 levels / thresholded), speech (two CMU ARCTIC utterances).
+digits-binary (the UCI 8x8 digits, 17 levels / thresholded), speech (two CMU ARCTIC utterances),
+red-wine[:K] (the RNADE papers' 10-fold red wine benchmark, standardised; test fold K, default 1).
 Yours: a .npz file or a folder of .npy files (with context arrays named after the conditioning,
 see docs/data.md), text:FILE.txt, cifar10:PATH, wav:FOLDER, or the binarized MNIST .amat files."""
 from __future__ import annotations
@@ -21,7 +22,7 @@ from arspec.data.splits import SPLITS, DataError, Splits
 from arspec.distributions import DistributionInfo, describe_distribution
 
 BUNDLED = Path(__file__).resolve().parent / "bundled"
-NAMES = ("binarized-mnist", "binarized-mnist-5k", "mnist", "digits", "digits-binary", "speech")
+NAMES = ("binarized-mnist", "binarized-mnist-5k", "mnist", "digits", "digits-binary", "speech", "red-wine[:K]")
 
 
 def _bundled(name: str) -> dict[str, np.ndarray]:
@@ -65,6 +66,9 @@ def load_named(name: str, spec: Any) -> Splits:
         digits = _bundled("digits.npz")
         x = digits["x"].reshape(-1, 1, 8, 8).astype(np.int64)
         return labelled((x >= 8).astype(np.int64) if name == "digits-binary" else x, digits["y"], name)
+    if name == "red-wine" or name.startswith("red-wine:"):
+        from arspec.data.red_wine import parse_fold, red_wine
+        return red_wine(parse_fold(name))
     if name.startswith("cifar10:"):
         from arspec.data.cifar import load_cifar10
         train, test = load_cifar10(Path(name.split(":", 1)[1]))
@@ -103,6 +107,8 @@ def default_data(spec: Any) -> str:
         return "digits-binary" if dist.type == "bernoulli" else "digits"
     if len(shape) == 1 and dist.type == "categorical":
         return "speech"
+    if shape == (11,) and dist.type in ("gaussian_mixture", "laplace_mixture"):
+        return "red-wine"
     raise DataError(f"no bundled dataset fits event {list(shape)} ({dist.type}, {classes} classes); pass --data "
                     f"(a .npz file, text:FILE, cifar10:PATH for 3x32x32 images, wav:FOLDER for audio)")
 

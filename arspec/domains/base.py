@@ -70,6 +70,11 @@ class Deps:
         """A tensor of that shape that reads no data (a constant, a conditioning input)."""
         raise NotImplementedError
 
+    def only_sources(self, keep: np.ndarray) -> Deps:
+        """The same tensor, its dependencies on data elements outside `keep` (flat booleans over
+        the event) removed: what a gate by a concrete mask passes on."""
+        raise NotTranslationEquivariant("a concrete mask of observed elements needs the concrete domain")
+
     def is_empty(self) -> bool:
         return not bool(self.rows.any())
 
@@ -81,6 +86,10 @@ class Deps:
     def dense(self, conn: np.ndarray) -> Deps:
         """A fully connected map over all units (c, *p) flattened in C order; conn: (F, units)."""
         raise NotImplementedError
+
+    def flatten(self) -> Deps:
+        """Every unit (c, *p), in C order, as one channel of a vector (a dense map that is the identity)."""
+        raise NotTranslationEquivariant("a vector of all units has no positions")
 
     def union(self, other: Deps) -> Deps:
         """An elementwise merge (add, multiply) of two tensors of the same shape."""

@@ -37,6 +37,10 @@ class ConcreteDeps(Deps):
         """A tensor that reads no data (a conditioning input, a constant)."""
         return ConcreteDeps(np.zeros((1,) + spatial + (len(self.columns),), dtype=bool), np.zeros(channels, dtype=int), self.columns)
 
+    def only_sources(self, keep: np.ndarray) -> ConcreteDeps:
+        rows = self.rows & np.asarray(keep, dtype=bool)[self.columns]
+        return ConcreteDeps(rows, self.chan.copy(), self.columns)
+
     def conv(self, conn: np.ndarray, dilation: Sequence[int], pad_before: Sequence[int],
              out_spatial: Sequence[int], stride: Sequence[int] | None = None) -> ConcreteDeps:
         """out[co, p] reads in[ci, p*stride + k*dilation - pad_before] for every tap k with conn[co, ci, k]."""
@@ -69,6 +73,11 @@ class ConcreteDeps(Deps):
         units = self.rows[self.chan].reshape(-1, self.rows.shape[-1]).astype(np.float32)
         out = (conn.astype(np.float32) @ units) > 0
         rows, chan = unique_rows(out)
+        return ConcreteDeps(rows, chan, self.columns)
+
+    def flatten(self) -> ConcreteDeps:
+        """Every unit (c, *p), in C order, as one channel of a vector."""
+        rows, chan = unique_rows(self.rows[self.chan].reshape(-1, self.rows.shape[-1]))
         return ConcreteDeps(rows, chan, self.columns)
 
     def union(self, other: Deps) -> ConcreteDeps:

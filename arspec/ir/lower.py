@@ -23,6 +23,7 @@ from arspec.spec.yaml_source import SourceMap, dotted
 from arspec.types import TensorType
 
 MAX_PARAMETERS = 2_000_000_000
+OBSERVED = "observed"     # the graph input of order-agnostic models: 1 where an element is given
 
 
 def build_context(spec: Any, source: SourceMap, problems: Problems) -> tuple[LowerContext, DistributionInfo] | None:
@@ -41,9 +42,19 @@ def build_context(spec: Any, source: SourceMap, problems: Problems) -> tuple[Low
             problems.add(source.locate(path), dotted(path), str(err))
     if not orders:
         return None
+    agnostic = any(o.type == "agnostic" for o in spec.orderings)
+    if agnostic and (len(spec.orderings) > 1 or spec.connectivity.masks > 1):
+        problems.add(source.locate(("ordering",)), "ordering",
+                     "an agnostic ordering stands alone: it already trains every ordering (no list of orderings, no connectivity masks)")
+        return None
+    if OBSERVED in spec.conditioning:
+        problems.add(source.locate(("conditioning", OBSERVED)), f"conditioning.{OBSERVED}",
+                     f"{OBSERVED!r} is the name of the order-agnostic models' mask input; name this conditioning otherwise")
+        return None
     masks = max(spec.connectivity.masks, len(orders))
     ctx = LowerContext(event, dist.params_per_element, orders, masks, dist.classes if dist.discrete else None,
-                       couples_channels=dist.couples_channels, conditioning=dict(spec.conditioning))
+                       couples_channels=dist.couples_channels, conditioning=dict(spec.conditioning), agnostic=agnostic,
+                       ordering_seed=int(getattr(spec.orderings[0], "seed", 0)))
     return ctx, dist
 
 
@@ -82,6 +93,9 @@ class _Lowering:
         ctx = self.ctx
         degrees = [ctx.order(m) + 1 for m in range(ctx.masks)]
         self.add(IRNode("x", "data", TensorType(ctx.event[0], ctx.spatial, degrees), location=self.source.locate(("event",)), spec_path="event"))
+        if ctx.agnostic:
+            self.add(IRNode(OBSERVED, "context", TensorType(ctx.event[0], ctx.spatial), location=self.source.locate(("ordering",)),
+                            spec_path="ordering"))
         for name, cond in self.spec.conditioning.items():
             loc = self.source.locate(("conditioning", name))
             path = f"conditioning.{name}"
@@ -106,6 +120,16 @@ class _Lowering:
         if op is None or any(i not in self.g for i in en.inputs + en.condition + ([en.residual] if en.residual else [])):
             return
         path = dotted(en.path)
+        if op.reads_data_only and en.inputs != ["x"]:
+            self.problems.add(self.source.locate(en.path + ("inputs",)), f"{path}.inputs",
+                              f"{op.name} gates the data itself: its inputs must be [x], got {en.inputs}")
+            return
+        absent = [i for i in op.extra_inputs(en.spec) if i not in self.g]
+        if absent:
+            what = ("the mask of observed elements, which exists only under `ordering: {type: agnostic}`" if absent[0] == OBSERVED
+                    else "which this model does not have")
+            self.problems.add(self.source.locate(en.path + ("op",)), f"{path}.op", f"{op.name} reads {absent[0]!r}, {what}")
+            return
         inputs = en.inputs + op.extra_inputs(en.spec)
         in_types = [self.type_of(i) for i in inputs]
         n_main = len(en.inputs)
@@ -237,4 +261,4 @@ def lower(spec: Any, expansion: Expansion, source: SourceMap, problems: Problems
     return ir
 
 
-__all__ = ["MAX_PARAMETERS", "Op", "build_context", "identifier", "lower"]
+__all__ = ["MAX_PARAMETERS", "OBSERVED", "Op", "build_context", "identifier", "lower"]

@@ -80,6 +80,8 @@ class LowerContext:
     seed: int = 0
     couples_channels: bool = False           # the distribution reads a pixel's channels jointly
     conditioning: dict[str, Any] = field(default_factory=dict)
+    agnostic: bool = False                   # order-agnostic: the graph input `observed` exists
+    ordering_seed: int = 0                   # of an order-agnostic model's evaluation orderings
 
     @property
     def groups(self) -> int:
@@ -105,6 +107,7 @@ class Op:
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
     moves_only: ClassVar[bool] = False       # only rearranges values (leak reports blame a computing node)
+    reads_data_only: ClassVar[bool] = False  # its input must be the data x itself (the observe gate)
 
     def infer(self, spec: Any, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
         """Shape rule: the output type and attributes derived while lowering (masks, degrees, ...).

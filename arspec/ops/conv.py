@@ -1,7 +1,9 @@
 """conv1d / conv2d / causal_conv1d — unmasked convolutions with explicit padding.
 
 `causal` padding pads only the past (WaveNet: causality by shifting, never by symmetric padding and
-cropping); `same` pads both sides and therefore sees the future — the verifier reports that."""
+cropping); `same` pads both sides and therefore sees the future — the verifier reports that.
+`valid` shrinks by the kernel's reach and `full` grows by it (ConvNADE's shrinking then growing
+stacks, over order-agnostic inputs)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -16,13 +18,13 @@ from arspec.ops.registry import register_op
 from arspec.primitives import MaskedConv
 from arspec.types import TensorType
 
-Padding = Literal["causal", "same", "valid"] | list[int]
+Padding = Literal["causal", "same", "valid", "full"] | list[int]
 
 
 class ConvSpec(LayerSpec):
     kernel: KernelSize | list[KernelSize] = 1
     dilation: Dilation | list[Dilation] = 1
-    padding: Padding = Field("same", description="causal | same | valid | explicit [before, after] per axis.")
+    padding: Padding = Field("same", description="causal | same | valid | full | explicit [before, after] per axis.")
 
 
 class Conv1dSpec(ConvSpec):
@@ -47,6 +49,8 @@ def padding_of(padding: Padding, reach: list[int]) -> tuple[tuple[int, ...], tup
         return tuple(r // 2 for r in reach), tuple(r - r // 2 for r in reach)
     if padding == "valid":
         return (0,) * rank, (0,) * rank
+    if padding == "full":
+        return tuple(reach), tuple(reach)
     if len(padding) != 2 * rank or any(p < 0 for p in padding):
         raise ShapeError(f"explicit padding needs {2 * rank} non-negative values [before, after per axis]", "padding")
     return tuple(padding[0::2]), tuple(padding[1::2])

@@ -44,6 +44,9 @@ class MaskedLinearOp(Op):
     Spec = MaskedLinearSpec
 
     def infer(self, spec: MaskedLinearSpec, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
+        if ctx.agnostic:
+            raise ShapeError("masked_linear masks by an ordering; an order-agnostic model uses linear layers over "
+                             "[observe x, observed]", "op")
         inp = inputs[0]
         features = ctx.params_per_element * ctx.elements if spec.features == "output" else spec.features
         if features * inp.numel * ctx.masks > MAX_DENSE_WEIGHTS:

@@ -3,18 +3,19 @@ A backend implements these kinds and nothing else (see docs/extending.md for the
 from arspec.primitives.base import Param, Primitive, Taps, same_position
 from arspec.primitives.context import ContextProjection, Upsample
 from arspec.primitives.conv import MaskedConv
-from arspec.primitives.dense import MaskedDense, degree_mask
+from arspec.primitives.dense import Flatten, MaskedDense, degree_mask
 from arspec.primitives.embedding import Embedding, channel_group
-from arspec.primitives.ordered import ElementLinear, OrderedPrefixLinear
+from arspec.primitives.observe import ObserveGate
+from arspec.primitives.ordered import ElementLinear, ElementScale, OrderedPrefixLinear
 from arspec.primitives.pointwise import Activation, Add, Concat, Dropout, Gate, Multiply, SelectChannels, Shift
 from arspec.primitives.recurrence import LstmScan
 from arspec.primitives.resolution import DepthToSpace, SpaceToDepth, interleave_index
 
 PRIMITIVES: dict[str, type[Primitive]] = {p.kind: p for p in (
     MaskedConv, MaskedDense, Embedding, Shift, Activation, Add, Multiply, Concat, Gate, SelectChannels, Dropout,
-    SpaceToDepth, DepthToSpace, ContextProjection, Upsample, LstmScan, OrderedPrefixLinear, ElementLinear)}
+    SpaceToDepth, DepthToSpace, ContextProjection, Upsample, LstmScan, OrderedPrefixLinear, ElementLinear, ElementScale, ObserveGate, Flatten)}
 
-__all__ = ["PRIMITIVES", "Activation", "Add", "Concat", "ContextProjection", "DepthToSpace", "Dropout", "ElementLinear", "Embedding",
-           "Gate", "LstmScan", "MaskedConv", "MaskedDense", "Multiply", "OrderedPrefixLinear", "Param", "Primitive",
+__all__ = ["PRIMITIVES", "Activation", "Add", "Concat", "ContextProjection", "DepthToSpace", "Dropout", "ElementLinear", "ElementScale", "Embedding", "Flatten",
+           "Gate", "LstmScan", "MaskedConv", "MaskedDense", "Multiply", "ObserveGate", "OrderedPrefixLinear", "Param", "Primitive",
            "SelectChannels", "Shift", "SpaceToDepth", "Taps", "Upsample", "channel_group", "degree_mask",
            "interleave_index", "same_position"]

@@ -22,14 +22,14 @@ import numpy as np
 from arspec.domains import Deps
 from arspec.types import TensorType
 
-Init = Literal["normal", "uniform", "zeros"]
+Init = Literal["normal", "uniform", "zeros", "ones"]
 ScanRole = Literal["prefix", "element", "emit"]
 
 
 @dataclass(frozen=True)
 class Param:
     """A trainable parameter: its shape and how a backend initialises it (normal with standard
-    deviation `scale`, uniform on [-scale, scale], or zeros)."""
+    deviation `scale`, uniform on [-scale, scale], zeros or ones)."""
 
     shape: tuple[int, ...]
     init: Init = "normal"
@@ -63,6 +63,7 @@ class Primitive:
     mask_sets: ClassVar[bool] = False          # selects its mask set by the model's active mask
     uses_training_mode: ClassVar[bool] = False  # behaves differently while training (dropout)
     scan_role: ClassVar[ScanRole | None] = None
+    per_element: ClassVar[bool] = False         # an "element" scan step that also takes the element index
     min_args: ClassVar[int] = 1
     max_args: ClassVar[int | None] = 1
 

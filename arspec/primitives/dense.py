@@ -55,3 +55,17 @@ class MaskedDense(Primitive):
 
     def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
         return args[0].dense(self.mask(mask))
+
+
+@dataclass(eq=False)
+class Flatten(Primitive):
+    """A tensor (C, *S) as one vector of C·prod(S) units in C order: the layout of dense
+    distribution parameters (unit p·D + e), so a convolutional head can join a dense one."""
+
+    kind = "flatten"
+
+    def out_type(self, args: Sequence[TensorType]) -> TensorType:
+        return TensorType(args[0].numel, ())
+
+    def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
+        return args[0].flatten()

@@ -3,6 +3,8 @@
 `ordered_prefix_linear`: element e gets bias + sum over elements e' generated before e of
 x[e'] · weight[e'] — one shared weight matrix and an exclusive cumulative sum along the ordering,
 O(D·H) for all D conditionals. The result is element-major (unit e·H + h).
+`element_scale`: each element's H units multiplied by that element's own scalar (RNADE's
+per-dimension activation rescaling, Uria et al. 2013).
 `element_linear`: each element's own linear read-out of its H units, laid out parameter-major
 (unit p·D + e), as dense distribution parameters are.
 Cached generation carries the prefix sum along the order (the primitives' `scan_role`)."""
@@ -47,6 +49,29 @@ class OrderedPrefixLinear(Primitive):
         earlier = order[None, :] < order[:, None]                       # (D, D)
         per_element = args[0].dense(earlier)
         return per_element.select(np.repeat(np.arange(self.elements), self.hidden))
+
+
+@dataclass(eq=False)
+class ElementScale(Primitive):
+    kind = "element_scale"
+    scan_role = "element"
+    per_element = True            # in a scan, the kernel also takes the element being generated
+
+    elements: int
+    hidden: int
+
+    def out_type(self, args: Sequence[TensorType]) -> TensorType:
+        return args[0]
+
+    def params(self) -> dict[str, Param]:
+        return {"scale": Param((self.elements,), "ones")}
+
+    def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
+        return args[0]
+
+    def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
+        """Positive scales: a negative one would turn the positive probe biases' open ReLUs off."""
+        return 0.5 + rng.random(self.elements)
 
 
 @dataclass(eq=False)

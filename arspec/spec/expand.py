@@ -91,14 +91,16 @@ class Expander:
         self.spec, self.raw, self.source, self.problems = spec, raw, source, problems
         self.out = Expansion()
         self.global_scope = {"x": "x", **{name: name for name in spec.conditioning}}
+        if any(o.type == "agnostic" for o in spec.orderings):
+            self.global_scope["observed"] = "observed"      # the mask of given elements (order-agnostic models)
         self.produced: set[str] = set()
 
     def run(self) -> Expansion:
         self.out.scope.update(self.global_scope)
-        for reserved in ["x", *self.spec.conditioning]:
+        for reserved in self.global_scope:
             if reserved in self.raw.get("graph", {}):
                 self.problems.add(self.source.locate(("graph", reserved)), f"graph.{reserved}",
-                                  f"{reserved!r} is reserved (the data or a conditioning input)")
+                                  f"{reserved!r} is reserved (the data, a conditioning input or the observed mask)")
         self._graph(self.raw["graph"], ("graph",), "", self.out.scope, default_input="x", depth=0)
         return self.out
 

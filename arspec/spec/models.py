@@ -57,15 +57,27 @@ class DiscretizedLogisticMixture(Strict):
         "earlier pixels (masks with channel_groups: 1)."))
 
 
-class GaussianMixture(Strict):
-    """Real-valued elements (RNADE-style), a mixture of `mixtures` Gaussians each."""
+class _RealMixture(Strict):
+    mixtures: int = Field(5, ge=1, le=100)
+    min_scale: float = Field(1e-3, gt=0, le=10, description=(
+        "Lower bound of every component's scale (approached smoothly), so a component cannot collapse "
+        "onto one training point and the likelihood stays finite."))
+
+
+class GaussianMixture(_RealMixture):
+    """Real-valued elements (RNADE, Uria et al. 2013): a mixture of `mixtures` Gaussians each."""
 
     type: Literal["gaussian_mixture"]
-    mixtures: int = Field(5, ge=1, le=100)
+
+
+class LaplaceMixture(_RealMixture):
+    """Real-valued elements: a mixture of `mixtures` Laplace densities each (RNADE-MoL)."""
+
+    type: Literal["laplace_mixture"]
 
 
 DistributionSpec = Annotated[
-    Bernoulli | Categorical | DiscretizedLogisticMixture | GaussianMixture, Field(discriminator="type")
+    Bernoulli | Categorical | DiscretizedLogisticMixture | GaussianMixture | LaplaceMixture, Field(discriminator="type")
 ]
 
 
@@ -97,8 +109,18 @@ class MultiscaleOrdering(Strict):
     base: int = Field(4, ge=1)
 
 
+class AgnosticOrdering(Strict):
+    """Order-agnostic training (Uria et al. 2014): every ordering at once. The graph reads the data
+    only through `observe` gates (x times the mask of observed elements, the graph input `observed`)
+    and predicts every unobserved element in one pass; training draws an ordering and a number of
+    observed elements per item, evaluation is exact for one ordering or an ensemble of several."""
+
+    type: Literal["agnostic"]
+    seed: int = Field(0, description="Seed of the orderings evaluation averages over (arspec eval --orderings K).")
+
+
 OrderingSpec = Annotated[
-    RasterOrdering | PermutationOrdering | RandomOrdering | MultiscaleOrdering, Field(discriminator="type")
+    RasterOrdering | PermutationOrdering | RandomOrdering | MultiscaleOrdering | AgnosticOrdering, Field(discriminator="type")
 ]
 
 

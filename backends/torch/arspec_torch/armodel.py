@@ -18,10 +18,19 @@ class ARModel(nn.Module):
     """An autoregressive model p(x) = prod_e p(x_e | elements of earlier steps).
 
     `conditioning` maps each context name to {"type": "global", "classes": K} or
-    {"type": "local", "channels": C, "upsample": f}; `incremental` is an optional cached sampler."""
+    {"type": "local", "channels": C, "upsample": f}; `incremental` is an optional cached sampler.
+
+    An order-agnostic model (`agnostic`, Uria et al. 2014) reads x only through gates by the mask
+    `observed` and predicts every unobserved element at once: its log-probability is exact for an
+    ordering (one pass per step, batched), `orders[0]` is the ordering it is evaluated and sampled
+    in, and `orderings=K` averages p over K random orderings."""
+
+    #: rows (items x passes) an order-agnostic evaluation puts through the network at once
+    agnostic_rows = 4096
 
     def __init__(self, net: nn.Module, distribution: Any, event_shape: tuple[int, ...], orders: np.ndarray,
-                 conditioning: dict[str, dict[str, Any]], dense_output: bool, incremental: Any = None) -> None:
+                 conditioning: dict[str, dict[str, Any]], dense_output: bool, incremental: Any = None,
+                 agnostic: bool = False, ordering_seed: int = 0) -> None:
         super().__init__()
         self.net = net
         self.distribution = distribution
@@ -33,6 +42,8 @@ class ARModel(nn.Module):
         self.active_mask = 0
         self.incremental = incremental
         self.temperature = 1.0          # of the sampling in progress (read by the cached samplers)
+        self.agnostic = agnostic
+        self.ordering_seed = ordering_seed
 
     # -- masks and orderings ------------------------------------------------------------------
     @property
@@ -75,21 +86,33 @@ class ARModel(nn.Module):
             raise ValueError(f"context mismatch: missing {missing}, unexpected {unknown}")
         return {k: v.to(self.device) for k, v in context.items()}
 
-    def forward(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
-        """Distribution parameters of every element: (B, *event_shape, P)."""
+    def forward(self, x: torch.Tensor, observed: torch.Tensor | None = None, **context: torch.Tensor) -> torch.Tensor:
+        """Distribution parameters of every element: (B, *event_shape, P). An order-agnostic model
+        also takes `observed` ((B or 1, *event_shape), 1 where an element is given; default: none
+        is, so every element is predicted from nothing)."""
         x = x.to(self.device)
         context = self._check_context(context)
         raw = x.reshape(x.shape[0], *self.internal_shape)
+        if self.agnostic:
+            mask = torch.zeros_like(raw, dtype=self.dtype) if observed is None else observed.to(self.device, self.dtype)
+            context = {**context, "observed": mask.expand(x.shape[0], *self.event_shape).reshape(raw.shape)}
+        elif observed is not None:
+            raise ValueError("observed= is only for order-agnostic models (ordering: {type: agnostic})")
         out = self.net(raw, self.distribution.encode(raw, self.dtype), context)
         out = out.reshape(x.shape[0], self.distribution.params_per_element, *self.event_shape)
         return torch.movedim(out, 1, -1)
 
     def log_prob_elements(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
         """log p(x_e | earlier steps) for every element, natural log: (B, *event_shape)."""
+        if self.agnostic:
+            return self._agnostic_terms(x.to(self.device), self.order, context)
         return self.distribution.log_prob(self.forward(x, **context), x.to(self.device))
 
-    def log_prob(self, x: torch.Tensor, ensemble: bool = False, **context: torch.Tensor) -> torch.Tensor:
-        """log p(x) in nats, (B,). `ensemble=True` averages p over every mask set (MADE)."""
+    def log_prob(self, x: torch.Tensor, ensemble: bool = False, orderings: int | None = None, **context: torch.Tensor) -> torch.Tensor:
+        """log p(x) in nats, (B,). `ensemble=True` averages p over every mask set (MADE);
+        `orderings=K` over K random orderings (order-agnostic models, seeded by the spec)."""
+        if orderings is not None:
+            return self._ordering_ensemble(x, orderings, context)
         if not ensemble or self.num_masks == 1:
             return self.log_prob_elements(x, **context).flatten(1).sum(dim=1)
         current = self.active_mask
@@ -99,6 +122,87 @@ class ARModel(nn.Module):
             terms.append(self.log_prob_elements(x, **context).flatten(1).sum(dim=1))
         self.select_mask(current)
         return torch.logsumexp(torch.stack(terms), dim=0) - math.log(len(terms))
+
+    # -- order-agnostic models (Uria et al. 2014) -------------------------------------------------
+    def _agnostic_terms(self, x: torch.Tensor, order: torch.Tensor, context: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log p(x_e | the elements before e in `order`), (B, *event_shape): one pass per step, the
+        passes of several steps stacked in one batch (at most `agnostic_rows` rows)."""
+        b = x.shape[0]
+        steps = torch.unique(order)
+        out = torch.zeros(x.shape, dtype=self.dtype, device=self.device)
+        per_call = max(1, self.agnostic_rows // max(1, b))
+        shape = (-1,) + (1,) * order.dim()
+        for i in range(0, len(steps), per_call):
+            chunk = steps[i:i + per_call]
+            k = len(chunk)
+            observed = order.unsqueeze(0) < chunk.view(shape)                     # (k, *E)
+            target = order.unsqueeze(0) == chunk.view(shape)
+            xs = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+            obs = observed.unsqueeze(1).expand(k, b, *order.shape).reshape(k * b, *order.shape)
+            ctx = {n: v.unsqueeze(0).expand(k, *v.shape).reshape(k * b, *v.shape[1:]) for n, v in context.items()}
+            lp = self.distribution.log_prob(self.forward(xs, observed=obs, **ctx), xs).reshape(k, b, *order.shape)
+            out = out + torch.where(target.unsqueeze(1), lp, torch.zeros((), dtype=lp.dtype, device=lp.device)).sum(0)
+        return out
+
+    def log_prob_in_order(self, x: torch.Tensor, order: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
+        """Order-agnostic models: the exact log p(x) in nats, (B,), for the ordering `order` (the
+        generation step of each element, event-shaped; elements sharing a step are predicted
+        together)."""
+        if not self.agnostic:
+            raise ValueError("log_prob_in_order is for order-agnostic models; other models have their ordering built in")
+        order = torch.as_tensor(order, device=self.device).reshape(self.event_shape)
+        return self._agnostic_terms(x.to(self.device), order, context).flatten(1).sum(1)
+
+    def evaluation_orders(self, count: int) -> torch.Tensor:
+        """`count` orderings (steps per element): the model's own first, then random ones drawn
+        with the spec's seed, the same on every call."""
+        gen = torch.Generator().manual_seed(int(self.ordering_seed))
+        n = self.order.numel()
+        rows = [self.order.reshape(-1).cpu()]
+        for _ in range(count - 1):
+            perm = torch.randperm(n, generator=gen)
+            step = torch.empty(n, dtype=torch.long)
+            step[perm] = torch.arange(n)
+            rows.append(step)
+        return torch.stack(rows[:count]).reshape(count, *self.event_shape).to(self.device)
+
+    def _ordering_ensemble(self, x: torch.Tensor, count: int, context: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log of p(x) averaged over `count` orderings (Uria et al. 2014's ensembles)."""
+        if not self.agnostic:
+            raise ValueError("orderings= is for order-agnostic models; a model with several mask sets averages with ensemble=True")
+        if count < 1:
+            raise ValueError(f"orderings must be at least 1, got {count}")
+        x = x.to(self.device)
+        terms = [self._agnostic_terms(x, o, context).flatten(1).sum(1) for o in self.evaluation_orders(count)]
+        return torch.logsumexp(torch.stack(terms), dim=0) - math.log(count)
+
+    def agnostic_loss(self, x: torch.Tensor, generator: torch.Generator | None = None, **context: torch.Tensor) -> torch.Tensor:
+        """The order-agnostic training loss per item, (B,): an ordering and a number d of observed
+        elements drawn uniformly (d in 0..D-1), then D / (D - d) times the negative log-likelihood
+        summed over the unobserved elements. Its expectation is the average over orderings of
+        -log p(x | ordering) (Uria et al. 2014; proved by enumeration in tests/test_agnostic.py)."""
+        x = x.to(self.device)
+        b, n = x.shape[0], self.order.numel()
+        device = generator.device if generator is not None else self.device
+        rank = torch.argsort(torch.rand(b, n, generator=generator, device=device), dim=1).argsort(dim=1).to(self.device)
+        d = torch.randint(0, n, (b, 1), generator=generator, device=device).to(self.device)
+        return self.agnostic_loss_given(x, (rank < d).reshape(x.shape), **context)
+
+    def agnostic_loss_given(self, x: torch.Tensor, observed: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
+        """The order-agnostic loss for given masks (B, *event_shape), d = how many are observed:
+        D / (D - d) times the negative log-likelihood summed over the unobserved elements."""
+        n = self.order.numel()
+        observed = observed.to(self.device, torch.bool)
+        d = observed.flatten(1).sum(1)
+        lp = self.distribution.log_prob(self.forward(x, observed=observed, **context), x.to(self.device))
+        unobserved = torch.where(observed, torch.zeros((), dtype=lp.dtype, device=lp.device), lp).flatten(1).sum(1)
+        return -unobserved * (n / (n - d).to(lp.dtype))
+
+    def training_loss(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
+        """What training minimises, per item (B,): -log p(x), or the order-agnostic loss."""
+        if self.agnostic:
+            return self.agnostic_loss(x, **context)
+        return -self.log_prob(x, **context)
 
     def example_inputs(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Random valid data of event_shape and a dict of valid context tensors."""
@@ -141,7 +245,7 @@ class ARModel(nn.Module):
         """Whether every known element comes before every unknown one in the order: then completion
         draws from p(unknown | known) exactly; otherwise known elements are clamped (approximate)."""
         known = known.to(self.device, torch.bool).reshape(self.event_shape)
-        if known.all() or not known.any():
+        if self.agnostic or known.all() or not known.any():
             return True
         return bool(self.order[known].max() < self.order[~known].min())
 
@@ -169,6 +273,8 @@ class ARModel(nn.Module):
                     warnings.warn("completion is approximate: some known elements come after unknown ones in the "
                                   "generation order, so they are clamped rather than conditioned on", stacklevel=2)
             self.temperature = float(temperature)
+            if self.agnostic:
+                return self._sample_agnostic(x, keep, generator, context)
             if cache and self.incremental is not None:
                 return self.incremental(self, x, keep, generator, context)
             for step in self.steps():
@@ -181,3 +287,17 @@ class ARModel(nn.Module):
             return x
         finally:
             self.train(was_training)
+
+    def _sample_agnostic(self, x: torch.Tensor, keep: torch.Tensor | None, generator: torch.Generator | None,
+                         context: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Generate the elements not kept in the model's ordering, each step conditioned on
+        everything given so far: exact completion for any set of known elements."""
+        n = x.shape[0]
+        given = keep if keep is not None else torch.zeros(self.event_shape, dtype=torch.bool, device=self.device)
+        for step in self.steps():
+            u = self.uniforms(n, int(step.sum()), generator)
+            observed = (given | (self.order < self.order[step].min())).expand(n, *self.event_shape)
+            params = self.distribution.tempered(self.forward(x, observed=observed, **context), self.temperature)
+            values = self.distribution.sample_step(params, x, step, u).to(x.dtype)
+            x[:, step] = torch.where(given[step], x[:, step], values)
+        return x

@@ -40,15 +40,19 @@ class StepCall:
     mask_sets: bool = False
     scan_role: str | None = None
     training: bool = False          # the kernel takes the net's training flag (dropout)
+    per_element: bool = False       # in the ordered scan the kernel takes the element index
 
 
 DATA = ("x", "x_raw")
 
 
-def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor]) -> torch.Tensor:
-    """The call's kernel on whole tensors, its parameters and buffers taken from `net`."""
+def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor], element: int | None = None) -> torch.Tensor:
+    """The call's kernel on whole tensors, its parameters and buffers taken from `net` (`element`:
+    the one element an ordered-scan step computes, for kernels that need it)."""
     tensors = {name: getattr(net, f"{call.id}__{name}") for name in call.tensors}
     extra: dict[str, Any] = {}
+    if call.per_element and element is not None:
+        extra["element"] = element
     if call.mask_sets:
         extra["active"] = int(getattr(net, "active", 0))
     if call.training:
@@ -352,7 +356,7 @@ class ScanCache:
         for e in perms[model.active_mask % perms.shape[0]].tolist():
             h = a
             for c in elements:
-                h = run_call(c, net, [h])
+                h = run_call(c, net, [h], element=e)
             params = d.tempered(h @ out_weight[:, e].t() + out_bias[:, e], model.temperature)       # (n, P)
             value = d.sample(params.unsqueeze(1), model.uniforms(n, 1, generator))[:, 0].to(flat.dtype)
             if known is not None and bool(known[e]):

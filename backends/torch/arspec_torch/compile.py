@@ -26,11 +26,15 @@ def torch_dtype(value: Any) -> torch.dtype:
 
 def distribution_of(ir: IRGraph) -> Any:
     d = ir.distribution
-    return build_distribution(d.kind, d.classes, d.mixtures, d.coupled_channels)
+    return build_distribution(d.kind, d.classes, d.mixtures, d.coupled_channels, d.min_scale)
 
 
 def orders_of(ir: IRGraph) -> np.ndarray:
+    """The orderings of the mask sets; an order-agnostic model is evaluated and sampled in raster order."""
+    if ir.ctx.agnostic:
+        return np.arange(ir.ctx.elements)[None, :]
     return np.stack([ir.ctx.order(m) for m in range(len(ir.ctx.orders))])
+
 
 
 def compile_model(ir: IRGraph, options: CompileOptions) -> ARModel:
@@ -40,6 +44,8 @@ def compile_model(ir: IRGraph, options: CompileOptions) -> ARModel:
     plan = plan_of(ir)
     net = Network(plan)
     orders = orders_of(ir)
-    cache = cache_for([pc.step for pc in plan.calls], plan.output, ir.event_shape, orders, ir.dense_output)
-    model = ARModel(net, distribution_of(ir), ir.event_shape, orders, conditioning_of(ir), ir.dense_output, cache)
+    agnostic = ir.ctx.agnostic
+    cache = None if agnostic else cache_for([pc.step for pc in plan.calls], plan.output, ir.event_shape, orders, ir.dense_output)
+    model = ARModel(net, distribution_of(ir), ir.event_shape, orders, conditioning_of(ir), ir.dense_output, cache,
+                    agnostic=agnostic, ordering_seed=ir.ctx.ordering_seed)
     return model.to(device=options.device, dtype=torch_dtype(options.dtype))

@@ -189,33 +189,70 @@ class CoupledLogisticMixture(DiscretizedLogisticMixture):
         return self._draw(logits[:, step], means[:, step], log_scales[:, step], uniforms)
 
 
-class GaussianMixture(Distribution):
-    """Real-valued elements: a mixture of Gaussians (RNADE)."""
+class RealMixture(Distribution):
+    """Real-valued elements (RNADE, Uria et al. 2013): a mixture of K location-scale densities.
 
-    def __init__(self, mixtures: int) -> None:
+    Parameters per element: K mixture logits, K means, K raw scales. The log-scale is bounded below
+    smoothly, log s = log(min_scale) + softplus(raw - log(min_scale)), and capped at e^7, and the
+    density is computed in log space throughout, so standardized data (or points far in the tails)
+    never give NaN or an underflow to the same -inf for distinct points."""
+
+    def __init__(self, mixtures: int, min_scale: float = 1e-3) -> None:
         super().__init__(3 * mixtures, mixtures + 1, False, None)
         self.mixtures = self.logits = mixtures
+        self.log_min_scale = math.log(min_scale)
 
     def encode(self, x, dtype=torch.float32):
         return x.to(dtype)
 
-    def log_prob(self, params, x):
+    def components(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per element: mixture log-weights, means and log-scales, each (..., K)."""
         m = self.mixtures
-        logits, means, log_scales = params[..., :m], params[..., m:2 * m], params[..., 2 * m:].clamp(-7, 7)
+        log_scales = (self.log_min_scale + F.softplus(params[..., 2 * m:] - self.log_min_scale)).clamp(max=7.0)
+        return torch.log_softmax(params[..., :m], dim=-1), params[..., m:2 * m], log_scales
+
+    def standard_log_density(self, z: torch.Tensor) -> torch.Tensor:
+        """log density of the unit component at z."""
+        raise NotImplementedError
+
+    def standard_sample(self, u: torch.Tensor) -> torch.Tensor:
+        """The unit component's quantile at u in (0, 1)."""
+        raise NotImplementedError
+
+    def log_prob(self, params, x):
+        log_weights, means, log_scales = self.components(params)
         z = (x.to(params.dtype).unsqueeze(-1) - means) * torch.exp(-log_scales)
-        lp = -0.5 * z * z - log_scales - 0.5 * math.log(2 * math.pi)
-        return torch.logsumexp(lp + torch.log_softmax(logits, dim=-1), dim=-1)
+        return torch.logsumexp(log_weights + self.standard_log_density(z) - log_scales, dim=-1)
 
     def sample(self, params, uniforms):
-        m = self.mixtures
-        logits, means, log_scales = params[..., :m], params[..., m:2 * m], params[..., 2 * m:].clamp(-7, 7)
-        k = torch.argmax(logits + _gumbel(uniforms[..., :m].to(params.dtype)), dim=-1, keepdim=True)
+        log_weights, means, log_scales = self.components(params)
+        k = torch.argmax(log_weights + _gumbel(uniforms[..., :self.mixtures].to(params.dtype)), dim=-1, keepdim=True)
         u = uniforms[..., -1].to(params.dtype).clamp(1e-6, 1 - 1e-6)
-        normal = math.sqrt(2.0) * torch.erfinv(2 * u - 1)
-        return means.gather(-1, k).squeeze(-1) + torch.exp(log_scales.gather(-1, k).squeeze(-1)) * normal
+        return means.gather(-1, k).squeeze(-1) + torch.exp(log_scales.gather(-1, k).squeeze(-1)) * self.standard_sample(u)
 
 
-def build_distribution(kind: str, classes: int | None = None, mixtures: int = 0, coupled_channels: int = 0) -> Distribution:
+class GaussianMixture(RealMixture):
+    """A mixture of Gaussians per element (RNADE-MoG)."""
+
+    def standard_log_density(self, z):
+        return -0.5 * z * z - 0.5 * math.log(2 * math.pi)
+
+    def standard_sample(self, u):
+        return math.sqrt(2.0) * torch.erfinv(2 * u - 1)
+
+
+class LaplaceMixture(RealMixture):
+    """A mixture of Laplace densities per element (RNADE-MoL)."""
+
+    def standard_log_density(self, z):
+        return -z.abs() - math.log(2.0)
+
+    def standard_sample(self, u):
+        return -torch.sign(u - 0.5) * torch.log1p(-2 * (u - 0.5).abs())
+
+
+def build_distribution(kind: str, classes: int | None = None, mixtures: int = 0, coupled_channels: int = 0,
+                       min_scale: float = 1e-3) -> Distribution:
     """The distribution of that kind (arspec.distributions.DistributionInfo's fields)."""
     if kind == "bernoulli":
         return Bernoulli()
@@ -228,5 +265,7 @@ def build_distribution(kind: str, classes: int | None = None, mixtures: int = 0,
             return CoupledLogisticMixture(classes, mixtures, coupled_channels)
         return DiscretizedLogisticMixture(classes, mixtures)
     if kind == "gaussian_mixture":
-        return GaussianMixture(mixtures)
+        return GaussianMixture(mixtures, min_scale)
+    if kind == "laplace_mixture":
+        return LaplaceMixture(mixtures, min_scale)
     raise ValueError(f"unknown distribution {kind!r}")

@@ -193,6 +193,24 @@ def ordered_prefix_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return a[:, inverse].flatten(1)
 
 
+def flatten(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) -> (B, C*prod(S)) in C order."""
+    return x.flatten(1)
+
+
+def observe(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """The order-agnostic data gate: x where observed, 0 elsewhere."""
+    return x * observed
+
+
+def element_scale(h: torch.Tensor, scale: torch.Tensor, *, element: int | None = None) -> torch.Tensor:
+    """Each element's units times its own scalar: (B, D*H) -> (B, D*H); with `element`, h holds
+    only that element's (B, H) units (a step of the ordered scan)."""
+    if element is not None:
+        return h * scale[element]
+    return (h.unflatten(1, (scale.numel(), -1)) * scale[:, None]).flatten(1)
+
+
 def element_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Each element's own read-out of its H units: (B, D*H) -> (B, P*D), parameter-major."""
     p, d, hidden = weight.shape
@@ -205,7 +223,8 @@ KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "activation": activation, "dropout": dropout, "add": add, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
     "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
     "upsample": upsample, "lstm_scan": lstm_scan, "ordered_prefix_linear": ordered_prefix_linear,
-    "element_linear": element_linear,
+    "element_linear": element_linear, "element_scale": element_scale,
+    "observe": observe, "flatten": flatten,
 }
 
 
@@ -216,6 +235,8 @@ def init_parameter(t: torch.Tensor, init: str, scale: float, generator: torch.Ge
             t.copy_(torch.randn(t.shape, generator=generator, dtype=t.dtype) * scale)
         elif init == "uniform":
             t.copy_((torch.rand(t.shape, generator=generator, dtype=t.dtype) * 2 - 1) * scale)
+        elif init == "ones":
+            t.fill_(1.0)
         else:
             t.zero_()
 

@@ -73,7 +73,7 @@ def plan_of(ir: IRGraph) -> Plan:
             step = StepCall(f"{node.ident}__{call.name}", p.kind, args, tuple(p.params()) + tuple(p.buffers()), p.attrs(),
                             call.type.channels, tuple(t.offsets for t in taps) if taps is not None else None,
                             tuple(t.live for t in taps) if taps is not None else None, p.mask_sets, p.scan_role,
-                            p.uses_training_mode)
+                            p.uses_training_mode, p.per_element)
             plan.calls.append(PlanCall(step, node, call, p.params(), p.buffers()))
             env[call.name] = step.id
         ids[node.name] = env[program.output]
