@@ -121,7 +121,7 @@ def test_the_generated_module_goes_through_torch_export():
 def test_arspec_export_writes_the_file_and_a_trained_checkpoints_weights(tmp_path):
     from tests.test_cli import run
     run_dir = tmp_path / "run"
-    trained = run("train", "specs/made.yaml", "--steps", "2", "--limit", "64", "--batch-size", "32", "--quiet", "--out", str(run_dir),
+    trained = run("train", "specs/made.yaml", "--steps", "2", "--limit", "64", "--batch-size", "32", "--quiet", "--data", "binarized-mnist-5k", "--out", str(run_dir),
                   "--set", "params.hidden=16", "--set", "event.shape=[1,28,28]")
     assert trained.returncode == 0, trained.stderr
     result = run("export", str(run_dir), "-o", str(tmp_path / "made_export.py"))
@@ -143,7 +143,7 @@ def test_arspec_export_writes_the_file_and_a_trained_checkpoints_weights(tmp_pat
 
 def test_training_runs_through_the_generated_code(tmp_path):
     from tests.test_cli import run
-    result = run("train", "specs/gated_pixelcnn.yaml", "--backend", "torch-codegen", "--steps", "2", "--batch-size", "8", "--limit", "32",
+    result = run("train", "specs/gated_pixelcnn.yaml", "--backend", "torch-codegen", "--steps", "2", "--batch-size", "8", "--limit", "32", "--data", "binarized-mnist-5k",
                  "--quiet", "--out", str(tmp_path), "--set", "params.channels=4", "--set", "params.double=8")
     assert result.returncode == 0, result.stderr[-2000:]
     model = arspec.load_model(tmp_path)

@@ -20,7 +20,7 @@ from arspec.dynamic import generic_parameters
 from arspec.train import TrainConfig, TrainingError, train
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL_MADE = ["--set", "params.hidden=64"]
+SMALL_MADE = ["--set", "params.hidden=64", "--data", "binarized-mnist-5k"]   # 500 validation and test digits
 
 
 def cli(*args: str, env=None) -> subprocess.CompletedProcess:
@@ -161,7 +161,7 @@ def test_torchrun_with_two_processes_takes_the_same_steps_as_one_process(tmp_pat
     reaches on the whole batches (the same items per step: no shuffling); a missing all-reduce
     would leave each process on its own half."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    args = ["-m", "arspec", "train", "specs/made.yaml", "--steps", "4", "--limit", "256", "--no-shuffle", "--quiet",
+    args = ["-m", "arspec", "train", "specs/made.yaml", "--steps", "4", "--limit", "256", "--no-shuffle", "--quiet", "--data", "binarized-mnist-5k",
             "--set", "params.hidden=32", "--set", "training.grad_clip=null"]
     two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", *args, "--batch-size", "32", "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, cwd=ROOT, timeout=900)

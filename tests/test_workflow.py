@@ -164,7 +164,7 @@ def test_local_context_arrays_must_match_the_event_after_upsampling():
 @pytest.fixture(scope="module")
 def made_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("made_run")
-    result = cli("train", "specs/made.yaml", "--steps", "6", "--batch-size", "32", "--limit", "256", "--out", str(out),
+    result = cli("train", "specs/made.yaml", "--steps", "6", "--batch-size", "32", "--limit", "256", "--data", "binarized-mnist-5k", "--out", str(out),
                  "--quiet", "--set", "params.hidden=32")
     assert result.returncode == 0, result.stderr
     return out
