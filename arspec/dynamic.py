@@ -27,10 +27,11 @@ class DynamicResult:
     unexpected: list[tuple[int, int, int]] = field(default_factory=list)   # measured, not predicted
     compared: int = 0
     mask_problem: str = ""          # order-agnostic: the module reads the mask where the spec does not, or not where it does
+    cache_problem: str = ""         # cached generation computes other parameters than the training graph
 
     @property
     def agrees(self) -> bool:
-        return not self.missing and not self.unexpected and not self.mask_problem
+        return not self.missing and not self.unexpected and not self.mask_problem and not self.cache_problem
 
     def record(self, mask: int, columns: np.ndarray, measured: np.ndarray, predicted: np.ndarray) -> None:
         """Add one comparison of (E, len(columns)) tables: the pairs where they differ."""
@@ -123,9 +124,10 @@ def generic_parameters(model, seed: int, ir=None) -> None:
 
 
 def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarray | None = None,
-                  generic: bool = True) -> DynamicResult:
+                  generic: bool = True, cache: bool = False) -> DynamicResult:
     """Compare measured and predicted dependencies for every mask set of `model` (a copy is probed;
-    with `generic` its parameters are redrawn at random first)."""
+    with `generic` its parameters are redrawn at random first); with `cache`, also the parameters
+    computed through the model's cached generation with those of the training graph."""
     n = spec.ir.ctx.elements
     if columns is None:
         if n <= FULL_LIMIT:
@@ -155,7 +157,26 @@ def dynamic_check(spec, model, trials: int = 3, seed: int = 0, columns: np.ndarr
             predicted = predicted_columns(spec, columns, m, terms=True) & ~own
             measured = _measure(probe, columns, predicted | own, trials, seed + m, classes, terms=True) & ~own
             result.record(m, columns, measured, predicted)
+    if cache:
+        result.cache_problem = cache_disagreement(probe, seed)
     return result
+
+
+def cache_disagreement(model, seed: int = 0, tolerance: float = 1e-6) -> str:
+    """Teacher-forced parameters through the model's cache (a backend that offers it) against the
+    training graph, on random data: a message where they differ, "" where they agree or there is
+    no cache to compare."""
+    forced = getattr(getattr(model, "incremental", None), "teacher_forced", None)
+    if forced is None:
+        return ""
+    x, context = model.example_inputs(2, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        through_cache, graph = forced(model, x, **context), model(x, **context)
+    error = float((through_cache - graph).abs().max())
+    scale = max(1.0, float(graph.abs().max()))
+    if error > tolerance * scale:
+        return f"cached generation disagrees with the training graph (largest difference {error:.3g} in the parameters)"
+    return ""
 
 
 RETRIALS = 12

@@ -17,14 +17,19 @@ def internal_event(shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
     return (1, shape[0]) if len(shape) == 1 else shape
 
 
+def compute_raster(event: tuple[int, ...]) -> np.ndarray:
+    """The raster order's steps: positions row-major, channels in order within a position."""
+    c, spatial = event[0], event[1:]
+    pos = np.arange(int(np.prod(spatial)))
+    return (pos[None, :] * c + np.arange(c)[:, None]).reshape(-1)
+
+
 def compute_order(ordering: Any, event: tuple[int, ...]) -> np.ndarray:
     """Flat (C order over the internal event) array of steps, starting at 0."""
-    c, spatial = event[0], event[1:]
     n = int(np.prod(event))
     kind = ordering.type
     if kind == "raster":
-        pos = np.arange(int(np.prod(spatial)))
-        return (pos[None, :] * c + np.arange(c)[:, None]).reshape(-1)
+        return compute_raster(event)
     if kind == "permutation":
         perm = np.asarray(ordering.order, dtype=np.int64)
         if perm.shape != (n,) or not np.array_equal(np.sort(perm), np.arange(n)):

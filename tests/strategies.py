@@ -251,3 +251,45 @@ def agnostic_specs(draw, bypass: bool = False):
         lines.append(_node("conv_out", op="flatten"))
         lines.append(_node("out", op="add", inputs="[conv_out, mlp_out]"))
     return "".join(lines), ("skip" if bypass else None)
+
+
+@st.composite
+def attention_stacks(draw, strict_on_raw: bool = True, pixel_tokens: bool = True):
+    """Attention mixed with masked convolutions under every ordering type: a first layer that
+    does not read its own element (mask A), then attention layers (strict / non-strict / none,
+    heads, windows, grouped or pixel tokens, keys from the layer below, learned positions and
+    optionally the raw input) between mask-B convolutions.
+
+    With `strict_on_raw` False, attention reading the raw input is non-strict (a leak); with
+    `pixel_tokens` False every attention layer keeps the channel groups."""
+    groups = draw(st.integers(1, 3))
+    h, w = draw(st.integers(2, 4)), draw(st.integers(2, 4))
+    shape = (groups, h, w)
+    ordering = draw(orderings(groups * h * w, shape, allow_groups=True))
+    classes = draw(st.sampled_from([2, 3]))
+    width = groups * draw(st.integers(1, 2))
+    lines = [f"name: attention\nevent: {{shape: {list(shape)}}}\ndistribution: {{type: categorical, classes: {classes}}}\n"
+             f"ordering: {ordering}\ngraph:\n"]
+    lines.append(_node("pos", op="positions", inputs="[x]", kind="learned", channels=groups))
+    lines.append(_node("l0", op="masked_conv2d", inputs="[x]", channels=width, kernel=3, mask="A", activation="tanh"))
+    for i in range(1, draw(st.integers(1, 3)) + 1):
+        if draw(st.booleans()):
+            raw = draw(st.booleans())
+            causal = draw(st.sampled_from(["strict", "non_strict", "none"] if not raw else ["strict"]))
+            if raw and not strict_on_raw:
+                causal = "non_strict"
+            # keys carry positions: tokens that read no data still differ, so every key counts
+            keys = f"l{i - 1}, l{i - 1}, pos" + (", x" if raw else "")
+            fields = {"inputs": f"[{keys}]", "causal": causal,
+                      "heads": draw(st.integers(1, 2)), "key_channels": draw(st.integers(1, 2)), "channels": width}
+            if pixel_tokens and draw(st.booleans()):
+                fields["channel_groups"] = 1
+            if draw(st.booleans()):
+                fields["window"] = f"[[{-draw(st.integers(0, 2))}, {draw(st.integers(0, 1))}], [{-draw(st.integers(0, 2))}, {draw(st.integers(0, 2))}]]"
+            if draw(st.booleans()):
+                fields["residual"] = f"l{i - 1}"
+            lines.append(_node(f"l{i}", op="causal_attention", **fields))
+        else:
+            lines.append(_node(f"l{i}", op="masked_conv2d", channels=width, kernel=draw(st.sampled_from([1, 3])), mask="B", activation="tanh"))
+    lines.append(_node("out", op="conv1x1", channels="output", mask="B"))
+    return "".join(lines)

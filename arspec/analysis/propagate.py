@@ -16,7 +16,10 @@ def node_footprint(node: IRNode, inputs: list[Deps], mask: int) -> Deps:
     assert program is not None
     env: dict[str, Deps] = dict(zip(program.inputs, inputs))
     for call in program.calls:
-        env[call.name] = call.primitive.footprint([env[a] for a in call.args], call.type, mask)
+        if not call.args:        # a constant (a table of positions) reads no data
+            env[call.name] = inputs[0].empty(call.type.channels, call.type.spatial)
+        else:
+            env[call.name] = call.primitive.footprint([env[a] for a in call.args], call.type, mask)
     return env[program.output]
 
 

@@ -24,11 +24,12 @@ def check_one(path: str, args) -> tuple[int, dict]:
         from arspec.dynamic import dynamic_check
         probe_spec = _probe_size(spec, report, path, args.overrides)
         model = compile(probe_spec, backend=args.backend, seed=0)
-        dyn = dynamic_check(probe_spec, model)
+        dyn = dynamic_check(probe_spec, model, cache=True)
         result["dynamic"] = {"agrees": dyn.agrees, "compared": dyn.compared, "columns": len(dyn.columns),
                              "event": list(probe_spec.event.shape),
                              "missing": dyn.missing[:10], "unexpected": dyn.unexpected[:10],
-                             **({"mask_problem": dyn.mask_problem} if dyn.mask_problem else {})}
+                             **({"mask_problem": dyn.mask_problem} if dyn.mask_problem else {}),
+                             **({"cache_problem": dyn.cache_problem} if dyn.cache_problem else {})}
         if not dyn.agrees:
             result["status"] = "dynamic mismatch"
             return EXIT_NOT_AUTOREGRESSIVE, result
@@ -107,7 +108,8 @@ def run(args) -> int:
         dyn = result.get("dynamic")
         if dyn and not dyn["agrees"]:
             print(f"  dynamic check disagrees: predicted but not measured {dyn['missing']}, measured but not predicted {dyn['unexpected']}"
-                  + (f"; {dyn['mask_problem']}" if dyn.get("mask_problem") else ""))
+                  + (f"; {dyn['mask_problem']}" if dyn.get("mask_problem") else "")
+                  + (f"; {dyn['cache_problem']}" if dyn.get("cache_problem") else ""))
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from arspec.domains.pattern import AttentionPattern
 
 
 class NotTranslationEquivariant(Exception):
@@ -105,6 +108,15 @@ class Deps:
 
     def closure(self, offsets: Sequence[tuple[int, ...]], groups: int, channels: int, limits: Sequence[int]) -> Deps:
         """A spatial recurrence over the state-to-state `offsets` (see the domains)."""
+        raise NotImplementedError
+
+    def attend(self, keys: Deps, values: Deps, pattern: AttentionPattern, mask: int) -> Deps:
+        """Attention with this tensor as the queries: a query token reads its own query (when it
+        has two keys or more: with one key the weights are 1 whatever the scores), the keys and
+        the values of every token `pattern` allows it; with no key it is zero and reads nothing.
+        Exact when distinct tokens' keys and values differ (positional inputs make sure of it);
+        keys that are one and the same constant make the query irrelevant, which this keeps as a
+        dependency (an over-approximation, never a missed one)."""
         raise NotImplementedError
 
     def depth_to_space(self, factor: int) -> Deps:

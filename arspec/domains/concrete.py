@@ -2,12 +2,13 @@
 position, borders included; used for small events and for tracing paths."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from arspec.domains.base import Deps, reduce_connectivity, shift_array, unique_rows
+from arspec.domains.pattern import AttentionPattern
 
 
 @dataclass
@@ -120,6 +121,17 @@ class ConcreteDeps(Deps):
             state = nxt
         return ConcreteDeps(state, np.arange(channels) % groups, self.columns)
 
+    def attend(self, keys: Deps, values: Deps, pattern: AttentionPattern, mask: int) -> ConcreteDeps:
+        assert isinstance(keys, ConcreteDeps) and isinstance(values, ConcreteDeps)
+        q, k, v = (_token_table(d, pattern) for d in (self, keys, values))       # (H, T, N)
+        count, reach = _reach(pattern, mask)
+        several = (count >= 2)[None, :, None]
+        tokens = (several & (q | reach(k))) | reach(v)                            # (H, T, N)
+        groups, positions = pattern.groups, int(np.prod(pattern.spatial))
+        rows = tokens.reshape(pattern.heads, positions, groups, -1).transpose(0, 2, 1, 3)
+        rows = rows.reshape((pattern.heads * groups,) + pattern.spatial + (tokens.shape[-1],))
+        return ConcreteDeps(rows, pattern.channel_rows(values.channels), self.columns)
+
     def depth_to_space(self, factor: int) -> ConcreteDeps:
         """Channel c*f^d + g moves to sub-position g (row-major in an f^d block) of channel c at
         f times the resolution: the inverse of a stride-f space-to-depth."""
@@ -145,3 +157,82 @@ class ConcreteDeps(Deps):
             return units.any(axis=0)
         per = self.rows[self.chan].reshape((params, groups) + self.spatial + (self.rows.shape[-1],))
         return per.any(axis=0).reshape(-1, self.rows.shape[-1])
+
+
+def _reach(pattern: AttentionPattern, mask: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """(keys per query token, f) where f(table (H, T, N)) is, per query token, the union of the
+    table over its allowed keys. Without a window the allowed keys are those of lower rank, so
+    the union is a prefix OR over the keys sorted by rank (O(T N), any image size); with one, an
+    OR over the window's offsets."""
+    m = mask % pattern.query_rank.shape[0]
+    query_rank, key_rank = pattern.query_rank[m], pattern.key_rank[m]
+    tokens = len(query_rank)
+    if pattern.window is None:
+        if pattern.causal == "none":
+            count = np.full(tokens, tokens)
+            return count, lambda table: np.broadcast_to(table.any(axis=1, keepdims=True), table.shape)
+        order = np.argsort(key_rank, kind="stable")
+        earlier = np.searchsorted(key_rank[order], query_rank, side="left")       # keys ranked below each query
+        own = pattern.causal == "non_strict"
+
+        def reach(table: np.ndarray) -> np.ndarray:
+            prefix = np.logical_or.accumulate(table[:, order], axis=1)
+            padded = np.concatenate([np.zeros_like(prefix[:, :1]), prefix], axis=1)
+            out = padded[:, earlier]
+            return out | table if own else out
+        return earlier + int(own), reach
+    pairs = _window_pairs(pattern, query_rank, key_rank)
+    count = np.bincount(pairs[0], minlength=tokens)
+
+    return count, lambda table: _gather_or(table, pairs, tokens)
+
+
+def _window_pairs(pattern: AttentionPattern, query_rank: np.ndarray, key_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query tokens, key tokens) of every allowed pair under a window: only the window's offsets
+    are enumerated, so the cost grows with the window, not with the square of the image."""
+    assert pattern.window is not None
+    coords, groups, spatial = pattern.coords, pattern.groups, np.array(pattern.spatial)
+    queries, keys = [], []
+    for offset in np.ndindex(*[hi - lo + 1 for lo, hi in pattern.window]):
+        move = np.array([o + lo for o, (lo, _) in zip(offset, pattern.window)])
+        src = coords + move
+        inside = np.all((src >= 0) & (src < spatial), axis=1)
+        p = np.nonzero(inside)[0]
+        q_pos = np.ravel_multi_index(tuple(src[inside].T), pattern.spatial) if len(p) else p
+        for g in range(groups):
+            for h in range(groups):
+                t, s = p * groups + g, q_pos * groups + h
+                if pattern.causal == "none":
+                    ok = np.ones(len(t), dtype=bool)
+                else:
+                    ok = key_rank[s] < query_rank[t]
+                    if pattern.causal == "non_strict":
+                        ok |= s == t
+                queries.append(t[ok])
+                keys.append(s[ok])
+    return np.concatenate(queries), np.concatenate(keys)
+
+
+def _gather_or(table: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], tokens: int) -> np.ndarray:
+    """out[:, t] = OR of table[:, s] over the pairs (t, s), in rounds of one pair per query."""
+    t_all, s_all = pairs
+    order = np.argsort(t_all, kind="stable")
+    t_sorted, s_sorted = t_all[order], s_all[order]
+    starts = np.searchsorted(t_sorted, np.arange(tokens))
+    slot = np.arange(len(t_sorted)) - starts[t_sorted]
+    out = np.zeros(table.shape, dtype=bool)
+    for k in range(int(slot.max()) + 1 if len(slot) else 0):
+        pick = slot == k
+        out[:, t_sorted[pick]] |= table[:, s_sorted[pick]]
+    return out
+
+
+def _token_table(deps: ConcreteDeps, pattern: AttentionPattern) -> np.ndarray:
+    """(H, T, N): what each head of each token (position-major, p * G + g) reads."""
+    positions, groups = int(np.prod(pattern.spatial)), pattern.groups
+    owner = pattern.channel_rows(deps.channels)
+    out = np.zeros((pattern.heads * groups, positions, deps.rows.shape[-1]), dtype=bool)
+    for row in range(pattern.heads * groups):
+        used = np.unique(deps.chan[owner == row])
+        out[row] = deps.rows[used].reshape(len(used), positions, -1).any(axis=0)
+    return out.reshape(pattern.heads, groups, positions, -1).transpose(0, 2, 1, 3).reshape(pattern.heads, positions * groups, -1)

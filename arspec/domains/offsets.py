@@ -12,6 +12,7 @@ from itertools import product
 import numpy as np
 
 from arspec.domains.base import Deps, NotTranslationEquivariant, reduce_connectivity, unique_rows
+from arspec.domains.pattern import AttentionPattern, before_origin
 
 
 @dataclass
@@ -280,6 +281,70 @@ class OffsetDeps(Deps):
         out = state[0].concat(state[1:])
         return OffsetDeps(out.rows, np.arange(channels) % groups, out.origin, limits=self.limits)
 
+    def attend(self, keys: Deps, values: Deps, pattern: AttentionPattern, mask: int) -> OffsetDeps:
+        """Attention under the raster ordering: a query reads, besides the tokens of its own
+        position that its group may see, every key and value at an earlier position (inside the
+        window). "Every earlier offset" is a lexicographic half-space: its sum with a set of
+        offsets F is the half-space below F's lexicographic maximum, so the result is written
+        directly, at any image size, without enumerating positions. At the borders it may add an
+        offset no position pair realises; reported leaks are confirmed per position first."""
+        assert isinstance(keys, OffsetDeps) and isinstance(values, OffsetDeps)
+        if not pattern.raster:
+            raise NotTranslationEquivariant("attention under an ordering other than raster")
+        if any(d.fold != 1 or d.stride != 1 for d in (self, keys, values) if not d.is_empty()):
+            raise NotTranslationEquivariant("attention over a tensor not at the event's resolution")
+        limits = self.limits or pattern.spatial
+        groups, heads = pattern.groups, pattern.heads
+        q, k, v = (_head_group_parts(d, pattern) for d in (self, keys, values))
+        rows: list[OffsetDeps] = []
+        for h in range(heads):
+            for g in range(groups):
+                several = pattern.interior_count(g, limits) >= 2
+                everything = [v[h][j] for j in range(groups)] + ([k[h][j] for j in range(groups)] if several else [])
+                merged = _merged(everything)
+                out = merged._earlier(pattern, limits)
+                for j in pattern.same_position_groups(g):
+                    out = out.union(v[h][j])
+                    if several:
+                        out = out.union(k[h][j])
+                if several:
+                    out = out.union(q[h][g])
+                rows.append(out._clipped(limits))
+        joined = rows[0].concat(rows[1:])
+        return joined._new(joined.rows, pattern.channel_rows(values.channels), joined.origin)
+
+    def _earlier(self, pattern: AttentionPattern, limits: Sequence[int]) -> OffsetDeps:
+        """This one-row table moved by every allowed offset other than zero (the Minkowski sum)."""
+        nd, table = self.nd, self._clipped(limits)
+        if not table.rows.any():
+            return table
+        if pattern.window is not None:
+            lo = [max(w[0], -(n - 1)) for w, n in zip(pattern.window, limits)]
+            hi = [min(w[1], n - 1) for w, n in zip(pattern.window, limits)]
+            if any(a > b for a, b in zip(lo, hi)):
+                return table.empty(1, ())
+            conn = np.zeros((1, 1) + tuple(b - a + 1 for a, b in zip(lo, hi)), dtype=bool)
+            for tap in np.ndindex(*conn.shape[2:]):
+                offset = tuple(t + a for t, a in zip(tap, lo))
+                conn[(0, 0) + tap] = any(offset) and (not pattern.earlier_only() or before_origin(offset))
+            if not conn.any():
+                return table.empty(1, ())
+            return table.conv(conn, (1,) * nd, tuple(-a for a in lo), ())._clipped(limits)
+        box = tuple(2 * n - 1 for n in limits)
+        out = np.zeros((1,) + box + (table.rows.shape[-1],), dtype=bool)
+        flat = out.reshape(-1, out.shape[-1])
+        for c in range(table.rows.shape[-1]):
+            present = np.argwhere(table.rows[0, ..., c])
+            if not len(present):
+                continue
+            if not pattern.earlier_only():
+                flat[:, c] = True
+                continue
+            shifted = present - np.array(table.origin) + np.array(limits) - 1      # offsets in the big box
+            last = max(int(np.ravel_multi_index(tuple(p), box)) for p in shifted)   # C order is lexicographic
+            flat[:last, c] = True
+        return table._new(out, np.zeros(1, dtype=int), tuple(n - 1 for n in limits))._trimmed()
+
     def _clipped(self, limits: Sequence[int]) -> OffsetDeps:
         """Drop offsets whose size reaches the image size in some axis (never realisable)."""
         lo, hi = self._bounds()
@@ -301,3 +366,18 @@ class OffsetDeps(Deps):
             raise NotTranslationEquivariant("an output that is not at the event's resolution")
         per = self.rows[self.chan].reshape((params, groups, self.phases) + self.rows.shape[1:])
         return per.any(axis=0)
+
+
+def _merged(parts: Sequence[OffsetDeps]) -> OffsetDeps:
+    """One row reading everything the given one-row tables read."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.union(p)
+    return out._new(np.any(out.rows, axis=0, keepdims=True), np.zeros(1, dtype=int), out.origin)
+
+
+def _head_group_parts(deps: OffsetDeps, pattern: AttentionPattern) -> list[list[OffsetDeps]]:
+    """[head][group]: one-row tables of what the channels of each head and group read."""
+    owner = pattern.channel_rows(deps.channels)
+    return [[_merged([deps.select(np.nonzero(owner == h * pattern.groups + g)[0])]) for g in range(pattern.groups)]
+            for h in range(pattern.heads)]

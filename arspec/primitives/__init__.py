@@ -1,5 +1,6 @@
 """The backend primitives: the small set of operations in which every op states its semantics.
 A backend implements these kinds and nothing else (see docs/extending.md for the table)."""
+from arspec.primitives.attention import Attend, Positions
 from arspec.primitives.base import Param, Primitive, Taps, same_position
 from arspec.primitives.context import ContextProjection, Upsample
 from arspec.primitives.conv import MaskedConv
@@ -13,9 +14,9 @@ from arspec.primitives.resolution import DepthToSpace, SpaceToDepth, interleave_
 
 PRIMITIVES: dict[str, type[Primitive]] = {p.kind: p for p in (
     MaskedConv, MaskedDense, Embedding, Shift, Activation, Add, Multiply, Concat, Gate, SelectChannels, Dropout,
-    SpaceToDepth, DepthToSpace, ContextProjection, Upsample, LstmScan, OrderedPrefixLinear, ElementLinear, ElementScale, ObserveGate, Flatten)}
+    SpaceToDepth, DepthToSpace, ContextProjection, Upsample, LstmScan, OrderedPrefixLinear, ElementLinear, ElementScale, ObserveGate, Flatten, Attend, Positions)}
 
-__all__ = ["PRIMITIVES", "Activation", "Add", "Concat", "ContextProjection", "DepthToSpace", "Dropout", "ElementLinear", "ElementScale", "Embedding", "Flatten",
-           "Gate", "LstmScan", "MaskedConv", "MaskedDense", "Multiply", "ObserveGate", "OrderedPrefixLinear", "Param", "Primitive",
+__all__ = ["PRIMITIVES", "Activation", "Add", "Attend", "Concat", "ContextProjection", "DepthToSpace", "Dropout", "ElementLinear", "ElementScale", "Embedding", "Flatten",
+           "Gate", "LstmScan", "MaskedConv", "MaskedDense", "Multiply", "ObserveGate", "OrderedPrefixLinear", "Param", "Positions", "Primitive",
            "SelectChannels", "Shift", "SpaceToDepth", "Taps", "Upsample", "channel_group", "degree_mask",
            "interleave_index", "same_position"]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from arspec_torch.kernels import KERNELS
+from arspec_torch.kernels import KERNELS, attention_allowed
 from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas
 
 
@@ -81,8 +81,8 @@ def cache_for(calls: list[StepCall], output: str, event_shape: tuple[int, ...], 
     """The cached sampler that fits this model, or None (sampling then runs a pass per step)."""
     data = data_dependent(calls)
     steps = [c for c in calls if data[c.id]]
-    if not dense_output and is_raster(orders, event_shape) and all(c.taps is not None for c in steps):
-        return WindowCache(calls, output, event_shape)
+    if not dense_output and is_raster(orders, event_shape) and all(c.taps is not None or c.kind == "attend" for c in steps):
+        return WindowCache(calls, output, event_shape, np.asarray(orders).reshape(len(orders), -1)[0])
     roles = [c.scan_role for c in steps]
     if (dense_output and len(steps) >= 2 and roles[0] == "prefix" and roles[-1] == "emit" and steps[-1].id == output
             and steps[0].args == ("x",) and all(r == "element" for r in roles[1:-1])
@@ -108,7 +108,7 @@ def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
 class WindowCache:
     """Callable attached to an ARModel as `model.incremental` (see ARModel.sample)."""
 
-    def __init__(self, calls: list[StepCall], output: str, event_shape: tuple[int, ...]) -> None:
+    def __init__(self, calls: list[StepCall], output: str, event_shape: tuple[int, ...], order: np.ndarray) -> None:
         internal = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
         self.groups, self.spatial = internal[0], tuple(internal[1:])
         self.positions = int(np.prod(self.spatial))
@@ -116,6 +116,8 @@ class WindowCache:
         data = data_dependent(calls)
         self.pre = [c for c in calls if not data[c.id]]
         self.steps = [c for c in calls if data[c.id]]
+        self.attention = {c.id: AttentionRows(c, order.reshape(self.groups, self.positions), self.spatial)
+                          for c in self.steps if c.kind == "attend"}
         final = self._finality()
         self.initial: list[tuple[int, int]] = []
         self.schedule: list[list[tuple[int, int]]] = [[] for _ in range(self.positions)]
@@ -133,6 +135,9 @@ class WindowCache:
         none = np.full(self.spatial, -np.inf)
         final = {name: np.arange(self.positions, dtype=float).reshape(self.spatial) for name in DATA}
         for c in self.steps:
+            if c.id in self.attention:
+                final[c.id] = self.attention[c.id].finality(*[final.get(a, none) for a in c.args])
+                continue
             f = none.copy()
             assert c.taps is not None and c.live is not None
             for arg, taps, live in zip(c.args, c.taps, c.live):
@@ -184,7 +189,9 @@ class WindowCache:
         tensors = {name: getattr(net, f"{call.id}__{name}").detach() for name in call.tensors}
         src = args[0]
         at: Callable[[int], torch.Tensor]
-        if call.kind == "masked_conv":
+        if call.id in self.attention:
+            at = self.attention[call.id].step(args, call.attrs["heads"])
+        elif call.kind == "masked_conv":
             weight = (tensors["weight"] * tensors["mask"]).reshape(tensors["weight"].shape[0], -1).t()
             bias = tensors.get("bias")
             assert gather is not None
@@ -333,6 +340,55 @@ class WindowCache:
                 enc[:, g, q] = d.encode(sample, model.dtype)
             self._run(steps, self.schedule[q])
         return result.reshape(n, *model.event_shape)
+
+
+class AttentionRows:
+    """The key-value cache of one attention call: the projected keys and values are ordinary
+    cached values, written once per position as it becomes final; the call at position p reads
+    only the positions its queries may attend to (the rule of kernels.attention_allowed)."""
+
+    def __init__(self, call: StepCall, order: np.ndarray, spatial: tuple[int, ...]) -> None:
+        groups, positions = call.attrs["groups"], order.shape[1]
+        if groups == 1:
+            query, key = order.min(axis=0), order.max(axis=0)
+        else:
+            query = key = order.T.reshape(-1)
+        coords = torch.as_tensor(np.stack(np.unravel_index(np.arange(positions), spatial), axis=1))
+        allowed = attention_allowed(torch.as_tensor(query), torch.as_tensor(key), coords, groups=groups,
+                                    causal=call.attrs["causal"], window=call.attrs["window"]).numpy()
+        by_position = allowed.reshape(positions, groups, positions, groups)
+        self.groups = groups
+        self.reads = [np.nonzero(by_position[p].any(axis=(0, 2)))[0] for p in range(positions)]   # key positions
+        self.allowed = [torch.as_tensor(by_position[p][:, self.reads[p]].reshape(groups, -1)) for p in range(positions)]
+
+    def finality(self, query: np.ndarray, key: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """The last position the value at each position reads: its query's, and its keys' and values'."""
+        kv = np.maximum(key, value).reshape(-1)
+        out = query.reshape(-1).copy()
+        for p, reads in enumerate(self.reads):
+            if len(reads):
+                out[p] = max(out[p], kv[reads].max())
+        return out.reshape(query.shape)
+
+    def step(self, args: list[torch.Tensor], heads: int) -> Callable[[int], torch.Tensor]:
+        q, k, v = args
+        groups = self.groups
+
+        def at(p: int) -> torch.Tensor:
+            n, reads, allowed = q.shape[0], self.reads[p], self.allowed[p]
+            qt = q[:, :, p].reshape(n, heads, -1, groups).transpose(2, 3)                       # (n, H, G, dk)
+            if not len(reads):
+                return q.new_zeros(n, v.shape[1])
+            index = torch.as_tensor(reads)
+            kt = k[:, :, index].reshape(n, heads, -1, groups, len(reads)).permute(0, 1, 4, 3, 2).reshape(n, heads, len(reads) * groups, -1)
+            vt = v[:, :, index].reshape(n, heads, -1, groups, len(reads)).permute(0, 1, 4, 3, 2).reshape(n, heads, len(reads) * groups, -1)
+            scores = (qt @ kt.transpose(2, 3)) / qt.shape[-1] ** 0.5
+            some = allowed.any(dim=1)
+            scores = scores.masked_fill(~(allowed | ~some[:, None]), float("-inf"))
+            weights = torch.softmax(scores, dim=-1) * some[:, None].to(scores.dtype)
+            out = weights @ vt                                                                  # (n, H, G, dv)
+            return out.transpose(2, 3).reshape(n, -1)
+        return at
 
 
 @dataclass

@@ -77,7 +77,9 @@ def multiply(*xs: torch.Tensor) -> torch.Tensor:
 
 
 def concat(*xs: torch.Tensor) -> torch.Tensor:
-    return torch.cat(xs, dim=1)
+    """Channels side by side; a batch of one (a position table) is broadcast to the others'."""
+    batch = max(x.shape[0] for x in xs)
+    return torch.cat([x.expand(batch, *x.shape[1:]) if x.shape[0] != batch else x for x in xs], dim=1)
 
 
 def dropout(x: torch.Tensor, *, p: float, training: bool) -> torch.Tensor:
@@ -218,13 +220,72 @@ def element_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     return out.flatten(1)
 
 
+def attention_allowed(query_rank: torch.Tensor, key_rank: torch.Tensor, coords: torch.Tensor | None, *, groups: int,
+                      causal: str, window: tuple[tuple[int, int], ...] | None) -> torch.Tensor:
+    """(T, T) may query token t read key token s (the rule of arspec.domains.pattern)."""
+    tokens = query_rank.numel()
+    eye = torch.eye(tokens, dtype=torch.bool, device=query_rank.device)
+    if causal == "none":
+        allowed = torch.ones((tokens, tokens), dtype=torch.bool, device=query_rank.device)
+    else:
+        allowed = key_rank[None, :] < query_rank[:, None]
+        if causal == "non_strict":
+            allowed = allowed | eye
+    if window is not None:
+        assert coords is not None
+        position = coords[torch.arange(tokens, device=coords.device) // groups]
+        rel = position[None, :, :] - position[:, None, :]
+        lo = torch.tensor([w[0] for w in window], device=coords.device)
+        hi = torch.tensor([w[1] for w in window], device=coords.device)
+        allowed = allowed & ((rel >= lo) & (rel <= hi)).all(dim=-1)
+    return allowed
+
+
+def attention_tokens(x: torch.Tensor, groups: int, heads: int) -> torch.Tensor:
+    """(B, C, *S) -> (B, heads, P * G, C / (G * heads)): token p * G + g holds the channels j of
+    group j mod G, head by head."""
+    b, c = x.shape[:2]
+    positions = x[0, 0].numel()
+    per = c // (groups * heads)
+    return x.reshape(b, heads, per, groups, positions).permute(0, 1, 4, 3, 2).reshape(b, heads, positions * groups, per)
+
+
+def attention_untokens(t: torch.Tensor, groups: int, spatial: tuple[int, ...]) -> torch.Tensor:
+    """The inverse of attention_tokens: (B, heads, P * G, d) -> (B, heads * d * G, *S)."""
+    b, heads, tokens, per = t.shape
+    positions = tokens // groups
+    return t.reshape(b, heads, positions, groups, per).permute(0, 1, 4, 3, 2).reshape(b, heads * per * groups, *spatial)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_rank: torch.Tensor, key_rank: torch.Tensor,
+           coords: torch.Tensor | None = None, *, groups: int, heads: int, causal: str,
+           window: tuple[tuple[int, int], ...] | None, dropout: float, active: int, training: bool) -> torch.Tensor:
+    """Multi-head attention over the allowed keys. A query with no allowed key gets exactly zero:
+    its row attends to itself inside the kernel (no -inf row, so no NaN in either pass) and the
+    result is multiplied by 0, so nothing flows through it either way."""
+    m = active % query_rank.shape[0]
+    allowed = attention_allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window)
+    some = allowed.any(dim=1)
+    safe = allowed | (~some[:, None] & torch.eye(allowed.shape[0], dtype=torch.bool, device=allowed.device))
+    out = F.scaled_dot_product_attention(attention_tokens(q, groups, heads), attention_tokens(k, groups, heads),
+                                         attention_tokens(v, groups, heads), attn_mask=safe,
+                                         dropout_p=dropout if training else 0.0)
+    out = out * some[:, None].to(out.dtype)
+    return attention_untokens(out, groups, tuple(q.shape[2:]))
+
+
+def positions(table: torch.Tensor) -> torch.Tensor:
+    """The position table as a batch of one (it broadcasts where it is used)."""
+    return table.unsqueeze(0)
+
+
 KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "masked_conv": masked_conv, "masked_dense": masked_dense, "embedding": embedding, "shift": shift,
     "activation": activation, "dropout": dropout, "add": add, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
     "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
     "upsample": upsample, "lstm_scan": lstm_scan, "ordered_prefix_linear": ordered_prefix_linear,
     "element_linear": element_linear, "element_scale": element_scale,
-    "observe": observe, "flatten": flatten,
+    "observe": observe, "flatten": flatten, "attend": attend, "positions": positions,
 }
 
 

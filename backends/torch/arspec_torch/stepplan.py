@@ -62,7 +62,7 @@ class StepPlan:
         before its element is drawn (with few columns, a vertical stack's reach can wrap past the
         end of a row; such models use the torch path)."""
         lag = self.lag.get(self.output)
-        return all(c.kind in _KINDS for c in self.steps) and lag is not None and lag <= 0
+        return not self.opaque and all(c.kind in _KINDS for c in self.steps) and lag is not None and lag <= 0
 
     def ring_bytes(self, batch: int, itemsize: int) -> int:
         """Memory of the ring buffers for a batch (what the cache holds while sampling)."""
@@ -78,7 +78,10 @@ class StepPlan:
     def _lags(self, calls: list[Any]) -> dict[str, int | None]:
         """Per value, the flat lag after which it is final (None: it never reads the data)."""
         lag: dict[str, int | None] = {"x": 0, "x_raw": 0}
+        self.opaque: list[str] = []        # data-dependent calls without taps (attention): no step rule
         for c in calls:
+            if c.taps is None and any(lag.get(a) is not None for a in c.args):
+                self.opaque.append(c.id)
             best = None
             for i, arg in enumerate(c.args):
                 if lag.get(arg) is None:

@@ -1,0 +1,115 @@
+"""Which keys a query may attend to: the one rule of every attention layer, derived from the
+spec's ordering. Tokens are (position, channel group) units laid out position-major (token
+p * G + g); each has a rank taken from the ordering's steps. Both dependency domains and every
+backend read the allowed set from here, so the mask the verifier analyses is the mask the kernel
+applies."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Causal = Literal["strict", "non_strict", "none"]
+
+
+def allowed_keys(query_rank: np.ndarray, key_rank: np.ndarray, coords: np.ndarray, causal: str,
+                 window: tuple[tuple[int, int], ...] | None, groups: int, queries: slice = slice(None)) -> np.ndarray:
+    """(T, T) booleans: may query token t read key token s? (`queries`: only those rows.)
+
+    strict: the key's last element comes before the query's first (nothing of the query's own
+    token, so keys may read the raw input); non_strict: that, or the very same token (inputs
+    already shifted); none: every token. A window keeps keys whose position lies within
+    [lo, hi] of the query's along each axis; it only ever removes keys."""
+    tokens = len(query_rank)
+    rows = np.arange(tokens)[queries]
+    if causal == "none":
+        allowed = np.ones((len(rows), tokens), dtype=bool)
+    else:
+        allowed = key_rank[None, :] < query_rank[rows, None]
+        if causal == "non_strict":
+            allowed[np.arange(len(rows)), rows] = True
+    if window is not None:
+        position = coords[np.arange(tokens) // groups]                       # (T, d)
+        rel = position[None, :, :] - position[rows, None, :]                 # key minus query
+        lo = np.array([w[0] for w in window])
+        hi = np.array([w[1] for w in window])
+        allowed &= np.all((rel >= lo) & (rel <= hi), axis=-1)
+    return allowed
+
+
+@dataclass(frozen=True)
+class AttentionPattern:
+    """The allowed key set of one attention layer, in a form both domains can read.
+
+    `query_rank` / `key_rank`: (M, T) per mask set; a token's rank is its element's step (grouped
+    tokens) or the first / last step of its position's elements (a position as one token).
+    `raster`: every mask set is the raster ordering, which the offset domain expresses exactly."""
+
+    groups: int
+    heads: int
+    spatial: tuple[int, ...]
+    query_rank: np.ndarray
+    key_rank: np.ndarray
+    causal: Causal
+    window: tuple[tuple[int, int], ...] | None
+    raster: bool
+
+    @property
+    def tokens(self) -> int:
+        return int(np.prod(self.spatial)) * self.groups
+
+    @property
+    def coords(self) -> np.ndarray:
+        """(P, d) the coordinates of every position, raster order."""
+        return np.stack(np.unravel_index(np.arange(int(np.prod(self.spatial))), self.spatial), axis=1)
+
+    def rows(self, mask: int, queries: slice = slice(None)) -> np.ndarray:
+        """(queries, T) allowed keys of some query tokens under mask set `mask`."""
+        m = mask % self.query_rank.shape[0]
+        return allowed_keys(self.query_rank[m], self.key_rank[m], self.coords, self.causal, self.window, self.groups, queries)
+
+    def channel_rows(self, channels: int) -> np.ndarray:
+        """Row (head * G + group) of every channel of an attention tensor: channel j belongs to
+        group j mod G and to head (j // G) // (channels per head and group)."""
+        j = np.arange(channels)
+        per = max(1, channels // (self.groups * self.heads))
+        return ((j // self.groups) // per) * self.groups + j % self.groups
+
+    # -- the offset view (raster only): which relative positions and same-position groups ---------
+    def in_window(self, offset: tuple[int, ...]) -> bool:
+        return self.window is None or all(lo <= o <= hi for o, (lo, hi) in zip(offset, self.window))
+
+    def same_position_groups(self, g: int) -> list[int]:
+        """Key groups at the query's own position that query group g reads (raster order)."""
+        if not self.in_window((0,) * len(self.spatial)):
+            return []
+        if self.causal == "none":
+            return list(range(self.groups))
+        if self.causal == "strict":
+            return list(range(g))
+        return list(range(g + 1))
+
+    def earlier_only(self) -> bool:
+        """Keys at other positions are all earlier in raster order (not `none`)."""
+        return self.causal != "none"
+
+    def interior_count(self, g: int, limits: tuple[int, ...]) -> int:
+        """How many keys an interior query of group g reads (at least 2 decides whether the
+        attention weights, hence queries and keys, matter at all)."""
+        if self.window is not None:
+            box = [range(max(lo, -(n - 1)), min(hi, n - 1) + 1) for (lo, hi), n in zip(self.window, limits)]
+            others = sum(1 for o in np.ndindex(*[len(r) for r in box])
+                         if any(r[i] != 0 for r, i in zip(box, o)) and (not self.earlier_only() or before_origin(tuple(r[i] for r, i in zip(box, o)))))
+        else:
+            total = int(np.prod([2 * n - 1 for n in limits]))
+            others = total - 1 if not self.earlier_only() else (total - 1) // 2
+        return others * self.groups + len(self.same_position_groups(g))
+
+
+def before_origin(offset: tuple[int, ...] | list[int]) -> bool:
+    """Lexicographically before the origin (an earlier position in raster order)."""
+    for o in offset:
+        if o != 0:
+            return o < 0
+    return False
