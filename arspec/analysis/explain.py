@@ -169,6 +169,21 @@ def _frames_of_inputs(ir: IRGraph, out: dict[str, tuple[int, ...]], zero: tuple[
             out[node.name] = needed.pop()
 
 
+def keys_only(ir: IRGraph) -> set[str]:
+    """Values read only as the keys and values of attention: a key at a position serves the
+    queries the attention rule allows, not that position's own element, so it is judged where
+    the attention reads it."""
+    readers: dict[str, list[tuple[IRNode, int]]] = {}
+    for node in ir:
+        for k, i in enumerate(node.all_inputs):
+            readers.setdefault(i, []).append((node, k))
+    out = set()
+    for name, uses in readers.items():
+        if name != ir.output and all(r.op is not None and r.op.name == "causal_attention" and 1 <= k < len(r.inputs) for r, k in uses):
+            out.add(name)
+    return out
+
+
 def _same_position(ir: IRGraph, node: IRNode) -> bool:
     """All of the node's calls read their arguments at the position they compute."""
     rank = len(ir.ctx.spatial)
@@ -191,10 +206,13 @@ def find_culprit(ir: IRGraph, path: list[str], source: int, target: int, mask: i
     zero = (0,) * len(ir.ctx.spatial)
     folds = {c.primitive.factor for n in ir.op_nodes() if n.program for c in n.program.calls if isinstance(c.primitive, SpaceToDepth)}
     merges: list[str] = []
+    keys = keys_only(ir)
     for name in path:
         node = ir.node(name)
         deps = forward[name]
         assert isinstance(deps, ConcreteDeps)
+        if name in keys:
+            continue
         if node.op is not None and node.op.moves_only:
             merges.extend([name] if len(node.inputs) > 1 else [])
             continue
@@ -300,6 +318,8 @@ def _hint(ir: IRGraph, node: IRNode, carriers: list[int], taps: list[str]) -> st
                 "through {op: observe, inputs: [x]}, which hides the elements not given yet")
     roles = {_role(node, k) for k in carriers}
     sources = [ir.node(node.all_inputs[k]) for k in carriers]
+    if op is not None and op.name == "causal_attention" and roles <= {"input"}:
+        return _attention_hint(ir, node)
     frame = frames(ir)
     for src in sources:
         why = _frame_hint(ir, src, frame)
@@ -334,6 +354,21 @@ def _hint(ir: IRGraph, node: IRNode, carriers: list[int], taps: list[str]) -> st
     if ir.ctx.couples_channels and masked:
         return "a coupled likelihood reads a whole pixel's parameters: mask over whole pixels with channel_groups: 1"
     return ""
+
+
+def _attention_hint(ir: IRGraph, node: IRNode) -> str:
+    """The classic attention causes, in the spec's terms."""
+    spec = node.spec
+    if getattr(spec, "causal", None) == "none":
+        return ("causal: none lets every position attend to every other, later ones included; a window only narrows "
+                "the set: use causal: strict (or non_strict over shifted inputs) and keep the window beside it")
+    if ir.ctx.groups > 1 and getattr(spec, "channel_groups", None) == 1:
+        return (f"with channel_groups: 1 a whole pixel is one token, carrying the features of later channel groups to earlier "
+                f"ones: keep the {ir.ctx.groups} channel groups as tokens (the default) so the attention follows R -> G -> B")
+    if getattr(spec, "causal", None) == "non_strict":
+        return ("non-strict attention lets a position attend to itself, but its keys or queries read that position's own "
+                "element: make it causal: strict, or shift its inputs one step first")
+    return "strict attention reads only earlier tokens: the queries themselves must not read the element (use a mask-A or shifted input)"
 
 
 def _frame_hint(ir: IRGraph, node: IRNode, frame: dict[str, tuple[int, ...]]) -> str:

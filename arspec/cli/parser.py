@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a spec on data, with checkpoints")
     p.add_argument("spec")
-    p.add_argument("--data", help="dataset name (binarized-mnist, binarized-mnist-5k, mnist, digits, speech, cifar10:PATH, "
+    p.add_argument("--data", help="dataset name (binarized-mnist, binarized-mnist-5k, python-stdlib, red-wine[:K], text:PATH, mnist, digits, speech, cifar10:PATH, "
                                   "wav:FOLDER) or a .npz file")
     add_training_flags(p)
     p.add_argument("--out", default="runs/latest")

@@ -68,28 +68,6 @@ def load_npy_folder(folder: Path) -> Splits:
     return from_arrays(arrays, str(folder))
 
 
-def load_text(path: Path, length: int, seed: int = 0) -> Splits:
-    """A UTF-8 text file as character tokens: crops of the event's length, split 80/10/10 by
-    position in the file (no overlap between splits); the vocabulary is the sorted characters."""
-    if not path.exists():
-        raise DataError(f"no such file: {path}")
-    text = path.read_text(encoding="utf-8")
-    vocab = sorted(set(text))
-    index = {ch: i for i, ch in enumerate(vocab)}
-    tokens = np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))
-    bounds = [0, int(len(tokens) * 0.8), int(len(tokens) * 0.9), len(tokens)]
-    rng = np.random.default_rng(seed)
-    parts = []
-    for a, b in zip(bounds, bounds[1:]):
-        segment = tokens[a:b]
-        if len(segment) < length:
-            raise DataError(f"{path}: {len(tokens):,} characters is too short for crops of {length} in every split")
-        count = max(1, 2 * len(segment) // length)
-        starts = rng.integers(0, len(segment) - length + 1, size=count)
-        parts.append(torch.as_tensor(np.stack([segment[s:s + length] for s in starts])))
-    return Splits(*parts, f"text:{path}", {}, vocab)
-
-
 def load_amat(path: Path) -> Splits:
     """The standard binarized MNIST files (Larochelle): binarized_mnist_{train,valid,test}.amat."""
     folder = path if path.is_dir() else path.parent

@@ -6,9 +6,10 @@ binarization of Larochelle & Murray, 50,000 / 10,000 / 10,000; the default for 1
 specs), binarized-mnist-5k (5,000 real MNIST digits with labels, binarized once with a fixed seed:
 quick runs and class conditioning), mnist (the same 5,000 digits as 8-bit values), digits and
 digits-binary (the UCI 8x8 digits, 17 levels / thresholded), speech (two CMU ARCTIC utterances),
-red-wine[:K] (the RNADE papers' 10-fold red wine benchmark, standardised; test fold K, default 1).
+red-wine[:K] (the RNADE papers' 10-fold red wine benchmark, standardised; test fold K, default 1),
+python-stdlib (the Python standard library's .py sources as text, split by file).
 Yours: a .npz file or a folder of .npy files (with context arrays named after the conditioning,
-see docs/data.md), text:FILE.txt, cifar10:PATH, wav:FOLDER, or the binarized MNIST .amat files."""
+see docs/data.md), text:FILE_OR_FOLDER, cifar10:PATH, wav:FOLDER, or the binarized MNIST .amat files."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from arspec.data.files import load_amat, load_npy_folder, load_npz, load_text, split_indices
+from arspec.data.files import load_amat, load_npy_folder, load_npz, split_indices
 from arspec.data.splits import SPLITS, DataError, Splits
 from arspec.distributions import DistributionInfo, describe_distribution
 
 BUNDLED = Path(__file__).resolve().parent / "bundled"
-NAMES = ("binarized-mnist", "binarized-mnist-5k", "mnist", "digits", "digits-binary", "speech", "red-wine[:K]")
+NAMES = ("binarized-mnist", "binarized-mnist-5k", "mnist", "digits", "digits-binary", "speech", "red-wine[:K]", "python-stdlib")
 
 
 def _bundled(name: str) -> dict[str, np.ndarray]:
@@ -80,10 +81,12 @@ def load_named(name: str, spec: Any) -> Splits:
         splits = wav_folder_splits(folder, spec)
         splits.name = name
         return splits
-    if name.startswith("text:"):
+    if name.startswith("text:") or name == "python-stdlib":
+        from arspec.data.text import text_splits
         if len(spec.event.shape) != 1:
             raise DataError(f"text data needs a sequence event [T], the spec's event is {list(spec.event.shape)}")
-        return load_text(Path(name.split(":", 1)[1]), spec.event.shape[0])
+        path = Path(name.split(":", 1)[1]) if name.startswith("text:") else None
+        return text_splits(path, spec.event.shape[0], getattr(spec.distribution, "classes", None))
     path = Path(name)
     if path.suffix == ".npz":
         return load_npz(path)

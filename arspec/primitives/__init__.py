@@ -6,6 +6,7 @@ from arspec.primitives.context import ContextProjection, Upsample
 from arspec.primitives.conv import MaskedConv
 from arspec.primitives.dense import Flatten, MaskedDense, degree_mask
 from arspec.primitives.embedding import Embedding, channel_group
+from arspec.primitives.norm import ChannelNorm
 from arspec.primitives.observe import ObserveGate
 from arspec.primitives.ordered import ElementLinear, ElementScale, OrderedPrefixLinear
 from arspec.primitives.pointwise import Activation, Add, Concat, Dropout, Gate, Multiply, SelectChannels, Shift
@@ -14,9 +15,9 @@ from arspec.primitives.resolution import DepthToSpace, SpaceToDepth, interleave_
 
 PRIMITIVES: dict[str, type[Primitive]] = {p.kind: p for p in (
     MaskedConv, MaskedDense, Embedding, Shift, Activation, Add, Multiply, Concat, Gate, SelectChannels, Dropout,
-    SpaceToDepth, DepthToSpace, ContextProjection, Upsample, LstmScan, OrderedPrefixLinear, ElementLinear, ElementScale, ObserveGate, Flatten, Attend, Positions)}
+    SpaceToDepth, DepthToSpace, ContextProjection, Upsample, LstmScan, OrderedPrefixLinear, ElementLinear, ElementScale, ObserveGate, Flatten, Attend, Positions, ChannelNorm)}
 
-__all__ = ["PRIMITIVES", "Activation", "Add", "Attend", "Concat", "ContextProjection", "DepthToSpace", "Dropout", "ElementLinear", "ElementScale", "Embedding", "Flatten",
+__all__ = ["PRIMITIVES", "Activation", "Add", "Attend", "ChannelNorm", "Concat", "ContextProjection", "DepthToSpace", "Dropout", "ElementLinear", "ElementScale", "Embedding", "Flatten",
            "Gate", "LstmScan", "MaskedConv", "MaskedDense", "Multiply", "ObserveGate", "OrderedPrefixLinear", "Param", "Positions", "Primitive",
            "SelectChannels", "Shift", "SpaceToDepth", "Taps", "Upsample", "channel_group", "degree_mask",
            "interleave_index", "same_position"]

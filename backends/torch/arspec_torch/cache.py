@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from arspec_torch.kernels import KERNELS, attention_allowed
 from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas
@@ -373,20 +374,29 @@ class AttentionRows:
     def step(self, args: list[torch.Tensor], heads: int) -> Callable[[int], torch.Tensor]:
         q, k, v = args
         groups = self.groups
+        index = [torch.as_tensor(r) for r in self.reads]
+        span = [(int(r[0]), int(r[-1]) + 1) if len(r) and int(r[-1]) - int(r[0]) + 1 == len(r) else None for r in self.reads]
+        full = [bool(a.all()) for a in self.allowed]
+
+        def tokens(t: torch.Tensor, p: int, n: int) -> torch.Tensor:
+            """(n, H, L * G, d) of the key positions of p (a slice when they are contiguous)."""
+            part = t[:, :, span[p][0]:span[p][1]] if span[p] is not None else t[:, :, index[p]]
+            length = part.shape[2]
+            return part.reshape(n, heads, -1, groups, length).permute(0, 1, 4, 3, 2).reshape(n, heads, length * groups, -1)
 
         def at(p: int) -> torch.Tensor:
-            n, reads, allowed = q.shape[0], self.reads[p], self.allowed[p]
-            qt = q[:, :, p].reshape(n, heads, -1, groups).transpose(2, 3)                       # (n, H, G, dk)
-            if not len(reads):
+            n = q.shape[0]
+            if not len(self.reads[p]):
                 return q.new_zeros(n, v.shape[1])
-            index = torch.as_tensor(reads)
-            kt = k[:, :, index].reshape(n, heads, -1, groups, len(reads)).permute(0, 1, 4, 3, 2).reshape(n, heads, len(reads) * groups, -1)
-            vt = v[:, :, index].reshape(n, heads, -1, groups, len(reads)).permute(0, 1, 4, 3, 2).reshape(n, heads, len(reads) * groups, -1)
-            scores = (qt @ kt.transpose(2, 3)) / qt.shape[-1] ** 0.5
-            some = allowed.any(dim=1)
-            scores = scores.masked_fill(~(allowed | ~some[:, None]), float("-inf"))
-            weights = torch.softmax(scores, dim=-1) * some[:, None].to(scores.dtype)
-            out = weights @ vt                                                                  # (n, H, G, dv)
+            qt = q[:, :, p].reshape(n, heads, -1, groups).transpose(2, 3)                       # (n, H, G, dk)
+            kt, vt = tokens(k, p, n), tokens(v, p, n)
+            if full[p]:
+                out = F.scaled_dot_product_attention(qt, kt, vt)
+            else:
+                allowed = self.allowed[p]
+                some = allowed.any(dim=1)
+                out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed | ~some[:, None])
+                out = out * some[:, None].to(out.dtype)
             return out.transpose(2, 3).reshape(n, -1)
         return at
 

@@ -274,6 +274,18 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_rank: torch.
     return attention_untokens(out, groups, tuple(q.shape[2:]))
 
 
+def channel_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, groups: int) -> torch.Tensor:
+    """Layer normalisation over the channels of each group (channel j is in group j mod G) at
+    each position; x is (B, C, *S), or (B, C) for one position."""
+    b, c = x.shape[:2]
+    grouped = x.reshape(b, c // groups, groups, *x.shape[2:])
+    mean = grouped.mean(dim=1, keepdim=True)
+    var = grouped.var(dim=1, unbiased=False, keepdim=True)
+    normal = ((grouped - mean) / torch.sqrt(var + 1e-5)).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.dim() - 2)
+    return normal * weight.view(shape) + bias.view(shape)
+
+
 def positions(table: torch.Tensor) -> torch.Tensor:
     """The position table as a batch of one (it broadcasts where it is used)."""
     return table.unsqueeze(0)
@@ -285,7 +297,7 @@ KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
     "upsample": upsample, "lstm_scan": lstm_scan, "ordered_prefix_linear": ordered_prefix_linear,
     "element_linear": element_linear, "element_scale": element_scale,
-    "observe": observe, "flatten": flatten, "attend": attend, "positions": positions,
+    "observe": observe, "flatten": flatten, "attend": attend, "positions": positions, "channel_norm": channel_norm,
 }
 
 
