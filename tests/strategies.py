@@ -258,7 +258,7 @@ def attention_stacks(draw, strict_on_raw: bool = True, pixel_tokens: bool = True
     """Attention mixed with masked convolutions under every ordering type: a first layer that
     does not read its own element (mask A), then attention layers (strict / non-strict / none,
     heads, windows, grouped or pixel tokens, keys from the layer below, learned positions and
-    optionally the raw input) between mask-B convolutions.
+    optionally the raw input) between mask-B convolutions and layer norms (per channel group).
 
     With `strict_on_raw` False, attention reading the raw input is non-strict (a leak); with
     `pixel_tokens` False every attention layer keeps the channel groups."""
@@ -289,6 +289,8 @@ def attention_stacks(draw, strict_on_raw: bool = True, pixel_tokens: bool = True
             if draw(st.booleans()):
                 fields["residual"] = f"l{i - 1}"
             lines.append(_node(f"l{i}", op="causal_attention", **fields))
+        elif width >= 2 * groups and draw(st.booleans()):
+            lines.append(_node(f"l{i}", op="layer_norm"))
         else:
             lines.append(_node(f"l{i}", op="masked_conv2d", channels=width, kernel=draw(st.sampled_from([1, 3])), mask="B", activation="tanh"))
     lines.append(_node("out", op="conv1x1", channels="output", mask="B"))

@@ -289,3 +289,11 @@ def test_raster_is_the_offset_domain_rule():
     spec = spec_from(snail())
     pattern = next(c.primitive.pattern for n in spec.ir.op_nodes() for c in n.program.calls if c.primitive.kind == "attend")
     assert pattern.raster and np.array_equal(spec.ir.ctx.orders[0], compute_raster(spec.ir.ctx.event))
+
+
+def test_layer_norm_follows_the_channel_groups_and_pooling_them_is_a_leak():
+    source = snail(groups=3).replace("  out:   {op: conv1x1", "  norm:  {op: layer_norm, inputs: [att]}\n  out:   {op: conv1x1, inputs: [norm]").replace("inputs: [norm], inputs: [att]", "inputs: [norm]")
+    spec = spec_from(source)
+    assert arspec.analyze(spec).ok
+    assert_measured_equals_predicted(spec)
+    assert _leak(source.replace("{op: layer_norm, inputs: [att]}", "{op: layer_norm, inputs: [att], channel_groups: 1}"))

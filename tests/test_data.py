@@ -103,3 +103,40 @@ def test_sampling_an_audio_checkpoint_writes_wav_files(tmp_path):
     for i in range(2):
         audio, rate = read_wav(tmp_path / f"audio_{i}.wav")
         assert rate == 16000 and len(audio) == 64
+
+
+def _text_spec(length: int = 64, classes: int = 256):
+    return arspec.parse_spec(f"name: t\nevent: {{shape: [{length}]}}\ndistribution: {{type: categorical, classes: {classes}}}\n"
+                             "graph:\n  e: {op: embedding, inputs: [x], channels: 4, shift: 1}\n  o: {op: conv1x1, channels: output}\n")
+
+
+def test_python_stdlib_is_split_by_file_into_byte_crops():
+    from arspec.data.text import python_stdlib_files, split_of
+    root, files = python_stdlib_files()
+    splits = {split_of(str(f.relative_to(root))) for f in files}
+    assert splits == {"train", "validation", "test"}
+    assert all(split_of(str(f.relative_to(root))) == split_of(str(f.relative_to(root))) for f in files[:50])
+    data = load_data(_text_spec(), "python-stdlib")
+    assert data.train.shape[1:] == (64,) and len(data.train) > len(data.test) > 0
+    assert int(data.train.max()) < 256 and data.vocab is not None and len(data.vocab) == 256
+    text = bytes(data.test[0].tolist()).decode("utf-8", errors="replace")
+    assert len(text) > 0
+
+
+def test_a_text_folder_keeps_each_file_in_one_split(tmp_path):
+    from arspec.data.text import split_of
+    letters = {f"f{i}.txt": chr(ord("A") + i) for i in range(40)}      # each file one letter of its own
+    for name, letter in letters.items():
+        (tmp_path / name).write_text(letter * 100, encoding="utf-8")
+    data = load_data(_text_spec(16, 64), f"text:{tmp_path}")
+    assert data.vocab is not None
+    for split, items in (("test", data.test), ("validation", data.validation), ("train", data.train)):
+        mine = {letter for name, letter in letters.items() if split_of(name) == split} | {"\n"}
+        seen = {data.vocab[t] for t in items.unique().tolist()}
+        assert seen <= mine, split
+
+
+def test_too_many_characters_for_the_classes_is_a_clear_error(tmp_path):
+    (tmp_path / "a.txt").write_text("abcdefghijklmnopqrstuvwxyz" * 20, encoding="utf-8")
+    with pytest.raises(DataError, match="26 distinct characters"):
+        load_data(_text_spec(16, 8), f"text:{tmp_path / 'a.txt'}")
