@@ -286,6 +286,9 @@ def attention_stacks(draw, strict_on_raw: bool = True, pixel_tokens: bool = True
                 fields["channel_groups"] = 1
             if draw(st.booleans()):
                 fields["window"] = f"[[{-draw(st.integers(0, 2))}, {draw(st.integers(0, 1))}], [{-draw(st.integers(0, 2))}, {draw(st.integers(0, 2))}]]"
+            pattern = draw(st.sampled_from(["", "", "stride", "chunk"]))
+            if pattern:
+                fields[pattern] = draw(st.integers(2, 5))
             if draw(st.booleans()):
                 fields["residual"] = f"l{i - 1}"
             lines.append(_node(f"l{i}", op="causal_attention", **fields))

@@ -143,6 +143,16 @@ def test_strict_attention_keeps_the_elements_of_one_multiscale_group_apart():
     assert_measured_equals_predicted(spec)
 
 
+@pytest.mark.parametrize("extra", [", stride: 4", ", chunk: 5", ", stride: 2, chunk: 8"])
+def test_strided_and_block_patterns_are_exact_and_stay_inside_the_causal_set(extra):
+    spec = spec_from(snail(groups=3, h=4, w=4, extra=extra))
+    assert arspec.analyze(spec).ok
+    assert_measured_equals_predicted(spec)
+    table = arspec.analyze(spec_from(snail(groups=1, h=4, w=4, extra=extra))).dependencies
+    full = arspec.analyze(spec_from(snail(groups=1, h=4, w=4))).dependencies
+    assert table is not None and full is not None and (table <= full).all() and table.sum() < full.sum()
+
+
 def test_a_window_pattern_only_removes_keys():
     wide = spec_from(snail(extra=", window: [[-1, 1], [-1, 1]]"))
     assert arspec.analyze(wide).ok
@@ -187,7 +197,8 @@ def test_training_with_attention_dropout_keeps_the_mask():
 
 # -- cached generation --------------------------------------------------------------------------
 @pytest.mark.parametrize("source", [text(12), text(12, causal="strict"), snail(groups=3, h=3, w=4),
-                                    snail(groups=1, h=3, w=3, extra=", window: [[-1, 0], [-1, 1]]")])
+                                    snail(groups=1, h=3, w=3, extra=", window: [[-1, 0], [-1, 1]]"),
+                                    text(12, extra=", stride: 3"), text(12, extra=", chunk: 4")])
 def test_the_key_value_cache_equals_naive_generation_and_the_training_graph(source):
     spec = spec_from(source)
     model = arspec.compile(spec, seed=0).eval()
@@ -207,14 +218,15 @@ def _kernel_bug(monkeypatch, bug: str) -> None:
 
     original = kernels.attention_allowed
 
-    def allowed(query_rank, key_rank, coords, *, groups, causal, window):
+    def allowed(query_rank, key_rank, coords, *, groups, causal, window, stride=None, chunk=None):
         if bug == "window_outside_causal":           # the window applied instead of intersected
-            return original(query_rank, key_rank, coords, groups=groups, causal="none", window=window)
-        return original(query_rank, key_rank, coords, groups=groups, causal=causal, window=window)
+            causal = "none"
+        return original(query_rank, key_rank, coords, groups=groups, causal=causal, window=window, stride=stride, chunk=chunk)
 
-    def attend(q, k, v, query_rank, key_rank, coords=None, *, groups, heads, causal, window, dropout, active, training):
+    def attend(q, k, v, query_rank, key_rank, coords=None, *, groups, heads, causal, window, dropout, active, training,
+               stride=None, chunk=None):
         m = active % query_rank.shape[0]
-        mask = allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window)
+        mask = allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window, stride=stride, chunk=chunk)
         qt, kt, vt = (kernels.attention_tokens(t, groups, heads) for t in (q, k, v))
         if bug == "fill_without_start_mask":         # -1e9 fill: a row with no key averages every key
             scores = (qt @ kt.transpose(-1, -2)) / qt.shape[-1] ** 0.5

@@ -167,6 +167,8 @@ def _reach(pattern: AttentionPattern, mask: int) -> tuple[np.ndarray, Callable[[
     m = mask % pattern.query_rank.shape[0]
     query_rank, key_rank = pattern.query_rank[m], pattern.key_rank[m]
     tokens = len(query_rank)
+    if pattern.stride is not None or pattern.chunk is not None:
+        return _reach_by_rows(pattern, m, tokens)
     if pattern.window is None:
         if pattern.causal == "none":
             count = np.full(tokens, tokens)
@@ -185,6 +187,22 @@ def _reach(pattern: AttentionPattern, mask: int) -> tuple[np.ndarray, Callable[[
     count = np.bincount(pairs[0], minlength=tokens)
 
     return count, lambda table: _gather_or(table, pairs, tokens)
+
+
+def _reach_by_rows(pattern: AttentionPattern, mask: int, tokens: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Strided and block patterns: boolean products over blocks of query rows (any pattern)."""
+    blocks = range(0, tokens, 1024)
+    count = np.concatenate([pattern.rows(mask, slice(b, b + 1024)).sum(axis=1) for b in blocks])
+
+    def reach(table: np.ndarray) -> np.ndarray:
+        flat = table.astype(np.float32)
+        out = np.zeros(table.shape, dtype=bool)
+        for b in blocks:
+            allowed = pattern.rows(mask, slice(b, b + 1024)).astype(np.float32)
+            for h in range(table.shape[0]):
+                out[h, b:b + 1024] = (allowed @ flat[h]) > 0
+        return out
+    return count, reach
 
 
 def _window_pairs(pattern: AttentionPattern, query_rank: np.ndarray, key_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

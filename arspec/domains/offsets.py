@@ -291,6 +291,8 @@ class OffsetDeps(Deps):
         assert isinstance(keys, OffsetDeps) and isinstance(values, OffsetDeps)
         if not pattern.raster:
             raise NotTranslationEquivariant("attention under an ordering other than raster")
+        if pattern.stride is not None or pattern.chunk is not None:
+            raise NotTranslationEquivariant("strided or block attention (patterns of flat positions)")
         if any(d.fold != 1 or d.stride != 1 for d in (self, keys, values) if not d.is_empty()):
             raise NotTranslationEquivariant("attention over a tensor not at the event's resolution")
         limits = self.limits or pattern.spatial

@@ -14,13 +14,16 @@ Causal = Literal["strict", "non_strict", "none"]
 
 
 def allowed_keys(query_rank: np.ndarray, key_rank: np.ndarray, coords: np.ndarray, causal: str,
-                 window: tuple[tuple[int, int], ...] | None, groups: int, queries: slice = slice(None)) -> np.ndarray:
+                 window: tuple[tuple[int, int], ...] | None, groups: int, queries: slice = slice(None),
+                 stride: int | None = None, chunk: int | None = None) -> np.ndarray:
     """(T, T) booleans: may query token t read key token s? (`queries`: only those rows.)
 
     strict: the key's last element comes before the query's first (nothing of the query's own
     token, so keys may read the raw input); non_strict: that, or the very same token (inputs
     already shifted); none: every token. A window keeps keys whose position lies within
-    [lo, hi] of the query's along each axis; it only ever removes keys."""
+    [lo, hi] of the query's along each axis; `stride` keeps keys whose flat (raster) position
+    differs from the query's by a multiple of it, `chunk` those in the query's chunk of that many
+    flat positions (the Sparse Transformer's strided and fixed heads). Patterns only remove keys."""
     tokens = len(query_rank)
     rows = np.arange(tokens)[queries]
     if causal == "none":
@@ -35,6 +38,11 @@ def allowed_keys(query_rank: np.ndarray, key_rank: np.ndarray, coords: np.ndarra
         lo = np.array([w[0] for w in window])
         hi = np.array([w[1] for w in window])
         allowed &= np.all((rel >= lo) & (rel <= hi), axis=-1)
+    flat_q, flat_k = rows // groups, np.arange(tokens) // groups
+    if stride is not None:
+        allowed &= (flat_q[:, None] - flat_k[None, :]) % stride == 0
+    if chunk is not None:
+        allowed &= flat_q[:, None] // chunk == flat_k[None, :] // chunk
     return allowed
 
 
@@ -54,6 +62,8 @@ class AttentionPattern:
     causal: Causal
     window: tuple[tuple[int, int], ...] | None
     raster: bool
+    stride: int | None = None
+    chunk: int | None = None
 
     @property
     def tokens(self) -> int:
@@ -67,7 +77,8 @@ class AttentionPattern:
     def rows(self, mask: int, queries: slice = slice(None)) -> np.ndarray:
         """(queries, T) allowed keys of some query tokens under mask set `mask`."""
         m = mask % self.query_rank.shape[0]
-        return allowed_keys(self.query_rank[m], self.key_rank[m], self.coords, self.causal, self.window, self.groups, queries)
+        return allowed_keys(self.query_rank[m], self.key_rank[m], self.coords, self.causal, self.window, self.groups, queries,
+                            self.stride, self.chunk)
 
     def channel_rows(self, channels: int) -> np.ndarray:
         """Row (head * G + group) of every channel of an attention tensor: channel j belongs to

@@ -9,7 +9,8 @@ and the projections are group-masked (type B); with `channel_groups: 1` a token 
 `causal` picks the rule relative to the ordering: `strict` (a token reads only tokens whose
 elements all come strictly earlier: safe when keys see the raw input), `non_strict` (and itself:
 for inputs already shifted), or `none` (every token: for paths that never read the data). A
-`window` ([lo, hi] per axis, relative to the query) only removes keys."""
+`window` ([lo, hi] per axis, relative to the query), a `stride` or a `chunk` (over flat raster
+positions, as in the Sparse Transformer) only removes keys."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ class CausalAttentionSpec(GroupedMaskSpec, LayerSpec):
     key_channels: int = Field(16, ge=1, le=65536, description="Query/key channels per head (and per channel group).")
     value_channels: int | None = Field(None, ge=1, le=65536, description="Value channels per head; default key_channels.")
     window: list[list[int]] | None = Field(None, description="Per spatial axis [lo, hi]: keep keys whose position minus the query's lies in it.")
+    stride: int | None = Field(None, ge=1, le=1_000_000, description="Keep keys whose flat (raster) position differs from the query's by a multiple of this (Sparse Transformer's strided head).")
+    chunk: int | None = Field(None, ge=1, le=1_000_000, description="Keep keys in the query's chunk of this many flat positions (the fixed head).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the attention weights while training.")
 
 
@@ -71,7 +74,7 @@ def attention_pattern(spec: CausalAttentionSpec, spatial: tuple[int, ...], ctx: 
             keys.append(order.T.reshape(-1))
     raster = compute_raster(ctx.event)
     return AttentionPattern(groups, spec.heads, spatial, np.stack(queries), np.stack(keys), spec.causal, window,
-                            all(np.array_equal(o, raster) for o in ctx.orders))
+                            all(np.array_equal(o, raster) for o in ctx.orders), spec.stride, spec.chunk)
 
 
 def _projection(channels: int, in_channels: int, groups: int, rank: int) -> MaskedConv:

@@ -45,7 +45,7 @@ class Attend(Primitive):
 
     def attrs(self) -> dict[str, Any]:
         return {"groups": self.pattern.groups, "heads": self.pattern.heads, "causal": self.pattern.causal,
-                "window": self.pattern.window, "dropout": self.dropout}
+                "window": self.pattern.window, "stride": self.pattern.stride, "chunk": self.pattern.chunk, "dropout": self.dropout}
 
     def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
         return args[0].attend(args[1], args[2], self.pattern, mask)

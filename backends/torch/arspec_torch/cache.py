@@ -356,7 +356,8 @@ class AttentionRows:
             query = key = order.T.reshape(-1)
         coords = torch.as_tensor(np.stack(np.unravel_index(np.arange(positions), spatial), axis=1))
         allowed = attention_allowed(torch.as_tensor(query), torch.as_tensor(key), coords, groups=groups,
-                                    causal=call.attrs["causal"], window=call.attrs["window"]).numpy()
+                                    causal=call.attrs["causal"], window=call.attrs["window"],
+                                    stride=call.attrs.get("stride"), chunk=call.attrs.get("chunk")).numpy()
         by_position = allowed.reshape(positions, groups, positions, groups)
         self.groups = groups
         self.reads = [np.nonzero(by_position[p].any(axis=(0, 2)))[0] for p in range(positions)]   # key positions

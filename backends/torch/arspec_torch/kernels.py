@@ -221,7 +221,8 @@ def element_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
 
 
 def attention_allowed(query_rank: torch.Tensor, key_rank: torch.Tensor, coords: torch.Tensor | None, *, groups: int,
-                      causal: str, window: tuple[tuple[int, int], ...] | None) -> torch.Tensor:
+                      causal: str, window: tuple[tuple[int, int], ...] | None, stride: int | None = None,
+                      chunk: int | None = None) -> torch.Tensor:
     """(T, T) may query token t read key token s (the rule of arspec.domains.pattern)."""
     tokens = query_rank.numel()
     eye = torch.eye(tokens, dtype=torch.bool, device=query_rank.device)
@@ -238,6 +239,11 @@ def attention_allowed(query_rank: torch.Tensor, key_rank: torch.Tensor, coords: 
         lo = torch.tensor([w[0] for w in window], device=coords.device)
         hi = torch.tensor([w[1] for w in window], device=coords.device)
         allowed = allowed & ((rel >= lo) & (rel <= hi)).all(dim=-1)
+    flat = torch.arange(tokens, device=query_rank.device) // groups
+    if stride is not None:
+        allowed = allowed & ((flat[:, None] - flat[None, :]) % stride == 0)
+    if chunk is not None:
+        allowed = allowed & (flat[:, None] // chunk == flat[None, :] // chunk)
     return allowed
 
 
@@ -259,12 +265,14 @@ def attention_untokens(t: torch.Tensor, groups: int, spatial: tuple[int, ...]) -
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_rank: torch.Tensor, key_rank: torch.Tensor,
            coords: torch.Tensor | None = None, *, groups: int, heads: int, causal: str,
-           window: tuple[tuple[int, int], ...] | None, dropout: float, active: int, training: bool) -> torch.Tensor:
+           window: tuple[tuple[int, int], ...] | None, dropout: float, active: int, training: bool,
+           stride: int | None = None, chunk: int | None = None) -> torch.Tensor:
     """Multi-head attention over the allowed keys. A query with no allowed key gets exactly zero:
     its row attends to itself inside the kernel (no -inf row, so no NaN in either pass) and the
     result is multiplied by 0, so nothing flows through it either way."""
     m = active % query_rank.shape[0]
-    allowed = attention_allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window)
+    allowed = attention_allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window,
+                                stride=stride, chunk=chunk)
     some = allowed.any(dim=1)
     safe = allowed | (~some[:, None] & torch.eye(allowed.shape[0], dtype=torch.bool, device=allowed.device))
     out = F.scaled_dot_product_attention(attention_tokens(q, groups, heads), attention_tokens(k, groups, heads),
