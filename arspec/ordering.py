@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+OBSERVED = "observed"     # the graph input of order-agnostic models: 1 where an element is given
+
 
 class OrderingError(ValueError):
     """An ordering that does not fit the event."""

@@ -85,3 +85,12 @@ def test_op_graph_labels_never_overlap(path):
     assert len(boxes) == len(layout)
     for a, b in itertools.combinations(boxes, 2):
         assert not a.overlaps(b), "two op-graph labels overlap"
+
+
+def test_an_order_agnostic_model_is_drawn_in_raster_order_with_the_past_observed():
+    from arspec.cli.graph import in_raster_order
+    spec, report = _spec_and_report("specs/deep_nade.yaml", ["event.shape=[1,6,6]", "params.hidden=8"])
+    view = in_raster_order(spec, report, (0, 3, 2))
+    codes = field_categories(view, (0, 3, 2))
+    assert (codes == SEEN).sum() == 3 * 6 + 2 and codes[0, 3, 2] == SELF
+    assert not (codes == LEAK).any()

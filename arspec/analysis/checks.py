@@ -12,6 +12,7 @@ from arspec.analysis.explain import Explanation, explain
 from arspec.domains import ConcreteDeps, Deps, OffsetDeps
 from arspec.errors import Location, Problem
 from arspec.ir.graph import IRGraph, IRNode
+from arspec.ordering import OBSERVED
 
 MAX_REPORTED = 5
 MAX_TRACE_NODES = 400
@@ -274,7 +275,7 @@ def observe_gates(ir: IRGraph) -> tuple[list[str], list[str]]:
         assert node.program is not None
         if any(isinstance(c.primitive, ObserveGate) for c in node.program.calls):
             gates.append(node.name)
-        elif "observed" in node.all_inputs:
+        elif OBSERVED in node.all_inputs:
             fed.append(node.name)
     return gates, fed
 

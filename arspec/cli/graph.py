@@ -34,12 +34,37 @@ def run(args) -> int:
         print("arspec graph: nothing to draw until these errors are fixed", file=sys.stderr)
         return 1
     element = _element(args.element, report)
+    if report.agnostic:
+        report = in_raster_order(spec, report, element)
     draw_graph_figure(Path(args.output), spec, report, element)
     shape = internal_shape(report.event_shape)
     flat = int(np.ravel_multi_index((0, *element) if len(report.event_shape) == 1 else element, shape))
     name = element_name(flat, shape, tuple(report.event_shape))
     verdict = "; the leak is drawn in red" if report.leaks else ""
-    reads = (f"order-agnostic, x only through {', '.join(report.agnostic['gates'])}" if report.agnostic
-             else f"element {name} reads {len(report.dependency_set(flat))} elements")
+    reads = f"element {name} reads {len(report.dependency_set(flat))} elements"
+    if report.agnostic:
+        reads = f"order-agnostic, x only through {', '.join(report.agnostic['gates'])}; in raster order {reads}"
     print(f"wrote {args.output}: {reads}; op graph of {len(spec.ir.op_nodes())} ops{verdict}")
     return 1 if report.errors else 0
+
+
+def in_raster_order(spec, report, element: tuple[int, ...]):
+    """An order-agnostic model's report as seen in raster order (its first evaluation ordering):
+    the element's receptive field when exactly the elements before it are observed."""
+    import copy
+
+    from arspec.analysis.propagate import concrete_data, propagate
+    from arspec.graph_figure import internal_shape
+    from arspec.ordering import compute_raster
+    from arspec.primitives.observe import given_elements
+    ir = spec.ir
+    shape = internal_shape(report.event_shape)
+    flat = int(np.ravel_multi_index((0, *element) if len(report.event_shape) == 1 else element, shape))
+    order = compute_raster(ir.ctx.event)
+    with given_elements(order < order[flat]):
+        table = propagate(ir, concrete_data(ir))[ir.output].element_table(ir.ctx.groups, ir.ctx.params_per_element, ir.dense_output)
+    view = copy.copy(report)
+    view.order = order.reshape(report.order.shape)
+    view.dependencies = np.zeros((len(order), len(order)), dtype=bool)
+    view.dependencies[flat] = table[flat]
+    return view

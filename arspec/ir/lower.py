@@ -15,7 +15,7 @@ from arspec.ir.context import ContextUpsampleOp
 from arspec.ir.graph import IRGraph, IRNode
 from arspec.ops import get_op
 from arspec.ops.base import LowerContext, Op, ShapeError
-from arspec.ordering import OrderingError, compute_order, internal_event
+from arspec.ordering import OBSERVED, OrderingError, compute_order, internal_event
 from arspec.primitives import Activation, Add, ContextProjection, Gate
 from arspec.primitives.program import Program, ProgramBuilder, ProgramError, Value
 from arspec.spec.expand import ExpandedNode, Expansion
@@ -23,7 +23,6 @@ from arspec.spec.yaml_source import SourceMap, dotted
 from arspec.types import TensorType
 
 MAX_PARAMETERS = 2_000_000_000
-OBSERVED = "observed"     # the graph input of order-agnostic models: 1 where an element is given
 
 
 def build_context(spec: Any, source: SourceMap, problems: Problems) -> tuple[LowerContext, DistributionInfo] | None:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from arspec.ops.base import LowerContext, NodeSpec, Op
 from arspec.ops.registry import register_op
+from arspec.ordering import OBSERVED
 from arspec.primitives import ObserveGate
 from arspec.primitives.program import ProgramBuilder, Value
 from arspec.types import TensorType
@@ -25,7 +26,7 @@ class ObserveOp(Op):
     reads_data_only = True
 
     def extra_inputs(self, spec: ObserveSpec) -> list[str]:
-        return ["observed"]
+        return [OBSERVED]
 
     def infer(self, spec: ObserveSpec, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
         return TensorType(inputs[0].channels, inputs[0].spatial), {}

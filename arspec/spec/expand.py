@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from arspec.errors import Problems
 from arspec.ops.base import NodeSpec, RepeatSpec
 from arspec.ops.elementwise import MergeSpec
+from arspec.ordering import OBSERVED
 from arspec.spec.models import BlockUse, ModelSpec
 from arspec.spec.nodes import node_adapter
 from arspec.spec.pydantic_errors import report_validation_error
@@ -92,7 +93,7 @@ class Expander:
         self.out = Expansion()
         self.global_scope = {"x": "x", **{name: name for name in spec.conditioning}}
         if any(o.type == "agnostic" for o in spec.orderings):
-            self.global_scope["observed"] = "observed"      # the mask of given elements (order-agnostic models)
+            self.global_scope[OBSERVED] = OBSERVED      # the mask of given elements (order-agnostic models)
         self.produced: set[str] = set()
 
     def run(self) -> Expansion:
