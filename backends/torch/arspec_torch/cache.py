@@ -375,7 +375,8 @@ class AttentionRows:
     def step(self, args: list[torch.Tensor], heads: int) -> Callable[[int], torch.Tensor]:
         q, k, v = args
         groups = self.groups
-        index = [torch.as_tensor(r) for r in self.reads]
+        index = [torch.as_tensor(r, device=q.device) for r in self.reads]
+        allowed_on = [a.to(q.device) for a in self.allowed]
         span = [(int(r[0]), int(r[-1]) + 1) if len(r) and int(r[-1]) - int(r[0]) + 1 == len(r) else None for r in self.reads]
         full = [bool(a.all()) for a in self.allowed]
 
@@ -394,7 +395,7 @@ class AttentionRows:
             if full[p]:
                 out = F.scaled_dot_product_attention(qt, kt, vt)
             else:
-                allowed = self.allowed[p]
+                allowed = allowed_on[p]
                 some = allowed.any(dim=1)
                 out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed | ~some[:, None])
                 out = out * some[:, None].to(out.dtype)
