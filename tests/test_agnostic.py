@@ -121,16 +121,16 @@ def test_each_ordering_gives_a_normalised_distribution(permutation):
     assert abs(float(total) - 1.0) < 1e-12
 
 
-def test_convnade_sums_to_one_over_all_binary_4x4_images_for_a_random_ordering():
+def test_convnade_sums_to_one_over_all_binary_3x3_images_for_a_random_ordering():
     spec = arspec.load_spec(ROOT / "specs" / "convnade.yaml", overrides=[
-        "event.shape=[1,4,4]", "params.channels=3", "params.kernel=2", "params.hidden=8"])
+        "event.shape=[1,3,3]", "params.channels=3", "params.kernel=2", "params.hidden=8"])
     model = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
     order = model.evaluation_orders(2)[1]
     assert not torch.equal(order, model.order)
-    xs = all_configurations((1, 4, 4), 2)
+    xs = all_configurations((1, 3, 3), 2)
     with torch.no_grad():
-        lp = torch.cat([model.log_prob_in_order(xs[i:i + 8192], order) for i in range(0, len(xs), 8192)])
-    assert len(xs) == 2 ** 16 and abs(float(torch.logsumexp(lp, 0).exp()) - 1.0) < 1e-9
+        lp = model.log_prob_in_order(xs, order)
+    assert len(xs) == 2 ** 9 and abs(float(torch.logsumexp(lp, 0).exp()) - 1.0) < 1e-9
 
 
 def test_an_ensemble_is_the_log_mean_exp_of_its_orderings():

@@ -19,7 +19,7 @@ CASES = [
     ("gated_pixelcnn.yaml", ["event.shape=[1,7,7]"]),
     ("gated_pixelcnn_conditional.yaml", ["event.shape=[1,6,6]"]),
     ("pixelcnn.yaml", ["event.shape=[1,6,6]"]),
-    ("pixelcnn_rgb.yaml", ["event.shape=[3,5,5]"]),
+    ("pixelcnn_rgb.yaml", ["event.shape=[3,4,4]"]),
     ("pixelcnn_pp.yaml", ["event.shape=[3,4,4]"]),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +37,13 @@ def test_strict_passes_the_gated_rgb_wavenet_and_diagonal_bilstm_models():
 
 
 def test_every_broken_spec_exits_1_under_strict_with_a_located_message():
-    for path in sorted((ROOT / "specs" / "broken").glob("*.yaml")):
-        result = run("check", "--strict", str(path.relative_to(ROOT)))
-        assert result.returncode == 1, (path, result.stdout)
-        assert f"{path.relative_to(ROOT)}:" in result.stdout
-        assert "Traceback" not in result.stdout + result.stderr
+    paths = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "specs" / "broken").glob("*.yaml"))]
+    result = run("check", "--strict", *paths)            # one process; exit 1 if any spec fails
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    for path in paths:
+        summary = next(line for line in result.stdout.splitlines() if line.startswith(f"{path}: "))
+        assert not summary.startswith(f"{path}: ok"), summary
+        assert re.search(rf"^  {re.escape(path)}:\d+:\d+: ", result.stdout, re.M), path
 
 
 def test_invalid_and_hostile_specs_exit_2_without_traceback(tmp_path):
