@@ -309,3 +309,11 @@ def test_layer_norm_follows_the_channel_groups_and_pooling_them_is_a_leak():
     assert arspec.analyze(spec).ok
     assert_measured_equals_predicted(spec)
     assert _leak(source.replace("{op: layer_norm, inputs: [att]}", "{op: layer_norm, inputs: [att], channel_groups: 1}"))
+
+
+def test_an_attention_layer_too_large_to_allocate_is_refused_before_allocating():
+    from arspec.backends import BackendError
+    spec = spec_from(snail(groups=3, h=256, w=256))
+    assert arspec.analyze(spec).ok
+    with pytest.raises(BackendError, match="attends over 196,608 tokens"):
+        arspec.compile(spec)

@@ -57,9 +57,14 @@ def _source_ids(ir: IRGraph) -> tuple[dict[str, str], list[ContextInput]]:
     return ids, contexts
 
 
+MAX_ATTENTION_TOKENS = 65_536      # a dense T x T mask and scores per head beyond this is no model to run
+
+
 def plan_of(ir: IRGraph) -> Plan:
-    """The plan of an IR (see module docstring)."""
+    """The plan of an IR (see module docstring). Refuses (BackendError) an attention layer whose
+    dense mask could not be allocated, before anything is."""
     ids, contexts = _source_ids(ir)
+    _guard_attention(ir)
     plan = Plan(contexts=contexts, mask_sets=ir.ctx.masks)
     rank = len(ir.ctx.spatial)
     for node in ir.op_nodes():
@@ -79,6 +84,20 @@ def plan_of(ir: IRGraph) -> Plan:
         ids[node.name] = env[program.output]
     plan.output = ids[ir.output]
     return plan
+
+
+def _guard_attention(ir: IRGraph) -> None:
+    from arspec.backends import BackendError
+    for node in ir.op_nodes():
+        assert node.program is not None
+        for call in node.program.calls:
+            pattern = getattr(call.primitive, "pattern", None)
+            if call.primitive.kind == "attend" and pattern is not None and pattern.tokens > MAX_ATTENTION_TOKENS:
+                gib = pattern.tokens ** 2 / 2 ** 30
+                raise BackendError(f"node {node.name!r} attends over {pattern.tokens:,} tokens: its dense mask alone has "
+                                   f"{pattern.tokens ** 2:,} entries ({gib:,.0f} GiB), and the scores as many per head and item "
+                                   f"(limit {MAX_ATTENTION_TOKENS:,} tokens); attend at a coarser resolution or over a smaller "
+                                   f"event (the analysis itself works at any size: arspec check)")
 
 
 def conditioning_of(ir: IRGraph) -> dict[str, dict[str, Any]]:
