@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from arspec.domains.base import Deps, reduce_connectivity, shift_array, unique_rows
-from arspec.domains.pattern import AttentionPattern
+from arspec.domains.pattern import AttentionPattern, causal_allows
 
 
 @dataclass
@@ -185,7 +185,6 @@ def _reach(pattern: AttentionPattern, mask: int) -> tuple[np.ndarray, Callable[[
         return earlier + int(own), reach
     pairs = _window_pairs(pattern, query_rank, key_rank)
     count = np.bincount(pairs[0], minlength=tokens)
-
     return count, lambda table: _gather_or(table, pairs, tokens)
 
 
@@ -220,12 +219,7 @@ def _window_pairs(pattern: AttentionPattern, query_rank: np.ndarray, key_rank: n
         for g in range(groups):
             for h in range(groups):
                 t, s = p * groups + g, q_pos * groups + h
-                if pattern.causal == "none":
-                    ok = np.ones(len(t), dtype=bool)
-                else:
-                    ok = key_rank[s] < query_rank[t]
-                    if pattern.causal == "non_strict":
-                        ok |= s == t
+                ok = causal_allows(query_rank[t], key_rank[s], s == t, pattern.causal)
                 queries.append(t[ok])
                 keys.append(s[ok])
     return np.concatenate(queries), np.concatenate(keys)

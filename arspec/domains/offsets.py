@@ -12,7 +12,7 @@ from itertools import product
 import numpy as np
 
 from arspec.domains.base import Deps, NotTranslationEquivariant, reduce_connectivity, unique_rows
-from arspec.domains.pattern import AttentionPattern, before_origin
+from arspec.domains.pattern import AttentionPattern
 
 
 @dataclass
@@ -298,10 +298,11 @@ class OffsetDeps(Deps):
         limits = self.limits or pattern.spatial
         groups, heads = pattern.groups, pattern.heads
         q, k, v = (_head_group_parts(d, pattern) for d in (self, keys, values))
+        several_keys = [pattern.interior_count(g, limits) >= 2 for g in range(groups)]
         rows: list[OffsetDeps] = []
         for h in range(heads):
             for g in range(groups):
-                several = pattern.interior_count(g, limits) >= 2
+                several = several_keys[g]
                 everything = [v[h][j] for j in range(groups)] + ([k[h][j] for j in range(groups)] if several else [])
                 merged = _merged(everything)
                 out = merged._earlier(pattern, limits)
@@ -321,16 +322,14 @@ class OffsetDeps(Deps):
         if not table.rows.any():
             return table
         if pattern.window is not None:
-            lo = [max(w[0], -(n - 1)) for w, n in zip(pattern.window, limits)]
-            hi = [min(w[1], n - 1) for w, n in zip(pattern.window, limits)]
-            if any(a > b for a, b in zip(lo, hi)):
+            offsets = pattern.window_offsets(limits)
+            if not offsets:
                 return table.empty(1, ())
+            lo = [min(o[d] for o in offsets) for d in range(nd)]
+            hi = [max(o[d] for o in offsets) for d in range(nd)]
             conn = np.zeros((1, 1) + tuple(b - a + 1 for a, b in zip(lo, hi)), dtype=bool)
-            for tap in np.ndindex(*conn.shape[2:]):
-                offset = tuple(t + a for t, a in zip(tap, lo))
-                conn[(0, 0) + tap] = any(offset) and (not pattern.earlier_only() or before_origin(offset))
-            if not conn.any():
-                return table.empty(1, ())
+            for offset in offsets:
+                conn[(0, 0) + tuple(o - a for o, a in zip(offset, lo))] = True
             return table.conv(conn, (1,) * nd, tuple(-a for a in lo), ())._clipped(limits)
         box = tuple(2 * n - 1 for n in limits)
         out = np.zeros((1,) + box + (table.rows.shape[-1],), dtype=bool)

@@ -5,7 +5,9 @@ backend read the allowed set from here, so the mask the verifier analyses is the
 applies."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 from typing import Literal
 
 import numpy as np
@@ -26,12 +28,7 @@ def allowed_keys(query_rank: np.ndarray, key_rank: np.ndarray, coords: np.ndarra
     flat positions (the Sparse Transformer's strided and fixed heads). Patterns only remove keys."""
     tokens = len(query_rank)
     rows = np.arange(tokens)[queries]
-    if causal == "none":
-        allowed = np.ones((len(rows), tokens), dtype=bool)
-    else:
-        allowed = key_rank[None, :] < query_rank[rows, None]
-        if causal == "non_strict":
-            allowed[np.arange(len(rows)), rows] = True
+    allowed = causal_allows(query_rank[rows, None], key_rank[None, :], rows[:, None] == np.arange(tokens)[None, :], causal)
     if window is not None:
         position = coords[np.arange(tokens) // groups]                       # (T, d)
         rel = position[None, :, :] - position[rows, None, :]                 # key minus query
@@ -44,6 +41,24 @@ def allowed_keys(query_rank: np.ndarray, key_rank: np.ndarray, coords: np.ndarra
     if chunk is not None:
         allowed &= flat_q[:, None] // chunk == flat_k[None, :] // chunk
     return allowed
+
+
+def causal_allows(query_rank: np.ndarray, key_rank: np.ndarray, same: np.ndarray, causal: str) -> np.ndarray:
+    """The causal rule on broadcast pairs: strict, a key ranked below the query; non_strict, that
+    or the very same token (`same`); none, every pair."""
+    if causal == "none":
+        return np.broadcast_to(np.ones((), dtype=bool), np.broadcast_shapes(query_rank.shape, key_rank.shape, same.shape)).copy()
+    allowed = key_rank < query_rank
+    return allowed | same if causal == "non_strict" else allowed
+
+
+def token_ranks(order: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query, key) rank of every token, position-major (p * G + g), from the (C, P) steps of an
+    ordering: a grouped token's is its element's step; a whole position's are the first and last
+    steps of its elements (strict then means every element of the key before every one of the query)."""
+    if groups == 1:
+        return order.min(axis=0), order.max(axis=0)
+    return order.T.reshape(-1), order.T.reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -105,13 +120,18 @@ class AttentionPattern:
         """Keys at other positions are all earlier in raster order (not `none`)."""
         return self.causal != "none"
 
-    def interior_count(self, g: int, limits: tuple[int, ...]) -> int:
+    def window_offsets(self, limits: Sequence[int]) -> list[tuple[int, ...]]:
+        """The window's offsets other than zero that keys may sit at (earlier ones only unless
+        `none`), inside an image of size `limits`."""
+        assert self.window is not None
+        box = [range(max(lo, -(n - 1)), min(hi, n - 1) + 1) for (lo, hi), n in zip(self.window, limits)]
+        return [o for o in product(*box) if any(o) and (not self.earlier_only() or before_origin(o))]
+
+    def interior_count(self, g: int, limits: Sequence[int]) -> int:
         """How many keys an interior query of group g reads (at least 2 decides whether the
         attention weights, hence queries and keys, matter at all)."""
         if self.window is not None:
-            box = [range(max(lo, -(n - 1)), min(hi, n - 1) + 1) for (lo, hi), n in zip(self.window, limits)]
-            others = sum(1 for o in np.ndindex(*[len(r) for r in box])
-                         if any(r[i] != 0 for r, i in zip(box, o)) and (not self.earlier_only() or before_origin(tuple(r[i] for r, i in zip(box, o)))))
+            others = len(self.window_offsets(limits))
         else:
             total = int(np.prod([2 * n - 1 for n in limits]))
             others = total - 1 if not self.earlier_only() else (total - 1) // 2

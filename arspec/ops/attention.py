@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from arspec.domains.pattern import AttentionPattern
+from arspec.domains.pattern import AttentionPattern, token_ranks
 from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError, output_channels
 from arspec.ops.fields import LayerSpec, guard_layer
 from arspec.ops.masks import GroupedMaskSpec, group_connectivity, groups_of
@@ -63,15 +63,8 @@ def attention_pattern(spec: CausalAttentionSpec, spatial: tuple[int, ...], ctx: 
         if len(spec.window) != len(spatial) or any(len(w) != 2 or w[0] > w[1] for w in spec.window):
             raise ShapeError(f"window needs one [lo, hi] (lo <= hi) per spatial axis ({len(spatial)}), got {spec.window}", "window")
         window = tuple((int(w[0]), int(w[1])) for w in spec.window)
-    queries, keys = [], []
-    for m in range(max(ctx.masks, len(ctx.orders))):
-        order = ctx.order(m).reshape(ctx.groups, -1)                       # (C, P)
-        if groups == 1:
-            queries.append(order.min(axis=0))
-            keys.append(order.max(axis=0))
-        else:
-            queries.append(order.T.reshape(-1))                            # token p * G + g
-            keys.append(order.T.reshape(-1))
+    ranks = [token_ranks(ctx.order(m).reshape(ctx.groups, -1), groups) for m in range(max(ctx.masks, len(ctx.orders)))]
+    queries, keys = [q for q, _ in ranks], [k for _, k in ranks]
     raster = compute_raster(ctx.event)
     return AttentionPattern(groups, spec.heads, spatial, np.stack(queries), np.stack(keys), spec.causal, window,
                             all(np.array_equal(o, raster) for o in ctx.orders), spec.stride, spec.chunk)

@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from arspec_torch.kernels import KERNELS, attention_allowed
+from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens
 from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas
 
 
@@ -380,26 +379,17 @@ class AttentionRows:
         span = [(int(r[0]), int(r[-1]) + 1) if len(r) and int(r[-1]) - int(r[0]) + 1 == len(r) else None for r in self.reads]
         full = [bool(a.all()) for a in self.allowed]
 
-        def tokens(t: torch.Tensor, p: int, n: int) -> torch.Tensor:
+        def tokens(t: torch.Tensor, p: int) -> torch.Tensor:
             """(n, H, L * G, d) of the key positions of p (a slice when they are contiguous)."""
             part = t[:, :, span[p][0]:span[p][1]] if span[p] is not None else t[:, :, index[p]]
-            length = part.shape[2]
-            return part.reshape(n, heads, -1, groups, length).permute(0, 1, 4, 3, 2).reshape(n, heads, length * groups, -1)
+            return attention_tokens(part, groups, heads)
 
         def at(p: int) -> torch.Tensor:
-            n = q.shape[0]
             if not len(self.reads[p]):
-                return q.new_zeros(n, v.shape[1])
-            qt = q[:, :, p].reshape(n, heads, -1, groups).transpose(2, 3)                       # (n, H, G, dk)
-            kt, vt = tokens(k, p, n), tokens(v, p, n)
-            if full[p]:
-                out = F.scaled_dot_product_attention(qt, kt, vt)
-            else:
-                allowed = allowed_on[p]
-                some = allowed.any(dim=1)
-                out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed | ~some[:, None])
-                out = out * some[:, None].to(out.dtype)
-            return out.transpose(2, 3).reshape(n, -1)
+                return q.new_zeros(q.shape[0], v.shape[1])
+            out = attend_tokens(attention_tokens(q[:, :, p:p + 1], groups, heads), tokens(k, p), tokens(v, p),
+                                None if full[p] else allowed_on[p])
+            return attention_untokens(out, groups, (1,))[:, :, 0]
         return at
 
 

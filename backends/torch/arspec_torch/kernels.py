@@ -225,13 +225,12 @@ def attention_allowed(query_rank: torch.Tensor, key_rank: torch.Tensor, coords: 
                       chunk: int | None = None) -> torch.Tensor:
     """(T, T) may query token t read key token s (the rule of arspec.domains.pattern)."""
     tokens = query_rank.numel()
-    eye = torch.eye(tokens, dtype=torch.bool, device=query_rank.device)
     if causal == "none":
         allowed = torch.ones((tokens, tokens), dtype=torch.bool, device=query_rank.device)
     else:
         allowed = key_rank[None, :] < query_rank[:, None]
         if causal == "non_strict":
-            allowed = allowed | eye
+            allowed = allowed | torch.eye(tokens, dtype=torch.bool, device=query_rank.device)
     if window is not None:
         assert coords is not None
         position = coords[torch.arange(tokens, device=coords.device) // groups]
@@ -267,19 +266,26 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_rank: torch.
            coords: torch.Tensor | None = None, *, groups: int, heads: int, causal: str,
            window: tuple[tuple[int, int], ...] | None, dropout: float, active: int, training: bool,
            stride: int | None = None, chunk: int | None = None) -> torch.Tensor:
-    """Multi-head attention over the allowed keys. A query with no allowed key gets exactly zero:
-    its row attends to itself inside the kernel (no -inf row, so no NaN in either pass) and the
-    result is multiplied by 0, so nothing flows through it either way."""
+    """Multi-head attention over the allowed keys (see attend_tokens)."""
     m = active % query_rank.shape[0]
     allowed = attention_allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window,
                                 stride=stride, chunk=chunk)
-    some = allowed.any(dim=1)
-    safe = allowed | (~some[:, None] & torch.eye(allowed.shape[0], dtype=torch.bool, device=allowed.device))
-    out = F.scaled_dot_product_attention(attention_tokens(q, groups, heads), attention_tokens(k, groups, heads),
-                                         attention_tokens(v, groups, heads), attn_mask=safe,
-                                         dropout_p=dropout if training else 0.0)
-    out = out * some[:, None].to(out.dtype)
+    out = attend_tokens(attention_tokens(q, groups, heads), attention_tokens(k, groups, heads), attention_tokens(v, groups, heads),
+                        allowed, dropout if training else 0.0)
     return attention_untokens(out, groups, tuple(q.shape[2:]))
+
+
+def attend_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
+                  dropout: float = 0.0) -> torch.Tensor:
+    """scaled_dot_product_attention of (B, H, Tq, d) queries over (B, H, Tk, d) keys where
+    `allowed` (Tq, Tk; None: all) says so. A query with no allowed key gets exactly zero: its row
+    attends to every key inside the kernel (no -inf row, so no NaN in either pass) and the result
+    is multiplied by 0, so nothing flows through it either way."""
+    if allowed is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    some = allowed.any(dim=1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | ~some[:, None], dropout_p=dropout)
+    return out * some[:, None].to(out.dtype)
 
 
 def channel_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, groups: int) -> torch.Tensor:
