@@ -154,10 +154,7 @@ def frames(ir: IRGraph) -> dict[str, tuple[int, ...]]:
 def _frames_of_inputs(ir: IRGraph, out: dict[str, tuple[int, ...]], zero: tuple[int, ...]) -> None:
     """A value read only by ops whose output still needs a shift (the concat feeding PixelRNN's
     mirrored LSTM) is in that op's frame too: it may read its own row, as the op may."""
-    readers: dict[str, list[IRNode]] = {}
-    for node in ir:
-        for i in node.all_inputs:
-            readers.setdefault(i, []).append(node)
+    readers = {name: [node for node, _ in uses] for name, uses in _readers(ir).items()}
     for node in reversed(list(ir)):
         if node.kind != "op" or not node.type.spatial or out[node.name] != zero or node.name == ir.output:
             continue
@@ -169,16 +166,21 @@ def _frames_of_inputs(ir: IRGraph, out: dict[str, tuple[int, ...]], zero: tuple[
             out[node.name] = needed.pop()
 
 
-def keys_only(ir: IRGraph) -> set[str]:
-    """Values read only as the keys and values of attention: a key at a position serves the
-    queries the attention rule allows, not that position's own element, so it is judged where
-    the attention reads it."""
+def _readers(ir: IRGraph) -> dict[str, list[tuple[IRNode, int]]]:
+    """Per value, the nodes that read it and at which index of their `all_inputs`."""
     readers: dict[str, list[tuple[IRNode, int]]] = {}
     for node in ir:
         for k, i in enumerate(node.all_inputs):
             readers.setdefault(i, []).append((node, k))
+    return readers
+
+
+def keys_only(ir: IRGraph) -> set[str]:
+    """Values read only as the keys and values of attention: a key at a position serves the
+    queries the attention rule allows, not that position's own element, so it is judged where
+    the attention reads it."""
     out = set()
-    for name, uses in readers.items():
+    for name, uses in _readers(ir).items():
         if name != ir.output and all(r.op is not None and r.op.name == "causal_attention" and 1 <= k < len(r.inputs) for r, k in uses):
             out.add(name)
     return out
