@@ -128,8 +128,7 @@ class PositionsOp(Op):
         if spec.kind == "sinusoidal" and channels % (2 * rank):
             raise ShapeError(f"sinusoidal positions need channels divisible by 2 x {rank} axes, got {channels}", "channels")
         guard_layer(channels, int(np.prod(spatial)), 1)
-        return TensorType(channels, spatial), {}
+        return TensorType(channels, spatial), {"channels": channels}
 
     def semantics(self, spec: PositionsSpec, attrs: dict[str, Any], b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
-        t = inputs[0].type
-        return b.call("table", Positions(spec.channels or len(t.spatial), t.spatial, spec.kind))
+        return b.call("table", Positions(attrs["channels"], inputs[0].type.spatial, spec.kind))
