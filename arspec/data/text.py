@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import sysconfig
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from arspec.data.splits import DataError, Splits
+from arspec.data.splits import SPLITS, DataError, Splits
 
 TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst")
 CROPS = {"train": 50_000, "validation": 4_000, "test": 4_000}     # at most, per split
@@ -47,33 +48,33 @@ def text_splits(path: Path | None, length: int, classes: int | None, seed: int =
         return _single_file(path, length, classes, seed)
     else:
         raise DataError(f"no such file or folder: {path}")
-    texts: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    texts: dict[str, list[str]] = {split: [] for split in SPLITS}
     for f in files:
         texts[split_of(str(f.relative_to(root)))].append(f.read_text(encoding="utf-8", errors="replace"))
     joined = {split: "\n".join(parts) for split, parts in texts.items()}
-    encode, vocab = _vocabulary("".join(joined.values()), classes, name)
+    encode, vocab = _vocabulary(joined.values(), classes, name)
     rng = np.random.default_rng(seed)
-    crops = [_crops(encode(joined[s]), length, CROPS[s], rng, f"{name} ({s})") for s in ("train", "validation", "test")]
+    crops = [_crops(encode(joined[s]), length, CROPS[s], rng, f"{name} ({s})") for s in SPLITS]
     return Splits(*crops, name, {}, vocab)
 
 
 def _single_file(path: Path, length: int, classes: int | None, seed: int) -> Splits:
     """One file: split 80/10/10 by position (no overlap between splits)."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    encode, vocab = _vocabulary(text, classes, f"text:{path}")
+    encode, vocab = _vocabulary([text], classes, f"text:{path}")
     tokens = encode(text)
     bounds = [0, int(len(tokens) * 0.8), int(len(tokens) * 0.9), len(tokens)]
     rng = np.random.default_rng(seed)
     crops = [_crops(tokens[a:b], length, CROPS[s], rng, f"text:{path} ({s})")
-             for (a, b), s in zip(zip(bounds, bounds[1:]), ("train", "validation", "test"))]
+             for (a, b), s in zip(zip(bounds, bounds[1:]), SPLITS)]
     return Splits(*crops, f"text:{path}", {}, vocab)
 
 
-def _vocabulary(text: str, classes: int | None, name: str):
-    """Byte tokens for a 256-class spec, else the corpus's sorted characters."""
+def _vocabulary(texts: Iterable[str], classes: int | None, name: str):
+    """Byte tokens for a 256-class spec, else the sorted characters of the corpus's texts."""
     if classes == 256:
         return (lambda s: np.frombuffer(s.encode("utf-8"), dtype=np.uint8).astype(np.int64)), [chr(i) for i in range(256)]
-    vocab = sorted(set(text))
+    vocab = sorted(set().union(*(set(t) for t in texts)))
     if classes is not None and len(vocab) > classes:
         raise DataError(f"{name}: {len(vocab)} distinct characters need at least that many classes (or 256 for bytes), the spec has {classes}")
     index = {ch: i for i, ch in enumerate(vocab)}
