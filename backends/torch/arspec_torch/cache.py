@@ -361,6 +361,9 @@ class AttentionRows:
         self.groups = groups
         self.reads = [np.nonzero(by_position[p].any(axis=(0, 2)))[0] for p in range(positions)]   # key positions
         self.allowed = [torch.as_tensor(by_position[p][:, self.reads[p]].reshape(groups, -1)) for p in range(positions)]
+        self.full = [bool(a.all()) for a in self.allowed]                      # no mask needed at p
+        self.span = [(int(r[0]), int(r[-1]) + 1) if len(r) and int(r[-1]) - int(r[0]) + 1 == len(r) else None
+                     for r in self.reads]                                       # contiguous key positions
 
     def finality(self, query: np.ndarray, key: np.ndarray, value: np.ndarray) -> np.ndarray:
         """The last position the value at each position reads: its query's, and its keys' and values'."""
@@ -376,8 +379,7 @@ class AttentionRows:
         groups = self.groups
         index = [torch.as_tensor(r, device=q.device) for r in self.reads]
         allowed_on = [a.to(q.device) for a in self.allowed]
-        span = [(int(r[0]), int(r[-1]) + 1) if len(r) and int(r[-1]) - int(r[0]) + 1 == len(r) else None for r in self.reads]
-        full = [bool(a.all()) for a in self.allowed]
+        span, full = self.span, self.full
 
         def tokens(t: torch.Tensor, p: int) -> torch.Tensor:
             """(n, H, L * G, d) of the key positions of p (a slice when they are contiguous)."""
