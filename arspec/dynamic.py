@@ -79,6 +79,7 @@ def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, 
     if classes is None and model.distribution.discrete:
         classes = model.distribution.classes
     n = int(np.prod(model.event_shape))
+    index = user_index(model)
     out = np.zeros((n, len(columns)), dtype=bool)
     chunk = chunk or max(1, min(64, 100_000 // n))
     for _ in range(trials):
@@ -91,12 +92,26 @@ def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, 
             # position as its perturbed twin, so both go through identical kernels
             ctx = {k: v.expand(len(cols), *v.shape[1:]) for k, v in context.items()}
             if len(cols) not in bases:
-                bases[len(cols)] = quantity(x.expand(len(cols), *x.shape[1:]).clone(), **ctx).reshape(len(cols), n, -1)
+                bases[len(cols)] = quantity(x.expand(len(cols), *x.shape[1:]).clone(), **ctx).reshape(len(cols), n, -1)[:, index]
             base = bases[len(cols)]
-            params = quantity(_perturbed(x, cols, classes, gen), **ctx).reshape(len(cols), n, -1)
+            params = quantity(_perturbed(x, index[cols], classes, gen), **ctx).reshape(len(cols), n, -1)[:, index]
             changed = (params != base).any(dim=-1)             # (len(cols), E)
             out[:, start:start + len(cols)] |= changed.T.cpu().numpy()
     return out
+
+
+def user_index(model) -> np.ndarray:
+    """Per element in the analysis' flat layout (internal, channels first), its flat index in the
+    model's event layout (they differ for videos, [T, C, H, W] against (C, T, H, W))."""
+    n = int(np.prod(model.event_shape))
+    return np.asarray(model.user_index()) if hasattr(model, "user_index") else np.arange(n)
+
+
+def in_user_layout(model, flat: np.ndarray) -> np.ndarray:
+    """A flat array over the analysis' elements, rearranged into the model's event shape."""
+    out = np.empty_like(flat)
+    out[user_index(model)] = flat
+    return out.reshape(model.event_shape)
 
 
 def generic_parameters(model, seed: int, ir=None) -> None:
@@ -204,7 +219,7 @@ def _agnostic_check(spec, probe, columns: np.ndarray, trials: int, seed: int, cl
     for k, given in enumerate(masks):
         with given_elements(given):
             predicted = predicted_columns(spec, columns)
-        observed = torch.as_tensor(given.reshape(probe.event_shape), dtype=probe.dtype)
+        observed = torch.as_tensor(in_user_layout(probe, given), dtype=probe.dtype)
         measured = measure_columns(probe, columns, trials, seed + k, classes=classes, observed=observed)
         unseen = np.nonzero((predicted & ~measured).any(axis=0))[0]
         if len(unseen):

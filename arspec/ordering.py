@@ -14,9 +14,22 @@ class OrderingError(ValueError):
 
 
 def internal_event(shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
-    """The (channels, *spatial) shape used inside: a sequence [T] becomes (1, T)."""
+    """The (channels, *spatial) shape used inside: a sequence [T] becomes (1, T), a video
+    [T, C, H, W] becomes (C, T, H, W) — time the leading spatial axis, so raster order over the
+    spatial axes is time-major (frame by frame, each frame row-major, channels within a pixel)."""
     shape = tuple(int(s) for s in shape)
-    return (1, shape[0]) if len(shape) == 1 else shape
+    if len(shape) == 1:
+        return (1, shape[0])
+    if len(shape) == 4:
+        return (shape[1], shape[0], shape[2], shape[3])
+    return shape
+
+
+def to_user_layout(array: np.ndarray, event: tuple[int, ...] | list[int]) -> np.ndarray:
+    """An array over the internal event (flat or shaped) laid out as the spec writes the event."""
+    internal = internal_event(event)
+    shaped = np.asarray(array).reshape(internal)
+    return shaped.transpose(1, 0, 2, 3) if len(event) == 4 else shaped.reshape(tuple(event))
 
 
 def compute_raster(event: tuple[int, ...]) -> np.ndarray:

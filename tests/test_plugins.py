@@ -1,6 +1,6 @@
 """Plugins, installed as separate packages exactly as a user would: backends through the
 `arspec.backends` entry points and ops through `arspec.ops`. The op fixture adds a 3-D masked
-convolution over video events [C, T, H, W] and is used end to end: check, dynamic check, schema and
+convolution over video events [T, C, H, W] and is used end to end: check, dynamic check, schema and
 error messages, compile, a training step, cached sampling equal to naive sampling, its own tests."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.test_cli import ROOT, run
 FIXTURES = ROOT / "tests" / "fixtures"
 VIDEO = """\
 name: tiny_video_pixelcnn
-event: {shape: [2, 3, 4, 4]}
+event: {shape: [3, 2, 4, 4]}
 distribution: {type: categorical, classes: 3}
 graph:
   first: {op: masked_conv3d, inputs: [x], channels: 6, kernel: 3, mask: A, activation: relu}

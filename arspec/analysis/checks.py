@@ -148,13 +148,19 @@ def concrete_checks(spec, ir: IRGraph, out: ConcreteDeps, report, mask: int, dep
         _blind_spots_concrete(spec, ir, table, order, report, deps)
 
 
-def _blind_concrete(seen: np.ndarray, e: int, coords: np.ndarray, order: np.ndarray) -> int:
+def _blind_concrete(seen: np.ndarray, e: int, coords: np.ndarray, order: np.ndarray, video: bool = False) -> int:
     """Earlier elements inside the bounding box of what element e sees (and e itself) that it
-    does not see. seen: (N,) over all elements."""
+    does not see. seen: (N,) over all elements. In a video the box is taken within e's own frame:
+    earlier frames reach it through a recurrence whose reach grows frame by frame, and a finite
+    reach there is a design choice, not a hole in the frame being generated."""
     pos = coords[e]
+    if video:
+        seen = seen & (coords[:, 0] == pos[0])
     pts = np.concatenate([coords[seen], pos[None]])
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     inside = np.all((coords >= lo) & (coords <= hi), axis=1)
+    if video:
+        inside &= coords[:, 0] == pos[0]
     return int((inside & (order < order[e]) & ~seen).sum())
 
 
@@ -162,11 +168,12 @@ def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report
     ctx = ir.ctx
     event = ctx.event
     coords = np.stack(np.unravel_index(np.arange(table.shape[1]), event), axis=1)[:, 1:]   # (N, nd) spatial
+    video = len(spec.event.shape) == 4
     blind_total, worst, worst_e, affected = 0, 0, None, 0
     for e in range(table.shape[0]):
         if not table[e].any():
             continue
-        n = _blind_concrete(table[e], e, coords, order)
+        n = _blind_concrete(table[e], e, coords, order, video)
         if n:
             affected += 1
             blind_total += n
@@ -182,7 +189,7 @@ def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report
         def blind_at(node_deps: Deps) -> bool:
             rows = _serving_rows(node_deps, int(group), ctx.groups)
             seen = node_deps.rows[(rows,) + tuple(int(p) for p in pos)].any(axis=0)
-            return bool(seen.any()) and _blind_concrete(seen, worst_element, coords, order) > 0
+            return bool(seen.any()) and _blind_concrete(seen, worst_element, coords, order, video) > 0
 
         origin = _first_node(ir, deps, blind_at)
         _warn_blind(spec, ir, report, origin, f"blind spot: {affected} element(s) cannot see earlier elements inside their receptive field "
@@ -226,6 +233,7 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: d
     ctx = ir.ctx
     tab = periodic.OffsetTable(out.element_offsets(ctx.groups, ctx.params_per_element), np.array(out.origin), out.fold)
     order = ctx.order(mask).reshape(ctx.event)
+    video = len(spec.event.shape) == 4
     ordering_period = order_period(spec.orderings[mask % len(spec.orderings)], ctx.event)
     assert ordering_period is not None, "the offset domain is used only for periodic orderings"
     period = math.lcm(out.fold, ordering_period)
@@ -242,7 +250,7 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: d
     for g in range(ctx.groups):
         for psi in periodic.classes(period, size):
             p = periodic.interior(psi, period, size)
-            fields[(g, psi)] = (p, periodic.field(*tab.entries(g, psi), g, p, order))
+            fields[(g, psi)] = (p, periodic.field(*tab.entries(g, psi), g, p, order, video))
     seeing = [f for _, f in fields.values() if f.seen]
     extent = ([min(v) for v in zip(*[f.extent[0] for f in seeing])], [max(v) for v in zip(*[f.extent[1] for f in seeing])]) if seeing else None
     report.offset_period = period
@@ -258,7 +266,7 @@ def offset_checks(spec, ir: IRGraph, out: OffsetDeps, report, mask: int, deps: d
                 return False
             rows = node_deps.rows[_serving_rows(node_deps, g, ctx.groups)].any(axis=0)
             one = periodic.OffsetTable(rows[None, None], np.array(node_deps.origin), 1)
-            return periodic.field(*one.entries(0, psi), g, worst_p, order).blind > 0
+            return periodic.field(*one.entries(0, psi), g, worst_p, order, video).blind > 0
 
         _warn_blind(spec, ir, report, _first_node(ir, deps, blind_at),
                     f"blind spot: an interior element cannot see {worst.blind} earlier element(s) inside its receptive field")

@@ -98,7 +98,9 @@ class Field:
     has_past: bool
 
 
-def field(rel: np.ndarray, chan: np.ndarray, g: int, p: np.ndarray, order: np.ndarray) -> Field:
+def field(rel: np.ndarray, chan: np.ndarray, g: int, p: np.ndarray, order: np.ndarray, video: bool = False) -> Field:
+    """The receptive field of element (g, p); with `video` its blind spot is measured within its
+    own frame (the leading spatial axis), as for the concrete domain."""
     size = np.array(order.shape[1:])
     q = p[:, None] + rel
     inside = np.all((q >= 0) & (q < size[:, None]), axis=0)
@@ -113,4 +115,19 @@ def field(rel: np.ndarray, chan: np.ndarray, g: int, p: np.ndarray, order: np.nd
     seen = np.zeros((order.shape[0],) + tuple(int(b - a + 1) for a, b in zip(lo, hi)), dtype=bool)
     seen[(chan, *(q - lo[:, None]))] = True
     earlier = order[(slice(None),) + box] < mine
-    return Field(int(seen.sum()), ((lo - p).tolist(), (hi - p).tolist()), int((earlier & ~seen).sum()), has_past)
+    blind = earlier & ~seen
+    if video:
+        blind = _frame_blind(q, chan, p, order, mine)
+    return Field(int(seen.sum()), ((lo - p).tolist(), (hi - p).tolist()), int(blind.sum()), has_past)
+
+
+def _frame_blind(q: np.ndarray, chan: np.ndarray, p: np.ndarray, order: np.ndarray, mine: int) -> np.ndarray:
+    """The unseen earlier elements of p's own frame inside the box of what it sees there."""
+    same = q[0] == p[0]
+    q, chan = q[1:, same], chan[same]
+    lo = np.minimum(q.min(axis=1), p[1:]) if len(chan) else p[1:]
+    hi = np.maximum(q.max(axis=1), p[1:]) if len(chan) else p[1:]
+    box = (slice(None), int(p[0])) + tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+    seen = np.zeros((order.shape[0],) + tuple(int(b - a + 1) for a, b in zip(lo, hi)), dtype=bool)
+    seen[(chan, *(q - lo[:, None]))] = True
+    return (order[box] < mine) & ~seen

@@ -12,7 +12,7 @@ from arspec.analysis.propagate import concrete_data, offset_data, propagate, ter
 from arspec.domains import ConcreteDeps, NotTranslationEquivariant, OffsetDeps
 from arspec.errors import Location, Problem
 from arspec.ir.graph import IRGraph
-from arspec.ordering import order_period
+from arspec.ordering import order_period, to_user_layout
 
 CONCRETE_LIMIT = 2048          # events up to this many elements are analysed position by position
 CONCRETE_MAX = 16384           # beyond this, only translation-equivariant models can be analysed
@@ -86,10 +86,14 @@ def _internal(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def element_name(flat: int, event: tuple[int, ...], user_shape: tuple[int, ...]) -> str:
-    """A readable element index in the user's event shape, e.g. (0, 3, 5) or t=17."""
+    """A readable element index in the user's event shape, e.g. (0, 3, 5), t=17 or, in a video,
+    frame 2 (c=0, y=3, x=5)."""
     idx = np.unravel_index(flat, event)
     if len(user_shape) == 1:
         return f"t={idx[1]}"
+    if len(user_shape) == 4:
+        c, t, y, x = (int(i) for i in idx)
+        return f"frame {t} (c={c}, y={y}, x={x})"
     return "(" + ", ".join(str(int(i)) for i in idx) + ")"
 
 
@@ -101,7 +105,7 @@ def analyze(spec, mask: int | None = None) -> Report:
     ir: IRGraph = spec.ir
     ctx = ir.ctx
     user_shape = tuple(spec.event.shape)
-    report = Report(spec.name, "", ctx.order(0).reshape(user_shape), parameters=ir.parameters, event_shape=user_shape)
+    report = Report(spec.name, "", to_user_layout(ctx.order(0), user_shape), parameters=ir.parameters, event_shape=user_shape)
     masks = range(ctx.masks) if mask is None else [mask]
     use_offsets = (ctx.elements > CONCRETE_LIMIT and not ir.dense_output
                    and all(order_period(o, ctx.event) is not None for o in spec.orderings))

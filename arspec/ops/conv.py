@@ -87,6 +87,7 @@ class Conv2d(ConvOp):
     name = "conv2d"
     Spec = Conv2dSpec
     spatial_rank = 2
+    framewise = True
 
     def geometry(self, spec, inp, ctx):
         return unmasked_conv(spec, inp, ctx, 2)

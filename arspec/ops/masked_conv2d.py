@@ -28,6 +28,7 @@ class MaskedConv2d(ConvOp):
     name = "masked_conv2d"
     Spec = MaskedConv2dSpec
     spatial_rank = 2
+    framewise = True
 
     def geometry(self, spec: MaskedConv2dSpec, inp, ctx) -> MaskedConv:
         kernel = odd_kernel(kernel_tuple(spec.kernel, 2), self.name)

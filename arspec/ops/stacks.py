@@ -36,6 +36,7 @@ class VerticalConv2d(ConvOp):
     name = "vertical_conv2d"
     Spec = VerticalConv2dSpec
     spatial_rank = 2
+    framewise = True
 
     def geometry(self, spec: VerticalConv2dSpec, inp, ctx) -> MaskedConv:
         odd_kernel((spec.kernel,), self.name)
@@ -52,6 +53,7 @@ class HorizontalConv2d(ConvOp):
     name = "horizontal_conv2d"
     Spec = HorizontalConv2dSpec
     spatial_rank = 2
+    framewise = True
 
     def geometry(self, spec: HorizontalConv2dSpec, inp, ctx) -> MaskedConv:
         odd_kernel((spec.kernel,), self.name)

@@ -65,3 +65,46 @@ class LstmScan(Primitive):
         if name == "state_bias":
             return np.zeros(4 * h)
         return None
+
+
+@dataclass(eq=False)
+class ConvLstm(Primitive):
+    """A convolutional LSTM over time (Shi et al. 2015), the leading spatial axis of a video: the
+    argument holds the input-to-state pre-activations (4·hidden channels, chunks [o, f, i, g]) of
+    every frame; the state of frame t reads its own pre-activations and the state of frame t-1
+    through a k×k convolution. So the state at (t, y, x) reads frames ≤ t only, its spatial reach
+    growing by k//2 per frame — the closure of those taps, exact at the borders."""
+
+    kind = "conv_lstm"
+
+    hidden: int
+    kernel: int                    # odd size of the state-to-state convolution
+
+    def out_type(self, args: Sequence[TensorType]) -> TensorType:
+        return TensorType(self.hidden, args[0].spatial)
+
+    def state_offsets(self) -> list[tuple[int, int, int]]:
+        """The state positions (relative) that the state at a position reads directly."""
+        half = self.kernel // 2
+        return [(-1, dy, dx) for dy in range(-half, half + 1) for dx in range(-half, half + 1)]
+
+    def params(self) -> dict[str, Param]:
+        h, k = self.hidden, self.kernel
+        bound = 1.0 / (h * k * k) ** 0.5
+        return {"gate_bias": Param((4 * h,), "zeros"), "state_weight": Param((4 * h, h, k, k), "uniform", bound)}
+
+    def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
+        return args[0].closure(self.state_offsets(), 1, out.channels, out.spatial)
+
+    def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
+        """Input and output gates open, the forget gate half open and a state-to-state map of gain
+        about one, so a perturbation of the first frame still shows in the last."""
+        h, k = self.hidden, self.kernel
+        if name == "gate_bias":
+            bias = np.zeros(4 * h)
+            bias[:h] = 4.0
+            bias[2 * h:3 * h] = 4.0
+            return bias
+        if name == "state_weight":
+            return rng.standard_normal((4 * h, h, k, k)) * (2.0 / (h * k * k)) ** 0.5
+        return None

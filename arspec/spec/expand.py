@@ -149,6 +149,7 @@ class Expander:
         if iterations is None:
             return
         current = prev
+        shared: list[str | None] = []
         for i, values in enumerate(iterations):
             body = {k: v for k, v in node.items() if k != "repeat"}
             body.update(values)
@@ -162,7 +163,9 @@ class Expander:
             elif i == 0:
                 found = [self._resolve(r, scope, path + ("inputs",)) for r in spec.inputs or []]
             else:
-                found = [current]
+                found = [current, *shared]        # the first input is threaded, the others read by every iteration
+            if i == 0:
+                shared = found[1:]
             found_cond = [self._resolve(c, scope, path + ("condition",)) for c in ispec.condition]
             resolved = [r for r in found if r is not None]
             cond = [c for c in found_cond if c is not None]

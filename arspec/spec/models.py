@@ -15,7 +15,7 @@ class Strict(BaseModel):
 
 
 class EventSpec(Strict):
-    """The shape of one data item: [T] (sequence), [C, T], [C, H, W] (image) or [C, T, H, W] (video)."""
+    """The shape of one data item: [T] (sequence), [C, T], [C, H, W] (image) or [T, C, H, W] (video: frames of C×H×W)."""
 
     shape: list[Annotated[int, Field(ge=1, le=MAX_EVENT_ELEMENTS)]] = Field(min_length=1, max_length=4)
     rate: int | None = Field(None, ge=1, le=1_000_000, description="Sample rate in Hz for audio events (default 16000).")

@@ -14,6 +14,17 @@ import torch
 from torch import nn
 
 
+def internal_shape_of(event_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The (channels, *spatial) layout the network computes in: a sequence [T] is (1, T), a video
+    [T, C, H, W] is (C, T, H, W) (time the leading spatial axis, so raster order is time-major)."""
+    shape = tuple(int(s) for s in event_shape)
+    if len(shape) == 1:
+        return (1, shape[0])
+    if len(shape) == 4:
+        return (shape[1], shape[0], shape[2], shape[3])
+    return shape
+
+
 class ARModel(nn.Module):
     """An autoregressive model p(x) = prod_e p(x_e | elements of earlier steps).
 
@@ -35,8 +46,10 @@ class ARModel(nn.Module):
         self.net = net
         self.distribution = distribution
         self.event_shape = tuple(event_shape)
-        self.internal_shape = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
-        self.register_buffer("orders", torch.as_tensor(np.asarray(orders), dtype=torch.long).reshape(-1, *self.event_shape), persistent=False)
+        self.internal_shape = internal_shape_of(self.event_shape)
+        self.video = len(self.event_shape) == 4
+        orders = torch.as_tensor(np.asarray(orders), dtype=torch.long).reshape(-1, *self.internal_shape)
+        self.register_buffer("orders", self.to_user(orders), persistent=False)
         self.conditioning = {name: dict(c) for name, c in conditioning.items()}
         self.dense_output = dense_output
         self.active_mask = 0
@@ -44,6 +57,27 @@ class ARModel(nn.Module):
         self.temperature = 1.0          # of the sampling in progress (read by the cached samplers)
         self.agnostic = agnostic
         self.ordering_seed = ordering_seed
+
+    # -- layouts: the event as the spec writes it and as the network computes ------------------
+    def to_internal(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *event_shape, ...) -> (B, *internal_shape, ...): a video's frames and channels swap."""
+        return x.transpose(1, 2) if self.video else x.reshape(x.shape[0], *self.internal_shape, *x.shape[1 + len(self.event_shape):])
+
+    def to_user(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *internal_shape, ...) -> (B, *event_shape, ...), the inverse of `to_internal`."""
+        return x.transpose(1, 2) if self.video else x.reshape(x.shape[0], *self.event_shape, *x.shape[1 + len(self.internal_shape):])
+
+    def user_params(self, out: torch.Tensor) -> torch.Tensor:
+        """The network's parameter-major output (B, P * C, *spatial) as (B, *event_shape, P)."""
+        out = out.reshape(out.shape[0], self.distribution.params_per_element, *self.internal_shape)
+        return self.to_user(torch.movedim(out, 1, -1))
+
+    def user_index(self) -> np.ndarray:
+        """For every element in the network's flat (C order, internal) layout, its flat index in
+        the user's layout: what static analysis calls element k is x.flatten()[user_index()[k]]."""
+        n = int(np.prod(self.event_shape))
+        flat = torch.arange(n).reshape(1, *self.event_shape)
+        return self.to_internal(flat).reshape(-1).numpy()
 
     # -- masks and orderings ------------------------------------------------------------------
     @property
@@ -92,15 +126,13 @@ class ARModel(nn.Module):
         is, so every element is predicted from nothing)."""
         x = x.to(self.device)
         context = self._check_context(context)
-        raw = x.reshape(x.shape[0], *self.internal_shape)
+        raw = self.to_internal(x)
         if self.agnostic:
             mask = torch.zeros_like(raw, dtype=self.dtype) if observed is None else observed.to(self.device, self.dtype)
-            context = {**context, "observed": mask.expand(x.shape[0], *self.event_shape).reshape(raw.shape)}
+            context = {**context, "observed": self.to_internal(mask.expand(x.shape[0], *self.event_shape))}
         elif observed is not None:
             raise ValueError("observed= is only for order-agnostic models (ordering: {type: agnostic})")
-        out = self.net(raw, self.distribution.encode(raw, self.dtype), context)
-        out = out.reshape(x.shape[0], self.distribution.params_per_element, *self.event_shape)
-        return torch.movedim(out, 1, -1)
+        return self.user_params(self.net(raw, self.distribution.encode(raw, self.dtype), context))
 
     def log_prob_elements(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
         """log p(x_e | earlier steps) for every element, natural log: (B, *event_shape)."""
@@ -276,7 +308,8 @@ class ARModel(nn.Module):
             if self.agnostic:
                 return self._sample_agnostic(x, keep, generator, context)
             if cache and self.incremental is not None:
-                return self.incremental(self, x, keep, generator, context)
+                inner_keep = None if keep is None else self.to_internal(keep.unsqueeze(0))[0]
+                return self.to_user(self.incremental(self, self.to_internal(x), inner_keep, generator, context))
             for step in self.steps():
                 u = self.uniforms(n, int(step.sum()), generator)
                 params = self.distribution.tempered(self.forward(x, **context), self.temperature)

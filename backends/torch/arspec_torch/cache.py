@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens
+from arspec_torch.kernels import KERNELS, attend_tokens, conv_lstm_step, attention_allowed, attention_tokens, attention_untokens
 from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas
 
 
@@ -44,6 +44,7 @@ class StepCall:
 
 
 DATA = ("x", "x_raw")
+WHOLE_STEP_KINDS = ("attend", "conv_lstm")     # data-dependent calls without taps that the window cache still serves
 
 
 def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor], element: int | None = None) -> torch.Tensor:
@@ -68,21 +69,21 @@ def data_dependent(calls: list[StepCall]) -> dict[str, bool]:
     return out
 
 
-def is_raster(orders: np.ndarray, event_shape: tuple[int, ...]) -> bool:
-    """Every ordering is raster: positions in row-major order, channels within a position in order."""
-    internal = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
+def is_raster(orders: np.ndarray, internal: tuple[int, ...]) -> bool:
+    """Every ordering is raster over the internal event (C, *S): positions in row-major order,
+    channels within a position in order."""
     c, positions = internal[0], int(np.prod(internal[1:]))
     raster = (np.arange(positions)[None, :] * c + np.arange(c)[:, None]).reshape(-1)
     return all(np.array_equal(np.asarray(o).reshape(-1), raster) for o in np.asarray(orders).reshape(len(orders), -1))
 
 
-def cache_for(calls: list[StepCall], output: str, event_shape: tuple[int, ...], orders: np.ndarray,
+def cache_for(calls: list[StepCall], output: str, internal: tuple[int, ...], orders: np.ndarray,
               dense_output: bool) -> WindowCache | ScanCache | None:
     """The cached sampler that fits this model, or None (sampling then runs a pass per step)."""
     data = data_dependent(calls)
     steps = [c for c in calls if data[c.id]]
-    if not dense_output and is_raster(orders, event_shape) and all(c.taps is not None or c.kind == "attend" for c in steps):
-        return WindowCache(calls, output, event_shape, np.asarray(orders).reshape(len(orders), -1)[0])
+    if not dense_output and is_raster(orders, internal) and all(c.taps is not None or c.kind in WHOLE_STEP_KINDS for c in steps):
+        return WindowCache(calls, output, internal, np.asarray(orders).reshape(len(orders), -1)[0])
     roles = [c.scan_role for c in steps]
     if (dense_output and len(steps) >= 2 and roles[0] == "prefix" and roles[-1] == "emit" and steps[-1].id == output
             and steps[0].args == ("x",) and all(r == "element" for r in roles[1:-1])
@@ -108,8 +109,7 @@ def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
 class WindowCache:
     """Callable attached to an ARModel as `model.incremental` (see ARModel.sample)."""
 
-    def __init__(self, calls: list[StepCall], output: str, event_shape: tuple[int, ...], order: np.ndarray) -> None:
-        internal = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
+    def __init__(self, calls: list[StepCall], output: str, internal: tuple[int, ...], order: np.ndarray) -> None:
         self.groups, self.spatial = internal[0], tuple(internal[1:])
         self.positions = int(np.prod(self.spatial))
         self.output = output
@@ -126,7 +126,7 @@ class WindowCache:
             for p in range(self.positions):
                 (self.initial if f[p] < 0 else self.schedule[int(f[p])]).append((i, p))
         self.gathers = [self._gather(c) for c in self.steps]
-        plan = StepPlan(calls, output, event_shape)
+        plan = StepPlan(calls, output, internal)
         self.plan = plan if plan.usable else None
 
     def _finality(self) -> dict[str, np.ndarray]:
@@ -137,6 +137,9 @@ class WindowCache:
         for c in self.steps:
             if c.id in self.attention:
                 final[c.id] = self.attention[c.id].finality(*[final.get(a, none) for a in c.args])
+                continue
+            if c.kind == "conv_lstm":
+                final[c.id] = frame_scan_finality(final.get(c.args[0], none))
                 continue
             f = none.copy()
             assert c.taps is not None and c.live is not None
@@ -189,6 +192,8 @@ class WindowCache:
         tensors = {name: getattr(net, f"{call.id}__{name}").detach() for name in call.tensors}
         src = args[0]
         at: Callable[[int], torch.Tensor]
+        if call.kind == "conv_lstm":
+            return frame_scan_step(src, out, tensors, self.spatial)
         if call.id in self.attention:
             at = self.attention[call.id].step(args, call.attrs["heads"])
         elif call.kind == "masked_conv":
@@ -238,6 +243,7 @@ class WindowCache:
     def teacher_forced(self, model: Any, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
         """The distribution parameters computed through the cache with x known: (B, *event, P).
         Must equal model(x) — the check that cached generation agrees with the training graph."""
+        x = model.to_internal(x.to(model.device))
         if self._planned(model):
             with single_threaded_blas():
                 return self._teacher_forced_planned(model, x, context)
@@ -249,8 +255,7 @@ class WindowCache:
         self._run(steps, self.initial)
         for q in range(self.positions):
             self._run(steps, self.schedule[q])
-        out = bufs[self.output][:, :, :-1].reshape(n, model.distribution.params_per_element, *model.event_shape)
-        return torch.movedim(out, 1, -1)
+        return model.user_params(bufs[self.output][:, :, :-1])
 
     def _teacher_forced_planned(self, model: Any, x: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         n, d = x.shape[0], model.distribution
@@ -265,8 +270,7 @@ class WindowCache:
                 rx[:, q % plan.ring["x"]] = enc[:, :, q]
                 rxr[:, q % plan.ring["x_raw"]] = raw_np[:, :, q]
             program.step(q)
-        out = torch.from_numpy(program.full).reshape(n, d.params_per_element, *model.event_shape)
-        return torch.movedim(out, 1, -1)
+        return model.user_params(torch.from_numpy(program.full))
 
     def _sample_planned(self, model: Any, x: torch.Tensor, keep: torch.Tensor | None, generator: Any,
                         context: dict[str, Any]) -> torch.Tensor:
@@ -302,7 +306,7 @@ class WindowCache:
                 rx[:, p % plan.ring["x"], g] = d.encode(sample, model.dtype).numpy()
                 if d.discrete:
                     rxr[:, p % plan.ring["x_raw"], g] = sample.long().numpy()
-        return result.reshape(n, *model.event_shape)
+        return result.reshape(n, *model.internal_shape)
 
     @torch.no_grad()
     def __call__(self, model: Any, x: torch.Tensor, keep: torch.Tensor | None, generator: Any, context: dict[str, Any]) -> torch.Tensor:
@@ -339,7 +343,36 @@ class WindowCache:
                     raw[:, g, q] = sample.long()
                 enc[:, g, q] = d.encode(sample, model.dtype)
             self._run(steps, self.schedule[q])
-        return result.reshape(n, *model.event_shape)
+        return result.reshape(n, *model.internal_shape)
+
+
+def frame_scan_finality(arg: np.ndarray) -> np.ndarray:
+    """A recurrence over frames (the leading spatial axis): its value in frame t reads the argument
+    in frames <= t, so the whole frame is final once all of those are."""
+    per_frame = arg.reshape(arg.shape[0], -1).max(axis=1)
+    return np.broadcast_to(np.maximum.accumulate(per_frame)[:, None], (arg.shape[0], int(np.prod(arg.shape[1:])))).reshape(arg.shape).copy()
+
+
+def frame_scan_step(src: torch.Tensor, out: torch.Tensor, tensors: dict[str, torch.Tensor],
+                    spatial: tuple[int, ...]) -> Callable[[int], None]:
+    """The cached convolutional LSTM: when the first position of frame t is scheduled (all of the
+    frame becomes final at once), one recurrent step computes the whole frame from the previous
+    frame's state, which the closure carries; the frame's other positions are then no-ops."""
+    frame = int(np.prod(spatial[1:]))
+    n = src.shape[0]
+    state: dict[str, torch.Tensor] = {}
+
+    def step(p: int) -> None:
+        if p % frame:
+            return
+        t = p // frame
+        pre = src[:, :, t * frame:(t + 1) * frame].reshape(n, src.shape[1], *spatial[1:])
+        if t == 0 or not state:
+            state["h"] = pre.new_zeros(n, tensors["state_weight"].shape[1], *spatial[1:])
+            state["c"] = torch.zeros_like(state["h"])
+        state["h"], state["c"] = conv_lstm_step(pre, state["h"], state["c"], tensors["gate_bias"], tensors["state_weight"])
+        out[:, :, t * frame:(t + 1) * frame] = state["h"].reshape(n, -1, frame)
+    return step
 
 
 class AttentionRows:

@@ -45,7 +45,7 @@ def compile_model(ir: IRGraph, options: CompileOptions) -> ARModel:
     net = Network(plan)
     orders = orders_of(ir)
     agnostic = ir.ctx.agnostic
-    cache = None if agnostic else cache_for([pc.step for pc in plan.calls], plan.output, ir.event_shape, orders, ir.dense_output)
+    cache = None if agnostic else cache_for([pc.step for pc in plan.calls], plan.output, ir.ctx.event, orders, ir.dense_output)
     model = ARModel(net, distribution_of(ir), ir.event_shape, orders, conditioning_of(ir), ir.dense_output, cache,
                     agnostic=agnostic, ordering_seed=ir.ctx.ordering_seed)
     return model.to(device=options.device, dtype=torch_dtype(options.dtype))

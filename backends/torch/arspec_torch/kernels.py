@@ -181,6 +181,26 @@ def lstm_scan(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Te
     return out.flip(-1) if mirror else out
 
 
+def conv_lstm_step(pre: torch.Tensor, h: torch.Tensor, c: torch.Tensor, gate_bias: torch.Tensor,
+                   state_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame of a convolutional LSTM: pre-activations (B, 4h, H, W) of the frame and the
+    previous frame's state (h, c) -> the new state."""
+    gates = pre + gate_bias.view(1, -1, 1, 1) + F.conv2d(h, state_weight, padding=state_weight.shape[-1] // 2)
+    return _lstm_update(gates, c)
+
+
+def conv_lstm(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Tensor) -> torch.Tensor:
+    """A convolutional LSTM over the frames of (B, 4h, T, H, W) pre-activations: (B, h, T, H, W)."""
+    b, _, frames, height, width = pre.shape
+    h = pre.new_zeros(b, state_weight.shape[1], height, width)
+    c = torch.zeros_like(h)
+    states = []
+    for t in range(frames):
+        h, c = conv_lstm_step(pre[:, :, t], h, c, gate_bias, state_weight)
+        states.append(h)
+    return torch.stack(states, dim=2)
+
+
 def ordered_prefix_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, perms: torch.Tensor, *,
                           active: int) -> torch.Tensor:
     """NADE's shared hidden pre-activations: element e gets bias + sum of x[e'] * weight[e'] over the
@@ -309,7 +329,7 @@ KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "masked_conv": masked_conv, "masked_dense": masked_dense, "embedding": embedding, "shift": shift,
     "activation": activation, "dropout": dropout, "add": add, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
     "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
-    "upsample": upsample, "lstm_scan": lstm_scan, "ordered_prefix_linear": ordered_prefix_linear,
+    "upsample": upsample, "lstm_scan": lstm_scan, "conv_lstm": conv_lstm, "ordered_prefix_linear": ordered_prefix_linear,
     "element_linear": element_linear, "element_scale": element_scale,
     "observe": observe, "flatten": flatten, "attend": attend, "positions": positions, "channel_norm": channel_norm,
 }

@@ -42,8 +42,7 @@ def single_threaded_blas() -> Any:
 class StepPlan:
     """The schedule, ring sizes and index tables of one model at one event shape."""
 
-    def __init__(self, calls: list[Any], output: str, event_shape: tuple[int, ...]) -> None:
-        internal = (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
+    def __init__(self, calls: list[Any], output: str, internal: tuple[int, ...]) -> None:
         self.groups, self.spatial = internal[0], tuple(internal[1:])
         self.positions = int(np.prod(self.spatial))
         self.strides = [int(np.prod(self.spatial[i + 1:])) for i in range(len(self.spatial))]

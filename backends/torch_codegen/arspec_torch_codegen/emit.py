@@ -169,7 +169,7 @@ def _model(ir: IRGraph, plan: Plan, distribution: str, orders: np.ndarray) -> st
         f"        super().__init__(Network(), {distribution}, event_shape={tuple(ir.event_shape)!r}, orders=orders,",
         f"                         conditioning={conditioning!r}, dense_output={ir.dense_output!r},",
         f"                         agnostic={ir.ctx.agnostic!r}, ordering_seed={ir.ctx.ordering_seed!r})",
-        f"        self.incremental = {'None' if ir.ctx.agnostic else 'cache_for(STEPS, ' + repr(plan.output) + ', self.event_shape, orders, ' + repr(ir.dense_output) + ')'}",
+        f"        self.incremental = {'None' if ir.ctx.agnostic else 'cache_for(STEPS, ' + repr(plan.output) + ', self.internal_shape, orders, ' + repr(ir.dense_output) + ')'}",
     ])
 
 
