@@ -1,4 +1,5 @@
-"""Pictures of samples: image grids and per-element heat maps with colour bars."""
+"""Pictures of samples: image grids, per-element heat maps with colour bars, and videos as strips of
+frames (PNG) or animations (GIF)."""
 from __future__ import annotations
 
 import math
@@ -60,3 +61,24 @@ def save_heat_grid(path: Path, values: np.ndarray, title: str, label: str) -> No
 
 def save_grid(path: Path, images: np.ndarray, scale: int = 4) -> None:
     grid(images, scale).save(path)
+
+
+def video_strips(videos: np.ndarray, classes: int | None, scale: int = 3, pad: int = 2) -> Image.Image:
+    """(N, T, C, H, W) videos as one picture: a row per video, its frames left to right."""
+    n, t, c, h, w = videos.shape
+    frames = to_uint8_images(videos.reshape(n * t, c, h, w), classes).reshape(n, t, h, w, 3)
+    canvas = np.full((n * (h + pad) + pad, t * (w + pad) + pad, 3), 128, dtype=np.uint8)
+    for i in range(n):
+        for j in range(t):
+            top, left = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[top:top + h, left:left + w] = frames[i, j]
+    return Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+
+
+def save_video_gif(path: Path, videos: np.ndarray, classes: int | None, scale: int = 4, frame_ms: int = 200) -> None:
+    """(N, T, C, H, W) videos as one looping animated GIF: the videos side by side in a grid, one
+    GIF frame per video frame."""
+    n, t, c, h, w = videos.shape
+    frames = to_uint8_images(videos.transpose(1, 0, 2, 3, 4).reshape(t * n, c, h, w), classes).reshape(t, n, h, w, 3)
+    pictures = [grid(frames[j], scale) for j in range(t)]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0)

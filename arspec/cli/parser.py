@@ -41,14 +41,18 @@ def positive_float(text: str) -> float:
 
 
 def known_elements(text: str) -> str:
-    """top-half, first-half, or an existing .npy boolean mask."""
+    """top-half, first-half, first-frames:K (videos), or an existing .npy boolean mask."""
     if text in ("top-half", "first-half"):
+        return text
+    if text.startswith("first-frames:"):
+        if not text.split(":", 1)[1].isdigit():
+            raise argparse.ArgumentTypeError(f"expected first-frames:K with K a number of frames, got {text!r}")
         return text
     if text.endswith(".npy"):
         if not Path(text).is_file():
             raise argparse.ArgumentTypeError(f"no such mask file: {text}")
         return text
-    raise argparse.ArgumentTypeError(f"expected top-half, first-half or a .npy mask file, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected top-half, first-half, first-frames:K or a .npy mask file, got {text!r}")
 
 
 def element_index(text: str) -> tuple[int, ...]:
@@ -146,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw samples: .png (images), .npy (raw values), .wav (audio), .txt (tokens)")
     p.add_argument("checkpoint")
     p.add_argument("-n", type=positive_int, default=16, help="how many samples")
-    p.add_argument("-o", "--output", default="samples.png", help="the format follows the extension: .png, .npy, .wav or .txt")
+    p.add_argument("-o", "--output", default="samples.png", help="the format follows the extension: .png, .gif (videos), .npy, .wav or .txt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--no-cache", action="store_true", help="naive sampling (recompute everything each step)")
@@ -155,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", action="append", default=[], type=context_value, metavar="NAME=CLASS", help="a global conditioning value")
     p.add_argument("--context-file", type=existing_file, help="a .npz with one array per conditioning name (one row, or one per sample)")
     p.add_argument("--given", type=existing_file, help="complete this item (.npy, .png or .wav); the known part is given by --known")
-    p.add_argument("--known", type=known_elements, default="top-half", help="top-half, first-half, or a .npy boolean mask of the event's shape")
+    p.add_argument("--known", type=known_elements, default="top-half", help="top-half, first-half, first-frames:K (a video's first K frames), or a .npy boolean mask of the event's shape")
 
     p = sub.add_parser("export", help="write a standalone PyTorch file for a spec or a checkpoint")
     p.add_argument("source", help="a spec (.yaml) or a checkpoint (file or training folder)")

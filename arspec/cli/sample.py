@@ -1,6 +1,7 @@
 """`arspec sample`: samples from a checkpoint in the format the output's extension asks for: .npy
-(raw values, any event), .png (images, with the per-element NLL and probability maps), .wav
-(audio events) or .txt (token sequences, decoded with the training data's vocabulary if it had one).
+(raw values, any event), .png (images, with the per-element NLL and probability maps; videos as
+strips of frames), .gif (videos, animated), .wav (audio events) or .txt (token sequences, decoded
+with the training data's vocabulary if it had one).
 Context comes from --label / --context NAME=CLASS / --context-file; --given/--known complete an item."""
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from arspec.errors import UsageError
 
-FORMATS = (".png", ".npy", ".wav", ".txt")
+FORMATS = (".png", ".gif", ".npy", ".wav", ".txt")
 
 
 def context_from_arguments(model: Any, args: Any, n: int) -> dict[str, torch.Tensor]:
@@ -85,6 +86,18 @@ def _given(model: Any, args: Any) -> tuple[torch.Tensor | None, torch.Tensor | N
 
 
 def _known(spec: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if spec.startswith("first-frames:"):
+        if len(shape) != 4:
+            raise UsageError(f"--known {spec}: first-frames needs a video event [T, C, H, W], the event is {list(shape)}")
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise UsageError(f"--known {spec}: expected first-frames:K with K a number of frames") from None
+        if not 0 <= k <= shape[0]:
+            raise UsageError(f"--known {spec}: the video has {shape[0]} frames, K must lie in 0..{shape[0]}")
+        known = torch.zeros(shape, dtype=torch.bool)
+        known[:k] = True
+        return known
     if spec in ("top-half", "first-half"):
         known = torch.zeros(shape, dtype=torch.bool)
         if len(shape) == 1:
@@ -128,8 +141,12 @@ def run(args: Any) -> int:
 
 def _check_format(model: Any, out: Path) -> None:
     shape, d = tuple(model.event_shape), model.distribution
-    if out.suffix == ".png" and not (len(shape) == 3 and shape[0] in (1, 3)):
-        raise UsageError(f"-o {out}: a PNG grid needs an image event [1 or 3, H, W]; the event is {list(shape)} (use .npy)")
+    image = len(shape) == 3 and shape[0] in (1, 3)
+    video = len(shape) == 4 and shape[1] in (1, 3)
+    if out.suffix == ".png" and not (image or video):
+        raise UsageError(f"-o {out}: a PNG needs an image event [1 or 3, H, W] or a video [T, 1 or 3, H, W]; the event is {list(shape)} (use .npy)")
+    if out.suffix == ".gif" and not video:
+        raise UsageError(f"-o {out}: a GIF needs a video event [T, 1 or 3, H, W]; the event is {list(shape)} (use .png or .npy)")
     spec = model.spec
     audio = len(shape) == 1 and (spec.event.rate is not None or getattr(spec.distribution, "quantization", "none") == "mu_law")
     if out.suffix == ".wav" and not audio:
@@ -145,8 +162,11 @@ def _write_npy(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.
 
 
 def _write_png(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.Tensor]) -> str:
-    from arspec.pictures import save_grid, save_heat_grid, to_uint8_images
+    from arspec.pictures import save_grid, save_heat_grid, to_uint8_images, video_strips
     d = model.distribution
+    if x.dim() == 5:
+        video_strips(x.numpy(), d.classes if d.discrete else None).save(out)
+        return f"{out} (one row of frames per video)"
     save_grid(out, to_uint8_images(x.numpy(), d.classes if d.discrete else None))
     with torch.no_grad():
         nll = -model.log_prob_elements(x, **{k: v.to(model.device) for k, v in context.items()}).cpu().numpy()
@@ -156,6 +176,13 @@ def _write_png(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.
         return f"{out} and {stem}_nll.png (per-element NLL)"
     save_heat_grid(Path(f"{stem}_probs.png"), np.exp(-nll).mean(axis=1), "probability each element was drawn with", "probability (mean over channels)")
     return f"{out}, {stem}_nll.png (per-element NLL) and {stem}_probs.png (probability each element was drawn with)"
+
+
+def _write_gif(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.Tensor]) -> str:
+    from arspec.pictures import save_video_gif
+    d = model.distribution
+    save_video_gif(out, x.numpy(), d.classes if d.discrete else None)
+    return f"{out} (animated: {x.shape[1]} frames, the {x.shape[0]} video(s) side by side)"
 
 
 def _write_wav(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.Tensor]) -> str:
@@ -188,4 +215,4 @@ def _write_txt(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.
     return f"{out} ({'decoded with the data vocabulary' if vocab else 'token ids: the training data had no vocabulary'})"
 
 
-WRITERS = {".npy": _write_npy, ".png": _write_png, ".wav": _write_wav, ".txt": _write_txt}
+WRITERS = {".npy": _write_npy, ".png": _write_png, ".gif": _write_gif, ".wav": _write_wav, ".txt": _write_txt}

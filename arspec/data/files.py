@@ -53,6 +53,20 @@ def load_npz(path: Path) -> Splits:
         raise DataError(f"{path}: not a readable .npz of plain arrays ({err})") from None
 
 
+def load_npy_items(path: Path, event: tuple[int, ...]) -> Splits:
+    """One .npy array of items (N, *event), split 80/10/10 with a fixed permutation; grey videos
+    may leave out their channel axis (N, T, H, W)."""
+    if not path.exists():
+        raise DataError(f"no such file: {path}")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise DataError(f"{path}: not a plain .npy array ({err})") from None
+    if len(event) == 4 and event[1] == 1 and x.shape[1:] == (event[0], *event[2:]):
+        x = x[:, :, None]
+    return from_arrays({"x": x}, str(path))
+
+
 def load_npy_folder(folder: Path) -> Splits:
     """A folder of .npy files named like the arrays of a .npz (train.npy, train_genre.npy, ...) and
     optionally vocab.txt (one token per line)."""

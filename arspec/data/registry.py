@@ -7,8 +7,9 @@ specs), binarized-mnist-5k (5,000 real MNIST digits with labels, binarized once 
 quick runs and class conditioning), mnist (the same 5,000 digits as 8-bit values), digits and
 digits-binary (the UCI 8x8 digits, 17 levels / thresholded), speech (two CMU ARCTIC utterances),
 red-wine[:K] (the RNADE papers' 10-fold red wine benchmark, standardised; test fold K, default 1),
-python-stdlib (the Python standard library's .py sources as text, split by file).
-Yours: a .npz file or a folder of .npy files (with context arrays named after the conditioning,
+python-stdlib (the Python standard library's .py sources as text, split by file), moving-mnist
+(two MNIST digits bouncing in the frames of a video event, generated deterministically).
+Yours: a .npz file, a .npy array of items (split 80/10/10), a folder of .npy files (with context arrays named after the conditioning,
 see docs/data.md), text:FILE_OR_FOLDER, cifar10:PATH, wav:FOLDER, or the binarized MNIST .amat files."""
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from arspec.data.files import load_amat, load_npy_folder, load_npz, split_indices
+from arspec.data.files import load_amat, load_npy_folder, load_npy_items, load_npz, split_indices
 from arspec.data.splits import SPLITS, DataError, Splits
 from arspec.distributions import DistributionInfo, describe_distribution
+from arspec.ordering import internal_event
 
 BUNDLED = Path(__file__).resolve().parent / "bundled"
-NAMES = ("binarized-mnist", "binarized-mnist-5k", "mnist", "digits", "digits-binary", "speech", "red-wine[:K]", "python-stdlib")
+NAMES = ("binarized-mnist", "binarized-mnist-5k", "mnist", "digits", "digits-binary", "speech", "red-wine[:K]", "python-stdlib",
+         "moving-mnist[:OPTIONS]")
 
 
 def _bundled(name: str) -> dict[str, np.ndarray]:
@@ -87,14 +90,19 @@ def load_named(name: str, spec: Any) -> Splits:
             raise DataError(f"text data needs a sequence event [T], the spec's event is {list(spec.event.shape)}")
         path = Path(name.split(":", 1)[1]) if name.startswith("text:") else None
         return text_splits(path, spec.event.shape[0], getattr(spec.distribution, "classes", None))
+    if name == "moving-mnist" or name.startswith("moving-mnist:"):
+        from arspec.data.moving_mnist import moving_mnist
+        return moving_mnist(name, spec)
     path = Path(name)
     if path.suffix == ".npz":
         return load_npz(path)
+    if path.suffix == ".npy":
+        return load_npy_items(path, tuple(spec.event.shape))
     if path.suffix == ".amat" or (path.is_dir() and (path / "binarized_mnist_train.amat").exists()):
         return load_amat(path)
     if path.is_dir():
         return load_npy_folder(path)
-    raise DataError(f"unknown data {name!r}: use {', '.join(NAMES)}, text:FILE, cifar10:PATH, wav:FOLDER, a .npz file or a folder of .npy files")
+    raise DataError(f"unknown data {name!r}: use {', '.join(NAMES)}, text:FILE, cifar10:PATH, wav:FOLDER, a .npz or .npy file or a folder of .npy files")
 
 
 def default_data(spec: Any) -> str:
@@ -110,6 +118,8 @@ def default_data(spec: Any) -> str:
         return "digits-binary" if dist.type == "bernoulli" else "digits"
     if len(shape) == 1 and dist.type == "categorical":
         return "speech"
+    if len(shape) == 4 and shape[1] == 1 and shape[2] == shape[3] and dist.type in ("bernoulli", "categorical"):
+        return "moving-mnist"
     if shape == (11,) and dist.type in ("gaussian_mixture", "laplace_mixture"):
         return "red-wine"
     raise DataError(f"no bundled dataset fits event {list(shape)} ({dist.type}, {classes} classes); pass --data "
@@ -141,7 +151,7 @@ def check_fits(spec: Any, splits: Splits) -> None:
     """Shape and value range against the spec's event and distribution, and the context arrays
     against its conditioning, before training starts."""
     shape = tuple(spec.event.shape)
-    dist = describe_distribution(spec.distribution, shape[0] if len(shape) > 1 else 1)
+    dist = describe_distribution(spec.distribution, internal_event(shape)[0])
     for split in SPLITS:
         x = splits.split(split)
         if len(x) == 0:

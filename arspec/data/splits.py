@@ -38,8 +38,8 @@ class Splits:
     def context_problems(self, spec: Any) -> list[str]:
         """Every mismatch between the data's context arrays and the spec's conditioning."""
         out = []
-        event = tuple(spec.event.shape)
-        spatial = event if len(event) == 1 else event[1:]
+        from arspec.ordering import internal_event
+        spatial = internal_event(spec.event.shape)[1:]
         for name, cond in spec.conditioning.items():
             for split in SPLITS:
                 value = self.contexts.get(split, {}).get(name)
