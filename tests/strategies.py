@@ -298,3 +298,53 @@ def attention_stacks(draw, strict_on_raw: bool = True, pixel_tokens: bool = True
             lines.append(_node(f"l{i}", op="masked_conv2d", channels=width, kernel=draw(st.sampled_from([1, 3])), mask="B", activation="tanh"))
     lines.append(_node("out", op="conv1x1", channels="output", mask="B"))
     return "".join(lines)
+
+
+@st.composite
+def video_networks(draw, lstm_shift: int = 1, first_mask: str = "A", decoder_mask: str = "B", context: str = "lstm"):
+    """Video Pixel Networks over events [T, C, H, W]: a framewise convolution and multiplicative
+    units / residual multiplicative blocks (dilated, unmasked) encode every frame, a conv_lstm runs
+    over the frames (its state shifted by `lstm_shift` frames), and a decoder of framewise masked
+    convolutions and masked MUs / RMBs, or of Gated PixelCNN's two stacks built from RMBs, reads that
+    state in every gate. `context: encoder` feeds the decoder the encoder itself (a bug);
+    `decoder_mask: none` unmasks a decoder unit (a bug)."""
+    groups = draw(st.integers(1, 2))
+    t, h, w = draw(st.integers(1, 3)), draw(st.integers(2, 4)), draw(st.integers(2, 4))
+    width = 2 * groups
+    dist = "{type: bernoulli}" if groups == 1 else "{type: categorical, classes: 3}"
+    lines = [f"name: video\nevent: {{shape: [{t}, {groups}, {h}, {w}]}}\ndistribution: {dist}\n"]
+    lines.append("blocks:\n  layer:\n    inputs: [v, h, s]\n    outputs: {v: v_out, h: h_out, s: s}\n    graph:\n"
+                 f"      v_out: {{op: residual_multiplicative_block, inputs: [v, s], mask: vertical, hidden: {groups}, kernel: 3}}\n"
+                 "      v_down: {op: shift, inputs: [v_out], by: [0, 1, 0]}\n"
+                 "      link: {op: concat, inputs: [v_down, s]}\n"
+                 f"      h_out: {{op: residual_multiplicative_block, inputs: [h, link], mask: horizontal, hidden: {groups}, kernel: 3}}\n")
+    lines.append("graph:\n")
+    lines.append(_node("e0", op="conv2d", inputs="[x]", channels=width, kernel=draw(st.sampled_from([1, 3]))))
+    prev = "e0"
+    for i in range(1, draw(st.integers(0, 2)) + 1):
+        kind = draw(st.sampled_from(["multiplicative_unit", "residual_multiplicative_block"]))
+        extra = {"hidden": groups} if kind == "residual_multiplicative_block" else {}
+        lines.append(_node(f"e{i}", op=kind, inputs=f"[{prev}]", kernel=draw(st.sampled_from([1, 3])),
+                           dilation=draw(st.integers(1, 2)), **extra))
+        prev = f"e{i}"
+    if context == "lstm":
+        lines.append(_node("state", op="conv_lstm", inputs=f"[{prev}]", hidden=width, kernel=draw(st.sampled_from([1, 3])),
+                           shift=lstm_shift))
+        prev = "state"
+    if draw(st.booleans()) and decoder_mask == "B":      # Gated PixelCNN stacks of RMBs
+        lines.append(_node("v0", op="vertical_conv2d", inputs="[x]", channels=width, kernel=3))
+        lines.append(_node("h0", op="horizontal_conv2d", inputs="[x]", channels=width, kernel=5, mask=first_mask))
+        lines.append(f"  dec: {{block: layer, inputs: [v0, h0, {prev}], repeat: {{times: {draw(st.integers(1, 2))}}}}}\n")
+        lines.append(_node("out", op="conv1x1", inputs="[dec.h]", channels="output", mask="B"))
+        return "".join(lines)
+    lines.append(_node("d0", op="masked_conv2d", inputs="[x]", channels=width, kernel=draw(st.sampled_from([1, 3])), mask=first_mask))
+    dec = "d0"
+    for i in range(1, draw(st.integers(1, 2)) + 1):
+        kind = draw(st.sampled_from(["multiplicative_unit", "residual_multiplicative_block"]))
+        extra = {"hidden": groups} if kind == "residual_multiplicative_block" else {}
+        mask = decoder_mask if i == 1 else "B"
+        lines.append(_node(f"d{i}", op=kind, inputs=f"[{dec}, {prev}]", kernel=3 if mask == "none" else draw(st.sampled_from([1, 3])),
+                           mask=mask, **extra))
+        dec = f"d{i}"
+    lines.append(_node("out", op="conv1x1", inputs=f"[{dec}]", channels="output", mask="B"))
+    return "".join(lines)

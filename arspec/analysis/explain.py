@@ -153,17 +153,31 @@ def frames(ir: IRGraph) -> dict[str, tuple[int, ...]]:
 
 def _frames_of_inputs(ir: IRGraph, out: dict[str, tuple[int, ...]], zero: tuple[int, ...]) -> None:
     """A value read only by ops whose output still needs a shift (the concat feeding PixelRNN's
-    mirrored LSTM) is in that op's frame too: it may read its own row, as the op may."""
+    mirrored LSTM), or only by values that are in a frame this way, is in that frame too: it may
+    read its own row, as the op may. A value fed to an op that shifts its input itself (a video's
+    encoder, read by the conv_lstm a frame later) may read its whole frame: a leak through it is
+    judged where it also joins anything else."""
     readers = {name: [node for node, _ in uses] for name, uses in _readers(ir).items()}
+    backward: set[str] = set()
     for node in reversed(list(ir)):
         if node.kind != "op" or not node.type.spatial or out[node.name] != zero or node.name == ir.output:
             continue
-        needed = set()
+        needed, wanted = set(), set()
         for reader in readers.get(node.name, []):
             declared = reader.op.requires_shift(reader.spec) if reader.op is not None else None
-            needed.add(tuple(declared) if declared is not None and node.name in reader.inputs else zero)
-        if len(needed) == 1 and zero not in needed:
-            out[node.name] = needed.pop()
+            shifts_input = reader.op.input_frame(reader.spec) if reader.op is not None else None
+            if node.name not in reader.inputs:
+                needed.add(zero)
+            elif declared is not None:
+                needed.add(tuple(declared))
+            elif shifts_input is not None:
+                wanted.add(tuple(shifts_input))
+            else:
+                needed.add(out[reader.name] if reader.name in backward else zero)
+        framed = {f for f in needed | wanted if f != zero}
+        if (wanted and len(framed) == 1) or (len(needed) == 1 and zero not in needed):
+            out[node.name] = framed.pop()
+            backward.add(node.name)
 
 
 def _readers(ir: IRGraph) -> dict[str, list[tuple[IRNode, int]]]:
@@ -378,6 +392,11 @@ def _frame_hint(ir: IRGraph, node: IRNode, frame: dict[str, tuple[int, ...]]) ->
     need = frame.get(node.name)
     if not need or not any(need):
         return ""
+    shifter = _frame_shifter(ir, node)
+    if shifter is not None and shifter.name != node.name:
+        return (f"'{node.name}' feeds {shifter.op.name} '{shifter.name}' (line {_line(shifter)}), which reads it "  # type: ignore[union-attr]
+                f"{_moves(list(need))}, so it may see its whole frame; here it also joins values of the same positions "
+                f"directly: let it reach them only through '{shifter.name}'")
     current: IRNode | None = node
     while current is not None and current.kind == "op":
         shifts = [c.primitive for c in (current.program.calls if current.program else []) if isinstance(c.primitive, Shift)]
@@ -386,6 +405,10 @@ def _frame_hint(ir: IRGraph, node: IRNode, frame: dict[str, tuple[int, ...]]) ->
             return (f"the shift by {list(shifts[0].by)} of '{current.name}' (line {_line(current)}) should be {wanted}: "
                     f"the values it moves read their own row, so they must move {_moves(wanted)} before they join values "
                     f"of the same positions (check the shift's axis and sign)")
+        if current.op is not None and current.op.requires_shift(current.spec) is not None and "shift" in type(current.spec).model_fields:
+            return (f"the output of {current.op.name} '{current.name}' (line {_line(current)}) has read the positions it "
+                    f"serves: give it shift: {max(current.op.requires_shift(current.spec) or (1,))} (its state after frame t "
+                    f"then serves frame t + 1)")
         if current.op is not None and current.op.requires_shift(current.spec) is not None:
             return (f"the output of {current.op.name} '{current.name}' (line {_line(current)}) reads its own row: shift it by "
                     f"{list(current.op.requires_shift(current.spec) or ())} (op: shift) before it joins values of the same positions")
@@ -394,8 +417,26 @@ def _frame_hint(ir: IRGraph, node: IRNode, frame: dict[str, tuple[int, ...]]) ->
     return ""
 
 
+def _frame_shifter(ir: IRGraph, node: IRNode) -> IRNode | None:
+    """The first op downstream of `node` that shifts its input by frames itself (a conv_lstm)."""
+    readers = {name: [r for r, _ in uses] for name, uses in _readers(ir).items()}
+    seen, queue = set(), [node]
+    while queue:
+        current = queue.pop(0)
+        for reader in readers.get(current.name, []):
+            if reader.name in seen:
+                continue
+            seen.add(reader.name)
+            if reader.op is not None and reader.op.input_frame(reader.spec) is not None:
+                return reader
+            queue.append(reader)
+    return None
+
+
 def _moves(by: list[int]) -> str:
-    """[1, 0] -> 'down 1 row'; other shifts as offsets."""
+    """[1, 0] -> 'down 1 row', [1, 0, 0] -> '1 frame later'; other shifts as offsets."""
+    if len(by) == 3 and by[0] > 0 and not any(by[1:]):
+        return f"{by[0]} frame{'s' if by[0] > 1 else ''} later"
     if len(by) == 2 and by[1] == 0 and by[0] > 0:
         return f"down {by[0]} row{'s' if by[0] > 1 else ''}"
     if len(by) == 1 and by[0] > 0:

@@ -122,6 +122,12 @@ class Op:
         """Nodes the op reads besides its `inputs` (MADE's direct connections read x)."""
         return []
 
+    def input_frame(self, spec: Any) -> tuple[int, ...] | None:
+        """A shift the op applies to its input before its output serves a position (a conv_lstm
+        shifted by a frame): what feeds it may read that far ahead; leak messages then judge a
+        value that also goes elsewhere where it joins that other path."""
+        return None
+
     def requires_shift(self, spec: Any) -> tuple[int, ...] | None:
         """A shift the op's output needs before it joins values of its own positions (a vertical
         stack reads the current row: by [1, 0]); leak messages use it for their hint."""

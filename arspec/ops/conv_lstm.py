@@ -53,3 +53,6 @@ class ConvLstmOp(Op):
 
     def requires_shift(self, spec: ConvLstmSpec) -> tuple[int, ...] | None:
         return None if spec.shift else (1, 0, 0)
+
+    def input_frame(self, spec: ConvLstmSpec) -> tuple[int, ...] | None:
+        return (spec.shift, 0, 0) if spec.shift else None

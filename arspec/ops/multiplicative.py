@@ -113,6 +113,13 @@ def mu_program(attrs: dict[str, Any], b: ProgramBuilder, h: Value, context: Valu
     return b.call("mu", Multiply(), g1, b.call("tanh_inner", Activation("tanh"), inner))
 
 
+def ordered_groups(spec: Any, ctx: LowerContext) -> int:
+    """The channel groups a unit orders at the current pixel: the event's (or `channel_groups`)
+    under masks B and horizontal; none (1) for units that never read the current pixel's later
+    channels alongside earlier ones (unmasked encoders, the vertical stack, which is shifted)."""
+    return groups_of(spec, ctx) if spec.mask in ("B", "horizontal") else 1
+
+
 def _groups_fit(channels: int, groups: int, what: str) -> None:
     if channels % groups:
         raise ShapeError(f"{what} must be a multiple of the {groups} channel groups, got {channels}", "channels")
@@ -126,7 +133,7 @@ class MultiplicativeUnit(Op):
 
     def infer(self, spec: MultiplicativeUnitSpec, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
         inp = _check_input(self.name, inputs)
-        groups = groups_of(spec, ctx)
+        groups = ordered_groups(spec, ctx)
         _groups_fit(inp.channels, groups, "the input's channels")
         context = inputs[1] if len(inputs) > 1 else None
         return TensorType(inp.channels, inp.spatial), mu_attrs(inp.channels, context, spec.kernel, spec.dilation, spec.mask,
@@ -144,7 +151,7 @@ class ResidualMultiplicativeBlock(Op):
 
     def infer(self, spec: ResidualMultiplicativeBlockSpec, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
         inp = _check_input(self.name, inputs)
-        groups, rank = groups_of(spec, ctx), len(inp.spatial)
+        groups, rank = ordered_groups(spec, ctx), len(inp.spatial)
         hidden = spec.hidden or max(groups, inp.channels // 2)
         _groups_fit(inp.channels, groups, "the input's channels")
         _groups_fit(hidden, groups, "hidden")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from arspec_torch.kernels import KERNELS, attend_tokens, conv_lstm_step, attention_allowed, attention_tokens, attention_untokens
-from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas
+from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas, update_frame_values
 
 
 @dataclass
@@ -119,14 +119,18 @@ class WindowCache:
         self.attention = {c.id: AttentionRows(c, order.reshape(self.groups, self.positions), self.spatial)
                           for c in self.steps if c.kind == "attend"}
         final = self._finality()
-        self.initial: list[tuple[int, int]] = []
-        self.schedule: list[list[tuple[int, int]]] = [[] for _ in range(self.positions)]
+        when = final if self.attention else self._latest(final)
+        self.initial = self._batched([(i, p, when[c.id].reshape(-1)[p]) for i, c in enumerate(self.steps)
+                                      for p in range(self.positions) if when[c.id].reshape(-1)[p] < 0])
+        timed: list[list[tuple[int, int, float]]] = [[] for _ in range(self.positions)]
         for i, c in enumerate(self.steps):
-            f = final[c.id].reshape(-1)
+            w = when[c.id].reshape(-1)
             for p in range(self.positions):
-                (self.initial if f[p] < 0 else self.schedule[int(f[p])]).append((i, p))
+                if w[p] >= 0:
+                    timed[int(w[p])].append((i, p, w[p]))
+        self.schedule = [self._batched(entries) for entries in timed]
         self.gathers = [self._gather(c) for c in self.steps]
-        plan = StepPlan(calls, output, internal)
+        plan = StepPlan(calls, output, internal, self._frame_values(final))
         self.plan = plan if plan.usable else None
 
     def _finality(self) -> dict[str, np.ndarray]:
@@ -151,6 +155,55 @@ class WindowCache:
                         f = np.maximum(f, _shifted_max(final[arg], offset))
             final[c.id] = f
         return final
+
+    def _frame_values(self, final: dict[str, np.ndarray]) -> frozenset[str]:
+        """In a video, the values that read only frames before their own (the recurrence over
+        frames and what follows it): the compiled step plan computes them a frame at a time."""
+        if len(self.spatial) != 3 or self.spatial[0] < 2:
+            return frozenset()
+        start = (np.arange(self.positions) // int(np.prod(self.spatial[1:])) * int(np.prod(self.spatial[1:]))).reshape(self.spatial)
+        return frozenset(c.id for c in self.steps if c.id not in self.attention and np.isfinite(final[c.id]).any()
+                         and bool((final[c.id] < start).all()))
+
+    def _latest(self, final: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per value and position, the latest step at which it can still be computed: just before
+        the first reader needs it (the output: before its element is drawn), never before it is
+        final. Values that become final one position at a time but are read a whole frame later
+        (a video's encoder, read by the recurrence over frames) are then computed together, a
+        frame in one call, instead of one position at a time."""
+        flat = np.arange(self.positions, dtype=float).reshape(self.spatial)
+        need = {c.id: np.full(self.spatial, np.inf) for c in self.steps}
+        out_final = final[self.output]
+        need[self.output] = np.where(out_final >= flat, flat, flat - 1)
+        for c in reversed(self.steps):
+            n = np.where(np.isfinite(need[c.id]), need[c.id], final[c.id])
+            n = np.maximum(n, final[c.id])
+            if c.kind == "conv_lstm":                    # one step per frame, frames in order
+                per_frame = n.reshape(n.shape[0], -1).min(axis=1)
+                per_frame = np.minimum.accumulate(per_frame[::-1])[::-1]
+                n = np.broadcast_to(per_frame.reshape((-1,) + (1,) * (n.ndim - 1)), n.shape).copy()
+                if c.args[0] in need:
+                    need[c.args[0]] = np.minimum(need[c.args[0]], n)
+            need[c.id] = n
+            if c.taps is None or c.live is None:
+                continue
+            for arg, taps, live in zip(c.args, c.taps, c.live):
+                if arg not in need:
+                    continue
+                for offset, used in zip(taps, live):
+                    if used:                             # the value at p reads arg at p + offset
+                        read = _shifted_max(-n, tuple(-o for o in offset))
+                        need[arg] = np.minimum(need[arg], np.where(np.isfinite(read), -read, np.inf))
+        return need
+
+    @staticmethod
+    def _batched(entries: list[tuple[int, int, float]]) -> list[tuple[int, int | torch.Tensor]]:
+        """(call, position) pairs in call order, the positions of one call gathered into one index
+        tensor where there are several (computed in one batched call)."""
+        by_call: dict[int, list[int]] = {}
+        for i, p, _ in entries:
+            by_call.setdefault(i, []).append(p)
+        return [(i, ps[0] if len(ps) == 1 else torch.as_tensor(ps)) for i, ps in sorted(by_call.items())]
 
     def _gather(self, call: StepCall) -> torch.Tensor | None:
         """For a call reading other positions: (P, taps) flat source positions (P = outside)."""
@@ -195,37 +248,48 @@ class WindowCache:
         if call.kind == "conv_lstm":
             return frame_scan_step(src, out, tensors, self.spatial)
         if call.id in self.attention:
-            at = self.attention[call.id].step(args, call.attrs["heads"])
+            one = self.attention[call.id].step(args, call.attrs["heads"])
+
+            def at(p: int | torch.Tensor) -> torch.Tensor:
+                if isinstance(p, int):
+                    return one(p)
+                return torch.stack([one(q) for q in p.tolist()], dim=2)
         elif call.kind == "masked_conv":
             weight = (tensors["weight"] * tensors["mask"]).reshape(tensors["weight"].shape[0], -1).t()
             bias = tensors.get("bias")
             assert gather is not None
 
-            def at(p: int) -> torch.Tensor:
-                window = src[:, :, gather[p]].reshape(src.shape[0], -1)
-                return window @ weight if bias is None else torch.addmm(bias, window, weight)
+            def at(p: int | torch.Tensor) -> torch.Tensor:
+                if isinstance(p, int):
+                    window = src[:, :, gather[p]].reshape(src.shape[0], -1)
+                    return window @ weight if bias is None else torch.addmm(bias, window, weight)
+                window = src[:, :, gather[p]].permute(0, 2, 1, 3).reshape(src.shape[0], len(p), -1)   # (n, m, Ci*K)
+                value = window @ weight if bias is None else torch.baddbmm(bias.expand(src.shape[0], len(p), -1), window,
+                                                                            weight.expand(src.shape[0], *weight.shape))
+                return value.transpose(1, 2)
         elif call.kind == "shift":
             assert gather is not None
 
-            def at(p: int) -> torch.Tensor:
+            def at(p: int | torch.Tensor) -> torch.Tensor:
                 return src[:, :, gather[p, 0]]
         elif call.kind == "embedding":
             table = (tensors["weight"] * tensors["select"].to(tensors["weight"].dtype).unsqueeze(1))   # (G, K, C)
 
-            def at(p: int) -> torch.Tensor:
-                return sum(table[g][src[:, g, p]] for g in range(table.shape[0]))  # type: ignore[return-value]
+            def at(p: int | torch.Tensor) -> torch.Tensor:
+                value = sum(table[g][src[:, g, p]] for g in range(table.shape[0]))
+                return value if isinstance(p, int) else value.transpose(1, 2)  # type: ignore[union-attr, return-value]
         else:
             extra = {"training": False} if call.training else {}
 
-            def at(p: int) -> torch.Tensor:
+            def at(p: int | torch.Tensor) -> torch.Tensor:
                 return KERNELS[call.kind](*[a[:, :, p] for a in args], **tensors, **call.attrs, **extra)
 
-        def step(p: int) -> None:
+        def step(p: int | torch.Tensor) -> None:
             out[:, :, p] = at(p)
         return step
 
     @staticmethod
-    def _run(steps: list[Callable[[int], None]], pairs: list[tuple[int, int]]) -> None:
+    def _run(steps: list[Callable[[Any], None]], pairs: list[tuple[int, Any]]) -> None:
         for i, p in pairs:
             steps[i](p)
 
@@ -237,7 +301,19 @@ class WindowCache:
         assert self.plan is not None
         values = dict(model.net.context_values(model._check_context(context), model.dtype))
         constants = constant_values(self.plan, model.net, values, run_call, n, self.spatial, model.dtype)
-        return StepProgram(self.plan, model.net, n, np.dtype(str(model.dtype).removeprefix("torch.")), constants, record)
+        program = StepProgram(self.plan, model.net, n, np.dtype(str(model.dtype).removeprefix("torch.")), constants, record)
+        program.context_values, program.constants = values, constants
+        return program
+
+    def _update_frames(self, model: Any, program: StepProgram, raw: torch.Tensor, frame: int | None) -> None:
+        """The frame values of frame `frame` (None: all) from the data `raw` (n, C, P) known so far."""
+        if not self.plan or not self.plan.frame_values:
+            return
+        d, n = model.distribution, raw.shape[0]
+        shaped = raw.reshape(n, self.groups, *self.spatial)
+        x_raw = shaped.long() if d.discrete else torch.zeros(shaped.shape, dtype=torch.long)
+        update_frame_values(self.plan, model.net, program.context_values, run_call, x_raw, d.encode(shaped, model.dtype),
+                            program.constants, frame)
 
     @torch.no_grad()
     def teacher_forced(self, model: Any, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
@@ -265,6 +341,7 @@ class WindowCache:
         enc = d.encode(raw, model.dtype).numpy()
         raw_np = raw.long().numpy() if d.discrete else np.zeros(raw.shape, dtype=np.int64)
         rx, rxr = program.rings["x"], program.rings["x_raw"]
+        self._update_frames(model, program, raw, None)
         for q in range(plan.first, self.positions):
             if q >= 0:
                 rx[:, q % plan.ring["x"]] = enc[:, :, q]
@@ -276,8 +353,15 @@ class WindowCache:
                         context: dict[str, Any]) -> torch.Tensor:
         n, d, groups = x.shape[0], model.distribution, self.groups
         program = self._program(model, n, context, record=False)
-        plan, step = program.plan, program.step
+        plan, run_step = program.plan, program.step
         rx, rxr, out = program.rings["x"], program.rings["x_raw"], program.rings[plan.output]
+        frame = plan.frame if plan.frame_values else 0
+
+        def step(q: int) -> None:
+            if frame and (q + 1) % frame == 0 and 0 < q + 1 < self.positions:   # frame q // F is complete
+                self._update_frames(model, program, result, (q + 1) // frame)
+            run_step(q)
+
         lag_out = plan.lag[plan.output]
         assert lag_out is not None
         given = x.reshape(n, groups, -1)
@@ -362,7 +446,11 @@ def frame_scan_step(src: torch.Tensor, out: torch.Tensor, tensors: dict[str, tor
     n = src.shape[0]
     state: dict[str, torch.Tensor] = {}
 
-    def step(p: int) -> None:
+    def step(p: int | torch.Tensor) -> None:
+        if not isinstance(p, int):
+            for q in p.tolist():
+                step(q)
+            return
         if p % frame:
             return
         t = p // frame

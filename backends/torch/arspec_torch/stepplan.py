@@ -42,15 +42,27 @@ def single_threaded_blas() -> Any:
 class StepPlan:
     """The schedule, ring sizes and index tables of one model at one event shape."""
 
-    def __init__(self, calls: list[Any], output: str, internal: tuple[int, ...]) -> None:
+    def __init__(self, calls: list[Any], output: str, internal: tuple[int, ...], frame_values: frozenset[str] = frozenset()) -> None:
         self.groups, self.spatial = internal[0], tuple(internal[1:])
         self.positions = int(np.prod(self.spatial))
         self.strides = [int(np.prod(self.spatial[i + 1:])) for i in range(len(self.spatial))]
         self.output = output
         self.calls = {c.id: c for c in calls}
+        # values of a video that read only earlier frames (the recurrence over frames): computed a
+        # frame at a time in torch, just before the frame starts, and read like constants
+        self.frame_values = set(frame_values)
+        self.frame = int(np.prod(self.spatial[1:])) if self.frame_values else self.positions
+        data = _data_dependent(calls)
         self.lag = self._lags(calls)
-        self.steps = [c for c in calls if self.lag.get(c.id) is not None]
-        self.constants = [c for c in calls if self.lag.get(c.id) is None]     # never read the data
+        needed = self._needed(calls, output)
+        self.frame_values &= needed                                       # those the step reads
+        per_position = [c for c in calls if c.id in needed and c.id not in self.frame_values]
+        self.steps = [c for c in per_position if self.lag.get(c.id) is not None]
+        self.opaque = [c.id for c in per_position if c.taps is None and data[c.id]]   # data-dependent, no step rule
+        frame_set = self._ancestors(calls, self.frame_values)
+        self.frame_calls = [c for c in calls if data[c.id] and c.id in frame_set]
+        self.constants = [c for c in calls if self.lag.get(c.id) is None and c.id not in self.opaque
+                          and not (data[c.id] and c.id in frame_set)]                # never read the data
         self.reads = self._reads()
         self.ring = self._rings()
         self.first = min([self.lag[c.id] for c in self.steps] or [0])  # type: ignore[type-var]
@@ -75,12 +87,13 @@ class StepPlan:
         return [off for off, used in zip(call.taps[i], call.live[i]) if used] if call.taps is not None else []
 
     def _lags(self, calls: list[Any]) -> dict[str, int | None]:
-        """Per value, the flat lag after which it is final (None: it never reads the data)."""
+        """Per value, the flat lag after which it is final (None: it never reads the data). A frame
+        value is final before its position's frame starts: lag -1 is never too early."""
         lag: dict[str, int | None] = {"x": 0, "x_raw": 0}
-        self.opaque: list[str] = []        # data-dependent calls without taps (attention): no step rule
         for c in calls:
-            if c.taps is None and any(lag.get(a) is not None for a in c.args):
-                self.opaque.append(c.id)
+            if c.id in self.frame_values:
+                lag[c.id] = -1
+                continue
             best = None
             for i, arg in enumerate(c.args):
                 if lag.get(arg) is None:
@@ -91,12 +104,36 @@ class StepPlan:
             lag[c.id] = best
         return lag
 
+    def _needed(self, calls: list[Any], output: str) -> set[str]:
+        """The calls the output reads per position: through its arguments, stopping at frame values."""
+        needed, stack = set(), [output]
+        while stack:
+            name = stack.pop()
+            if name in needed or name not in self.calls:
+                continue
+            needed.add(name)
+            if name not in self.frame_values:
+                stack.extend(self.calls[name].args)
+        return needed
+
+    def _ancestors(self, calls: list[Any], names: set[str]) -> set[str]:
+        """The calls that `names` read, transitively, themselves included."""
+        out, stack = set(), list(names)
+        while stack:
+            name = stack.pop()
+            if name in out or name not in self.calls:
+                continue
+            out.add(name)
+            stack.extend(self.calls[name].args)
+        return out
+
     def _reads(self) -> dict[tuple[str, int], str]:
-        """How each step call reads each argument: 'local', 'ring' or 'constant'."""
+        """How each step call reads each argument: 'local', 'ring' or 'constant' (constants and
+        frame values: whole arrays indexed by position)."""
         out = {}
         for c in self.steps:
             for i, arg in enumerate(c.args):
-                if self.lag.get(arg) is None:
+                if self.lag.get(arg) is None or arg in self.frame_values:
                     out[(c.id, i)] = "constant"
                 elif arg not in DATA_VALUES and all(off == (0,) * len(self.spatial) for off in self._live(c, i)) \
                         and self.lag[arg] == self.lag[c.id] and c.kind != "shift":
@@ -131,6 +168,13 @@ class StepPlan:
 
 
 DATA_VALUES = ("x", "x_raw")
+
+
+def _data_dependent(calls: list[Any]) -> dict[str, bool]:
+    out = {name: True for name in DATA_VALUES}
+    for c in calls:
+        out[c.id] = any(out.get(a, False) for a in c.args)
+    return out
 
 
 class StepProgram:
@@ -238,14 +282,14 @@ def constant_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], r
     zeros = {"x": torch.zeros((n, plan.groups, *spatial), dtype=dtype), "x_raw": torch.zeros((n, plan.groups, *spatial), dtype=torch.long)}
     env = {**zeros, **values}
     out = {}
-    for c in plan.constants:
+    for c in plan.constants + plan.frame_calls:     # frame values start as those of an empty video (right for frame 0)
         env[c.id] = run(c, net, [env[a] for a in c.args])
     for c in plan.steps:
         for i, arg in enumerate(c.args):
             if plan.reads[(c.id, i)] != "constant" or arg in out:
                 continue
             value = env[arg].detach()
-            if value.dim() > 2 and all(s == 1 for s in value.shape[2:]):
+            if value.dim() > 2 and all(s == 1 for s in value.shape[2:]) and arg not in plan.frame_values:
                 value = value.reshape(value.shape[0], value.shape[1])
             if value.dim() > 2:
                 value = value.expand(n, value.shape[1], *spatial).reshape(n, value.shape[1], -1)
@@ -253,3 +297,18 @@ def constant_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], r
                 value = value.expand(n, value.shape[1])
             out[arg] = np.ascontiguousarray(value.cpu().numpy())
     return out
+
+
+def update_frame_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], run: Any, x_raw: torch.Tensor,
+                        x: torch.Tensor, constants: dict[str, np.ndarray], frame: int | None) -> None:
+    """Recompute the frame values from the data known so far (x_raw and its encoding x, shaped
+    (n, C, *spatial)) and write those of frame `frame` (None: every frame) into the arrays the step
+    reads. A frame value of frame t reads only frames < t, so they must be complete."""
+    env = {"x": x, "x_raw": x_raw, **values}
+    for c in plan.frame_calls:
+        env[c.id] = run(c, net, [env[a] for a in c.args])
+    span = slice(None) if frame is None else slice(frame * plan.frame, (frame + 1) * plan.frame)
+    for name in plan.frame_values:
+        if name in constants:
+            value = env[name].detach().reshape(x.shape[0], env[name].shape[1], -1)
+            constants[name][:, :, span] = value[:, :, span].cpu().numpy()
