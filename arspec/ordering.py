@@ -59,6 +59,10 @@ def compute_order(ordering: Any, event: tuple[int, ...]) -> np.ndarray:
         return order
     if kind == "multiscale":
         return _multiscale(ordering.base, event)
+    if kind == "frames":
+        if len(event) != 4:
+            raise OrderingError("the frames ordering needs a video event [T, C, H, W]")
+        return np.broadcast_to(np.arange(event[1])[None, :, None, None], event).reshape(-1).copy()
     if kind == "agnostic":
         # one step for every element: the network must not read x at all, except through the
         # observe gates, which reveal only elements that are given (observed) already
@@ -69,7 +73,7 @@ def compute_order(ordering: Any, event: tuple[int, ...]) -> np.ndarray:
 def order_period(ordering: Any, event: tuple[int, ...]) -> int | None:
     """The period (in positions, per axis) under which comparing two elements' steps depends only
     on their relative offset and their positions modulo it; None when there is none."""
-    if ordering.type in ("raster", "agnostic"):
+    if ordering.type in ("raster", "agnostic", "frames"):
         return 1
     if ordering.type == "multiscale":
         return event[1] // ordering.base

@@ -7,7 +7,9 @@ the end: on the CPU through the compiled per-step plan (numpy, ring buffers), el
 the torch path. Memory is what the cache holds. Targets: WaveNet <= 1.2 ms per sample at batch 1,
 flat in the length; Gated PixelCNN 1x28x28 >= 20x naive; R->G->B PixelCNN 3x32x32 >= 40x naive;
 the transformer at 512 tokens >= 10x naive (its key-value cache: keys and values of each position
-computed once, the queries of the new position only); PixelSNAIL's ratio is reported beside them.
+computed once, the queries of the new position only); the Video Pixel Network at 10 frames of 32x32
+>= 20x naive (frame by frame: the encoder and the recurrence over frames once per frame, the decoder
+per pixel); PixelSNAIL's ratio is reported beside them.
 Last, multiscale PixelCNN's O(log N) parallel steps against raster sampling."""
 from __future__ import annotations
 
@@ -85,7 +87,8 @@ def main() -> None:
         model = arspec.compile(spec, seed=0, device=device).eval()
         row(f"wavenet 30 layers T={length}", model, args.batch, max_steps=32)
     for name, shape in (("gated_pixelcnn", "[1,28,28]"), ("pixelcnn_rgb", "[3,32,32]"), ("pixelsnail", "[1,28,28]"),
-                        ("transformer_text", "[128]" if args.quick else "[512]")):
+                        ("transformer_text", "[128]" if args.quick else "[512]"),
+                        ("video_pixel_network_small", "[4,1,16,16]" if args.quick else "[10,1,32,32]")):
         spec = arspec.load_spec(SPECS / f"{name}.yaml", overrides=[f"event.shape={shape}"])
         row(f"{name} {shape}", arspec.compile(spec, seed=0, device=device).eval(), args.batch, max_steps=48 if args.quick else 128)
     parallel_multiscale(max(args.batch, 4), device)

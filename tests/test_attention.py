@@ -202,7 +202,7 @@ def test_training_with_attention_dropout_keeps_the_mask():
 def test_the_key_value_cache_equals_naive_generation_and_the_training_graph(source):
     spec = spec_from(source)
     model = arspec.compile(spec, seed=0).eval()
-    assert type(model.incremental).__name__ == "WindowCache"
+    assert type(model.incremental.cache).__name__ == "WindowCache"
     naive = model.sample(3, generator=torch.Generator().manual_seed(7), cache=False)
     cached = model.sample(3, generator=torch.Generator().manual_seed(7))
     assert torch.equal(naive, cached)

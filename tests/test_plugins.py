@@ -114,11 +114,11 @@ def test_the_plugin_op_compiles_trains_and_samples_from_its_cache(plugin_path, v
         spec = arspec.load_spec({str(video_spec)!r})
         model = arspec.compile(spec, seed=0)
         assert sum(p.numel() for p in model.parameters()) == spec.ir.parameters
-        assert type(model.incremental).__name__ == "WindowCache"
+        assert type(model.incremental.cache).__name__ == "WindowCache"
         fast = model.sample(3, generator=torch.Generator().manual_seed(1), cache=True)
         slow = model.sample(3, generator=torch.Generator().manual_seed(1), cache=False)
-        assert fast.shape == (3, 2, 3, 4, 4) and torch.equal(fast, slow)
-        x = torch.randint(0, 3, (32, 2, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+        assert fast.shape == (3, 3, 2, 4, 4) and torch.equal(fast, slow)
+        x = torch.randint(0, 3, (32, 3, 2, 4, 4), generator=torch.Generator().manual_seed(0))
         data = Splits(x[:24], x[24:28], x[28:], "random video")
         result = train(spec, data, TrainConfig.from_spec(spec, {str(video_spec.parent / "run")!r}, steps=2, batch_size=8, quiet=True))
         assert result["steps"] == 2

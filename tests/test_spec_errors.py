@@ -57,7 +57,7 @@ BROKEN = [
     ("unknown parameter reference", VALID.replace("channels: 8", "channels: $width"),
      ["test.yaml:5:39: graph.h.channels: unknown parameter $width"]),
     ("2-d op on a sequence", VALID.replace("[1, 4, 4]", "[16]"),
-     ["test.yaml:5:26: graph.h.inputs: masked_conv2d needs a 2-d input, got spatial shape [16]"]),
+     ["test.yaml:5:26: graph.h.inputs: masked_conv2d needs a 2-d input or a video (frames of that), got spatial shape [16]"]),
     ("ordering that is not a permutation", VALID.replace("distribution:", "ordering: {type: permutation, order: [0, 1, 1]}\ndistribution:"),
      ["test.yaml:3:1: ordering: order must be a permutation of 0..15 (16 entries), got 3 entries"]),
     ("conditioning that does not divide the event", VALID.replace("[1, 4, 4]", "[10]").replace(

@@ -16,6 +16,7 @@ import arspec
 from arspec.dynamic import generic_parameters, measure_columns
 from tests.helpers import all_configurations, assert_measured_equals_predicted, spec_from
 from tests.strategies import examples, video_networks
+from tests.test_domains import _both_domains
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "specs" / "video_pixel_network_small.yaml"
@@ -99,6 +100,41 @@ def test_the_zoo_video_models_sum_to_one_over_every_tiny_video(path):
     assert abs(float(total) - 1.0) < 1e-9
 
 
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["ok", "lstm", "mask", "encoder"]).flatmap(lambda bug: video_networks(**{
+    "ok": {}, "lstm": {"lstm_shift": 0}, "mask": {"first_mask": "B"}, "encoder": {"context": "encoder"}}[bug])))
+def test_video_networks_get_the_same_verdict_in_both_domains(text):
+    _, offsets, concrete = _both_domains(text)
+    assert offsets.domain == "offsets" and concrete.domain == "concrete"
+    assert offsets.ok == concrete.ok, ([str(e) for e in offsets.errors], [str(e) for e in concrete.errors])
+
+
+FRAMES = """\
+name: frame_model
+event: {shape: [4, 1, 5, 5]}
+distribution: {type: bernoulli}
+ordering: {type: frames}
+graph:
+  enc: {op: conv2d, inputs: [x], channels: 4, kernel: 3}
+  mu: {op: multiplicative_unit, kernel: 3}
+  state: {op: conv_lstm, hidden: 4, kernel: 3, shift: SHIFT}
+  out: {op: conv1x1, channels: output}
+"""
+
+
+def test_a_frames_ordering_draws_each_frame_in_one_step_given_the_earlier_frames():
+    spec = spec_from(FRAMES.replace("SHIFT", "1"))
+    report = arspec.analyze(spec)
+    assert report.ok, [str(e) for e in report.errors]
+    assert_measured_equals_predicted(spec)
+    model = arspec.compile(spec, seed=0).eval()
+    assert np.array_equal(model.order[:, 0, 0, 0].numpy(), np.arange(4)) and len(model.steps()) == 4
+    samples = model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (2, 4, 1, 5, 5) and torch.isfinite(model.log_prob(samples)).all()
+    leaky = arspec.analyze(spec_from(FRAMES.replace("SHIFT", "0")))
+    assert not leaky.ok and "hint: the output of conv_lstm 'state'" in leaky.errors[0].message
+
+
 # --- mutations: the classic bugs are caught, and the verdict is what the module does ---------------
 @settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(video_networks(lstm_shift=0))
@@ -167,6 +203,12 @@ def test_cached_video_sampling_equals_the_naive_loop_and_agrees_with_the_trainin
     cached = model.sample(2, generator=torch.Generator().manual_seed(5))
     naive = model.sample(2, generator=torch.Generator().manual_seed(5), cache=False)
     assert torch.equal(cached, naive)
+    plan, model.incremental.plan = model.incremental.plan, None        # the torch path (what a GPU runs)
+    try:
+        assert torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-10)
+        assert torch.equal(model.sample(2, generator=torch.Generator().manual_seed(5)), naive)
+    finally:
+        model.incremental.plan = plan
 
 
 def test_continuing_a_video_keeps_the_given_frames_and_is_exact():

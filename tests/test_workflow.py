@@ -206,10 +206,11 @@ def test_load_model_returns_the_model_in_eval_mode(made_run):
 
 @pytest.mark.parametrize("args, says", [
     (["sample", "{run}", "-n", "0"], "argument -n: must be at least 1, got 0"),
-    (["sample", "{run}", "--known", "bottom-half", "--given", "specs/made.yaml"], "--known: expected top-half, first-half or a .npy mask file"),
+    (["sample", "{run}", "--known", "bottom-half", "--given", "specs/made.yaml"], "--known: expected top-half, first-half, first-frames:K or a .npy mask file"),
     (["sample", "{run}", "--given", "{batch}"], "expected one item of the event's shape [1, 28, 28], got an array of shape [4, 1, 28, 28]"),
     (["sample", "{run}", "--temperature", "0"], "argument --temperature: must be a positive number, got 0"),
-    (["sample", "{run}", "-o", "{tmp}/s.gif"], "the format follows the extension"),
+    (["sample", "{run}", "-o", "{tmp}/s.jpg"], "the format follows the extension"),
+    (["sample", "{run}", "-o", "{tmp}/s.gif"], "a GIF needs a video event"),
     (["graph", "specs/made.yaml", "--element", "foo"], "--element: expected comma-separated indices"),
     (["graph", "specs/made.yaml", "--element", "0,40,1"], "inside the event [1, 28, 28]"),
     (["graph", "specs/wavenet.yaml", "--element", "0,5"], "inside the event [16000]"),

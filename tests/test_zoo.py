@@ -31,7 +31,8 @@ def tiny_overrides(path: Path) -> list[str]:
         return ["event.shape=[8]"] + [f"conditioning.{name}.upsample=4" for name in local] + narrow
     if len(shape) == 4:                          # a video: three frames of 4x4, narrower layers
         narrow = [f"params.{k}={v}" for k, v in (("channels", 4), ("state", 4)) if k in spec.params]
-        return [f"event.shape=[3,{shape[1]},4,4]", "graph.decoder.repeat.times=1"] + narrow
+        levels = ["distribution.classes=4"] if spec.distribution.type == "categorical" else []
+        return [f"event.shape=[3,{shape[1]},4,4]", "graph.decoder.repeat.times=1"] + narrow + levels
     if spec.orderings[0].type == "multiscale":   # two halvings down to a 1x1 base, narrower layers
         narrow = [f"params.{k}={v}" for k, v in (("channels", 8), ("double", 16), ("upscale_channels", 16)) if k in spec.params]
         return [f"event.shape=[{shape[0]},4,4]", "ordering.base=1"] + narrow

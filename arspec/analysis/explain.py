@@ -238,7 +238,7 @@ def find_culprit(ir: IRGraph, path: list[str], source: int, target: int, mask: i
                 return name
             continue
         place = _serving_place(ir, node, target, folds)
-        if place is None or frame.get(name, zero) != zero:
+        if place is None or (frame.get(name, zero) != zero and name != ir.output):    # the output serves its positions as it is
             continue
         channels, at = place
         rows = np.unique(deps.chan[channels]) if len(channels) else np.unique(deps.chan)

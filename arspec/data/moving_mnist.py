@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from arspec.data.splits import SPLITS, DataError, Splits
+from arspec.data.splits import DataError, Splits
 
 STANDARD_CANVAS, STANDARD_DIGIT = 64, 28
 STEP = 0.1                    # the standard generator: a tenth of the free range per frame
@@ -40,8 +40,8 @@ def parse_options(name: str) -> dict[str, int]:
 
 def digit_images(binary: bool) -> list[np.ndarray]:
     """The source digits of each split as (N, 28, 28) float arrays in [0, 1]."""
-    from arspec.data.registry import binarized_mnist, mnist_subset
     from arspec.data.files import split_indices
+    from arspec.data.registry import binarized_mnist, mnist_subset
     if binary:
         return [d[:, 0].numpy().astype(np.float32) for d in binarized_mnist()]
     x, _ = mnist_subset()
@@ -115,7 +115,7 @@ def moving_mnist(name: str, spec: Any) -> Splits:
         raise DataError(f"{name}: {train + 2 * test:,} videos of {elements:,} elements is more than this machine should hold; ask for fewer")
     sources = digit_images(binary)
     parts = []
-    for index, (split, count) in enumerate(zip(SPLITS, (train, test, test))):
+    for index, count in enumerate((train, test, test)):          # train, validation, test
         rng = np.random.default_rng([seed, index])
         video = sequences(sources[index], count, frames, canvas, side, digits, rng)
         values = (video >= 0.5) if binary else np.rint(video * (levels - 1))

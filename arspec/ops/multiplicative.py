@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError
+from arspec.ops.base import LowerContext, Op, ShapeError
 from arspec.ops.convolution import per_frame
 from arspec.ops.fields import Dilation, guard_layer, odd_kernel
 from arspec.ops.masks import GroupedMaskSpec, group_connectivity, groups_of, raster_kernel_mask

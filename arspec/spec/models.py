@@ -119,8 +119,16 @@ class AgnosticOrdering(Strict):
     seed: int = Field(0, description="Seed of the orderings evaluation averages over (arspec eval --orderings K).")
 
 
+class FramesOrdering(Strict):
+    """A video frame by frame, every element of a frame in one step: the frame's pixels are drawn
+    in parallel, each given only the earlier frames (a model without a decoder within the frame)."""
+
+    type: Literal["frames"]
+
+
 OrderingSpec = Annotated[
-    RasterOrdering | PermutationOrdering | RandomOrdering | MultiscaleOrdering | AgnosticOrdering, Field(discriminator="type")
+    RasterOrdering | PermutationOrdering | RandomOrdering | MultiscaleOrdering | AgnosticOrdering | FramesOrdering,
+    Field(discriminator="type"),
 ]
 
 

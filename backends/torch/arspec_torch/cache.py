@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from arspec_torch.kernels import KERNELS, attend_tokens, conv_lstm_step, attention_allowed, attention_tokens, attention_untokens
+from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
 from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas, update_frame_values
 
 
@@ -78,18 +78,46 @@ def is_raster(orders: np.ndarray, internal: tuple[int, ...]) -> bool:
 
 
 def cache_for(calls: list[StepCall], output: str, internal: tuple[int, ...], orders: np.ndarray,
-              dense_output: bool) -> WindowCache | ScanCache | None:
+              dense_output: bool) -> LazyCache | ScanCache | None:
     """The cached sampler that fits this model, or None (sampling then runs a pass per step)."""
     data = data_dependent(calls)
     steps = [c for c in calls if data[c.id]]
     if not dense_output and is_raster(orders, internal) and all(c.taps is not None or c.kind in WHOLE_STEP_KINDS for c in steps):
-        return WindowCache(calls, output, internal, np.asarray(orders).reshape(len(orders), -1)[0])
+        order = np.asarray(orders).reshape(len(orders), -1)[0]
+        return LazyCache(lambda: WindowCache(calls, output, internal, order))
     roles = [c.scan_role for c in steps]
     if (dense_output and len(steps) >= 2 and roles[0] == "prefix" and roles[-1] == "emit" and steps[-1].id == output
             and steps[0].args == ("x",) and all(r == "element" for r in roles[1:-1])
             and all(tuple(c.args) == (prev.id,) for prev, c in zip(steps, steps[1:]))):
         return ScanCache(steps)
     return None
+
+
+class LazyCache:
+    """A model's window cache, planned when it is first used: planning walks every position of the
+    event (seconds for a large video), and training never needs it. Behaves as the cache itself."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        object.__setattr__(self, "_build", build)
+        object.__setattr__(self, "_built", None)
+
+    @property
+    def cache(self) -> Any:
+        """The planned cache (planned now if it was not yet)."""
+        if self._built is None:
+            object.__setattr__(self, "_built", self._build())
+        return self._built
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.cache(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_build", "_built"):
+            raise AttributeError(name)
+        return getattr(self.cache, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.cache, name, value)
 
 
 def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
@@ -119,16 +147,8 @@ class WindowCache:
         self.attention = {c.id: AttentionRows(c, order.reshape(self.groups, self.positions), self.spatial)
                           for c in self.steps if c.kind == "attend"}
         final = self._finality()
-        when = final if self.attention else self._latest(final)
-        self.initial = self._batched([(i, p, when[c.id].reshape(-1)[p]) for i, c in enumerate(self.steps)
-                                      for p in range(self.positions) if when[c.id].reshape(-1)[p] < 0])
-        timed: list[list[tuple[int, int, float]]] = [[] for _ in range(self.positions)]
-        for i, c in enumerate(self.steps):
-            w = when[c.id].reshape(-1)
-            for p in range(self.positions):
-                if w[p] >= 0:
-                    timed[int(w[p])].append((i, p, w[p]))
-        self.schedule = [self._batched(entries) for entries in timed]
+        self._when = final if self.attention else self._latest(final)
+        self._scheduled: tuple[list[tuple[int, Any]], list[list[tuple[int, Any]]]] | None = None
         self.gathers = [self._gather(c) for c in self.steps]
         plan = StepPlan(calls, output, internal, self._frame_values(final))
         self.plan = plan if plan.usable else None
@@ -196,14 +216,39 @@ class WindowCache:
                         need[arg] = np.minimum(need[arg], np.where(np.isfinite(read), -read, np.inf))
         return need
 
-    @staticmethod
-    def _batched(entries: list[tuple[int, int, float]]) -> list[tuple[int, int | torch.Tensor]]:
-        """(call, position) pairs in call order, the positions of one call gathered into one index
-        tensor where there are several (computed in one batched call)."""
-        by_call: dict[int, list[int]] = {}
-        for i, p, _ in entries:
-            by_call.setdefault(i, []).append(p)
-        return [(i, ps[0] if len(ps) == 1 else torch.as_tensor(ps)) for i, ps in sorted(by_call.items())]
+    @property
+    def initial(self) -> list[tuple[int, Any]]:
+        """The calls the torch path runs before the first position (see `_schedule`)."""
+        if self._scheduled is None:
+            self._scheduled = self._schedule(self._when)
+        return self._scheduled[0]
+
+    @property
+    def schedule(self) -> list[list[tuple[int, Any]]]:
+        """The calls the torch path runs after each position (planned on first use: the CPU's
+        compiled step plan does not need it)."""
+        if self._scheduled is None:
+            self._scheduled = self._schedule(self._when)
+        return self._scheduled[1]
+
+    def _schedule(self, when: dict[str, np.ndarray]) -> tuple[list[tuple[int, Any]], list[list[tuple[int, Any]]]]:
+        """The calls to run before the first position (`initial`) and after each position q: per
+        step, (call, position) in call order, the positions of one call at one step gathered into
+        one index tensor where there are several (computed in one batched call)."""
+        n = self.positions
+        step = np.maximum(np.concatenate([when[c.id].reshape(-1) for c in self.steps]), -1).astype(np.int64)
+        call = np.repeat(np.arange(len(self.steps)), n)
+        pos = np.tile(np.arange(n), len(self.steps))
+        order = np.lexsort((pos, call, step))
+        step, call, pos = step[order], call[order], pos[order]
+        bounds = np.flatnonzero((np.diff(step) != 0) | (np.diff(call) != 0)) + 1
+        starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(step)]])
+        initial: list[tuple[int, Any]] = []
+        schedule: list[list[tuple[int, Any]]] = [[] for _ in range(n)]
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            entry = (int(call[a]), int(pos[a]) if b - a == 1 else torch.as_tensor(pos[a:b]))
+            (initial if step[a] < 0 else schedule[int(step[a])]).append(entry)
+        return initial, schedule
 
     def _gather(self, call: StepCall) -> torch.Tensor | None:
         """For a call reading other positions: (P, taps) flat source positions (P = outside)."""
