@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 
 from arspec.analysis.report import Report
+from arspec.ordering import internal_event
 
 # categories of the receptive-field map, drawn in this order (later wins)
-LATER, EARLIER, BLIND, SEEN, LEAK, SELF = range(6)
-CATEGORY_COLOURS = {LATER: "#ebebeb", EARLIER: "#aaaaaa", BLIND: "#d33682", SEEN: "#2e8b57", LEAK: "#dc322f", SELF: "#268bd2"}
+LATER, EARLIER, BLIND, SEEN, LEAK, SELF, GAP = range(7)
+CATEGORY_COLOURS = {LATER: "#ebebeb", EARLIER: "#aaaaaa", BLIND: "#d33682", SEEN: "#2e8b57", LEAK: "#dc322f", SELF: "#268bd2",
+                    GAP: "#ffffff"}
 CATEGORY_NAMES = {SELF: "the element", SEEN: "read by it", LEAK: "read too early (leak)", BLIND: "blind spot",
                   EARLIER: "earlier, not read", LATER: "later"}
 KIND_COLOURS = {"data": "#93c5fd", "context": "#fde68a", "op": "#a7f3d0"}
@@ -28,8 +30,33 @@ LAYER_INCHES = 0.62
 
 
 def internal_shape(event_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The (channels, *positions) shape analysis uses: a 1-D event [T] is one channel of T."""
-    return (1, event_shape[0]) if len(event_shape) == 1 else tuple(event_shape)
+    """The (channels, *positions) shape analysis uses: a 1-D event [T] is one channel of T, a
+    video [T, C, H, W] is C channels over (T, H, W)."""
+    return internal_event(event_shape)
+
+
+def internal_index(element: tuple[int, ...], event_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """An element as the user writes it ([T]: (t,); videos: (t, c, y, x)) in the internal shape."""
+    if len(event_shape) == 1:
+        return (0, *element)
+    if len(event_shape) == 4:
+        return (element[1], element[0], *element[2:])
+    return tuple(element)
+
+
+def user_index(index: tuple[int, ...], event_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The inverse of `internal_index`."""
+    if len(event_shape) == 1:
+        return tuple(index[1:])
+    if len(event_shape) == 4:
+        return (index[1], index[0], *index[2:])
+    return tuple(index)
+
+
+def internal_order(report: Report) -> np.ndarray:
+    """The report's steps (laid out as the event) in the internal flat layout of its elements."""
+    order = np.asarray(report.order)
+    return (order.transpose(1, 0, 2, 3) if len(report.event_shape) == 4 else order).reshape(-1)
 
 
 def default_element(report: Report) -> tuple[int, ...]:
@@ -40,26 +67,43 @@ def default_element(report: Report) -> tuple[int, ...]:
         index = tuple(int(i) for i in np.unravel_index(report.leaks[0]["target"], shape))
     else:
         index = (shape[0] - 1,) + tuple(s // 2 for s in shape[1:])
-    return index[1:] if len(report.event_shape) == 1 else index
+    return user_index(index, report.event_shape)
 
 
 def field_categories(report: Report, element: tuple[int, ...]) -> np.ndarray:
     """Per element of the event (internal shape), what it is to `element`: read, read too early,
-    in the blind spot, earlier, later, or the element itself."""
+    in the blind spot (in a video: within its own frame), earlier, later, or the element itself."""
     shape = internal_shape(report.event_shape)
-    index = (0, *element) if len(report.event_shape) == 1 else element
+    index = internal_index(element, report.event_shape)
     flat = int(np.ravel_multi_index(index, shape))
     read = np.zeros(int(np.prod(shape)), dtype=bool)
     read[sorted(report.dependency_set(flat))] = True
-    order = np.asarray(report.order).reshape(-1)
+    order = internal_order(report)
     earlier = order < order[flat]
     codes = np.where(earlier, EARLIER, LATER)
     if _raster_like(order.reshape(shape[0], -1)):
-        codes[_blind(read.reshape(shape), earlier.reshape(shape), index).reshape(-1)] = BLIND
+        blind = np.zeros(shape, dtype=bool)
+        if len(report.event_shape) == 4:             # within the element's own frame
+            t = index[1]
+            blind[:, t] = _blind(read.reshape(shape)[:, t], earlier.reshape(shape)[:, t], (index[0], *index[2:]))
+        else:
+            blind = _blind(read.reshape(shape), earlier.reshape(shape), index)
+        codes[blind.reshape(-1)] = BLIND
     codes[read & earlier] = SEEN
     codes[read & ~earlier] = LEAK
     codes[flat] = LEAK if read[flat] else SELF
     return codes.reshape(shape)
+
+
+def frame_strip(codes: np.ndarray, position: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, int]]:
+    """A video channel's map (T, H, W) as frames side by side, one blank column between them; and
+    where (t, y, x) lands in it, as (row, column)."""
+    frames, height, width = codes.shape
+    strip = np.full((height, frames * (width + 1) - 1), GAP, dtype=codes.dtype)
+    for t in range(frames):
+        strip[:, t * (width + 1):t * (width + 1) + width] = codes[t]
+    t, y, x = position
+    return strip, (y, t * (width + 1) + x)
 
 
 def _raster_like(order: np.ndarray) -> bool:
@@ -135,8 +179,9 @@ def graph_figure(spec: Any, report: Report, element: tuple[int, ...]) -> Any:
     graph_w, graph_h = spread + 0.6, max(ys) - min(ys) + 1.2
     codes = field_categories(report, element)
     one_dim = len(report.event_shape) == 1
+    video = len(report.event_shape) == 4
     panels = 1 if one_dim else min(codes.shape[0], MAX_CHANNEL_PANELS)
-    field_w = 9.0 if one_dim else 3.2 * panels
+    field_w = 9.0 if one_dim else (max(3.2, 1.2 * codes.shape[1]) if video else 3.2) * panels
     field_h = 2.6 if one_dim else 4.2
     fig_w, fig_h = field_w + graph_w + 0.8, max(field_h + 1.4, graph_h + 0.8)
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=110)
@@ -147,10 +192,16 @@ def graph_figure(spec: Any, report: Report, element: tuple[int, ...]) -> Any:
         _draw_sequence_field(fig.add_axes((0.4 / fig_w, top - field_h * 0.45 / fig_h, (field_w - 0.6) / fig_w, field_h * 0.45 / fig_h)), codes[0], element[0])
     else:
         width = (field_w - 0.4) / panels
+        index = internal_index(element, report.event_shape)
         for c in range(panels):
             ax = fig.add_axes(((0.3 + c * width) / fig_w, top - field_h / fig_h + 0.9 / fig_h, (width - 0.25) / fig_w, (field_h - 1.2) / fig_h))
-            _draw_image_field(ax, codes[c], element, c, codes.shape[0])
-        fig.text(0.3 / fig_w, top + 0.35 / fig_h, f"receptive field of element {tuple(element)}, channel by channel", fontsize=10)
+            if video:
+                strip, at = frame_strip(codes[c], index[1:])
+                _draw_image_field(ax, strip, (index[0], *at), c, codes.shape[0])
+            else:
+                _draw_image_field(ax, codes[c], element, c, codes.shape[0])
+        what = " (frames left to right)" if video else ""
+        fig.text(0.3 / fig_w, top + 0.35 / fig_h, f"receptive field of element {tuple(element)}, channel by channel{what}", fontsize=10)
     _legend(fig, codes, top - (field_h + 0.1) / fig_h)
     ax_graph = fig.add_axes(((field_w + 0.5) / fig_w, (fig_h - 0.5 - graph_h) / fig_h, graph_w / fig_w, graph_h / fig_h))
     _draw_graph(ax_graph, spec.ir, boxes, report, (min(xs) - 0.3, max(xs) + 0.3), (min(ys) - 0.6, max(ys) + 0.6))

@@ -111,7 +111,9 @@ def main() -> None:
             print(f"{name} seed {seed}: {r['nats']:.2f} nats{extra} ({r['epochs']} epochs, {r['seconds']} s)", flush=True)
         rows.append((name, runs))
     data = "5,000-digit subset (--quick)" if args.quick else "standard binarized MNIST, 50,000 training digits"
-    if any(name in VIDEO for name, _ in rows):
+    if all(name in VIDEO for name, _ in rows):
+        data = "generated Moving MNIST test videos, nats per frame"
+    elif any(name in VIDEO for name, _ in rows):
         data += "; video models: nats per frame on generated Moving MNIST test videos"
     print(f"\ntest NLL in nats on the {data}; mean ± standard deviation over {args.seeds} seed(s)")
     print(f"{'model':>20} {'ours':>16} {'ensemble':>16} {'paper':>7}  budget (per seed, 2 CPU cores)")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import arspec
 from arspec.dynamic import generic_parameters, measure_columns
-from tests.helpers import all_configurations, assert_measured_equals_predicted, spec_from
+from tests.helpers import all_configurations, assert_measured_equals_predicted, problems_of, spec_from
 from tests.strategies import examples, video_networks
 from tests.test_domains import _both_domains
 
@@ -71,6 +71,13 @@ def test_an_independent_oracle_finds_no_element_reading_itself_its_frames_later_
                 assert (t2, i2, j2) > (t, i, j), f"element {(t2, c2, i2, j2)} reads {(t, c, i, j)}"
                 seen_earlier_frame |= t2 > t
     assert seen_earlier_frame, "later frames must read earlier ones (the recurrence carries them)"
+
+
+def test_a_coupled_likelihood_over_a_video_is_refused_where_it_is_written():
+    text = FRAMES.replace("SHIFT", "1").replace("[4, 1, 5, 5]", "[2, 3, 4, 4]").replace(
+        "{type: bernoulli}", "{type: discretized_logistic_mixture, classes: 4, mixtures: 1, coupled: true}")
+    problems = problems_of(text)
+    assert any(":4:" in p and "distribution.coupled: a coupled likelihood is not available for videos" in p for p in problems), problems
 
 
 # --- every new op: measured dependencies equal the prediction ---------------------------------------
@@ -228,6 +235,7 @@ def test_continuing_a_video_keeps_the_given_frames_and_is_exact():
 def test_moving_mnist_is_deterministic_bounces_inside_the_canvas_and_follows_the_event():
     from arspec.data.moving_mnist import trajectories
     from arspec.data.registry import load_data
+    from arspec.data.splits import DataError
     spec = arspec.load_spec(SMALL, overrides=["event.shape=[6,1,24,24]"])
     a = load_data(spec, "moving-mnist:train=20,test=5")
     b = load_data(spec, "moving-mnist:train=20,test=5")
@@ -240,6 +248,8 @@ def test_moving_mnist_is_deterministic_bounces_inside_the_canvas_and_follows_the
     assert corners.min() >= 0 and corners.max() <= 14
     steps = np.abs(np.diff(corners, axis=2)).max(axis=-1)
     assert steps.max() <= 3, "digits move a little each frame, reflected at the walls"
+    with pytest.raises(DataError, match=r"items have shape \[5, 1, 24, 24\], the spec's event is \[6, 1, 24, 24\]"):
+        load_data(spec, "moving-mnist:frames=5,train=4,test=2")
     grey = arspec.load_spec(SMALL, overrides=["event.shape=[4,1,16,16]", "distribution={type: categorical, classes: 256}"])
     assert load_data(grey, "moving-mnist:train=4,test=2").train.max() > 1
 
@@ -282,3 +292,6 @@ def test_train_on_moving_mnist_then_continue_a_clip_and_write_a_gif_and_a_strip(
     code, out, err = _cli(capsys, "sample", str(checkpoint), "--given", str(tmp_path / "clip.npy"), "--known", "first-frames:9",
                           "-o", str(tmp_path / "x.npy"))
     assert code == 2 and "K must lie in 0..3" in err
+    code, out, err = _cli(capsys, "graph", str(SMALL), "--set", "event.shape=[3,1,8,8]", "--element", "1,0,4,4",
+                          "-o", str(tmp_path / "field.png"))
+    assert code == 0 and "element frame 1 (c=0, y=4, x=4) reads 100 elements" in out, out + err

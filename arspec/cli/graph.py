@@ -25,7 +25,7 @@ def _element(asked: tuple[int, ...] | None, report) -> tuple[int, ...]:
 def run(args) -> int:
     from arspec import analyze, load_spec
     from arspec.analysis.report import element_name
-    from arspec.graph_figure import draw_graph_figure, internal_shape
+    from arspec.graph_figure import draw_graph_figure, internal_index, internal_shape
     spec = load_spec(args.spec, overrides=args.overrides)
     report = analyze(spec)
     for problem in report.errors:
@@ -38,7 +38,7 @@ def run(args) -> int:
         report = in_raster_order(spec, report, element)
     draw_graph_figure(Path(args.output), spec, report, element)
     shape = internal_shape(report.event_shape)
-    flat = int(np.ravel_multi_index((0, *element) if len(report.event_shape) == 1 else element, shape))
+    flat = int(np.ravel_multi_index(internal_index(element, tuple(report.event_shape)), shape))
     name = element_name(flat, shape, tuple(report.event_shape))
     verdict = "; the leak is drawn in red" if report.leaks else ""
     reads = f"element {name} reads {len(report.dependency_set(flat))} elements"
@@ -54,17 +54,17 @@ def in_raster_order(spec, report, element: tuple[int, ...]):
     import copy
 
     from arspec.analysis.propagate import concrete_data, propagate
-    from arspec.graph_figure import internal_shape
-    from arspec.ordering import compute_raster
+    from arspec.graph_figure import internal_index, internal_shape
+    from arspec.ordering import compute_raster, to_user_layout
     from arspec.primitives.observe import given_elements
     ir = spec.ir
     shape = internal_shape(report.event_shape)
-    flat = int(np.ravel_multi_index((0, *element) if len(report.event_shape) == 1 else element, shape))
+    flat = int(np.ravel_multi_index(internal_index(element, tuple(report.event_shape)), shape))
     order = compute_raster(ir.ctx.event)
     with given_elements(order < order[flat]):
         table = propagate(ir, concrete_data(ir))[ir.output].element_table(ir.ctx.groups, ir.ctx.params_per_element, ir.dense_output)
     view = copy.copy(report)
-    view.order = order.reshape(report.order.shape)
+    view.order = to_user_layout(order, tuple(report.event_shape))
     view.dependencies = np.zeros((len(order), len(order)), dtype=bool)
     view.dependencies[flat] = table[flat]
     return view

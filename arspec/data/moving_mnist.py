@@ -7,8 +7,9 @@ digits and the speed with it (32×32: 14×14 digits).
 Deterministic per seed, and each split draws its digits from the matching split of the source:
 binary events (Bernoulli) use the standard binarized MNIST (50,000 / 10,000 / 10,000 digits),
 multi-level events the 8-bit 5,000-digit sample (4,000 / 500 / 500), quantized to the spec's
-levels. Frame count and canvas size come from the spec's event [T, 1, S, S]; `moving-mnist:` takes
-options `train=N,test=N,digits=K,seed=S` (validation has as many items as test)."""
+levels. Frame count and canvas size come from the spec's event [T, 1, S, S] unless the options
+say otherwise; `moving-mnist:` takes options `frames=T,size=S,train=N,test=N,digits=K,seed=S`
+(validation has as many items as test)."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +23,7 @@ from arspec.data.splits import DataError, Splits
 STANDARD_CANVAS, STANDARD_DIGIT = 64, 28
 STEP = 0.1                    # the standard generator: a tenth of the free range per frame
 ELEMENT_BUDGET = 16_000_000   # default training items: about this many elements in all
-OPTIONS = ("train", "test", "digits", "seed")
+OPTIONS = ("frames", "size", "train", "test", "digits", "seed")
 
 
 def parse_options(name: str) -> dict[str, int]:
@@ -96,7 +97,9 @@ def moving_mnist(name: str, spec: Any) -> Splits:
     shape = tuple(spec.event.shape)
     if len(shape) != 4 or shape[1] != 1 or shape[2] != shape[3]:
         raise DataError(f"{name}: Moving MNIST is a video of square grey frames [T, 1, S, S]; the spec's event is {list(shape)}")
-    frames, canvas = shape[0], shape[2]
+    frames, canvas = options.get("frames", shape[0]), options.get("size", shape[2])
+    if not 1 <= frames <= 10_000 or not 1 <= canvas <= 4096:
+        raise DataError(f"{name}: frames must lie in 1..10000 and size in 1..4096, got {frames} and {canvas}")
     side = max(4, round(STANDARD_DIGIT * canvas / STANDARD_CANVAS))
     if side >= canvas:
         raise DataError(f"{name}: a {canvas}x{canvas} canvas is too small for moving digits (at least 8)")
@@ -105,7 +108,7 @@ def moving_mnist(name: str, spec: Any) -> Splits:
     levels = 2 if binary else getattr(dist, "classes", None)
     if levels is None:
         raise DataError(f"{name}: Moving MNIST has discrete pixel values; the spec's distribution is {dist.type}")
-    elements = frames * canvas * canvas
+    elements = frames * canvas * canvas          # a different frame count or size than the event's is reported by the fit check
     train = options.get("train", max(64, min(10_000, ELEMENT_BUDGET // elements)))
     test = options.get("test", max(16, train // 10))
     digits, seed = options.get("digits", 2), options.get("seed", 0)

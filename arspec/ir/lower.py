@@ -32,6 +32,9 @@ def build_context(spec: Any, source: SourceMap, problems: Problems) -> tuple[Low
     if dist.couples_channels and len(spec.event.shape) < 2:
         problems.add(source.locate(("distribution", "coupled")), "distribution.coupled",
                      "coupling channels needs an event with a channel axis, [C, H, W]")
+    if dist.couples_channels and len(spec.event.shape) == 4:
+        problems.add(source.locate(("distribution", "coupled")), "distribution.coupled",
+                     "a coupled likelihood is not available for videos [T, C, H, W] yet: use coupled: false (channels R -> G -> B)")
     orders = []
     for i, ordering in enumerate(spec.orderings):
         try:
