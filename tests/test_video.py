@@ -200,6 +200,13 @@ def test_a_one_frame_shift_is_what_makes_the_conv_lstm_safe():
     assert any(e.path == "graph.context" or "context" in e.message for e in report.errors), [str(e) for e in report.errors]
 
 
+def test_a_vertical_stack_shifted_on_the_wrong_axis_is_named_at_its_shift():
+    report = arspec.analyze(arspec.load_spec(SMALL, overrides=[*TINY, "blocks.decoder_layer.graph.v_down.by=[0,0,0]"]))
+    (error,) = report.errors
+    assert error.path == "blocks.decoder_layer.graph.link"
+    assert "the shift by [0, 0, 0] of 'decoder.v_down'" in error.message and "down 1 row (within the frame)" in error.message
+
+
 # --- sampling: cached equals naive, continuation keeps the given frames ------------------------------
 def test_cached_video_sampling_equals_the_naive_loop_and_agrees_with_the_training_graph():
     spec = arspec.load_spec(SMALL, overrides=TINY)

@@ -135,9 +135,9 @@ def frames(ir: IRGraph) -> dict[str, tuple[int, ...]]:
         if node.kind != "op" or node.program is None or not node.type.spatial:
             out[node.name] = zero
             continue
-        declared = node.op.requires_shift(node.spec) if node.op is not None else None
+        declared = _declared_shift(node, rank)
         if declared is not None:
-            out[node.name] = tuple(declared)
+            out[node.name] = declared
             continue
         inherited = {out.get(i, zero) for i in node.inputs if ir.node(i).kind == "op"}
         frame = inherited.pop() if len(inherited) == 1 and not (set(node.inputs) & {"x"}) else zero
@@ -149,6 +149,15 @@ def frames(ir: IRGraph) -> dict[str, tuple[int, ...]]:
         out[node.name] = frame
     _frames_of_inputs(ir, out, zero)
     return out
+
+
+def _declared_shift(node: IRNode, rank: int) -> tuple[int, ...] | None:
+    """The shift an op declares its output needs, over all spatial axes: a shift declared for images
+    ([1, 0]) applies within each frame of a video ([0, 1, 0])."""
+    declared = node.op.requires_shift(node.spec) if node.op is not None else None
+    if declared is None:
+        return None
+    return (0,) * (rank - len(declared)) + tuple(declared)
 
 
 def _frames_of_inputs(ir: IRGraph, out: dict[str, tuple[int, ...]], zero: tuple[int, ...]) -> None:
@@ -164,12 +173,12 @@ def _frames_of_inputs(ir: IRGraph, out: dict[str, tuple[int, ...]], zero: tuple[
             continue
         needed, wanted = set(), set()
         for reader in readers.get(node.name, []):
-            declared = reader.op.requires_shift(reader.spec) if reader.op is not None else None
+            declared = _declared_shift(reader, len(zero))
             shifts_input = reader.op.input_frame(reader.spec) if reader.op is not None else None
             if node.name not in reader.inputs:
                 needed.add(zero)
             elif declared is not None:
-                needed.add(tuple(declared))
+                needed.add(declared)
             elif shifts_input is not None:
                 wanted.add(tuple(shifts_input))
             else:
@@ -393,7 +402,7 @@ def _frame_hint(ir: IRGraph, node: IRNode, frame: dict[str, tuple[int, ...]]) ->
     if not need or not any(need):
         return ""
     shifter = _frame_shifter(ir, node)
-    if shifter is not None and shifter.name != node.name:
+    if shifter is not None and shifter.name != node.name and tuple(shifter.op.input_frame(shifter.spec) or ()) == tuple(need):  # type: ignore[union-attr]
         return (f"'{node.name}' feeds {shifter.op.name} '{shifter.name}' (line {_line(shifter)}), which reads it "  # type: ignore[union-attr]
                 f"{_moves(list(need))}, so it may see its whole frame; here it also joins values of the same positions "
                 f"directly: let it reach them only through '{shifter.name}'")
@@ -405,13 +414,14 @@ def _frame_hint(ir: IRGraph, node: IRNode, frame: dict[str, tuple[int, ...]]) ->
             return (f"the shift by {list(shifts[0].by)} of '{current.name}' (line {_line(current)}) should be {wanted}: "
                     f"the values it moves read their own row, so they must move {_moves(wanted)} before they join values "
                     f"of the same positions (check the shift's axis and sign)")
-        if current.op is not None and current.op.requires_shift(current.spec) is not None and "shift" in type(current.spec).model_fields:
-            return (f"the output of {current.op.name} '{current.name}' (line {_line(current)}) has read the positions it "
-                    f"serves: give it shift: {max(current.op.requires_shift(current.spec) or (1,))} (its state after frame t "
+        declared = _declared_shift(current, len(need))
+        if declared is not None and "shift" in type(current.spec).model_fields:
+            return (f"the output of {current.op.name} '{current.name}' (line {_line(current)}) has read the positions it "  # type: ignore[union-attr]
+                    f"serves: give it shift: {max(declared)} (its state after frame t "
                     f"then serves frame t + 1)")
-        if current.op is not None and current.op.requires_shift(current.spec) is not None:
-            return (f"the output of {current.op.name} '{current.name}' (line {_line(current)}) reads its own row: shift it by "
-                    f"{list(current.op.requires_shift(current.spec) or ())} (op: shift) before it joins values of the same positions")
+        if declared is not None:
+            return (f"the output of {current.op.name} '{current.name}' (line {_line(current)}) reads its own row: shift it by "  # type: ignore[union-attr]
+                    f"{list(declared)} (op: shift) before it joins values of the same positions")
         data_inputs = [ir.node(i) for i in current.inputs if ir.node(i).kind == "op"]
         current = data_inputs[0] if len(data_inputs) == 1 else None
     return ""
@@ -437,6 +447,8 @@ def _moves(by: list[int]) -> str:
     """[1, 0] -> 'down 1 row', [1, 0, 0] -> '1 frame later'; other shifts as offsets."""
     if len(by) == 3 and by[0] > 0 and not any(by[1:]):
         return f"{by[0]} frame{'s' if by[0] > 1 else ''} later"
+    if len(by) == 3 and by[0] == 0 and by[2] == 0 and by[1] > 0:
+        return f"down {by[1]} row{'s' if by[1] > 1 else ''} (within the frame)"
     if len(by) == 2 and by[1] == 0 and by[0] > 0:
         return f"down {by[0]} row{'s' if by[0] > 1 else ''}"
     if len(by) == 1 and by[0] > 0:

@@ -142,6 +142,9 @@ class MultiplicativeUnit(Op):
     def semantics(self, spec: Any, attrs: dict[str, Any], b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
         return mu_program(attrs, b, inputs[0], inputs[1] if len(inputs) > 1 else None)
 
+    def requires_shift(self, spec: Any) -> tuple[int, ...] | None:
+        return (1, 0) if spec.mask == "vertical" else None            # within each frame of a video
+
 
 @register_op
 class ResidualMultiplicativeBlock(Op):
@@ -171,3 +174,6 @@ class ResidualMultiplicativeBlock(Op):
         for mu in attrs["mu"]:
             inner = mu_program(mu, b, inner, context)
         return b.call("block", Add(), h, b.call("widen", attrs["widen"], inner))
+
+    def requires_shift(self, spec: Any) -> tuple[int, ...] | None:
+        return (1, 0) if spec.mask == "vertical" else None            # within each frame of a video
