@@ -18,6 +18,15 @@ from arspec.primitives.base import Param, Primitive
 from arspec.types import TensorType
 
 
+def open_gates_bias(hidden: int) -> np.ndarray:
+    """Gate biases [o, f, i, g] for the dynamic check: input and output gates open, the forget gate
+    half open, so a perturbation survives many recurrent steps."""
+    bias = np.zeros(4 * hidden)
+    bias[:hidden] = 4.0
+    bias[2 * hidden:3 * hidden] = 4.0
+    return bias
+
+
 @dataclass(eq=False)
 class LstmScan(Primitive):
     kind = "lstm_scan"
@@ -56,10 +65,7 @@ class LstmScan(Primitive):
         about one, so a perturbation still shows after a whole image of recurrent steps."""
         h = self.hidden
         if name == "gate_bias":
-            bias = np.zeros(4 * h)
-            bias[:h] = 4.0
-            bias[2 * h:3 * h] = 4.0
-            return bias
+            return open_gates_bias(h)
         if name == "state_weight":
             return rng.standard_normal((4 * h, h, self.kernel)) * (2.0 / (h * self.kernel)) ** 0.5
         if name == "state_bias":
@@ -101,10 +107,7 @@ class ConvLstm(Primitive):
         about one, so a perturbation of the first frame still shows in the last."""
         h, k = self.hidden, self.kernel
         if name == "gate_bias":
-            bias = np.zeros(4 * h)
-            bias[:h] = 4.0
-            bias[2 * h:3 * h] = 4.0
-            return bias
+            return open_gates_bias(h)
         if name == "state_weight":
             return rng.standard_normal((4 * h, h, k, k)) * (2.0 / (h * k * k)) ** 0.5
         return None
