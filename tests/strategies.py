@@ -236,8 +236,11 @@ def agnostic_specs(draw, bypass: bool = False):
     skip_at = draw(st.integers(0, layers - 1)) if bypass else None
     prev = "inputs"
     for i in range(layers):
-        lines.append(_node(f"h{i}", op="linear", inputs=f"[{prev}]", features=draw(st.integers(2, 12)),
-                           activation=draw(st.sampled_from(["relu", "tanh", "sigmoid"]))))
+        activation = draw(st.sampled_from(["relu", "tanh", "sigmoid"]))
+        # a ReLU layer of 2 or 3 units can be dead for every input under generic weights (a real
+        # property of that network, which the measurement then rightly misses): keep them wider
+        features = draw(st.integers(6 if activation == "relu" else 2, 12))
+        lines.append(_node(f"h{i}", op="linear", inputs=f"[{prev}]", features=features, activation=activation))
         prev = f"h{i}"
         if skip_at == i:
             lines.append(_node("skip", op="linear", inputs="[x]", features=draw(st.integers(2, 12))))
