@@ -19,10 +19,13 @@ order and as an ensemble of --orderings orderings; MADE also as the ensemble of 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,15 +51,22 @@ PAPERS = {
 VIDEO = ("video_pixel_network_small",)
 
 
-def run_video(name: str, seed: int, args: argparse.Namespace) -> dict:
-    """Train a video model on generated Moving MNIST; nats per frame on the test videos."""
-    import torch
+@contextlib.contextmanager
+def trained(name: str, data_name: str, seed: int, args: argparse.Namespace) -> Iterator[tuple[Any, Any, dict]]:
+    """Train a zoo spec with its own settings (epochs capped by --epochs) on `data_name`: the best
+    model, the data and the training summary, while its run folder exists."""
     spec = arspec.load_spec(ROOT / "specs" / f"{name}.yaml")
-    data = load_data(spec, "moving-mnist:train=256,test=32" if args.quick else "moving-mnist")
+    data = load_data(spec, data_name)
     flags = {"quiet": True, "seed": seed, **({"epochs": args.epochs} if args.epochs else {})}
     with tempfile.TemporaryDirectory() as out:
         result = train(spec, data, TrainConfig.from_spec(spec, Path(out), **flags))
-        model = arspec.load_model(out).eval()
+        yield arspec.load_model(out), data, result
+
+
+def run_video(name: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train a video model on generated Moving MNIST; nats per frame on the test videos."""
+    import torch
+    with trained(name, "moving-mnist:train=256,test=32" if args.quick else "moving-mnist", seed, args) as (model, data, result):
         with torch.no_grad():
             terms = torch.cat([model.log_prob_elements(data.test[i:i + 16]) for i in range(0, len(data.test), 16)])
     per_frame = (-terms.flatten(2).sum(2)).mean(0).tolist()            # nats of each frame, given the earlier ones
@@ -74,12 +84,7 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
-    spec = arspec.load_spec(ROOT / "specs" / f"{name}.yaml")
-    data = load_data(spec, "binarized-mnist-5k" if args.quick else "binarized-mnist")
-    flags = {"quiet": True, "seed": seed, **({"epochs": args.epochs} if args.epochs else {})}
-    with tempfile.TemporaryDirectory() as out:
-        result = train(spec, data, TrainConfig.from_spec(spec, Path(out), **flags))
-        model = arspec.load_model(out)
+    with trained(name, "binarized-mnist-5k" if args.quick else "binarized-mnist", seed, args) as (model, data, result):
         nats = evaluate_nll(model, data.test, {})
         ensemble = None
         if model.agnostic:

@@ -109,25 +109,22 @@ def field(rel: np.ndarray, chan: np.ndarray, g: int, p: np.ndarray, order: np.nd
     has_past = bool((order < mine).any())
     if not len(chan):
         return Field(0, ([0] * len(p), [0] * len(p)), 0, has_past)
-    lo = np.minimum(q.min(axis=1), p)
-    hi = np.maximum(q.max(axis=1), p)
-    box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
-    seen = np.zeros((order.shape[0],) + tuple(int(b - a + 1) for a, b in zip(lo, hi)), dtype=bool)
-    seen[(chan, *(q - lo[:, None]))] = True
-    earlier = order[(slice(None),) + box] < mine
-    blind = earlier & ~seen
-    if video:
-        blind = _frame_blind(q, chan, p, order, mine)
-    return Field(int(seen.sum()), ((lo - p).tolist(), (hi - p).tolist()), int(blind.sum()), has_past)
+    lo, hi = np.minimum(q.min(axis=1), p), np.maximum(q.max(axis=1), p)
+    if video:       # the box within p's own frame (the leading spatial axis)
+        same = q[0] == p[0]
+        blind = _unseen_earlier(q[1:, same], chan[same], p[1:], order[:, int(p[0])], mine)
+    else:
+        blind = _unseen_earlier(q, chan, p, order, mine)
+    seen = np.unique(np.concatenate([chan[None], q]), axis=1).shape[1]        # distinct (row, position) pairs
+    return Field(int(seen), ((lo - p).tolist(), (hi - p).tolist()), blind, has_past)
 
 
-def _frame_blind(q: np.ndarray, chan: np.ndarray, p: np.ndarray, order: np.ndarray, mine: int) -> np.ndarray:
-    """The unseen earlier elements of p's own frame inside the box of what it sees there."""
-    same = q[0] == p[0]
-    q, chan = q[1:, same], chan[same]
-    lo = np.minimum(q.min(axis=1), p[1:]) if len(chan) else p[1:]
-    hi = np.maximum(q.max(axis=1), p[1:]) if len(chan) else p[1:]
-    box = (slice(None), int(p[0])) + tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+def _unseen_earlier(q: np.ndarray, chan: np.ndarray, p: np.ndarray, order: np.ndarray, mine: int) -> int:
+    """How many elements earlier than step `mine`, inside the box spanned by the seen positions q
+    (with their rows `chan`) and p itself, are not seen."""
+    lo = np.minimum(q.min(axis=1), p) if len(chan) else p
+    hi = np.maximum(q.max(axis=1), p) if len(chan) else p
+    box = (slice(None),) + tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
     seen = np.zeros((order.shape[0],) + tuple(int(b - a + 1) for a, b in zip(lo, hi)), dtype=bool)
     seen[(chan, *(q - lo[:, None]))] = True
-    return (order[box] < mine) & ~seen
+    return int(((order[box] < mine) & ~seen).sum())

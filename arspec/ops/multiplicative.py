@@ -51,14 +51,18 @@ class ResidualMultiplicativeBlockSpec(GroupedMaskSpec):
     bias: bool = True
 
 
-def _check_input(name: str, inputs: Sequence[TensorType]) -> TensorType:
+def _unit_inputs(name: str, spec: Any, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, TensorType | None, int]:
+    """The checked input h (an image or a video), the optional context beside it, and the channel
+    groups the unit orders (h's channels a multiple of them)."""
     inp = inputs[0]
     if len(inp.spatial) not in (2, 3):
         raise ShapeError(f"{name} needs an image or a video input, got spatial shape {list(inp.spatial)}", "inputs")
     if len(inputs) > 1 and tuple(inputs[1].spatial) != tuple(inp.spatial):
         raise ShapeError(f"{name}: the context input has spatial shape {list(inputs[1].spatial)}, "
                          f"the input {list(inp.spatial)}", "inputs")
-    return inp
+    groups = ordered_groups(spec, ctx)
+    _groups_fit(inp.channels, groups, "the input's channels")
+    return inp, (inputs[1] if len(inputs) > 1 else None), groups
 
 
 def gate_conv(mask: MuMask, kernel: int, dilation: int, channels: int, groups: int, rank: int, bias: bool) -> MaskedConv:
@@ -132,10 +136,7 @@ class MultiplicativeUnit(Op):
     max_inputs = 2
 
     def infer(self, spec: MultiplicativeUnitSpec, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
-        inp = _check_input(self.name, inputs)
-        groups = ordered_groups(spec, ctx)
-        _groups_fit(inp.channels, groups, "the input's channels")
-        context = inputs[1] if len(inputs) > 1 else None
+        inp, context, groups = _unit_inputs(self.name, spec, inputs, ctx)
         return TensorType(inp.channels, inp.spatial), mu_attrs(inp.channels, context, spec.kernel, spec.dilation, spec.mask,
                                                                groups, len(inp.spatial), spec.bias)
 
@@ -153,15 +154,13 @@ class ResidualMultiplicativeBlock(Op):
     max_inputs = 2
 
     def infer(self, spec: ResidualMultiplicativeBlockSpec, inputs: Sequence[TensorType], ctx: LowerContext) -> tuple[TensorType, dict[str, Any]]:
-        inp = _check_input(self.name, inputs)
-        groups, rank = ordered_groups(spec, ctx), len(inp.spatial)
+        inp, context, groups = _unit_inputs(self.name, spec, inputs, ctx)
+        rank = len(inp.spatial)
         hidden = spec.hidden or max(groups, inp.channels // 2)
-        _groups_fit(inp.channels, groups, "the input's channels")
         _groups_fit(hidden, groups, "hidden")
         dilations = spec.dilation if isinstance(spec.dilation, list) else [spec.dilation] * 2
         if len(dilations) != 2:
             raise ShapeError(f"dilation needs one value or one per MU (2), got {spec.dilation}", "dilation")
-        context = inputs[1] if len(inputs) > 1 else None
         guard_layer(hidden, inp.channels, 1)
         return TensorType(inp.channels, inp.spatial), {
             "narrow": _pointwise(hidden, inp.channels, groups, spec.mask, rank, spec.bias),

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
-from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, single_threaded_blas, update_frame_values
+from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, data_dependent, single_threaded_blas, update_frame_values
 
 
 @dataclass
@@ -59,14 +59,6 @@ def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor], ele
     if call.training:
         extra["training"] = bool(net.training)
     return KERNELS[call.kind](*args, **tensors, **call.attrs, **extra)
-
-
-def data_dependent(calls: list[StepCall]) -> dict[str, bool]:
-    """For every value: does it depend on the data x?"""
-    out = {name: True for name in DATA}
-    for c in calls:
-        out[c.id] = any(out.get(a, False) for a in c.args)
-    return out
 
 
 def is_raster(orders: np.ndarray, internal: tuple[int, ...]) -> bool:
@@ -148,7 +140,7 @@ class WindowCache:
                           for c in self.steps if c.kind == "attend"}
         final = self._finality()
         self._when = final if self.attention else self._latest(final)
-        self._scheduled: tuple[list[tuple[int, Any]], list[list[tuple[int, Any]]]] | None = None
+        self._planned_schedule: tuple[list[tuple[int, Any]], list[list[tuple[int, Any]]]] | None = None
         self.gathers = [self._gather(c) for c in self.steps]
         plan = StepPlan(calls, output, internal, self._frame_values(final))
         self.plan = plan if plan.usable else None
@@ -218,24 +210,25 @@ class WindowCache:
 
     @property
     def initial(self) -> list[tuple[int, Any]]:
-        """The calls the torch path runs before the first position (see `_schedule`)."""
-        if self._scheduled is None:
-            self._scheduled = self._schedule(self._when)
-        return self._scheduled[0]
+        """The calls the torch path runs before the first position (see `_scheduled`)."""
+        return self._scheduled()[0]
 
     @property
     def schedule(self) -> list[list[tuple[int, Any]]]:
-        """The calls the torch path runs after each position (planned on first use: the CPU's
-        compiled step plan does not need it)."""
-        if self._scheduled is None:
-            self._scheduled = self._schedule(self._when)
-        return self._scheduled[1]
+        """The calls the torch path runs after each position (see `_scheduled`)."""
+        return self._scheduled()[1]
 
-    def _schedule(self, when: dict[str, np.ndarray]) -> tuple[list[tuple[int, Any]], list[list[tuple[int, Any]]]]:
-        """The calls to run before the first position (`initial`) and after each position q: per
-        step, (call, position) in call order, the positions of one call at one step gathered into
-        one index tensor where there are several (computed in one batched call)."""
-        n = self.positions
+    def _scheduled(self) -> tuple[list[tuple[int, Any]], list[list[tuple[int, Any]]]]:
+        """Planned on first use (the CPU's compiled step plan does not need it), then kept."""
+        if self._planned_schedule is None:
+            self._planned_schedule = self._schedule()
+        return self._planned_schedule
+
+    def _schedule(self) -> tuple[list[tuple[int, Any]], list[list[tuple[int, Any]]]]:
+        """The calls to run before the first position and after each position q: per step,
+        (call, position) in call order, the positions of one call at one step gathered into one
+        index tensor where there are several (computed in one batched call)."""
+        when, n = self._when, self.positions
         step = np.maximum(np.concatenate([when[c.id].reshape(-1) for c in self.steps]), -1).astype(np.int64)
         call = np.repeat(np.arange(len(self.steps)), n)
         pos = np.tile(np.arange(n), len(self.steps))

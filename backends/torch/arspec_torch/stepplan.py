@@ -52,14 +52,14 @@ class StepPlan:
         # frame at a time in torch, just before the frame starts, and read like constants
         self.frame_values = set(frame_values)
         self.frame = int(np.prod(self.spatial[1:])) if self.frame_values else self.positions
-        data = _data_dependent(calls)
+        data = data_dependent(calls)
         self.lag = self._lags(calls)
-        needed = self._needed(calls, output)
+        needed = self._reach({output}, stop=self.frame_values)          # what the output reads per position
         self.frame_values &= needed                                       # those the step reads
         per_position = [c for c in calls if c.id in needed and c.id not in self.frame_values]
         self.steps = [c for c in per_position if self.lag.get(c.id) is not None]
         self.opaque = [c.id for c in per_position if c.taps is None and data[c.id]]   # data-dependent, no step rule
-        frame_set = self._ancestors(calls, self.frame_values)
+        frame_set = self._reach(self.frame_values)
         self.frame_calls = [c for c in calls if data[c.id] and c.id in frame_set]
         self.constants = [c for c in calls if self.lag.get(c.id) is None and c.id not in self.opaque
                           and not (data[c.id] and c.id in frame_set)]                # never read the data
@@ -104,27 +104,18 @@ class StepPlan:
             lag[c.id] = best
         return lag
 
-    def _needed(self, calls: list[Any], output: str) -> set[str]:
-        """The calls the output reads per position: through its arguments, stopping at frame values."""
-        needed, stack = set(), [output]
-        while stack:
-            name = stack.pop()
-            if name in needed or name not in self.calls:
-                continue
-            needed.add(name)
-            if name not in self.frame_values:
-                stack.extend(self.calls[name].args)
-        return needed
-
-    def _ancestors(self, calls: list[Any], names: set[str]) -> set[str]:
-        """The calls that `names` read, transitively, themselves included."""
-        out, stack = set(), list(names)
+    def _reach(self, names: set[str], stop: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """The calls `names` read, transitively, themselves included; the arguments of those in
+        `stop` are not followed."""
+        out: set[str] = set()
+        stack = list(names)
         while stack:
             name = stack.pop()
             if name in out or name not in self.calls:
                 continue
             out.add(name)
-            stack.extend(self.calls[name].args)
+            if name not in stop:
+                stack.extend(self.calls[name].args)
         return out
 
     def _reads(self) -> dict[tuple[str, int], str]:
@@ -170,7 +161,8 @@ class StepPlan:
 DATA_VALUES = ("x", "x_raw")
 
 
-def _data_dependent(calls: list[Any]) -> dict[str, bool]:
+def data_dependent(calls: list[Any]) -> dict[str, bool]:
+    """For every value: does it depend on the data x?"""
     out = {name: True for name in DATA_VALUES}
     for c in calls:
         out[c.id] = any(out.get(a, False) for a in c.args)

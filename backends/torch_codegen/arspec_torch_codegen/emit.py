@@ -211,7 +211,7 @@ constant arrays, then the model itself — the `Network` below is straight-line 
         _banner("runtime: the autoregressive model"),
         extract(armodel, {"ARModel"}),
         _banner("runtime: cached generation"),
-        extract(stepplan, {"StepPlan", "StepProgram", "constant_values", "single_threaded_blas", "update_frame_values"}),
+        extract(stepplan, {"StepPlan", "StepProgram", "constant_values", "data_dependent", "single_threaded_blas", "update_frame_values"}),
         extract(cache, {"StepCall", "cache_for", "run_call"}),
         _banner("constant arrays"),
         ARRAY_HELPER,
