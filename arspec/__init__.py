@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from arspec.analysis.report import Report, analyze
-from arspec.backends import ARModel, Backend, CompileOptions, available_backends, compile_ir, get_backend
+from arspec.backends import ARModel, Backend, CompileOptions, available_backends, compile_composite, compile_ir, get_backend
+from arspec.composite.models import CompositeSpec
 from arspec.errors import Location, Problem, SpecError
 from arspec.loader import load_spec, parse_spec
 from arspec.spec.models import ModelSpec
@@ -19,9 +20,14 @@ from arspec.spec.models import ModelSpec
 __version__ = "0.2.0"
 
 
-def compile(spec: ModelSpec, backend: str = "torch", device: Any = "cpu", dtype: Any = None, seed: int | None = None) -> ARModel:
-    """Compile a spec into an ARModel with the named backend (found through entry points)."""
-    return compile_ir(spec.ir, backend, CompileOptions(device=device, dtype=dtype, seed=seed))
+def compile(spec: ModelSpec | CompositeSpec, backend: str = "torch", device: Any = "cpu", dtype: Any = None,
+            seed: int | None = None) -> ARModel:
+    """Compile a spec into an ARModel with the named backend (found through entry points); a spec
+    of several parts into the backend's latent-variable model (its `.decoder` is an ARModel)."""
+    options = CompileOptions(device=device, dtype=dtype, seed=seed)
+    if isinstance(spec, CompositeSpec):
+        return compile_composite(spec.ir, backend, options)
+    return compile_ir(spec.ir, backend, options)
 
 
 def export(spec: ModelSpec, backend: str = "torch-codegen") -> str:
@@ -40,6 +46,6 @@ def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None
 
 
 __all__ = [
-    "ARModel", "Backend", "CompileOptions", "Location", "ModelSpec", "Problem", "Report", "SpecError", "analyze",
+    "ARModel", "Backend", "CompileOptions", "CompositeSpec", "Location", "ModelSpec", "Problem", "Report", "SpecError", "analyze",
     "available_backends", "compile", "export", "load_model", "load_spec", "parse_spec",
 ]

@@ -41,6 +41,7 @@ class ARModel(Protocol):
 
 CompileFn = Callable[["IRGraph", CompileOptions], ARModel]
 ExportFn = Callable[["IRGraph"], str]
+CompositeFn = Callable[[Any, CompileOptions], Any]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Backend:
     description: str = ""
     devices: tuple[str, ...] = ("cpu",)
     export: ExportFn | None = None
+    compile_composite: CompositeFn | None = None   # models of several parts (arspec.composite.ir.CompositeIR)
 
     def missing_primitives(self, ir: IRGraph) -> dict[str, list[str]]:
         """Primitive kinds the IR uses that this backend does not implement, with the nodes using them."""
@@ -121,6 +123,18 @@ def get_backend(name: str) -> Backend:
         raise BackendError(f"backend {name!r} is installed but failed to load: {_registry.broken[name]}")
     known = ", ".join(available_backends()) or "none installed"
     raise BackendError(f"unknown backend {name!r} (available: {known})")
+
+
+def compile_composite(ir: Any, backend: str = "torch", options: CompileOptions | None = None) -> Any:
+    """Compile a model of several parts (a CompositeIR) with a backend that builds such models."""
+    chosen = get_backend(backend)
+    if chosen.compile_composite is None:
+        raise BackendError(f"backend {backend!r} does not build models of several parts (parts:); use the torch backend")
+    for part in ir.parts:
+        missing = chosen.missing_primitives(part)
+        if missing:
+            raise BackendError(f"backend {backend!r} does not implement the primitive(s) {', '.join(missing)}")
+    return chosen.compile_composite(ir, options or CompileOptions())
 
 
 def compile_ir(ir: IRGraph, backend: str = "torch", options: CompileOptions | None = None) -> ARModel:

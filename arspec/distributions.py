@@ -11,7 +11,7 @@ from typing import Any
 class DistributionInfo:
     """A backend-neutral description of the per-element distribution."""
 
-    kind: str                       # bernoulli | categorical | discretized_logistic_mixture | gaussian_mixture | laplace_mixture
+    kind: str                       # bernoulli | categorical | discretized_logistic_mixture | gaussian_mixture | laplace_mixture | logistic_mixture
     params_per_element: int
     noise_per_element: int          # uniforms drawn per element when sampling
     discrete: bool
@@ -38,6 +38,6 @@ def describe_distribution(spec: Any, channels: int = 1) -> DistributionInfo:
         coupled = channels if spec.coupled else 0
         extra = k * (channels - 1) if spec.coupled else 0
         return DistributionInfo(kind, 3 * k + extra, k + 1, True, spec.classes, k, coupled)
-    if kind in ("gaussian_mixture", "laplace_mixture"):
+    if kind in ("gaussian_mixture", "laplace_mixture", "logistic_mixture"):
         return DistributionInfo(kind, 3 * spec.mixtures, spec.mixtures + 1, False, None, spec.mixtures, min_scale=spec.min_scale)
     raise ValueError(f"unknown distribution {kind!r}")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from arspec.errors import Location, Problem, Problems, SpecError
 from arspec.ir.graph import SpecSource
-from arspec.ir.lower import lower
+from arspec.ir.lower import NetworkOutput, lower
 from arspec.spec.expand import expand
 from arspec.spec.models import ModelSpec
 from arspec.spec.nodes import node_adapter
@@ -23,8 +23,9 @@ from arspec.spec.yaml_source import load_yaml
 MAX_SPEC_BYTES = 5_000_000
 
 
-def parse_spec(text: str, filename: str = "<string>", overrides: Sequence[str] = ()) -> ModelSpec:
-    """Parse, validate, expand and lower a spec; raise SpecError listing every problem."""
+def parse_spec(text: str, filename: str = "<string>", overrides: Sequence[str] = ()) -> Any:
+    """Parse, validate, expand and lower a spec; raise SpecError listing every problem. A spec with
+    `parts:` is a model of several parts (an `arspec.composite.CompositeSpec`), any other a ModelSpec."""
     problems = Problems()
     if len(text.encode("utf-8", "replace")) > MAX_SPEC_BYTES:
         raise SpecError([Problem(Location(filename, 1, 1), "", f"the spec is larger than {MAX_SPEC_BYTES:,} bytes")])
@@ -35,6 +36,25 @@ def parse_spec(text: str, filename: str = "<string>", overrides: Sequence[str] =
         problems.raise_if_any()
     apply_overrides(data, overrides, source, problems)
     problems.raise_if_any()
+    if "parts" in data:
+        from arspec.composite.loader import parse_composite
+        spec: Any = parse_composite(data, source, problems, filename)
+    else:
+        spec = parse_model(data, source, problems)
+    problems.raise_if_any()
+    assert spec is not None
+    spec.ir.source = SpecSource(text, filename, tuple(overrides))
+    spec._text = text
+    spec._filename = filename
+    spec._overrides = list(overrides)
+    return spec
+
+
+def parse_model(data: dict[str, Any], source: Any, problems: Problems, part: bool = False,
+                network_output: NetworkOutput | None = None) -> ModelSpec | None:
+    """One autoregressive model from parsed YAML (a whole spec, or a part of one: `source` then
+    locates paths inside the part; `network_output` for a part that is a plain network, whose
+    output must have that shape). Problems are added; None when the model cannot be built."""
     raw = copy.deepcopy(data)
     substitute_params(raw, source, problems)
     try:
@@ -42,18 +62,20 @@ def parse_spec(text: str, filename: str = "<string>", overrides: Sequence[str] =
     except ValidationError as err:
         report_validation_error(err, raw, (), source, problems)
         _report_node_errors(raw, source, problems)
-        problems.raise_if_any()
-        raise
+        return None
+    if not part:
+        for name, cond in spec.conditioning.items():
+            if getattr(cond, "source", None) is not None:
+                problems.add(source.locate(("conditioning", name, "from")), f"conditioning.{name}.from",
+                             "`from:` feeds an input from another part; only a part of a spec with `parts:` has other parts")
     expansion = expand(spec, raw, source, problems)
-    problems.raise_if_any()
-    ir = lower(spec, expansion, source, problems)
-    problems.raise_if_any()
-    assert ir is not None
-    ir.source = SpecSource(text, filename, tuple(overrides))
-    spec._text = text
-    spec._filename = filename
+    if problems:
+        return None
+    ir = lower(spec, expansion, source, problems, network_output)
+    if problems or ir is None:
+        return None
     spec._ir = ir
-    spec._overrides = list(overrides)
+    spec._filename = source.file
     return spec
 
 

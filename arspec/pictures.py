@@ -23,10 +23,11 @@ def to_uint8_images(x: np.ndarray, classes: int | None) -> np.ndarray:
     return np.moveaxis(img[:, :3], 1, -1)
 
 
-def grid(images: np.ndarray, scale: int = 4, pad: int = 2) -> Image.Image:
-    """Tile (N, H, W, 3) uint8 images into one picture, upscaled by `scale`."""
+def grid(images: np.ndarray, scale: int = 4, pad: int = 2, cols: int | None = None) -> Image.Image:
+    """Tile (N, H, W, 3) uint8 images into one picture (`cols` per row; default about square),
+    upscaled by `scale`."""
     n, h, w, _ = images.shape
-    cols = math.ceil(math.sqrt(n))
+    cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 128, dtype=np.uint8)
     for i, im in enumerate(images):
@@ -59,8 +60,8 @@ def save_heat_grid(path: Path, values: np.ndarray, title: str, label: str) -> No
     plt.close(fig)
 
 
-def save_grid(path: Path, images: np.ndarray, scale: int = 4) -> None:
-    grid(images, scale).save(path)
+def save_grid(path: Path, images: np.ndarray, scale: int = 4, cols: int | None = None) -> None:
+    grid(images, scale, cols=cols).save(path)
 
 
 def video_strips(videos: np.ndarray, classes: int | None, scale: int = 3, pad: int = 2) -> Image.Image:
@@ -82,3 +83,28 @@ def save_video_gif(path: Path, videos: np.ndarray, classes: int | None, scale: i
     frames = to_uint8_images(videos.transpose(1, 0, 2, 3, 4).reshape(t * n, c, h, w), classes).reshape(t, n, h, w, 3)
     pictures = [grid(frames[j], scale) for j in range(t)]
     pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0)
+
+
+def save_spectrograms(path: Path, clips: list[tuple[str, np.ndarray]], rate: int, n_fft: int = 512) -> None:
+    """Log-power spectrograms of audio clips, one panel each, titled, with time and frequency axes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(clips), 1, figsize=(8, 2.4 * len(clips)), dpi=110, squeeze=False)
+    hop = n_fft // 4
+    window = np.hanning(n_fft)
+    for ax, (title, audio) in zip(axes[:, 0], clips):
+        audio = np.asarray(audio, dtype=np.float64)
+        frames = max(1, 1 + (len(audio) - n_fft) // hop)
+        index = np.arange(frames)[:, None] * hop + np.arange(n_fft)[None]
+        padded = np.pad(audio, (0, max(0, index.max() + 1 - len(audio))))
+        power = np.abs(np.fft.rfft(padded[index] * window, axis=1)) ** 2
+        shown = ax.imshow(10 * np.log10(power.T + 1e-10), origin="lower", aspect="auto", cmap="magma",
+                          extent=(0, len(audio) / rate, 0, rate / 2000), vmin=-100, vmax=20)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("kHz")
+        fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01).set_label("dB")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -351,3 +351,81 @@ def video_networks(draw, lstm_shift: int = 1, first_mask: str = "A", decoder_mas
         dec = f"d{i}"
     lines.append(_node("out", op="conv1x1", inputs=f"[{dec}]", channels="output", mask="B"))
     return "".join(lines)
+
+
+@st.composite
+def pixelvae_specs(draw, leak: bool = False):
+    """PixelVAEs: a convolutional encoder downsampling by 1, 2 or 4 (space_to_depth) to a latent
+    map, a standard-normal prior, and a masked decoder reading z in random layers. `leak` also
+    feeds the decoder an encoder feature map of x (the bug the verifier must report)."""
+    factor = draw(st.sampled_from([1, 2, 4]))
+    h, w = factor * draw(st.integers(1, 2)), factor * draw(st.integers(1, 2))
+    if h * w < 4:
+        h, w = 2 * factor, 2 * factor
+    c = draw(st.integers(1, 3))
+    width = draw(st.integers(2, 4))
+    enc = [_node("e0", op="conv2d", inputs="[x]", channels=width, kernel=draw(st.sampled_from([1, 3])), activation="relu")]
+    taps = [("e0", width, 1)]
+    channels, scale = width, 1
+    while scale < factor:
+        enc.append(_node(f"d{scale}", op="space_to_depth", factor=2))
+        channels, scale = channels * 4, scale * 2
+        taps.append((f"d{scale // 2}", channels, scale))
+        enc.append(_node(f"e{scale}", op="conv2d", channels=width, kernel=3, activation="tanh"))
+        channels = width
+        taps.append((f"e{scale}", width, scale))
+    enc.append(_node("post", op="conv1x1", channels=2 * c))
+    conditioning = f"      z: {{type: local, channels: {c}, upsample: {factor}, from: latent}}\n"
+    tap = draw(st.sampled_from(taps)) if leak else None
+    if tap is not None:
+        conditioning += f"      feat: {{type: local, channels: {tap[1]}, upsample: {tap[2]}, from: encoder.{tap[0]}}}\n"
+    layers = draw(st.integers(1, 3))
+    reads_z = draw(st.lists(st.booleans(), min_size=layers + 1, max_size=layers + 1))
+    reads_z[draw(st.integers(0, layers))] = True                           # z is read somewhere
+    leak_at = draw(st.integers(0, layers)) if leak else -1
+    dec = []
+    for i in range(layers + 1):
+        cond = (["z"] if reads_z[i] else []) + (["feat"] if i == leak_at else [])
+        extra = {"condition": f"[{', '.join(cond)}]"} if cond else {}
+        if i == 0:
+            dec.append(_node("l0", op="masked_conv2d", inputs="[x]", channels=4, kernel=draw(st.sampled_from([3, 5])), mask="A",
+                             activation="tanh", **extra))
+        else:
+            dec.append(_node(f"l{i}", op="masked_conv2d", channels=4, kernel=draw(st.sampled_from([1, 3])), mask="B",
+                             activation="tanh", **extra))
+    dec.append(_node("out", op="conv1x1", channels="output", mask="B"))
+    indent = lambda lines: "".join("    " + line for line in lines)  # noqa: E731
+    return (f"name: vae\nevent: {{shape: [1, {h}, {w}]}}\nlatent: {{shape: [{c}, {h // factor}, {w // factor}]}}\n"
+            f"objective: {{type: elbo}}\nparts:\n  encoder:\n    role: encoder\n    graph:\n{indent(enc)}"
+            f"  prior: {{role: prior, type: standard_normal}}\n"
+            f"  decoder:\n    role: decoder\n    distribution: {{type: bernoulli}}\n    conditioning:\n{conditioning}"
+            f"    graph:\n{indent(dec)}")
+
+
+@st.composite
+def flow_students(draw, shift: bool = True):
+    """Students of 1-3 inverse autoregressive flows over a short sequence: each flow a shifted (or,
+    with `shift` False in one flow, unshifted: the bug) stack of dilated causal convolutions, some
+    gated, reading a local context in some layers."""
+    length = draw(st.sampled_from([8, 12, 16]))
+    flows = draw(st.integers(1, 3))
+    broken = draw(st.integers(0, flows - 1)) if not shift else -1
+    context = draw(st.booleans())
+    lines = [f"name: student\nevent: {{shape: [{length}]}}\nobjective: {{type: distillation}}\nparts:\n"]
+    for f in range(flows):
+        lines.append(f"  flow{f}:\n    role: flow\n")
+        if context:
+            lines.append("    conditioning: {c: {type: local, channels: 2, upsample: 4}}\n")
+        lines.append("    graph:\n")
+        first = "[x]"
+        if f != broken:
+            lines.append("    " + _node("past", op="shift", inputs="[x]", by="[1]"))
+            first = "[past]"
+        for i in range(draw(st.integers(1, 3))):
+            gated = draw(st.booleans())
+            cond = {"condition": "[c]"} if context and draw(st.booleans()) else {}
+            lines.append("    " + _node(f"l{i}", op="causal_conv1d", **({"inputs": first} if i == 0 else {}),
+                                        channels=4 if gated else 3, kernel=draw(st.sampled_from([1, 2, 3])),
+                                        dilation=draw(st.sampled_from([1, 2, 4])), activation="gated" if gated else "tanh", **cond))
+        lines.append("    " + _node("head", op="conv1x1", channels="output"))
+    return "".join(lines)

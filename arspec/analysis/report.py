@@ -98,8 +98,13 @@ def element_name(flat: int, event: tuple[int, ...], user_shape: tuple[int, ...])
 
 
 def analyze(spec, mask: int | None = None) -> Report:
-    """Statically verify a spec (a ModelSpec from load_spec/parse_spec)."""
+    """Statically verify a spec (a ModelSpec from load_spec/parse_spec; a spec of several parts
+    gets an `arspec.composite.verify.CompositeReport`)."""
     from arspec.analysis import checks
+    from arspec.composite.models import CompositeSpec
+    if isinstance(spec, CompositeSpec):
+        from arspec.composite.verify import analyze_composite
+        return analyze_composite(spec)  # type: ignore[return-value]
 
     start = time.perf_counter()
     ir: IRGraph = spec.ir

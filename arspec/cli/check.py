@@ -21,13 +21,21 @@ def check_one(path: str, args) -> tuple[int, dict]:
         result["status"] = "not autoregressive"
         return EXIT_NOT_AUTOREGRESSIVE, result
     if args.dynamic:
+        from arspec.composite.models import CompositeSpec
         from arspec.dynamic import dynamic_check
-        probe_spec = _probe_size(spec, report, path, args.overrides)
-        model = compile(probe_spec, backend=args.backend, seed=0)
-        dyn = dynamic_check(probe_spec, model, cache=True)
-        result["dynamic"] = {"agrees": dyn.agrees, "compared": dyn.compared, "columns": len(dyn.columns),
+        if isinstance(spec, CompositeSpec):       # each autoregressive part: the decoder given z, an autoregressive prior
+            built = compile(spec, backend=args.backend, seed=0)
+            pairs = [(spec.decoder, built.decoder)] + ([(spec.ir.prior_spec, built.prior)] if built.prior is not None else [])
+        else:
+            probe_spec = _probe_size(spec, report, path, args.overrides)
+            pairs = [(probe_spec, compile(probe_spec, backend=args.backend, seed=0))]
+        results = [(s, dynamic_check(s, m, cache=True)) for s, m in pairs]
+        failed = [(s, d) for s, d in results if not d.agrees]
+        probe_spec, dyn = failed[0] if failed else results[0]
+        result["dynamic"] = {"agrees": not failed, "compared": sum(d.compared for _, d in results), "columns": len(dyn.columns),
                              "event": list(probe_spec.event.shape),
                              "missing": dyn.missing[:10], "unexpected": dyn.unexpected[:10],
+                             **({"part": probe_spec.name} if len(results) > 1 else {}),
                              **({"mask_problem": dyn.mask_problem} if dyn.mask_problem else {}),
                              **({"cache_problem": dyn.cache_problem} if dyn.cache_problem else {})}
         if not dyn.agrees:
@@ -101,6 +109,8 @@ def run(args) -> int:
         if args.json:
             continue
         print(_line(result))
+        for g in result.get("guarantees", []):
+            print(f"  guarantee: {g}")
         for e in result.get("errors", []):
             print(f"  {e}" if isinstance(e, str) else f"  {e['file']}:{e['line']}:{e['column']}: {e['path']}: {e['message']}")
         for w in result.get("warnings", []):

@@ -22,12 +22,42 @@ def summary(spec, report, model) -> str:
     return "\n".join(lines)
 
 
+def composite_summary(spec, report, model) -> str:
+    """A model of several parts: each part's size, then the decoder as for any model."""
+    ir = spec.ir
+    count = lambda module: sum(p.numel() for p in module.parameters()) if module is not None else 0  # noqa: E731
+    if ir.kind == "flows":
+        lines = [f"model        {spec.name} (a student of {len(ir.flows)} inverse autoregressive flows over logistic noise)",
+                 f"event        {list(spec.event.shape)}; context {', '.join(spec.conditioning) or 'none'}",
+                 f"objective    distillation: {spec.objective.samples} draws per step" + (f", power loss x{spec.objective.power}" if spec.objective.power else "")
+                 + (f", contrastive x{spec.objective.contrastive}" if spec.objective.contrastive else "")]
+        for name, flow, part in zip(ir.flow_names, model.flows, report.parts.values()):
+            rf = part.receptive_field.get("max_elements", part.receptive_field.get("elements_seen_interior"))
+            lines.append(f"flow         {name}: {count(flow):,} parameters, {len(spec.ir.flows[ir.flow_names.index(name)].op_nodes())} nodes, "
+                         f"shift and scale read {rf} earlier noise steps")
+        lines += [f"parameters   {count(model):,} in all", f"verdict      {'verified' if report.ok else 'NOT verified'}"]
+        return "\n".join(lines)
+    prior = "standard normal" if ir.prior is None else f"autoregressive, {count(model.prior):,} parameters"
+    lines = [
+        f"model        {spec.name} (latent-variable: {', '.join(f'{role} {name!r}' for role, name in ir.roles.items())})",
+        f"latent       z {list(ir.latent_shape)}, Gaussian posterior; prior {prior}",
+        f"encoder      {count(model.encoder):,} parameters, {len(ir.encoder.op_nodes())} nodes",
+        f"objective    {spec.objective.type}" + (f", KL warm-up over {spec.objective.kl_warmup} steps" if spec.objective.kl_warmup else ""),
+        "decoder:",
+        summary(spec.decoder, report.decoder, model.decoder),
+        f"parameters   {count(model):,} in all",
+        f"verdict      {'verified' if report.ok else 'NOT verified'}",
+    ]
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     from arspec import analyze, compile, load_spec
+    from arspec.composite.models import CompositeSpec
     spec = load_spec(args.spec, overrides=args.overrides)
     report = analyze(spec)
     model = compile(spec, backend=args.backend, device=args.device)
-    print(summary(spec, report, model))
+    print(composite_summary(spec, report, model) if isinstance(spec, CompositeSpec) else summary(spec, report, model))
     if args.output:
         from arspec.checkpoint import save_checkpoint
         save_checkpoint(args.output, model, spec.ir.source, {"kind": "initial"}, backend=args.backend)

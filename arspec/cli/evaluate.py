@@ -8,12 +8,16 @@ from typing import Any
 
 
 def run(args: Any) -> int:
+    from arspec.errors import UsageError
     from arspec.checkpoint import load_model
     from arspec.cli.sample import context_from_arguments
     from arspec.data.splits import DataError
     from arspec.train import evaluate_nll
     from arspec.train.trainer import per_dim_text
     model = load_model(args.checkpoint, device=args.device or "cpu")
+    if hasattr(model, "flows"):
+        raise UsageError("a student of flows has no likelihood of given data it can compute in parallel; `arspec distill` reports "
+                         "the teacher's NLL of its samples (and bench/sampling.py measures it)")
     if model.checkpoint_note:
         print(f"note: {model.checkpoint_note}", file=sys.stderr)
     spec = model.spec
@@ -28,6 +32,10 @@ def run(args: Any) -> int:
             context = {k: v[: len(x)] for k, v in data.context(spec, args.split).items()}
         except DataError as err:
             raise DataError(f"{err} (or pass --context NAME=CLASS / --context-file)") from None
+    if hasattr(model, "elbo"):
+        return _report_latent(model, spec, data, x, context, args.iw or model.iw_samples)
+    if args.iw:
+        raise DataError(f"--iw is for latent-variable models (a spec with parts:); {spec.name} has an exact likelihood")
     if args.orderings and not model.agnostic:
         raise DataError(f"--orderings is for order-agnostic models (ordering: {{type: agnostic}}); {spec.name} has "
                         f"{model.num_masks} mask set(s): average them with --ensemble")
@@ -40,6 +48,18 @@ def run(args: Any) -> int:
         ensemble = ", exact in raster order"
     print(f"{spec.name} ({model.checkpoint_path.name}) on {data.name} ({args.split}, {len(x):,} items{ensemble}): "
           f"{nats:.3f} nats per item, {per_dim_text(nats, elements, model.distribution.discrete)}")
+    return 0
+
+
+def _report_latent(model: Any, spec: Any, data: Any, x: Any, context: Any, iw: int) -> int:
+    """A latent-variable model: the bound with its reconstruction and KL terms, and the
+    importance-weighted NLL with `iw` samples."""
+    from arspec.train.latent import evaluate_latent
+    from arspec.train.trainer import per_dim_text
+    figures = evaluate_latent(model, x, context, iw=iw)
+    elements = model.order.numel()
+    print(f"{spec.name} ({model.checkpoint_path.name}) on {data.name} ({len(x):,} items): "
+          + figures.text(lambda nats: per_dim_text(nats, elements, model.distribution.discrete)))
     return 0
 
 

@@ -26,8 +26,13 @@ def run(args) -> int:
     from arspec import analyze, load_spec
     from arspec.analysis.report import element_name
     from arspec.graph_figure import draw_graph_figure, internal_index, internal_shape
+    from arspec.composite.models import CompositeSpec
     spec = load_spec(args.spec, overrides=args.overrides)
     report = analyze(spec)
+    if isinstance(spec, CompositeSpec):       # the autoregressive part: the decoder, z a context input
+        for problem in report.errors:
+            print(problem, file=sys.stderr)
+        spec, report = spec.decoder, report.decoder
     for problem in report.errors:
         print(problem, file=sys.stderr)
     if report.errors and not report.leaks:

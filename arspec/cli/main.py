@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         elif args.command == "export":
             from arspec.cli.export import run
+        elif args.command == "distill":
+            from arspec.cli.distill import run
         elif args.command == "ops":
             from arspec.cli.ops import run
         else:
@@ -54,8 +56,8 @@ def report_error(command: str, err: Exception) -> int:
         print(f"arspec {command}: {err}", file=sys.stderr)
         return EXIT_INVALID
     kind = type(err).__name__
-    if kind == "DataError":
-        print(f"arspec {command}: data error: {err}", file=sys.stderr)
+    if kind in ("DataError", "DistillError"):
+        print(f"arspec {command}: {'data error: ' if kind == 'DataError' else ''}{err}", file=sys.stderr)
         return EXIT_INVALID
     if kind == "CheckpointError":
         print(f"arspec {command}: {err}", file=sys.stderr)

@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true", help="average over all mask sets (MADE)")
     p.add_argument("--orderings", type=positive_int, metavar="K",
                    help="order-agnostic models: average p over K orderings (the raster one and K-1 random ones)")
+    p.add_argument("--iw", type=positive_int, metavar="K",
+                   help="latent-variable models (PixelVAE): the importance-weighted NLL with K posterior samples (1: the ELBO)")
     p.add_argument("--limit", type=positive_int, help="evaluate at most this many items")
     p.add_argument("--context", action="append", default=[], type=context_value, metavar="NAME=CLASS",
                    help="a global conditioning value for every item (when the data have none)")
@@ -158,8 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, help="class label for a global conditioning named 'label'")
     p.add_argument("--context", action="append", default=[], type=context_value, metavar="NAME=CLASS", help="a global conditioning value")
     p.add_argument("--context-file", type=existing_file, help="a .npz with one array per conditioning name (one row, or one per sample)")
+    p.add_argument("--context-from-data", choices=["train", "validation", "test"], metavar="SPLIT",
+                   help="the context of the first -n items of this split of the model's training data (e.g. a speech item's log-mel features)")
     p.add_argument("--given", type=existing_file, help="complete this item (.npy, .png or .wav); the known part is given by --known")
     p.add_argument("--known", type=known_elements, default="top-half", help="top-half, first-half, first-frames:K (a video's first K frames), or a .npy boolean mask of the event's shape")
+
+    p = sub.add_parser("distill", help="train a student of inverse autoregressive flows against a trained teacher (Parallel WaveNet)")
+    p.add_argument("teacher", help="the teacher's checkpoint (file or training folder)")
+    p.add_argument("spec", help="the student's spec (parts with role: flow, objective: distillation)")
+    p.add_argument("--data", help="data name or path (default: the student's training.data)")
+    p.add_argument("--steps", type=positive_int, help="optimisation steps (default: the spec's training.steps, else 1000)")
+    p.add_argument("--batch-size", type=positive_int, help="items per step (default: the spec's training.batch_size)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: the spec's training.lr)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/student", help="folder for the checkpoint, WAVs and spectrograms")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    _add_set(p)
 
     p = sub.add_parser("export", help="write a standalone PyTorch file for a spec or a checkpoint")
     p.add_argument("source", help="a spec (.yaml) or a checkpoint (file or training folder)")

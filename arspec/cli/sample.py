@@ -20,8 +20,17 @@ FORMATS = (".png", ".gif", ".npy", ".wav", ".txt")
 
 
 def context_from_arguments(model: Any, args: Any, n: int) -> dict[str, torch.Tensor]:
-    """Context tensors for n items from --label, --context and --context-file, checked against the
-    model's conditioning (names, classes, shapes)."""
+    """Context tensors for n items from --label, --context and --context-file (or the first n
+    items of a split of the training data, --context-from-data), checked against the model's
+    conditioning (names, classes, shapes)."""
+    split = getattr(args, "context_from_data", None)
+    if split:
+        from arspec.data import load_data
+        data = load_data(model.spec, model.checkpoint_meta.get("data"))
+        context = data.context(model.spec, split)
+        if context and len(next(iter(context.values()))) < n:
+            raise UsageError(f"--context-from-data {split}: the {split} split has {len(next(iter(context.values())))} items, fewer than -n {n}")
+        return {k: v[:n] for k, v in context.items()}
     values: dict[str, Any] = dict(args.context)
     if getattr(args, "label", None) is not None:
         values["label"] = args.label
@@ -123,6 +132,8 @@ def run(args: Any) -> int:
     _check_format(model, out)
     context = context_from_arguments(model, args, args.n)
     given, known = _given(model, args)
+    if hasattr(model, "elbo") or hasattr(model, "flows"):
+        return _sample_latent(model, args, out, context, device)
     if known is not None and not model.completion_is_exact(known):
         print("note: completion is approximate: some known elements come after unknown ones in the order and are clamped",
               file=sys.stderr)
@@ -137,6 +148,50 @@ def run(args: Any) -> int:
     written = WRITERS[out.suffix](model, x, out, context)
     print(f"wrote {written}; {args.n} sample(s) in {seconds:.1f} s")
     return 0
+
+
+def _sample_latent(model: Any, args: Any, out: Path, context: dict[str, torch.Tensor], device: str) -> int:
+    """A model of several parts. A latent-variable model: z from the prior, then the decoder; with a
+    PNG also reconstructions of test items (from their posterior means) and interpolations between
+    them in z. A student of flows: one parallel pass per flow."""
+    if args.given:
+        raise UsageError("--given: completion is for autoregressive models; a model of several parts samples its noise or z first")
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    start = time.perf_counter()
+    x = model.sample(args.n, generator=gen, cache=not args.no_cache, temperature=args.temperature, **context).cpu()
+    seconds = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix != ".png" or not hasattr(model, "elbo"):
+        written = WRITERS[out.suffix](model, x, out, context)
+        print(f"wrote {written}; {args.n} sample(s) in {seconds:.1f} s")
+        return 0
+    from arspec.pictures import save_grid, to_uint8_images
+    classes = model.distribution.classes if model.distribution.discrete else None
+    save_grid(out, to_uint8_images(x.numpy(), classes))
+    written = [str(out)]
+    items = _test_items(model, 8)
+    if items is not None:
+        stem = out.with_suffix("")
+        recon = model.reconstruct(items, generator=gen).cpu()
+        save_grid(Path(f"{stem}_reconstructions.png"), to_uint8_images(torch.cat([items, recon]).numpy(), classes), cols=len(items))
+        rows = [model.interpolate(items[2 * i], items[2 * i + 1], 8, generator=gen).cpu() for i in range(len(items) // 2)]
+        save_grid(Path(f"{stem}_interpolations.png"), to_uint8_images(torch.cat(rows).numpy(), classes), cols=8)
+        written += [f"{stem}_reconstructions.png (test items, then their reconstructions)",
+                    f"{stem}_interpolations.png (each row: z from one test item's posterior mean to another's)"]
+    print(f"wrote {', '.join(written)}; {args.n} sample(s) in {seconds:.1f} s")
+    return 0
+
+
+def _test_items(model: Any, n: int) -> torch.Tensor | None:
+    """The first n test items of the data the model was trained on (None, with a note, when unavailable)."""
+    from arspec.data import load_data
+    from arspec.data.splits import DataError
+    try:
+        data = load_data(model.spec, model.checkpoint_meta.get("data"))
+    except (DataError, OSError) as err:
+        print(f"note: no reconstructions ({err})", file=sys.stderr)
+        return None
+    return data.test[:n]
 
 
 def _check_format(model: Any, out: Path) -> None:

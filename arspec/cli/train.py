@@ -39,6 +39,8 @@ def run(args: Any) -> int:
     stop = f" (stopped early: {result['stopped']})" if result["stopped"] else ""
     kind = ("order-agnostic estimate (one random ordering per item; exact: arspec eval, ensembles: --orderings K) "
             if model.agnostic else "")
+    if hasattr(model, "elbo"):
+        kind = "bound (negative ELBO; importance-weighted: arspec eval --iw K) "
     print(f"test NLL {kind}of the best checkpoint (step {result['best_step']}): {nats:.3f} nats ({per_dim_text(nats, elements, model.distribution.discrete)}) "
           f"after {result['steps']} steps{stop} in {result['seconds']} s; checkpoints in {config.out}")
     return 0

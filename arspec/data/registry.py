@@ -23,6 +23,7 @@ from arspec.data.files import load_amat, load_npy_folder, load_npy_items, load_n
 from arspec.data.splits import SPLITS, DataError, Splits
 from arspec.distributions import DistributionInfo, describe_distribution
 from arspec.ordering import internal_event
+from arspec.spec.models import REAL_VALUED
 
 BUNDLED = Path(__file__).resolve().parent / "bundled"
 NAMES = ("binarized-mnist", "binarized-mnist-5k", "mnist", "digits", "digits-binary", "speech", "red-wine[:K]", "python-stdlib",
@@ -120,7 +121,7 @@ def default_data(spec: Any) -> str:
         return "speech"
     if len(shape) == 4 and shape[1] == 1 and shape[2] == shape[3] and dist.type in ("bernoulli", "categorical"):
         return "moving-mnist"
-    if shape == (11,) and dist.type in ("gaussian_mixture", "laplace_mixture"):
+    if shape == (11,) and dist.type in REAL_VALUED:
         return "red-wine"
     raise DataError(f"no bundled dataset fits event {list(shape)} ({dist.type}, {classes} classes); pass --data "
                     f"(a .npz file, text:FILE, cifar10:PATH for 3x32x32 images, wav:FOLDER for audio)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -214,8 +215,9 @@ class _Lowering:
             out = b.call("residual", Add(), out, res[0])
         return b.finish(out)
 
-    def output(self, expansion: Expansion) -> str | None:
-        """The node producing the distribution parameters, checked against the distribution."""
+    def output(self, expansion: Expansion, network_output: NetworkOutput | None = None) -> str | None:
+        """The node producing the distribution parameters, checked against the distribution (or, for
+        a network that is not a model, such as an encoder, against the shape it must produce)."""
         spec, ctx = self.spec, self.ctx
         out_name = spec.output if spec.output is not None else (expansion.nodes[-1].name if expansion.nodes else "x")
         if spec.output is not None:
@@ -224,6 +226,13 @@ class _Lowering:
                 self.problems.add(self.source.locate(("output",)), "output", f"unknown node {spec.output!r}")
                 return None
         out = self.g.nodes[out_name]["node"]
+        if network_output is not None:
+            if out.type.shape != network_output.shape:
+                self.problems.add(out.location or self.source.locate(()), out.spec_path or "output",
+                                  f"the output node {out_name!r} has shape {list(out.type.shape)}, but {network_output.why} "
+                                  f"needs {list(network_output.shape)}")
+                return None
+            return out_name
         dense = not out.type.spatial
         p = ctx.params_per_element
         want = (p * ctx.elements,) if dense else (p * ctx.groups, *ctx.spatial)
@@ -239,7 +248,16 @@ class _Lowering:
         return out_name
 
 
-def lower(spec: Any, expansion: Expansion, source: SourceMap, problems: Problems) -> IRGraph | None:
+@dataclass(frozen=True)
+class NetworkOutput:
+    """What the output of a network that is not itself a model must be: a shape, and why."""
+
+    shape: tuple[int, ...]
+    why: str
+
+
+def lower(spec: Any, expansion: Expansion, source: SourceMap, problems: Problems,
+          network_output: NetworkOutput | None = None) -> IRGraph | None:
     """Build the IR; returns None (with problems added) when the spec cannot be lowered."""
     built = build_context(spec, source, problems)
     if built is None:
@@ -251,7 +269,7 @@ def lower(spec: Any, expansion: Expansion, source: SourceMap, problems: Problems
         lowering.node(en)
     if problems:
         return None
-    out_name = lowering.output(expansion)
+    out_name = lowering.output(expansion, network_output)
     if out_name is None:
         return None
     ir = IRGraph(lowering.g, out_name, ctx, dist, not lowering.type_of(out_name).spatial, spec.name,
@@ -263,4 +281,4 @@ def lower(spec: Any, expansion: Expansion, source: SourceMap, problems: Problems
     return ir
 
 
-__all__ = ["MAX_PARAMETERS", "OBSERVED", "Op", "build_context", "identifier", "lower"]
+__all__ = ["MAX_PARAMETERS", "OBSERVED", "NetworkOutput", "Op", "build_context", "identifier", "lower"]

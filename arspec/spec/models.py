@@ -76,9 +76,18 @@ class LaplaceMixture(_RealMixture):
     type: Literal["laplace_mixture"]
 
 
+class LogisticMixture(_RealMixture):
+    """Real-valued elements: a mixture of `mixtures` logistic densities each. With one component, the
+    shift and scale of an inverse autoregressive flow (Parallel WaveNet's student)."""
+
+    type: Literal["logistic_mixture"]
+
+
 DistributionSpec = Annotated[
-    Bernoulli | Categorical | DiscretizedLogisticMixture | GaussianMixture | LaplaceMixture, Field(discriminator="type")
+    Bernoulli | Categorical | DiscretizedLogisticMixture | GaussianMixture | LaplaceMixture | LogisticMixture,
+    Field(discriminator="type"),
 ]
+REAL_VALUED = ("gaussian_mixture", "laplace_mixture", "logistic_mixture")
 
 
 class RasterOrdering(Strict):
@@ -146,6 +155,9 @@ class LocalConditioning(Strict):
     channels: int = Field(ge=1, le=100_000)
     upsample: int = Field(1, ge=1, le=100_000)
     mode: Literal["repeat", "transposed"] = "repeat"
+    source: str | None = Field(None, alias="from", description=(
+        "In a part of a model of several parts (`parts:`): the tensor this input is fed from, `latent` "
+        "(the latent variable z) or `<part>.<node>`. Absent: given by the user or the data."))
 
 
 ConditioningSpec = Annotated[GlobalConditioning | LocalConditioning, Field(discriminator="type")]

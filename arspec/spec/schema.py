@@ -39,10 +39,38 @@ def spec_schema() -> dict[str, Any]:
     graph = schema["properties"]["graph"]
     graph["additionalProperties"] = node_ref
     defs["BlockSpec"]["properties"]["graph"]["additionalProperties"] = node_ref
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "arspec model spec"
     schema["properties"].setdefault("$schema", {"type": "string"})
-    return schema
+    return _with_parts(schema, defs)
+
+
+def _with_parts(model: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """The root: a spec is one model, or a model of several parts (`parts:`): an encoder (a graph),
+    a prior (a standard normal or a model) and a decoder (a model), or flows (models)."""
+    import copy
+
+    from arspec.composite.models import CompositeSpec, EncoderPart, StandardNormalPrior
+    model = {k: v for k, v in model.items() if k != "$defs"}
+    defs["ModelSpec"] = model
+    part = copy.deepcopy(model)
+    part["properties"]["role"] = {"enum": ["prior", "decoder", "flow"], "type": "string"}
+    part["required"] = ["role", "graph"]          # a flow's distribution defaults to its shift and scale
+    part["title"] = "ModelPart"
+    defs["ModelPart"] = part
+    for cls in (EncoderPart, StandardNormalPrior, CompositeSpec):
+        sub = cls.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        defs[cls.__name__] = sub
+    defs["EncoderPart"]["properties"]["graph"]["additionalProperties"] = {"$ref": "#/$defs/GraphNode"}
+    defs["CompositeSpec"]["properties"]["parts"]["additionalProperties"] = {
+        "anyOf": [{"$ref": "#/$defs/EncoderPart"}, {"$ref": "#/$defs/StandardNormalPrior"}, {"$ref": "#/$defs/ModelPart"}]}
+    defs["CompositeSpec"]["properties"].setdefault("$schema", {"type": "string"})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "arspec model spec",
+        "description": "One autoregressive model, or a model of several parts (parts:, e.g. PixelVAE).",
+        "anyOf": [{"$ref": "#/$defs/ModelSpec"}, {"$ref": "#/$defs/CompositeSpec"}],
+        "$defs": defs,
+    }
 
 
 def schema_json() -> str:

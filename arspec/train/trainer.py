@@ -98,12 +98,13 @@ ESTIMATE_DRAWS = 4096   # order-agnostic validation: at least this many (item, o
 
 @torch.no_grad()
 def evaluate_nll(model, x: torch.Tensor, context: dict[str, torch.Tensor], batch_size: int = 256, ensemble: bool = False,
-                 orderings: int | None = None, estimate: bool = False) -> float:
+                 orderings: int | None = None, estimate: bool = False, iw: int | None = None) -> float:
     """Mean negative log-likelihood in nats per item over `x`. Order-agnostic models: exact in the
     model's ordering, averaged over `orderings` random ones, or (`estimate`) the order-agnostic
     loss with a fixed draw of orderings (an unbiased estimate of the NLL averaged over orderings,
     one pass instead of one per element: what training validates on; sets smaller than
-    ESTIMATE_DRAWS items are drawn several times)."""
+    ESTIMATE_DRAWS items are drawn several times). Latent-variable models: the negative ELBO, or
+    the importance-weighted estimate with `iw` samples, with a fixed draw of z."""
     was = model.training
     model.eval()
     total, count = 0.0, 0
@@ -114,7 +115,9 @@ def evaluate_nll(model, x: torch.Tensor, context: dict[str, torch.Tensor], batch
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(model.device)
         cb = {k: v[start:start + batch_size].to(model.device) for k, v in context.items()}
-        if estimating:
+        if hasattr(model, "elbo"):
+            total += float(-model.log_prob(xb, iw=iw, generator=draw, **cb).sum())
+        elif estimating:
             total += sum(float(model.agnostic_loss(xb, generator=draw, **cb).sum()) for _ in range(draws)) / draws
         else:
             total += float(-model.log_prob(xb, ensemble=ensemble, orderings=orderings, **cb).sum())
@@ -213,6 +216,8 @@ class _Run:
         config, model = self.config, self.model
         if model.num_masks > 1:
             model.select_mask(self.state["step"] // config.resample_every)
+        if hasattr(model, "set_step"):               # a latent-variable model's KL warm-up
+            model.set_step(self.state["step"])
         xb = self.x[items].to(self.device)
         cb = {n: t[items].to(self.device) for n, t in self.context.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
@@ -248,7 +253,8 @@ class _Run:
             bar.update(1)
             total, count = state["since"]
             per_dim = ({"bpd": f"{bits_per_dim(total / count, self.elements):.4f}"} if self.model.distribution.discrete else {})
-            bar.set_postfix(nats=f"{total / count:.2f}", **per_dim, lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            terms = {k: f"{v:.2f}" for k, v in getattr(self.model, "last_terms", {}).items()}   # a VAE's KL and reconstruction
+            bar.set_postfix(nats=f"{total / count:.2f}", **per_dim, **terms, lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
         bar.close()
         if state["batch"] >= len(batches):
             state["epoch"] += 1

@@ -11,6 +11,8 @@ from arspec.ir.graph import IRGraph
 from arspec_torch.armodel import ARModel
 from arspec_torch.cache import cache_for
 from arspec_torch.distributions import build_distribution
+from arspec_torch.flows import FlowStudent
+from arspec_torch.latent import LatentVariableModel
 from arspec_torch.network import Network
 from arspec_torch.plan import conditioning_of, plan_of
 
@@ -48,4 +50,22 @@ def compile_model(ir: IRGraph, options: CompileOptions) -> ARModel:
     cache = None if agnostic else cache_for([pc.step for pc in plan.calls], plan.output, ir.ctx.event, orders, ir.dense_output)
     model = ARModel(net, distribution_of(ir), ir.event_shape, orders, conditioning_of(ir), ir.dense_output, cache,
                     agnostic=agnostic, ordering_seed=ir.ctx.ordering_seed)
+    return model.to(device=options.device, dtype=torch_dtype(options.dtype))
+
+
+def compile_composite(ir: Any, options: CompileOptions) -> LatentVariableModel | FlowStudent:
+    """Build a model of several parts (an arspec.composite.ir.CompositeIR): a latent-variable model
+    (the encoder network, the decoder and an autoregressive prior through compile_model, the links
+    between them) or a student of inverse autoregressive flows."""
+    if options.seed is not None:
+        torch.manual_seed(options.seed)
+    parts = CompileOptions(device=options.device, dtype=options.dtype, seed=None)
+    if ir.kind == "flows":
+        return FlowStudent([compile_model(flow, parts) for flow in ir.flows], ir.objective.model_dump()).to(device=options.device, dtype=torch_dtype(options.dtype))
+    links = {link.input: ("latent" if link.is_latent else link.node) for link in ir.links}
+    taps = tuple(sorted({link.node for link in ir.links if not link.is_latent}))
+    encoder = Network(plan_of(ir.encoder), taps=taps)
+    decoder = compile_model(ir.decoder, parts)
+    prior = compile_model(ir.prior, parts) if ir.prior is not None else None
+    model = LatentVariableModel(encoder, decoder, prior, ir.latent_shape, ir.min_scale, links, ir.objective.model_dump())
     return model.to(device=options.device, dtype=torch_dtype(options.dtype))

@@ -251,6 +251,17 @@ class LaplaceMixture(RealMixture):
         return -torch.sign(u - 0.5) * torch.log1p(-2 * (u - 0.5).abs())
 
 
+class LogisticMixture(RealMixture):
+    """A mixture of logistic densities per element; with one component, an inverse autoregressive
+    flow's shift (mean) and scale."""
+
+    def standard_log_density(self, z):
+        return -z - 2.0 * F.softplus(-z)
+
+    def standard_sample(self, u):
+        return torch.log(u) - torch.log1p(-u)
+
+
 def build_distribution(kind: str, classes: int | None = None, mixtures: int = 0, coupled_channels: int = 0,
                        min_scale: float = 1e-3) -> Distribution:
     """The distribution of that kind (arspec.distributions.DistributionInfo's fields)."""
@@ -268,4 +279,6 @@ def build_distribution(kind: str, classes: int | None = None, mixtures: int = 0,
         return GaussianMixture(mixtures, min_scale)
     if kind == "laplace_mixture":
         return LaplaceMixture(mixtures, min_scale)
+    if kind == "logistic_mixture":
+        return LogisticMixture(mixtures, min_scale)
     raise ValueError(f"unknown distribution {kind!r}")

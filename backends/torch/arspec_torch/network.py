@@ -14,12 +14,14 @@ from arspec_torch.plan import Plan
 
 
 class Network(nn.Module):
-    """forward(raw x, encoded x, context) -> the output value (distribution parameters)."""
+    """forward(raw x, encoded x, context) -> the output value (distribution parameters). `taps`
+    names further nodes whose values `forward_taps` returns too (a part read by another part)."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, taps: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.calls = [pc.step for pc in plan.calls]
         self.output = plan.output
+        self.taps = {name: plan.node_values[name] for name in taps}
         self.contexts = plan.contexts
         self.mask_sets = plan.mask_sets
         self.active = 0
@@ -36,7 +38,8 @@ class Network(nn.Module):
             for a in call.args:
                 last_use[a] = i
         # values that may be dropped after each call (keeps peak memory at the live set)
-        self.release = [[a for a, s in last_use.items() if s == i and a != self.output] for i in range(len(self.calls))]
+        kept = {self.output, *self.taps.values()}
+        self.release = [[a for a, s in last_use.items() if s == i and a not in kept] for i in range(len(self.calls))]
 
     def context_values(self, context: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Context inputs by value id: global ones one-hot encoded, local ones as given."""
@@ -47,9 +50,17 @@ class Network(nn.Module):
         return out
 
     def forward(self, raw: torch.Tensor, x: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+        return self._run(raw, x, context)[self.output]
+
+    def forward_taps(self, raw: torch.Tensor, x: torch.Tensor, context: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The output and the value of every tapped node, by node name."""
+        values = self._run(raw, x, context)
+        return values[self.output], {name: values[vid] for name, vid in self.taps.items()}
+
+    def _run(self, raw: torch.Tensor, x: torch.Tensor, context: dict[str, Any]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {"x": x, "x_raw": raw, **self.context_values(context, x.dtype)}
         for call, release in zip(self.calls, self.release):
             values[call.id] = run_call(call, self, [values[a] for a in call.args])
             for a in release:
                 values.pop(a, None)
-        return values[self.output]
+        return values

@@ -41,6 +41,7 @@ class Plan:
     output: str = ""
     contexts: list[ContextInput] = field(default_factory=list)
     mask_sets: int = 1
+    node_values: dict[str, str] = field(default_factory=dict)    # node name -> the value id holding its output
 
 
 def _source_ids(ir: IRGraph) -> tuple[dict[str, str], list[ContextInput]]:
@@ -83,6 +84,7 @@ def plan_of(ir: IRGraph) -> Plan:
             env[call.name] = step.id
         ids[node.name] = env[program.output]
     plan.output = ids[ir.output]
+    plan.node_values = dict(ids)
     return plan
 
 

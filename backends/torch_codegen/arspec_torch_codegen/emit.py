@@ -144,7 +144,7 @@ def _steps(plan: Plan) -> str:
 
 
 DISTRIBUTIONS = {"bernoulli": "Bernoulli", "categorical": "Categorical", "discretized_logistic_mixture": "DiscretizedLogisticMixture",
-                 "gaussian_mixture": "GaussianMixture", "laplace_mixture": "LaplaceMixture"}
+                 "gaussian_mixture": "GaussianMixture", "laplace_mixture": "LaplaceMixture", "logistic_mixture": "LogisticMixture"}
 
 
 def _distribution(ir: IRGraph) -> tuple[str, str]:
@@ -154,7 +154,8 @@ def _distribution(ir: IRGraph) -> tuple[str, str]:
         return "CoupledLogisticMixture", f"CoupledLogisticMixture({d.classes}, {d.mixtures}, {d.coupled_channels})"
     cls = DISTRIBUTIONS[d.kind]
     args = {"bernoulli": "", "categorical": f"{d.classes}", "discretized_logistic_mixture": f"{d.classes}, {d.mixtures}",
-            "gaussian_mixture": f"{d.mixtures}, {d.min_scale!r}", "laplace_mixture": f"{d.mixtures}, {d.min_scale!r}"}[d.kind]
+            "gaussian_mixture": f"{d.mixtures}, {d.min_scale!r}", "laplace_mixture": f"{d.mixtures}, {d.min_scale!r}",
+            "logistic_mixture": f"{d.mixtures}, {d.min_scale!r}"}[d.kind]
     return cls, f"{cls}({args})"
 
 
