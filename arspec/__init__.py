@@ -39,10 +39,11 @@ def export(spec: ModelSpec, backend: str = "torch-codegen") -> str:
     return chosen.export(spec.ir)
 
 
-def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None) -> Any:
-    """Rebuild a trained model from a checkpoint folder or file (safetensors + spec, no pickle)."""
+def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Rebuild a trained model from a checkpoint folder or file (safetensors + spec, no pickle);
+    `overrides` (e.g. a longer event) apply where the weights do not depend on them."""
     from arspec.checkpoint import load_model as _load
-    return _load(path, device=device, backend=backend)
+    return _load(path, device=device, backend=backend, overrides=overrides)
 
 
 __all__ = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +109,17 @@ def resolve(path: str | Path) -> Path:
     return candidates(path)[0]
 
 
-def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None) -> Any:
+def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None, overrides: Sequence[str] = ()) -> Any:
     """Rebuild the model from the checkpoint alone: spec text -> compile (with the backend it was
     trained with, unless another is named) -> weights; in eval mode. In a training folder a damaged
-    best checkpoint falls back to the last one (`model.checkpoint_note` says so)."""
+    best checkpoint falls back to the last one (`model.checkpoint_note` says so). `overrides` change
+    the spec where the weights do not depend on it (a longer event for a convolutional model)."""
     files = candidates(path)
     notes: list[str] = []
     failures: list[str] = []
     for i, file in enumerate(files):
         try:
-            model = _load_file(file, backend)
+            model = _load_file(file, backend, overrides)
         except CheckpointError as err:
             failures.append(str(err))
             if i + 1 == len(files):
@@ -132,12 +134,12 @@ def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None
     raise CheckpointError(f"{path}: no usable checkpoint")
 
 
-def _load_file(file: Path, backend: str | None) -> Any:
+def _load_file(file: Path, backend: str | None, overrides: Sequence[str] = ()) -> Any:
     from arspec import compile, parse_spec
     from arspec.errors import SpecError
     tensors, metadata = read_checkpoint(file)
     try:
-        spec = parse_spec(metadata["spec"], filename=f"{file}#spec", overrides=json.loads(metadata.get("overrides", "[]")))
+        spec = parse_spec(metadata["spec"], filename=f"{file}#spec", overrides=[*json.loads(metadata.get("overrides", "[]")), *overrides])
     except (SpecError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{file}: its spec does not load ({str(err).splitlines()[0]})") from None
     model: Any = compile(spec, backend=backend or metadata.get("backend", "torch"), device="cpu")

@@ -36,18 +36,24 @@ SPEC = ROOT / "specs" / "pixelvae.yaml"
 
 
 def baseline_text(spec_path: Path) -> str:
-    """The PixelVAE's decoder as a standalone spec with every reference to z removed."""
+    """The PixelVAE's decoder as a standalone spec without z: the latent input, every node computed
+    from it alone (the z features), and every reference to them removed — the same masked layers."""
     doc = yaml.safe_load(spec_path.read_text())
     decoder = copy.deepcopy(next(p for p in doc["parts"].values() if p.get("role") == "decoder"))
     decoder.pop("role")
-    latent = [k for k, c in decoder.get("conditioning", {}).items() if c.get("from") == "latent"]
-    for name in latent:
+    gone = {k for k, c in decoder.get("conditioning", {}).items() if c.get("from") == "latent"}
+    for name in gone:
         del decoder["conditioning"][name]
+    for name, node in list(decoder["graph"].items()):             # nodes that read only z (or its features)
+        reads = node.get("inputs") or []
+        if reads and all(r in gone for r in reads):
+            gone.add(name)
+            del decoder["graph"][name]
 
     def strip(graph: dict[str, Any]) -> None:
         for node in graph.values():
             if isinstance(node, dict) and "condition" in node:
-                node["condition"] = [c for c in node["condition"] if c not in latent]
+                node["condition"] = [c for c in node["condition"] if c not in gone]
     strip(decoder["graph"])
     for block in decoder.get("blocks", {}).values():
         strip(block["graph"])
@@ -80,7 +86,11 @@ def main() -> None:
         args.steps, args.iw, args.iw_items, data_name = 200, 10, 200, "binarized-mnist-5k"
     warmup = max(1, args.steps // 4)
     vae_spec = arspec.load_spec(SPEC, overrides=[f"objective.kl_warmup={warmup}", f"training.data={data_name}", *args.overrides])
-    base_spec = arspec.parse_spec(baseline_text(SPEC), "pixelcnn_same_layers.yaml")
+    decoder_name = vae_spec.ir.roles["decoder"]
+    same = [o.removeprefix(f"parts.{decoder_name}.") for o in args.overrides if o.startswith(f"parts.{decoder_name}.")
+            and not o.startswith(f"parts.{decoder_name}.conditioning")]
+    same += [o for o in args.overrides if o.startswith("params.")]
+    base_spec = arspec.parse_spec(baseline_text(SPEC), "pixelcnn_same_layers.yaml", overrides=same)   # the same overrides
     data = load_data(base_spec, data_name)
     x_test = data.test
     layers = sum(1 for n in base_spec.ir.op_nodes() if n.op.name in ("vertical_conv2d", "horizontal_conv2d"))

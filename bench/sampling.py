@@ -10,7 +10,10 @@ the transformer at 512 tokens >= 10x naive (its key-value cache: keys and values
 computed once, the queries of the new position only); the Video Pixel Network at 10 frames of 32x32
 >= 20x naive (frame by frame: the encoder and the recurrence over frames once per frame, the decoder
 per pixel); PixelSNAIL's ratio is reported beside them.
-Last, multiscale PixelCNN's O(log N) parallel steps against raster sampling."""
+Then multiscale PixelCNN's O(log N) parallel steps against raster sampling; last, Parallel
+WaveNet's student against its teacher's cached generation for one second of audio (target >= 100x;
+`--parallel-wavenet TEACHER STUDENT` with trained checkpoints adds the teacher's NLL of real audio,
+of its own samples and of the student's)."""
 from __future__ import annotations
 
 import argparse
@@ -77,7 +80,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter events (a smoke run)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--parallel-wavenet", nargs=2, metavar=("TEACHER", "STUDENT"),
+                        help="only the Parallel WaveNet rows, with these trained checkpoints (speed and quality)")
     args = parser.parse_args()
+    if args.parallel_wavenet:
+        parallel_wavenet(args.device, *args.parallel_wavenet)
+        return
     device = args.device
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"{'model':>28} {'naive s':>12} {'cached s':>10} {'speedup':>9} {'ms/element':>12} {'cache MiB':>10}")
@@ -92,6 +100,7 @@ def main() -> None:
         spec = arspec.load_spec(SPECS / f"{name}.yaml", overrides=[f"event.shape={shape}"])
         row(f"{name} {shape}", arspec.compile(spec, seed=0, device=device).eval(), args.batch, max_steps=48 if args.quick else 128)
     parallel_multiscale(max(args.batch, 4), device)
+    parallel_wavenet(device, samples=4000 if args.quick else 16000)
 
 
 def parallel_multiscale(n: int, device: str = "cpu") -> None:
@@ -111,6 +120,58 @@ def parallel_multiscale(n: int, device: str = "cpu") -> None:
         rows.append((label, len(model.steps()), time.perf_counter() - start))
     for label, passes, seconds in rows:
         print(f"{label:>34} {passes:7d} {seconds:9.2f} {seconds / rows[0][2]:13.1f}x")
+
+
+
+def parallel_wavenet(device: str = "cpu", teacher_dir: str | None = None, student_dir: str | None = None,
+                     samples: int = 16000, repeats: int = 5) -> None:
+    """Parallel WaveNet's student (one parallel pass per flow) against its teacher's cached
+    generation, for `samples` samples (one second at 16 kHz), batch 1, given the same log-mel
+    conditioning. With trained checkpoints (`--parallel-wavenet TEACHER STUDENT`), also the
+    quality: the teacher's NLL per sample of the real audio, of its own samples and of the
+    student's (the weights are convolutional: the checkpoints load at any length)."""
+    from arspec.data import load_data
+    longer = [f"event.shape=[{samples}]"]
+    if teacher_dir and student_dir:
+        teacher = arspec.load_model(teacher_dir, device=device, overrides=longer)
+        student = arspec.load_model(student_dir, device=device, overrides=longer)
+        data = load_data(teacher.spec, "speech")
+        loudest = int(torch.argmax(teacher.distribution.encode(data.test, torch.float64).std(dim=1)))   # not a crop of silence
+        context = {k: v[loudest:loudest + 1].to(device) for k, v in data.context(teacher.spec, "test").items()}
+        real = data.test[loudest:loudest + 1].to(device)
+        trained = "trained"
+    else:
+        teacher = arspec.compile(arspec.load_spec(SPECS / "wavenet_teacher.yaml", overrides=longer), seed=0, device=device).eval()
+        student = arspec.compile(arspec.load_spec(SPECS / "parallel_wavenet.yaml", overrides=longer), seed=0, device=device).eval()
+        context = teacher.example_context(1)
+        real, trained = None, "untrained (speed only)"
+    print(f"\nParallel WaveNet, {samples} samples ({samples / 16000:.2f} s at 16 kHz), batch 1, {trained}:")
+    with torch.inference_mode():
+        student.sample(1, generator=torch.Generator().manual_seed(0), **context)          # warm-up
+        _sync(student)
+        times = []
+        for r in range(repeats):
+            start = time.perf_counter()
+            student_x = student.sample(1, generator=torch.Generator().manual_seed(r), **context)
+            _sync(student)
+            times.append(time.perf_counter() - start)
+        student_s = sorted(times)[len(times) // 2]
+        _sync(teacher)
+        start = time.perf_counter()
+        teacher_x = teacher.sample(1, generator=torch.Generator().manual_seed(0), cache=True, **context)
+        _sync(teacher)
+        teacher_s = time.perf_counter() - start
+    print(f"{'teacher, cached generation':>40} {teacher_s:10.3f} s  {samples / teacher_s:10.0f} samples/s")
+    print(f"{'student, parallel flows (median of ' + str(repeats) + ')':>40} {student_s:10.3f} s  {samples / student_s:10.0f} samples/s")
+    print(f"{'student speed-up':>40} {teacher_s / student_s:10.1f}x   (target >= 100x)")
+    if real is None:
+        return
+    d = teacher.distribution
+    quantized = torch.round((student_x.clamp(-1, 1) + 1) * (d.classes - 1) / 2).long()
+    with torch.inference_mode():
+        for label, x in (("real audio", real), ("teacher samples", teacher_x), ("student samples", quantized)):
+            nll = float(-teacher.log_prob(x, **context).mean()) / samples
+            print(f"{'teacher NLL of ' + label:>40} {nll:10.3f} nats per sample")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def test_compile_prints_a_summary_and_writes_a_checkpoint(tmp_path):
 def test_schema_command_prints_the_json_schema():
     result = run("schema")
     schema = json.loads(result.stdout)
-    assert schema["title"] == "arspec model spec" and "graph" in schema["properties"]
+    assert schema["title"] == "arspec model spec" and "graph" in schema["$defs"]["ModelSpec"]["properties"]
+    assert "parts" in schema["$defs"]["CompositeSpec"]["properties"]                 # models of several parts
 
 
 def test_graph_command_draws_the_receptive_field(tmp_path):

@@ -29,7 +29,7 @@ def run(args: Any) -> int:
     final, nll = result["final"], result["teacher_nll_per_sample"]
     power = f", power loss {final['power']:.4g}" if "power" in final else ""
     print(f"final KL(student || teacher) {final['kl_per_sample']:.4f} nats per sample{power} after {config.steps} steps in {result['seconds']} s")
-    print(f"teacher NLL per sample of the first test item's conditioning: real audio {nll['real']:.3f}, teacher samples "
+    print(f"teacher NLL per sample, given the loudest test item's conditioning: real audio {nll['real']:.3f}, teacher samples "
           f"{nll['teacher']:.3f}, student samples {nll['student']:.3f} nats")
     ratio = result["teacher_generation_s"] / max(result["student_generation_s"], 1e-9)
     print(f"generation: teacher (cached) {result['teacher_generation_s']:.2f} s, student (parallel) {result['student_generation_s']:.3f} s "

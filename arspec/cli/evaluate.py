@@ -8,10 +8,10 @@ from typing import Any
 
 
 def run(args: Any) -> int:
-    from arspec.errors import UsageError
     from arspec.checkpoint import load_model
     from arspec.cli.sample import context_from_arguments
     from arspec.data.splits import DataError
+    from arspec.errors import UsageError
     from arspec.train import evaluate_nll
     from arspec.train.trainer import per_dim_text
     model = load_model(args.checkpoint, device=args.device or "cpu")

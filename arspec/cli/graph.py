@@ -25,11 +25,12 @@ def _element(asked: tuple[int, ...] | None, report) -> tuple[int, ...]:
 def run(args) -> int:
     from arspec import analyze, load_spec
     from arspec.analysis.report import element_name
-    from arspec.graph_figure import draw_graph_figure, internal_index, internal_shape
     from arspec.composite.models import CompositeSpec
+    from arspec.graph_figure import draw_graph_figure, internal_index, internal_shape
     spec = load_spec(args.spec, overrides=args.overrides)
     report = analyze(spec)
-    if isinstance(spec, CompositeSpec):       # the autoregressive part: the decoder, z a context input
+    failed = bool(report.errors)
+    if isinstance(spec, CompositeSpec):       # the autoregressive part: the decoder (z a context input), or the first flow
         for problem in report.errors:
             print(problem, file=sys.stderr)
         spec, report = spec.decoder, report.decoder
@@ -50,7 +51,7 @@ def run(args) -> int:
     if report.agnostic:
         reads = f"order-agnostic, x only through {', '.join(report.agnostic['gates'])}; in raster order {reads}"
     print(f"wrote {args.output}: {reads}; op graph of {len(spec.ir.op_nodes())} ops{verdict}")
-    return 1 if report.errors else 0
+    return 1 if report.errors or failed else 0
 
 
 def in_raster_order(spec, report, element: tuple[int, ...]):

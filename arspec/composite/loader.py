@@ -17,7 +17,6 @@ from arspec.spec.pydantic_errors import report_validation_error
 from arspec.spec.yaml_source import Path, SourceMap, dotted
 
 
-
 class PartSource:
     """Locates paths inside one part (a view of the whole spec's SourceMap)."""
 
@@ -76,10 +75,12 @@ class _CompositeLoader:
                 self.add(("latent",), "a distilled student has no latent map: its noise has the event's shape")
         return None if self.problems else found
 
-    def model_part(self, spec: CompositeSpec, name: str, event: list[int], network: NetworkOutput | None = None) -> Any:
-        """A part written as a spec (role removed), its event defaulting to `event`."""
+    def model_part(self, spec: CompositeSpec, name: str, event: list[int], network: NetworkOutput | None = None,
+                   body: dict[str, Any] | None = None) -> Any:
+        """A part written as a spec (role removed; `body` instead of what the file says, for parts
+        completed by the loader), its event defaulting to `event`."""
         from arspec.loader import parse_model
-        raw = {k: copy.deepcopy(v) for k, v in spec.parts[name].items() if k != "role"}
+        raw = {k: copy.deepcopy(v) for k, v in (body if body is not None else spec.parts[name]).items() if k != "role"}
         raw.setdefault("name", f"{spec.name}.{name}")
         if "event" in raw and isinstance(raw["event"], dict) and raw["event"].get("shape") != event:
             self.add(("parts", name, "event", "shape"), f"this part's event must be {event} (what it models), got {raw['event'].get('shape')}")
@@ -105,11 +106,7 @@ class _CompositeLoader:
         assert spec.latent is not None
         latent = spec.latent.shape
         want = NetworkOutput((2 * latent[0], *latent[1:]), f"the encoder of a latent {latent} (a mean and a scale per latent element)")
-        original, spec.parts[name] = spec.parts[name], body
-        try:
-            return self.model_part(spec, name, spec.event.shape, want)
-        finally:
-            spec.parts[name] = original
+        return self.model_part(spec, name, spec.event.shape, want, body)
 
     def prior(self, spec: CompositeSpec, name: str) -> tuple[bool, Any]:
         """(ok, the prior's ModelSpec or None for a standard normal)."""
@@ -130,7 +127,7 @@ class _CompositeLoader:
                      f"the latent z is real-valued: its prior needs a real-valued distribution ({', '.join(REAL_VALUED)}), "
                      f"got {model.distribution.type}")
             return False, None
-        for cond_name, cond in model.conditioning.items():
+        for cond_name, _cond in model.conditioning.items():
             self.add(("parts", name, "conditioning", cond_name), "a prior over z takes no context (z is drawn from it before anything else)")
         return not model.conditioning, model
 
@@ -181,13 +178,10 @@ class _CompositeLoader:
     def flows(self, spec: CompositeSpec, names: list[str]) -> list[Any] | None:
         """Each flow: an autoregressive spec over its input noise (the event's shape), whose one
         logistic component per element is the flow's shift and scale; every flow reads the same context."""
-        flows = []
+        flows: list[Any] = []
         for name in names:
-            raw = spec.parts[name]
-            if "distribution" not in raw:
-                spec.parts[name] = {**raw, "distribution": {"type": "logistic_mixture", "mixtures": 1}}
-            model = self.model_part(spec, name, spec.event.shape)
-            spec.parts[name] = raw
+            body = {"distribution": {"type": "logistic_mixture", "mixtures": 1}, **spec.parts[name]}
+            model = self.model_part(spec, name, spec.event.shape, body=body)
             if model is None:
                 continue
             dist = model.distribution

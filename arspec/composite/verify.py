@@ -37,8 +37,9 @@ class CompositeReport:
 
     @property
     def decoder(self) -> Report:
-        """The report of the part whose guarantee is about the data: the decoder (a student: its last flow)."""
-        return self.parts.get("decoder") or list(self.parts.values())[-1]
+        """The report of the part whose guarantee is about the data: the decoder (a student: its first
+        flow, like CompositeSpec.decoder)."""
+        return self.parts.get("decoder") or next(iter(self.parts.values()))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +87,7 @@ def analyze_composite(spec: Any) -> CompositeReport:
                 f"conditioning leak across parts: the decoder's input {link.input!r} is {link.source}, which the encoder computes from x "
                 f"without the latent bottleneck; x may reach the decoder only through its masked path and z, so every element's "
                 f"prediction would see the whole item (and sampling, which has no x, could not compute it)"))
-    report.guarantees.append(f"x reaches the decoder only through its masked path and z"
+    report.guarantees.append("x reaches the decoder only through its masked path and z"
                              + ("" if not any(not link.is_latent for link in ir.links) else " — VIOLATED, see the errors"))
     report.guarantees.append(f"z: drawn from the encoder's ({roles['encoder']}) Gaussian posterior q(z | x) in training, "
                              f"from the prior ({roles['prior']}) when sampling")

@@ -119,13 +119,16 @@ def distill(teacher_path: str | Path, spec: Any, data: Splits, config: DistillCo
 
 @torch.no_grad()
 def compare_samples(teacher: Any, student: Any, data: Splits, spec: Any, out: Path, device: str, items: int = 1) -> dict[str, Any]:
-    """Teacher and student samples for the first test items' conditioning, with the real audio:
-    WAVs, spectrograms, the teacher's NLL (nats per sample) of each, and the generation times."""
+    """Teacher and student samples for the conditioning of the loudest test items (a crop of
+    silence would say little), with the real audio: WAVs, spectrograms, the teacher's NLL (nats per
+    sample) of each, and the generation times."""
     from arspec.data.audio import write_wav
     from arspec.pictures import save_spectrograms
     rate = spec.event.rate or 16000
-    context = {k: v[:items].to(device) for k, v in data.context(spec, "test").items()}
-    real = data.test[:items].to(device)
+    loudness = _audio(teacher, data.test).std(dim=1)
+    pick = torch.argsort(loudness, descending=True)[:items]
+    context = {k: v[pick].to(device) for k, v in data.context(spec, "test").items()}
+    real = data.test[pick].to(device)
     gen = torch.Generator(device=device).manual_seed(0)
     start = time.perf_counter()
     teacher_x = teacher.sample(items, generator=gen, **context)

@@ -151,11 +151,14 @@ def teacher_log_density(teacher: ARModel, params: torch.Tensor, x: torch.Tensor)
 
 
 def power_loss(x: torch.Tensor, target: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Mean squared difference of the STFT power spectra of x and the real audio, (B,)."""
+    """The power loss, (B,): the mean squared difference of the log power spectra (STFT with a
+    Hann window of n_fft samples, hop n_fft / 4) of x and of the real audio. In the log domain its
+    scale does not depend on the loudness or the frame size, so a weight of 1 balances it against
+    the KL per sample."""
     window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
-    def power(a):
-        return torch.stft(a, n_fft, hop_length=n_fft // 4, window=window, return_complex=True).abs() ** 2
-    return ((power(x) - power(target.to(x.dtype))) ** 2).flatten(1).mean(1)
+    def log_power(a):
+        return torch.log(torch.stft(a, n_fft, hop_length=n_fft // 4, window=window, return_complex=True).abs() ** 2 + 1e-6)
+    return ((log_power(x) - log_power(target.to(x.dtype))) ** 2).flatten(1).mean(1)
 
 
 def distillation_terms(student: FlowStudent, teacher: ARModel, context: dict[str, torch.Tensor], objective: dict[str, Any],
@@ -164,7 +167,8 @@ def distillation_terms(student: FlowStudent, teacher: ARModel, context: dict[str
     """Monte-Carlo KL(student || teacher) per item (B,) from one student sample per item: the
     student's entropy in closed form, the cross-entropy under the teacher's output distribution at
     every step given the student's own past, with `samples` draws of x_t from the student per step.
-    Also the power loss against `target` and the contrastive term (with `other_context`)."""
+    Also the power loss against `target` and the contrastive term (with `other_context`). `loss`
+    is what training minimises: KL per sample + power x power loss - contrastive x its KL per sample."""
     n = next(iter(context.values())).shape[0] if context else (target.shape[0] if target is not None else 1)
     z = student.noise(n, generator)
     out = student.transform(z, **context)
@@ -177,14 +181,15 @@ def distillation_terms(student: FlowStudent, teacher: ARModel, context: dict[str
 
     entropy = student.entropy(out)
     ce = cross_entropy(context)
+    steps = out["x"][0].numel()
     terms = {"kl": ce - entropy, "cross_entropy": ce, "entropy": entropy, "x": out["x"]}
-    loss = terms["kl"]
+    loss = terms["kl"] / steps                                                  # per sample, like the power loss
     if target is not None and objective.get("power", 0) > 0:
         terms["power"] = power_loss(out["x"], target, int(objective["stft"]))
         loss = loss + objective["power"] * terms["power"]
     if other_context is not None and objective.get("contrastive", 0) > 0:
         terms["contrastive"] = cross_entropy(other_context) - entropy
-        loss = loss - objective["contrastive"] * terms["contrastive"]
+        loss = loss - objective["contrastive"] * terms["contrastive"] / steps
     terms["loss"] = loss
     return terms
 
