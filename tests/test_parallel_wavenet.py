@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDENT = ROOT / "specs" / "parallel_wavenet.yaml"
 TEACHER = ROOT / "specs" / "wavenet_teacher.yaml"
 BROKEN = ROOT / "specs" / "broken" / "parallel_wavenet_flow_sees_current_noise.yaml"
-PROPERTY = settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def jacobian(student, z: torch.Tensor, context: dict) -> torch.Tensor:
@@ -203,6 +203,7 @@ def _arspec(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "arspec", *args], capture_output=True, text=True, cwd=cwd, timeout=900)
 
 
+@pytest.mark.slow          # about a minute: trains a teacher, distils a student, samples it (make test-all)
 def test_train_a_teacher_distil_a_student_and_sample_it_from_the_command_line(tmp_path):
     short = ["--set", "event.shape=[800]"]
     teacher = _arspec("train", str(TEACHER), "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "teacher"), "--quiet",

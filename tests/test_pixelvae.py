@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PIXELVAE = ROOT / "specs" / "pixelvae.yaml"
 AR_PRIOR = ROOT / "specs" / "pixelvae_ar_prior.yaml"
 LEAKY = ROOT / "specs" / "broken" / "pixelvae_decoder_reads_encoder.yaml"
-PROPERTY = settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class GivenZ:

@@ -95,6 +95,8 @@ class _CompositeLoader:
         return model
 
     def encoder(self, spec: CompositeSpec, name: str, decoder_raw: dict[str, Any]) -> Any:
+        """The encoder: a graph over x lowered like a spec (x encoded as the decoder encodes it),
+        whose output must hold the posterior's mean and scale at the latent's resolution."""
         raw = spec.parts[name]
         try:
             EncoderPart.model_validate(raw)
