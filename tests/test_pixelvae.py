@@ -288,6 +288,7 @@ def _arspec(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "arspec", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
+@pytest.mark.slow          # about half a minute of subprocesses (make test-all); the model API is tested above
 def test_train_eval_and_sample_a_pixelvae_from_the_command_line(tmp_path):
     out = tmp_path / "run"
     small = ["--set", "params.channels=8", "--set", "params.double=16"]
