@@ -29,6 +29,10 @@ class Problem:
         where = f"{self.path}: " if self.path else ""
         return f"{self.location}: {where}{self.message}"
 
+    def in_part(self, prefix: str) -> Problem:
+        """The same problem found inside a part of a larger spec: its field path under `prefix`."""
+        return Problem(self.location, f"{prefix}.{self.path}" if self.path else prefix, self.message, self.severity)
+
 
 @dataclass
 class SpecError(Exception):

@@ -30,12 +30,13 @@ class PartSource:
 def _collect(inner: Problems, prefix: str, problems: Problems) -> None:
     """Problems found inside a part, their field paths prefixed with the part's path."""
     for p in inner.items:
-        problems.add(p.location, f"{prefix}.{p.path}" if p.path else prefix, p.message)
+        placed = p.in_part(prefix)
+        problems.add(placed.location, placed.path, placed.message)
 
 
 class _CompositeLoader:
-    def __init__(self, data: dict[str, Any], source: SourceMap, problems: Problems) -> None:
-        self.data, self.source, self.problems = data, source, problems
+    def __init__(self, source: SourceMap, problems: Problems) -> None:
+        self.source, self.problems = source, problems
 
     def add(self, path: Path, message: str) -> None:
         self.problems.add(self.source.locate(path), dotted(path), message)
@@ -226,7 +227,7 @@ def parse_composite(data: dict[str, Any], source: SourceMap, problems: Problems,
     except ValidationError as err:
         report_validation_error(err, raw, (), source, problems)
         return None
-    loader = _CompositeLoader(raw, source, problems)
+    loader = _CompositeLoader(source, problems)
     found = loader.roles(spec)
     if found is None or not loader.check_latent(spec):
         return None

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from arspec.spec.models import MAX_EVENT_ELEMENTS, EventSpec, Strict, TrainingSpec
+from arspec.spec.models import MAX_EVENT_ELEMENTS, EventSpec, Strict, TrainingSpec, check_size
 
 ROLES = ("encoder", "prior", "decoder", "flow")
 VAE_ROLES = ("encoder", "prior", "decoder")
@@ -25,12 +25,7 @@ class LatentSpec(Strict):
     @field_validator("shape")
     @classmethod
     def _not_absurd(cls, shape: list[int]) -> list[int]:
-        total = 1
-        for s in shape:
-            total *= s
-        if total > MAX_EVENT_ELEMENTS:
-            raise ValueError(f"a latent of {total:,} elements is larger than the limit of {MAX_EVENT_ELEMENTS:,}")
-        return shape
+        return check_size(shape, "a latent")
 
 
 class ElboObjective(Strict):

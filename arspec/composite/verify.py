@@ -57,8 +57,11 @@ class CompositeReport:
         }
 
 
-def _prefixed(problems: list[Problem], prefix: str) -> list[Problem]:
-    return [Problem(p.location, f"{prefix}.{p.path}" if p.path else prefix, p.message, p.severity) for p in problems]
+def _take_part(report: CompositeReport, key: str, part: str, part_report: Report) -> None:
+    """Record a part's report under `key`, its problems located under `parts.<part>`."""
+    report.parts[key] = part_report
+    report.errors += [p.in_part(f"parts.{part}") for p in part_report.errors]
+    report.warnings += [p.in_part(f"parts.{part}") for p in part_report.warnings]
 
 
 def analyze_composite(spec: Any) -> CompositeReport:
@@ -70,9 +73,7 @@ def analyze_composite(spec: Any) -> CompositeReport:
     roles = ir.roles
     report = CompositeReport(spec.name, {}, parameters=ir.parameters)
     decoder = analyze(ir.decoder_spec)
-    report.parts["decoder"] = decoder
-    report.errors += _prefixed(decoder.errors, f"parts.{roles['decoder']}")
-    report.warnings += _prefixed(decoder.warnings, f"parts.{roles['decoder']}")
+    _take_part(report, "decoder", roles["decoder"], decoder)
     order = "the decoder's " + ", ".join(o.type for o in ir.decoder_spec.orderings) + " ordering"
     latent_inputs = [link.input for link in ir.links if link.is_latent]
     report.guarantees.append(f"decoder ({roles['decoder']}): autoregressive over x given z ({order}; z enters as "
@@ -93,9 +94,7 @@ def analyze_composite(spec: Any) -> CompositeReport:
                              f"from the prior ({roles['prior']}) when sampling")
     if ir.prior_spec is not None:
         prior = analyze(ir.prior_spec)
-        report.parts["prior"] = prior
-        report.errors += _prefixed(prior.errors, f"parts.{roles['prior']}")
-        report.warnings += _prefixed(prior.warnings, f"parts.{roles['prior']}")
+        _take_part(report, "prior", roles["prior"], prior)
         prior_order = ", ".join(o.type for o in ir.prior_spec.orderings)
         report.guarantees.append(f"prior ({roles['prior']}): autoregressive over the latent map {list(ir.latent_shape)} "
                                  f"({prior_order} ordering)" + ("" if prior.ok else " — NOT PROVED, see the errors"))
@@ -115,9 +114,7 @@ def analyze_student(spec: Any) -> CompositeReport:
     report = CompositeReport(spec.name, {}, parameters=ir.parameters)
     for name, flow_spec in zip(ir.flow_names, ir.flow_specs):
         part = analyze(flow_spec)
-        report.parts[name] = part
-        report.errors += _prefixed(part.errors, f"parts.{name}")
-        report.warnings += _prefixed(part.warnings, f"parts.{name}")
+        _take_part(report, name, name, part)
         context = ", ".join(flow_spec.conditioning) or "no context"
         rf = part.receptive_field.get("max_elements", part.receptive_field.get("elements_seen_interior"))
         field = f"; receptive field {rf} steps" if rf is not None else ""

@@ -14,6 +14,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_size(shape: list[int], what: str) -> list[int]:
+    """`shape` unchanged, or a ValueError when its elements exceed MAX_EVENT_ELEMENTS (checked before
+    anything is allocated)."""
+    total = 1
+    for s in shape:
+        total *= s
+    if total > MAX_EVENT_ELEMENTS:
+        raise ValueError(f"{what} of {total:,} elements is larger than the limit of {MAX_EVENT_ELEMENTS:,}")
+    return shape
+
+
 class EventSpec(Strict):
     """The shape of one data item: [T] (sequence), [C, T], [C, H, W] (image) or [T, C, H, W] (video: frames of C×H×W)."""
 
@@ -23,12 +34,7 @@ class EventSpec(Strict):
     @field_validator("shape")
     @classmethod
     def _not_absurd(cls, shape: list[int]) -> list[int]:
-        total = 1
-        for s in shape:
-            total *= s
-        if total > MAX_EVENT_ELEMENTS:
-            raise ValueError(f"an event of {total:,} elements is larger than the limit of {MAX_EVENT_ELEMENTS:,}")
-        return shape
+        return check_size(shape, "an event")
 
 
 class Bernoulli(Strict):

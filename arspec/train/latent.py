@@ -44,7 +44,7 @@ def evaluate_latent(model, x: torch.Tensor, context: dict[str, torch.Tensor], iw
     was = model.training
     model.eval()
     draw = torch.Generator().manual_seed(seed)
-    bound = rec = kl = weighted = 0.0
+    rec = kl = weighted = 0.0
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(model.device)
         cb = {k: v[start:start + batch_size].to(model.device) for k, v in context.items()}

@@ -6,7 +6,6 @@ given z_<t is Logistic(mu_tot, s_tot), where s_tot = prod_i s_i and mu_tot = sum
 its entropy per step is log s_tot + 2 in closed form, and log q(x) = sum_t log p(z_t) - log s_tot,t."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -193,6 +192,3 @@ def distillation_terms(student: FlowStudent, teacher: ARModel, context: dict[str
     terms["loss"] = loss
     return terms
 
-
-def nats_per_sample(value: torch.Tensor, steps: int) -> float:
-    return float(value.detach().mean()) / steps if steps else math.nan
