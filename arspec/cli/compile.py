@@ -31,9 +31,9 @@ def composite_summary(spec, report, model) -> str:
                  f"event        {list(spec.event.shape)}; context {', '.join(spec.conditioning) or 'none'}",
                  f"objective    distillation: {spec.objective.samples} draws per step" + (f", power loss x{spec.objective.power}" if spec.objective.power else "")
                  + (f", contrastive x{spec.objective.contrastive}" if spec.objective.contrastive else "")]
-        for name, flow, part in zip(ir.flow_names, model.flows, report.parts.values()):
+        for name, flow_ir, flow, part in zip(ir.flow_names, ir.flows, model.flows, report.parts.values()):
             rf = part.receptive_field.get("max_elements", part.receptive_field.get("elements_seen_interior"))
-            lines.append(f"flow         {name}: {count(flow):,} parameters, {len(spec.ir.flows[ir.flow_names.index(name)].op_nodes())} nodes, "
+            lines.append(f"flow         {name}: {count(flow):,} parameters, {len(flow_ir.op_nodes())} nodes, "
                          f"shift and scale read {rf} earlier noise steps")
         lines += [f"parameters   {count(model):,} in all", f"verdict      {'verified' if report.ok else 'NOT verified'}"]
         return "\n".join(lines)
