@@ -61,7 +61,7 @@ def cache_bytes(model, n: int) -> int:
     """Bytes held by the cache: ring buffers (the per-step plan) or one full buffer per value."""
     inc = model.incremental
     per = torch.finfo(model.dtype).bits // 8
-    if inc._planned(model):
+    if inc.engine_for(model) in ("plan", "static"):
         return inc.plan.ring_bytes(n, per)
     return sum(c.channels * (inc.positions + 1) * n * per for c in inc.steps)
 

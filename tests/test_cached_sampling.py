@@ -126,3 +126,63 @@ def test_a_vertical_stack_wider_than_the_image_falls_back_to_the_torch_path_and_
     fast = model.sample(2, generator=torch.Generator().manual_seed(3), cache=True)
     slow = model.sample(2, generator=torch.Generator().manual_seed(3), cache=False)
     assert torch.equal(fast, slow)
+
+
+# -- the accelerators' static program: the CPU's plan as torch kernels at a position held on the device --
+
+STATIC_CASES = [
+    ("wavenet.yaml", ["event.shape=[48]"]),
+    ("wavenet_conditional.yaml", ["event.shape=[16]", "conditioning.features.upsample=8"]),
+    ("wavenet_teacher.yaml", ["event.shape=[32]", "conditioning.mel.upsample=8"]),
+    ("gated_pixelcnn.yaml", ["event.shape=[1,12,12]"]),
+    ("pixelcnn_rgb.yaml", ["event.shape=[3,8,8]"]),            # channels: the position recomputed per channel
+    ("pixelcnn_pp.yaml", ["event.shape=[3,8,8]"]),             # coupled channels drawn by slicing, not masks
+]
+
+
+def _static(model):
+    model.incremental.engine = "static"          # what a CUDA device runs, here without the graph
+    assert model.incremental.engine_for(model) == "static"
+    return model
+
+
+@pytest.mark.parametrize("name,overrides", STATIC_CASES, ids=[c[0] for c in STATIC_CASES])
+def test_the_static_step_program_matches_the_training_graph_and_naive_sampling(name, overrides):
+    spec = arspec.load_spec(ROOT / "specs" / name, overrides=overrides)
+    model = _static(_model(spec))
+    x, context = model.example_inputs(3, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(model.incremental.teacher_forced(model, x, **context), model(x, **context), atol=1e-9, rtol=1e-9)
+    fast = model.sample(3, generator=torch.Generator().manual_seed(7), cache=True, **context)
+    slow = model.sample(3, generator=torch.Generator().manual_seed(7), cache=False, **context)
+    assert torch.equal(fast, slow) and not model.incremental.graphed
+
+
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(masked_conv_stacks())
+def test_the_static_step_program_equals_the_training_path_for_random_masked_stacks(text):
+    model = _model(spec_from(text))
+    if model.incremental.plan is None:           # no fixed-lag plan at this shape: the torch path serves it
+        return
+    _static(model)
+    x, _ = model.example_inputs(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-9, rtol=1e-9)
+    fast = model.sample(2, generator=torch.Generator().manual_seed(4), cache=True)
+    assert torch.equal(fast, model.sample(2, generator=torch.Generator().manual_seed(4), cache=False))
+
+
+@pytest.mark.parametrize("corruption", ["ring slot one position late", "lag one step early"])
+def test_a_corrupted_static_program_is_caught_by_the_training_graph_comparison(corruption, monkeypatch):
+    spec = arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[48]"])
+    model = _static(_model(spec))
+    plan = model.incremental.plan
+    if corruption == "ring slot one position late":
+        slots = plan.slots
+        monkeypatch.setattr(plan, "slots", lambda call, i: (slots(call, i) + 1) % (plan.ring[call.args[i]] + 1))
+    else:
+        victim = next(c.id for c in plan.steps if c.kind == "masked_conv" and plan.lag[c.id] < 0)
+        monkeypatch.setitem(plan.lag, victim, plan.lag[victim] - 1)
+    x, _ = model.example_inputs(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert not torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-6, rtol=1e-6)

@@ -273,6 +273,13 @@ class ARModel(nn.Module):
         device = generator.device if generator is not None else self.device
         return torch.rand(shape, generator=generator, device=device).to(self.device)
 
+    def uniforms_ahead(self, n: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """(count, n, 1, noise): exactly what `count` successive `uniforms(n, 1, generator)` calls
+        draw, moved to the model's device in one copy (the static sampler draws a chunk ahead)."""
+        device = generator.device if generator is not None else self.device
+        shape = (n, 1, self.distribution.noise_per_element)
+        return torch.stack([torch.rand(shape, generator=generator, device=device) for _ in range(count)]).to(self.device)
+
     def completion_is_exact(self, known: torch.Tensor) -> bool:
         """Whether every known element comes before every unknown one in the order: then completion
         draws from p(unknown | known) exactly; otherwise known elements are clamped (approximate)."""

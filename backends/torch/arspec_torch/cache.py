@@ -21,7 +21,16 @@ import numpy as np
 import torch
 
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
-from arspec_torch.stepplan import StepPlan, StepProgram, constant_values, data_dependent, single_threaded_blas, update_frame_values
+from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
+from arspec_torch.stepplan import (
+    StepPlan,
+    StepProgram,
+    constant_tensors,
+    constant_values,
+    data_dependent,
+    single_threaded_blas,
+    update_frame_values,
+)
 
 
 @dataclass
@@ -144,6 +153,11 @@ class WindowCache:
         self.gathers = [self._gather(c) for c in self.steps]
         plan = StepPlan(calls, output, internal, self._frame_values(final))
         self.plan = plan if plan.usable else None
+        #: how cached generation runs: None picks per device (see `engine_for`); 'plan', 'static' or
+        #: 'torch' forces one (the tests run the accelerators' static program on the CPU this way)
+        self.engine: str | None = None
+        #: whether the last sampling through the static program replayed a CUDA graph
+        self.graphed = False
 
     def _finality(self) -> dict[str, np.ndarray]:
         """Per data-dependent value and position: the last position its value reads (max-plus over
@@ -331,9 +345,25 @@ class WindowCache:
         for i, p in pairs:
             steps[i](p)
 
+    def engine_for(self, model: Any, keep: torch.Tensor | None = None) -> str:
+        """'plan': the generated numpy step (the CPU); 'static': the same plan as torch kernels at a
+        position held on the device, one CUDA graph per step (accelerators); 'torch': per-call
+        closures over full buffers (no fixed-lag plan, videos' frame values, completion)."""
+        if self.plan is None:
+            return "torch"
+        if self.engine is not None:
+            chosen = self.engine
+        else:
+            chosen = "plan" if model.device.type == "cpu" else "static"
+        if chosen == "static" and (self.plan.frame_values or keep is not None):
+            return "torch"
+        if chosen == "plan" and model.device.type != "cpu":
+            return "static"
+        return chosen
+
     def _planned(self, model: Any) -> bool:
         """Whether to run the compiled per-step plan (numpy, on the CPU) rather than the torch path."""
-        return self.plan is not None and model.device.type == "cpu"
+        return self.engine_for(model) == "plan"
 
     def _program(self, model: Any, n: int, context: dict[str, Any], record: bool) -> StepProgram:
         assert self.plan is not None
@@ -358,9 +388,12 @@ class WindowCache:
         """The distribution parameters computed through the cache with x known: (B, *event, P).
         Must equal model(x) — the check that cached generation agrees with the training graph."""
         x = model.to_internal(x.to(model.device))
-        if self._planned(model):
+        engine = self.engine_for(model)
+        if engine == "plan":
             with single_threaded_blas():
                 return self._teacher_forced_planned(model, x, context)
+        if engine == "static":
+            return self._teacher_forced_static(model, x, context)
         n = x.shape[0]
         bufs, steps = self._prepare(model, n, context)
         raw = x.to(model.device).reshape(n, self.groups, -1)
@@ -430,11 +463,87 @@ class WindowCache:
                     rxr[:, p % plan.ring["x_raw"], g] = sample.long().numpy()
         return result.reshape(n, *model.internal_shape)
 
+    def _static_program(self, model: Any, n: int, context: dict[str, Any], record: bool) -> StaticStepProgram:
+        assert self.plan is not None
+        values = dict(model.net.context_values(model._check_context(context), model.dtype))
+        constants = constant_tensors(self.plan, model.net, values, run_call, n, self.spatial, model.dtype, model.device)
+        return StaticStepProgram(self.plan, model.net, n, model.dtype, model.device, constants, record)
+
+    def _teacher_forced_static(self, model: Any, x: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+        n, d = x.shape[0], model.distribution
+        program = self._static_program(model, n, context, record=True)
+        plan, rx, rxr = program.plan, program.rings["x"], program.rings["x_raw"]
+        raw = x.reshape(n, self.groups, -1)
+        enc = d.encode(raw, model.dtype)
+        levels = raw.long() if d.discrete else torch.zeros(raw.shape, dtype=torch.long, device=raw.device)
+        for q in range(plan.first, self.positions):
+            if q >= 0:
+                rx[:, q % plan.ring["x"]] = enc[:, :, q]
+                rxr[:, q % plan.ring["x_raw"]] = levels[:, :, q]
+            program.step(torch.tensor([q], device=model.device))
+        assert program.full is not None
+        return model.user_params(program.full[:, :, :-1])
+
+    def _sample_static(self, model: Any, x: torch.Tensor, generator: Any, context: dict[str, Any],
+                       chunk: int = 256) -> torch.Tensor:
+        """Sampling through the static program: after a prologue, each position is one replay of a
+        captured body (draw the position's channels from the output ring, write them into the data
+        rings, run the next step), its uniforms drawn ahead in the naive loop's order, `chunk`
+        positions at a time."""
+        n, d, groups, device = x.shape[0], model.distribution, self.groups, model.device
+        program = self._static_program(model, n, context, record=False)
+        plan = program.plan
+        lag_out = plan.lag[plan.output]
+        assert lag_out is not None
+        rx, rxr, out = program.rings["x"], program.rings["x_raw"], program.rings[plan.output]
+        sizes = plan.ring
+        chunk = max(1, min(chunk, self.positions))
+        position = torch.zeros(1, dtype=torch.long, device=device)
+        result = torch.zeros((n, groups, self.positions + 1), dtype=x.dtype, device=device)
+        current = torch.zeros((n, groups, 1), dtype=x.dtype, device=device)     # the position's channels so far
+        noise = torch.zeros((chunk * groups, n, 1, d.noise_per_element), device=device)
+        recompute = lag_out >= 0            # channel groups: the position's calls run again before each channel
+        temperature = model.temperature
+
+        def body() -> None:
+            if recompute:
+                program.step(position - 1)
+            current.zero_()
+            base = position.remainder(chunk) * groups
+            for g in range(groups):
+                if recompute:
+                    program.step(position)
+                params = out.index_select(1, position.remainder(sizes[plan.output])).squeeze(1)
+                pixel = d.tempered(params.reshape(n, -1, groups).transpose(1, 2).unsqueeze(2), temperature)
+                u = noise.index_select(0, base + g).squeeze(0)
+                sample = d.sample_channel(pixel, current, g, u)[:, 0].to(x.dtype)
+                current[:, g, 0] = sample
+                result[:, g].index_copy_(1, position, sample.unsqueeze(1))
+                rx[:, :, g].index_copy_(1, position.remainder(sizes["x"]), d.encode(sample, model.dtype).unsqueeze(1))
+                if d.discrete:
+                    rxr[:, :, g].index_copy_(1, position.remainder(sizes["x_raw"]), sample.long().unsqueeze(1))
+            if not recompute:
+                program.step(position + 1 + lag_out)
+            position.add_(1)
+
+        for q in range(plan.first, -1 if recompute else lag_out + 1):
+            program.step(torch.tensor([q], device=device))
+        loop = GraphedLoop(body, device, graphs=True)
+        for start in range(0, self.positions, chunk):
+            count = min(chunk, self.positions - start)
+            noise[:count * groups] = model.uniforms_ahead(n, count * groups, generator)
+            loop.run(count)
+        self.graphed = loop.graph is not None
+        return result[:, :, :-1].reshape(n, *model.internal_shape)
+
     @torch.no_grad()
     def __call__(self, model: Any, x: torch.Tensor, keep: torch.Tensor | None, generator: Any, context: dict[str, Any]) -> torch.Tensor:
-        if self._planned(model):
+        engine = self.engine_for(model, keep)
+        if engine == "plan":
             with single_threaded_blas():
                 return self._sample_planned(model, x, keep, generator, context)
+        if engine == "static":
+            return self._sample_static(model, x, generator, context)
         n, d, groups = x.shape[0], model.distribution, self.groups
         bufs, steps = self._prepare(model, n, context)
         raw, enc = bufs["x_raw"], bufs["x"]

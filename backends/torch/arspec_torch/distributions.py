@@ -47,6 +47,11 @@ class Distribution:
         given every element's parameters (B, *E, P) and the current data x (B, *E)."""
         return self.sample(params[:, step], uniforms)
 
+    def sample_channel(self, params: torch.Tensor, x: torch.Tensor, channel: int, uniforms: torch.Tensor) -> torch.Tensor:
+        """`sample_step` for channel `channel` of one position, params (B, C, 1, P) and x (B, C, 1),
+        by slicing instead of a boolean mask (no host synchronisation: it runs inside CUDA graphs)."""
+        return self.sample(params[:, channel], uniforms)
+
     def validate(self, x: torch.Tensor) -> str | None:
         """Why `x` is not valid data for this distribution, or None."""
         if self.discrete:
@@ -187,6 +192,10 @@ class CoupledLogisticMixture(DiscretizedLogisticMixture):
     def sample_step(self, params, x, step, uniforms):
         logits, means, log_scales = self.components(params, x)
         return self._draw(logits[:, step], means[:, step], log_scales[:, step], uniforms)
+
+    def sample_channel(self, params, x, channel, uniforms):
+        logits, means, log_scales = self.components(params, x)
+        return self._draw(logits[:, channel], means[:, channel], log_scales[:, channel], uniforms)
 
 
 class RealMixture(Distribution):

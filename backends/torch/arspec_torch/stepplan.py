@@ -267,11 +267,12 @@ class StepProgram:
         return [f"{v} = r_{c.args[0]}[:, G_{key}[p]].reshape(B, -1) @ W_{key}{bias}"]
 
 
-def constant_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], run: Any, n: int, spatial: tuple[int, ...],
-                    dtype: torch.dtype) -> dict[str, np.ndarray]:
+def constant_tensors(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], run: Any, n: int, spatial: tuple[int, ...],
+                     dtype: torch.dtype, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Values that never read the data (context paths, fully masked layers), computed once in torch
     on whole tensors: (B, C) when constant over positions, else (B, C, P)."""
-    zeros = {"x": torch.zeros((n, plan.groups, *spatial), dtype=dtype), "x_raw": torch.zeros((n, plan.groups, *spatial), dtype=torch.long)}
+    zeros = {"x": torch.zeros((n, plan.groups, *spatial), dtype=dtype, device=device),
+             "x_raw": torch.zeros((n, plan.groups, *spatial), dtype=torch.long, device=device)}
     env = {**zeros, **values}
     out = {}
     for c in plan.constants + plan.frame_calls:     # frame values start as those of an empty video (right for frame 0)
@@ -287,8 +288,14 @@ def constant_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], r
                 value = value.expand(n, value.shape[1], *spatial).reshape(n, value.shape[1], -1)
             else:
                 value = value.expand(n, value.shape[1])
-            out[arg] = np.ascontiguousarray(value.cpu().numpy())
+            out[arg] = value.contiguous()
     return out
+
+
+def constant_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], run: Any, n: int, spatial: tuple[int, ...],
+                    dtype: torch.dtype) -> dict[str, np.ndarray]:
+    """`constant_tensors` as numpy arrays, for the CPU's generated step."""
+    return {k: np.ascontiguousarray(v.cpu().numpy()) for k, v in constant_tensors(plan, net, values, run, n, spatial, dtype).items()}
 
 
 def update_frame_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], run: Any, x_raw: torch.Tensor,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import math
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable

@@ -1,0 +1,194 @@
+"""The per-step plan (stepplan.StepPlan) as torch code for accelerators, and its sampler: every
+generation step runs the same kernels on the same buffers with the position held in a device
+tensor, so one step, together with drawing the element it makes final, is captured once as a
+CUDA graph and replayed per position. On a GPU, cached generation at these sizes is bound by
+launching kernels one by one from Python (measured on an H200: cached WaveNet no faster than
+the naive loop); a replayed graph pays that once per step. Imports nothing from arspec:
+generated standalone files carry a copy.
+
+Rings follow StepPlan's layout with one more slot: slot `size` is the permanent zero that reads
+outside the event land on, slot `size + 1` is scratch, where a step writes a value whose position
+lies outside the event (the numpy plan skips those calls; a graph cannot branch)."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda v: v,
+    "elu": torch.nn.functional.elu}
+
+
+class StaticStepProgram:
+    """A StepPlan bound to a model's current weights and one batch, as torch tensors on the model's
+    device: rings, index tables, and `step(q)`, one generation step with q a (1,) long tensor."""
+
+    def __init__(self, plan: Any, net: Any, batch: int, dtype: torch.dtype, device: torch.device,
+                 constants: dict[str, torch.Tensor], record: bool) -> None:
+        self.plan, self.batch, self.dtype, self.device = plan, batch, dtype, device
+        self.positions = plan.positions
+        self.rings = {v: torch.zeros((batch, size + 2, self._channels(v)), dtype=torch.long if v == "x_raw" else dtype,
+                                     device=device) for v, size in plan.ring.items()}
+        self.constants = {k: v.to(device, dtype) for k, v in constants.items()}
+        self.full = (torch.zeros((batch, plan.calls[plan.output].channels, plan.positions + 1), dtype=dtype, device=device)
+                     if record else None)
+        self.groups: list[tuple[int, list[tuple[Any, Callable[..., torch.Tensor]]]]] = []
+        for c in plan.steps:                                 # calls in order, grouped by lag as in StepProgram
+            lag = plan.lag[c.id]
+            if not self.groups or self.groups[-1][0] != lag:
+                self.groups.append((lag, []))
+            self.groups[-1][1].append((c, self._compute(c, net)))
+
+    def _channels(self, value: str) -> int:
+        return self.plan.groups if value in ("x", "x_raw") else self.plan.calls[value].channels
+
+    def _tensor(self, c: Any, name: str, net: Any) -> torch.Tensor:
+        return getattr(net, f"{c.id}__{name}").detach().to(self.device, self.dtype)
+
+    def _table(self, values: Any) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=torch.long, device=self.device)
+
+    def _ring_at(self, value: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Reading `value` at position p (its own slot in its ring), (B, C)."""
+        ring, size = self.rings[value], self.plan.ring[value]
+        return lambda p: ring.index_select(1, p.remainder(size)).squeeze(1)
+
+    def _arg(self, c: Any, i: int) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+        """How call c reads argument i at position p: a local of this step, a ring slot, a constant."""
+        arg, how = c.args[i], self.plan.reads[(c.id, i)]
+        if how == "local":
+            return lambda p, local: local[arg]
+        if how == "constant":
+            value = self.constants[arg]
+            if value.dim() == 2:
+                return lambda p, local: value
+            return lambda p, local: value.index_select(2, p).squeeze(2)
+        at = self._ring_at(arg)
+        return lambda p, local: at(p)
+
+    def _compute(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+        """Call c's value at position p (a (1,) tensor, clamped into the event), (B, C)."""
+        kind = c.kind
+        if kind == "masked_conv":
+            return self._conv(c, net)
+        if kind == "shift":
+            table, ring = self._table(self.plan.slots(c, 0)[:, 0]), self.rings[c.args[0]]
+            return lambda p, local: ring.index_select(1, table.index_select(0, p)).squeeze(1)
+        if kind == "embedding":
+            weight = self._tensor(c, "weight", net) * self._tensor(c, "select", net).unsqueeze(1)   # (G, K, C)
+            raw, size = self.rings["x_raw"], self.plan.ring["x_raw"]
+
+            def embed(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
+                levels = raw.index_select(1, p.remainder(size)).squeeze(1)                       # (B, G)
+                return sum(weight[g].index_select(0, levels[:, g]) for g in range(weight.shape[0]))  # type: ignore[return-value]
+            return embed
+        args = [self._arg(c, i) for i in range(len(c.args))]
+        if kind == "activation":
+            fn, a = _ACTIVATIONS[c.attrs["fn"]], args[0]
+            return lambda p, local: fn(a(p, local))
+        if kind == "dropout":                      # sampling runs in eval mode: the identity
+            return args[0]
+        if kind in ("add", "multiply"):
+            def combine(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
+                out = args[0](p, local)
+                for a in args[1:]:
+                    out = out + a(p, local) if kind == "add" else out * a(p, local)
+                return out
+            return combine
+        if kind == "concat":
+            return lambda p, local: torch.cat([a(p, local) for a in args], dim=1)
+        if kind == "gate":
+            half, a = c.channels, args[0]
+
+            def gate(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
+                v = a(p, local)
+                return torch.tanh(v[:, :half]) * torch.sigmoid(v[:, half:])
+            return gate
+        if kind == "select":
+            index, a = getattr(net, f"{c.id}__index").to(self.device), args[0]
+            return lambda p, local: a(p, local).index_select(1, index)
+        raise ValueError(f"no step rule for {kind}")
+
+    def _conv(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+        weight = self._tensor(c, "weight", net) * self._tensor(c, "mask", net)
+        co, ci = weight.shape[:2]
+        live = [k for k, used in enumerate(c.live[0]) if used]
+        taps = weight.reshape(co, ci, -1)[:, :, live]                                   # (Co, Ci, K live)
+        w = taps.permute(2, 1, 0).reshape(len(live) * ci, co).contiguous()
+        bias = self._tensor(c, "bias", net) if "bias" in c.tensors else None
+        batch = self.batch
+        if not live:
+            zero = torch.zeros((batch, co), dtype=self.dtype, device=self.device) if bias is None else bias.expand(batch, co)
+            return lambda p, local: zero
+        if self.plan.reads[(c.id, 0)] == "local":
+            arg = c.args[0]
+            if bias is None:
+                return lambda p, local: local[arg] @ w
+            return lambda p, local: torch.addmm(bias, local[arg], w)
+        table, ring = self._table(self.plan.slots(c, 0)), self.rings[c.args[0]]
+
+        def conv(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
+            window = ring.index_select(1, table.index_select(0, p).view(-1)).reshape(batch, -1)   # (B, K live * Ci)
+            return window @ w if bias is None else torch.addmm(bias, window, w)
+        return conv
+
+    def step(self, q: torch.Tensor) -> None:
+        """One generation step: every call at position q - lag, written into its ring (a position
+        outside the event computes on clamped reads and writes to the scratch slot)."""
+        local: dict[str, torch.Tensor] = {}
+        plan = self.plan
+        for lag, calls in self.groups:
+            p = q - lag
+            inside = (p >= 0) & (p < self.positions)
+            clamped = p.clamp(0, self.positions - 1)
+            for c, compute in calls:
+                value = compute(clamped, local)
+                local[c.id] = value
+                if c.id in self.rings:
+                    size = plan.ring[c.id]
+                    slot = torch.where(inside, p.remainder(size), size + 1)
+                    self.rings[c.id].index_copy_(1, slot, value.unsqueeze(1))
+                if self.full is not None and c.id == plan.output:
+                    self.full.index_copy_(2, torch.where(inside, p, self.positions), value.unsqueeze(2))
+
+
+class GraphedLoop:
+    """Runs `body` (a closure over static buffers that advances its own position counter) `count`
+    times: on CUDA as one captured graph replayed, elsewhere (and where capture fails) eagerly."""
+
+    def __init__(self, body: Callable[[], None], device: torch.device, graphs: bool) -> None:
+        self.body, self.graph = body, None
+        self.use_graph = graphs and device.type == "cuda"
+
+    def run(self, count: int) -> None:
+        done = 0
+        if self.use_graph and self.graph is None and count >= 3:
+            done = self._capture()
+        for _ in range(count - done):
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self.body()
+
+    def _capture(self) -> int:
+        """Warm up on a side stream (two real iterations), then capture the body; the captured
+        iteration has not run yet. Returns how many iterations ran."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.body()
+            self.body()
+        torch.cuda.current_stream().wait_stream(stream)
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.body()
+        except RuntimeError as error:                # something in the body cannot be captured
+            warnings.warn(f"cached generation runs without a CUDA graph: {error}", stacklevel=3)
+            self.use_graph = False
+            return 2
+        self.graph = graph
+        return 2
