@@ -137,6 +137,7 @@ STATIC_CASES = [
     ("gated_pixelcnn.yaml", ["event.shape=[1,12,12]"]),
     ("pixelcnn_rgb.yaml", ["event.shape=[3,8,8]"]),            # channels: the position recomputed per channel
     ("pixelcnn_pp.yaml", ["event.shape=[3,8,8]"]),             # coupled channels drawn by slicing, not masks
+    ("video_pixel_network_small.yaml", ["event.shape=[3,1,8,8]"]),   # frame values recomputed between segments
 ]
 
 

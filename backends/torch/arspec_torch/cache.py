@@ -355,7 +355,7 @@ class WindowCache:
             chosen = self.engine
         else:
             chosen = "plan" if model.device.type == "cpu" else "static"
-        if chosen == "static" and (self.plan.frame_values or keep is not None):
+        if chosen == "static" and keep is not None:
             return "torch"
         if chosen == "plan" and model.device.type != "cpu":
             return "static"
@@ -373,13 +373,13 @@ class WindowCache:
         program.context_values, program.constants = values, constants
         return program
 
-    def _update_frames(self, model: Any, program: StepProgram, raw: torch.Tensor, frame: int | None) -> None:
+    def _update_frames(self, model: Any, program: Any, raw: torch.Tensor, frame: int | None) -> None:
         """The frame values of frame `frame` (None: all) from the data `raw` (n, C, P) known so far."""
         if not self.plan or not self.plan.frame_values:
             return
         d, n = model.distribution, raw.shape[0]
         shaped = raw.reshape(n, self.groups, *self.spatial)
-        x_raw = shaped.long() if d.discrete else torch.zeros(shaped.shape, dtype=torch.long)
+        x_raw = shaped.long() if d.discrete else torch.zeros(shaped.shape, dtype=torch.long, device=shaped.device)
         update_frame_values(self.plan, model.net, program.context_values, run_call, x_raw, d.encode(shaped, model.dtype),
                             program.constants, frame)
 
@@ -467,7 +467,9 @@ class WindowCache:
         assert self.plan is not None
         values = dict(model.net.context_values(model._check_context(context), model.dtype))
         constants = constant_tensors(self.plan, model.net, values, run_call, n, self.spatial, model.dtype, model.device)
-        return StaticStepProgram(self.plan, model.net, n, model.dtype, model.device, constants, record)
+        program = StaticStepProgram(self.plan, model.net, n, model.dtype, model.device, constants, record)
+        program.context_values = values
+        return program
 
     def _teacher_forced_static(self, model: Any, x: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         n, d = x.shape[0], model.distribution
@@ -476,6 +478,7 @@ class WindowCache:
         raw = x.reshape(n, self.groups, -1)
         enc = d.encode(raw, model.dtype)
         levels = raw.long() if d.discrete else torch.zeros(raw.shape, dtype=torch.long, device=raw.device)
+        self._update_frames(model, program, raw, None)
         for q in range(plan.first, self.positions):
             if q >= 0:
                 rx[:, q % plan.ring["x"]] = enc[:, :, q]
@@ -487,9 +490,10 @@ class WindowCache:
     def _sample_static(self, model: Any, x: torch.Tensor, generator: Any, context: dict[str, Any],
                        chunk: int = 256) -> torch.Tensor:
         """Sampling through the static program: after a prologue, each position is one replay of a
-        captured body (draw the position's channels from the output ring, write them into the data
-        rings, run the next step), its uniforms drawn ahead in the naive loop's order, `chunk`
-        positions at a time."""
+        captured body (the step that makes the position's parameters final, then its channels drawn
+        and written into the data rings), run in segments: each segment's uniforms are drawn ahead
+        in the naive loop's order, and in a video the frame values of the next frame are recomputed
+        between segments, once the frames before it are complete."""
         n, d, groups, device = x.shape[0], model.distribution, self.groups, model.device
         program = self._static_program(model, n, context, record=False)
         plan = program.plan
@@ -497,19 +501,24 @@ class WindowCache:
         assert lag_out is not None
         rx, rxr, out = program.rings["x"], program.rings["x_raw"], program.rings[plan.output]
         sizes = plan.ring
-        chunk = max(1, min(chunk, self.positions))
+        recompute = lag_out >= 0            # channel groups: the position's calls run again before each channel
+        # step q = p + lag (lag_out, or -1 with channel groups) comes first in body(p): a frame's values
+        # are recomputed before the body whose step q has q + 1 at the frame's start
+        lag = -1 if recompute else lag_out
+        updates = {t * plan.frame - 1 - lag for t in range(1, self.positions // plan.frame)} if plan.frame_values else set()
+        cuts = sorted({0, self.positions} | set(range(0, self.positions, chunk)) | {u for u in updates if 0 < u < self.positions})
+        longest = max(b - a for a, b in zip(cuts, cuts[1:]))
         position = torch.zeros(1, dtype=torch.long, device=device)
+        first = torch.zeros(1, dtype=torch.long, device=device)             # the segment's first position
         result = torch.zeros((n, groups, self.positions + 1), dtype=x.dtype, device=device)
         current = torch.zeros((n, groups, 1), dtype=x.dtype, device=device)     # the position's channels so far
-        noise = torch.zeros((chunk * groups, n, 1, d.noise_per_element), device=device)
-        recompute = lag_out >= 0            # channel groups: the position's calls run again before each channel
+        noise = torch.zeros((longest * groups, n, 1, d.noise_per_element), device=device)
         temperature = model.temperature
 
         def body() -> None:
-            if recompute:
-                program.step(position - 1)
+            program.step(position + lag)
             current.zero_()
-            base = position.remainder(chunk) * groups
+            base = (position - first) * groups
             for g in range(groups):
                 if recompute:
                     program.step(position)
@@ -522,17 +531,17 @@ class WindowCache:
                 rx[:, :, g].index_copy_(1, position.remainder(sizes["x"]), d.encode(sample, model.dtype).unsqueeze(1))
                 if d.discrete:
                     rxr[:, :, g].index_copy_(1, position.remainder(sizes["x_raw"]), sample.long().unsqueeze(1))
-            if not recompute:
-                program.step(position + 1 + lag_out)
             position.add_(1)
 
-        for q in range(plan.first, -1 if recompute else lag_out + 1):
+        for q in range(plan.first, lag):
             program.step(torch.tensor([q], device=device))
         loop = GraphedLoop(body, device, graphs=True)
-        for start in range(0, self.positions, chunk):
-            count = min(chunk, self.positions - start)
-            noise[:count * groups] = model.uniforms_ahead(n, count * groups, generator)
-            loop.run(count)
+        for a, b in zip(cuts, cuts[1:]):
+            if a in updates:
+                self._update_frames(model, program, result[:, :, :-1], (a + lag + 1) // plan.frame)
+            first.fill_(a)
+            noise[:(b - a) * groups] = model.uniforms_ahead(n, (b - a) * groups, generator)
+            loop.run(b - a)
         self.graphed = loop.graph is not None
         return result[:, :, :-1].reshape(n, *model.internal_shape)
 

@@ -299,7 +299,7 @@ def constant_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], r
 
 
 def update_frame_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], run: Any, x_raw: torch.Tensor,
-                        x: torch.Tensor, constants: dict[str, np.ndarray], frame: int | None) -> None:
+                        x: torch.Tensor, constants: dict[str, Any], frame: int | None) -> None:
     """Recompute the frame values from the data known so far (x_raw and its encoding x, shaped
     (n, C, *spatial)) and write those of frame `frame` (None: every frame) into the arrays the step
     reads. A frame value of frame t reads only frames < t, so they must be complete."""
@@ -310,4 +310,8 @@ def update_frame_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor
     for name in plan.frame_values:
         if name in constants:
             value = env[name].detach().reshape(x.shape[0], env[name].shape[1], -1)
-            constants[name][:, :, span] = value[:, :, span].cpu().numpy()
+            target = constants[name]
+            if isinstance(target, torch.Tensor):      # the static program's constants, on the model's device
+                target[:, :, span] = value[:, :, span].to(target.dtype)
+            else:
+                target[:, :, span] = value[:, :, span].cpu().numpy()
