@@ -349,3 +349,39 @@ def init_parameter(t: torch.Tensor, init: str, scale: float, generator: torch.Ge
 
 
 __all__ = ["KERNELS", "init_parameter"]
+
+
+
+def strictly_earlier(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(k, k): 1 where column j comes strictly before row i in the order, the exclusive prefix."""
+    return torch.ones(k, k, dtype=dtype, device=device).tril(-1)
+
+
+def nade_chain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, perms: torch.Tensor, out_weight: torch.Tensor,
+               out_bias: torch.Tensor, scale: torch.Tensor | None = None, *, fn: str, active: int, block: int = 28) -> torch.Tensor:
+    """NADE's whole chain (ordered_prefix_linear, optional element_scale, activation, element_linear)
+    computed block by block along the order, the same values without materialising the (B, D, H)
+    pre-activations: inside a block of k elements the exclusive prefix is a strictly lower
+    triangular (k, k) product, across blocks a running sum; only the block's hidden units live at
+    once. (B, P*D), parameter-major, as element_linear returns."""
+    perm = perms[active % perms.shape[0]]
+    xs = x.flatten(1)[:, perm].to(weight.dtype)                      # (B, D) in generation order
+    ordered = weight[perm]                                           # (D, H)
+    d = xs.shape[1]
+    strict = strictly_earlier(block, weight.dtype, weight.device)
+    carry = bias.expand(xs.shape[0], -1)                             # bias + everything before the block
+    pieces = []
+    for start in range(0, d, block):
+        stop = min(start + block, d)
+        k = stop - start
+        xb, wb, elements = xs[:, start:stop], ordered[start:stop], perm[start:stop]
+        pre = (xb.unsqueeze(1) * strict[:k, :k]).matmul(wb) + carry.unsqueeze(1)      # (B, k, H)
+        if scale is not None:
+            pre = pre * scale[elements].unsqueeze(-1)
+        hidden = _ACTIVATIONS[fn](pre)
+        pieces.append(torch.einsum("bkh,pkh->bpk", hidden, out_weight[:, elements]) + out_bias[:, elements])
+        carry = carry + xb @ wb
+    out = torch.cat(pieces, dim=2)                                   # (B, P, D) in generation order
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+    return out[:, :, inverse].flatten(1)

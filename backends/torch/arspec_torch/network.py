@@ -8,16 +8,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arspec_torch.cache import run_call
-from arspec_torch.kernels import init_parameter
+from arspec_torch.cache import StepCall, run_call
+from arspec_torch.kernels import init_parameter, nade_chain
 from arspec_torch.plan import Plan
+
+NADE_CHAIN = ("ordered_prefix_linear", "element_scale", "activation", "element_linear")
+
+
+def nade_chains(calls: list[StepCall], kept: set[str]) -> dict[int, list[StepCall]]:
+    """By the index of its first call: each run of calls forming NADE's chain (prefix, optional
+    rescaling, activation, read-out), every intermediate value read only by the next call and not
+    kept, so the chain can run as one blocked kernel (`kernels.nade_chain`)."""
+    readers: dict[str, int] = {}
+    for c in calls:
+        for a in c.args:
+            readers[a] = readers.get(a, 0) + 1
+    chains = {}
+    for i, first in enumerate(calls):
+        if first.kind != NADE_CHAIN[0]:
+            continue
+        chain = [first]
+        for kind in NADE_CHAIN[1:]:
+            j = i + len(chain)
+            if j < len(calls) and calls[j].kind == kind and calls[j].args == (chain[-1].id,):
+                chain.append(calls[j])
+            elif kind != "element_scale":
+                break
+        if [c.kind for c in chain][-1] == "element_linear" and all(readers.get(c.id) == 1 and c.id not in kept for c in chain[:-1]):
+            chains[i] = chain
+    return chains
 
 
 class Network(nn.Module):
     """forward(raw x, encoded x, context) -> the output value (distribution parameters). `taps`
     names further nodes whose values `forward_taps` returns too (a part read by another part)."""
 
-    def __init__(self, plan: Plan, taps: tuple[str, ...] = ()) -> None:
+    def __init__(self, plan: Plan, taps: tuple[str, ...] = (), fuse: bool = True) -> None:
         super().__init__()
         self.calls = [pc.step for pc in plan.calls]
         self.output = plan.output
@@ -40,6 +66,7 @@ class Network(nn.Module):
         # values that may be dropped after each call (keeps peak memory at the live set)
         kept = {self.output, *self.taps.values()}
         self.release = [[a for a, s in last_use.items() if s == i and a not in kept] for i in range(len(self.calls))]
+        self.chains = nade_chains(self.calls, kept) if fuse else {}
 
     def context_values(self, context: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Context inputs by value id: global ones one-hot encoded, local ones as given."""
@@ -59,8 +86,27 @@ class Network(nn.Module):
 
     def _run(self, raw: torch.Tensor, x: torch.Tensor, context: dict[str, Any]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {"x": x, "x_raw": raw, **self.context_values(context, x.dtype)}
-        for call, release in zip(self.calls, self.release):
-            values[call.id] = run_call(call, self, [values[a] for a in call.args])
-            for a in release:
-                values.pop(a, None)
+        i = 0
+        while i < len(self.calls):
+            chain = self.chains.get(i)
+            if chain is not None:
+                values[chain[-1].id] = self._nade_chain(chain, values[chain[0].args[0]])
+                done = range(i, i + len(chain))
+            else:
+                call = self.calls[i]
+                values[call.id] = run_call(call, self, [values[a] for a in call.args])
+                done = range(i, i + 1)
+            for k in done:
+                for a in self.release[k]:
+                    values.pop(a, None)
+            i = done.stop
         return values
+
+    def _nade_chain(self, chain: list[StepCall], x: torch.Tensor) -> torch.Tensor:
+        """NADE's chain of calls in one blocked kernel, from the calls' own parameters."""
+        prefix, readout = chain[0], chain[-1]
+        scale = next((getattr(self, f"{c.id}__scale") for c in chain if c.kind == "element_scale"), None)
+        fn = next(c.attrs["fn"] for c in chain if c.kind == "activation")
+        return nade_chain(x, getattr(self, f"{prefix.id}__weight"), getattr(self, f"{prefix.id}__bias"),
+                          getattr(self, f"{prefix.id}__perms"), getattr(self, f"{readout.id}__weight"),
+                          getattr(self, f"{readout.id}__bias"), scale, fn=fn, active=int(self.active))
