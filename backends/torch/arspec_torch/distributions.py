@@ -77,7 +77,7 @@ class Bernoulli(Distribution):
         return x.to(dtype)
 
     def log_prob(self, params, x):
-        logits = params[..., 0]
+        logits = params.squeeze(-1)          # a view whose backward is one too (indexing [..., 0] allocates a zero gradient)
         return -F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
 
     def sample(self, params, uniforms):
