@@ -240,6 +240,7 @@ def test_order_agnostic_spec_mistakes_are_located_errors(text, message):
     assert any(message in p for p in problems), problems
 
 
+@pytest.mark.slow          # make test-all: the command-line flag (ensembles over orderings are tested through the API above)
 def test_eval_with_orderings_from_the_command_line(tmp_path):
     out = tmp_path / "run"
     arspec_cli = [sys.executable, "-m", "arspec"]

@@ -129,6 +129,7 @@ def test_the_plugin_op_compiles_trains_and_samples_from_its_cache(plugin_path, v
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
+@pytest.mark.slow          # make test-all: the plugin's own suite in a subprocess (its discovery and use are tested here)
 def test_the_plugin_passes_its_own_tests(plugin_path):
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(FIXTURES / "conv3d_op" / "tests")],
                             capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": f"{plugin_path}:{ROOT}", "PATH": "/usr/bin:/bin"},

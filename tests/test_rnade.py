@@ -130,6 +130,7 @@ def test_rnade_is_the_default_model_of_the_red_wine_data():
     assert splits.name == "red-wine:1" and splits.train.dtype == torch.float32 and splits.train.shape[1:] == (11,)
 
 
+@pytest.mark.slow          # make test-all: the command line's train and eval of RNADE (the API paths are tested above)
 def test_rnade_trains_and_evaluates_from_the_command_line(tmp_path):
     import subprocess
     import sys

@@ -148,6 +148,7 @@ def test_the_5000_digit_subset_keeps_a_fixed_split_and_labels():
     assert set(a.contexts["train"]["label"].unique().tolist()) == set(range(10))
 
 
+@pytest.mark.slow          # make test-all: trains and samples a conditional Gated PixelCNN through the command line
 def test_class_conditional_training_feeds_labels(tmp_path):
     result = cli("train", "specs/gated_pixelcnn_conditional.yaml", "--steps", "2", "--batch-size", "8", "--out", str(tmp_path),
                  "--limit", "64", "--quiet", "--set", "params.channels=4", "--set", "params.double=8")
