@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 
 def examples(at_ci: int) -> int:
-    """How many examples a property gets: `at_ci` scaled by the profile (ci: 30/60 of it; thorough: 500/60),
+    """How many examples a property gets: `at_ci` scaled by the profile (ci: 20/60 of it; thorough: 500/60),
     so tests keep their relative weights whatever the profile."""
     return max(1, round(at_ci * settings().max_examples / 60))
 
