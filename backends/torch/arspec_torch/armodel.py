@@ -269,16 +269,17 @@ class ARModel(nn.Module):
 
     def uniforms(self, n: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
         """The noise for `count` elements of n samples, drawn in one fixed order (both samplers)."""
-        shape = (n, count, self.distribution.noise_per_element)
-        device = generator.device if generator is not None else self.device
-        return torch.rand(shape, generator=generator, device=device).to(self.device)
+        return self._draw_uniforms(n, count, generator).to(self.device)
 
     def uniforms_ahead(self, n: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
         """(count, n, 1, noise): exactly what `count` successive `uniforms(n, 1, generator)` calls
         draw, moved to the model's device in one copy (the static sampler draws a chunk ahead)."""
+        return torch.stack([self._draw_uniforms(n, 1, generator) for _ in range(count)]).to(self.device)
+
+    def _draw_uniforms(self, n: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """(n, count, noise) uniforms on the generator's device (the model's without one)."""
         device = generator.device if generator is not None else self.device
-        shape = (n, 1, self.distribution.noise_per_element)
-        return torch.stack([torch.rand(shape, generator=generator, device=device) for _ in range(count)]).to(self.device)
+        return torch.rand((n, count, self.distribution.noise_per_element), generator=generator, device=device)
 
     def completion_is_exact(self, known: torch.Tensor) -> bool:
         """Whether every known element comes before every unknown one in the order: then completion

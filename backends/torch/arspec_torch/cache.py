@@ -407,18 +407,22 @@ class WindowCache:
     def _teacher_forced_planned(self, model: Any, x: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         n, d = x.shape[0], model.distribution
         program = self._program(model, n, context, record=True)
-        plan = program.plan
         raw = x.to(model.device).reshape(n, self.groups, -1)
         enc = d.encode(raw, model.dtype).numpy()
         raw_np = raw.long().numpy() if d.discrete else np.zeros(raw.shape, dtype=np.int64)
-        rx, rxr = program.rings["x"], program.rings["x_raw"]
         self._update_frames(model, program, raw, None)
+        self._force(program, enc, raw_np, program.step)
+        return model.user_params(torch.from_numpy(program.full))
+
+    def _force(self, program: Any, enc: Any, levels: Any, step: Callable[[int], None]) -> None:
+        """Teacher forcing through a compiled plan (numpy or static): x of each position written
+        into the data rings as it becomes known, every step run in order."""
+        plan, rx, rxr = program.plan, program.rings["x"], program.rings["x_raw"]
         for q in range(plan.first, self.positions):
             if q >= 0:
                 rx[:, q % plan.ring["x"]] = enc[:, :, q]
-                rxr[:, q % plan.ring["x_raw"]] = raw_np[:, :, q]
-            program.step(q)
-        return model.user_params(torch.from_numpy(program.full))
+                rxr[:, q % plan.ring["x_raw"]] = levels[:, :, q]
+            step(q)
 
     def _sample_planned(self, model: Any, x: torch.Tensor, keep: torch.Tensor | None, generator: Any,
                         context: dict[str, Any]) -> torch.Tensor:
@@ -474,16 +478,10 @@ class WindowCache:
     def _teacher_forced_static(self, model: Any, x: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         n, d = x.shape[0], model.distribution
         program = self._static_program(model, n, context, record=True)
-        plan, rx, rxr = program.plan, program.rings["x"], program.rings["x_raw"]
         raw = x.reshape(n, self.groups, -1)
-        enc = d.encode(raw, model.dtype)
         levels = raw.long() if d.discrete else torch.zeros(raw.shape, dtype=torch.long, device=raw.device)
         self._update_frames(model, program, raw, None)
-        for q in range(plan.first, self.positions):
-            if q >= 0:
-                rx[:, q % plan.ring["x"]] = enc[:, :, q]
-                rxr[:, q % plan.ring["x_raw"]] = levels[:, :, q]
-            program.step(torch.tensor([q], device=model.device))
+        self._force(program, d.encode(raw, model.dtype), levels, lambda q: program.step(torch.tensor([q], device=model.device)))
         assert program.full is not None
         return model.user_params(program.full[:, :, :-1])
 

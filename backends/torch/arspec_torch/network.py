@@ -43,7 +43,7 @@ class Network(nn.Module):
     """forward(raw x, encoded x, context) -> the output value (distribution parameters). `taps`
     names further nodes whose values `forward_taps` returns too (a part read by another part)."""
 
-    def __init__(self, plan: Plan, taps: tuple[str, ...] = (), fuse: bool = True) -> None:
+    def __init__(self, plan: Plan, taps: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.calls = [pc.step for pc in plan.calls]
         self.output = plan.output
@@ -66,7 +66,7 @@ class Network(nn.Module):
         # values that may be dropped after each call (keeps peak memory at the live set)
         kept = {self.output, *self.taps.values()}
         self.release = [[a for a, s in last_use.items() if s == i and a not in kept] for i in range(len(self.calls))]
-        self.chains = nade_chains(self.calls, kept) if fuse else {}
+        self.chains = nade_chains(self.calls, kept)      # emptied, the calls run one by one (the tests compare both)
 
     def context_values(self, context: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Context inputs by value id: global ones one-hot encoded, local ones as given."""

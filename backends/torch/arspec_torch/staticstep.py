@@ -17,9 +17,7 @@ from typing import Any
 
 import torch
 
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda v: v,
-    "elu": torch.nn.functional.elu}
+from arspec_torch.kernels import activation
 
 
 class StaticStepProgram:
@@ -32,7 +30,7 @@ class StaticStepProgram:
         self.positions = plan.positions
         self.rings = {v: torch.zeros((batch, size + 2, self._channels(v)), dtype=torch.long if v == "x_raw" else dtype,
                                      device=device) for v, size in plan.ring.items()}
-        self.constants = {k: v.to(device, dtype) for k, v in constants.items()}
+        self.constants = constants            # on the device in dtype; frame values are rewritten in place
         self.full = (torch.zeros((batch, plan.calls[plan.output].channels, plan.positions + 1), dtype=dtype, device=device)
                      if record else None)
         self.groups: list[tuple[int, list[tuple[Any, Callable[..., torch.Tensor]]]]] = []
@@ -79,16 +77,16 @@ class StaticStepProgram:
             return lambda p, local: ring.index_select(1, table.index_select(0, p)).squeeze(1)
         if kind == "embedding":
             weight = self._tensor(c, "weight", net) * self._tensor(c, "select", net).unsqueeze(1)   # (G, K, C)
-            raw, size = self.rings["x_raw"], self.plan.ring["x_raw"]
+            raw = self._ring_at("x_raw")
 
             def embed(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
-                levels = raw.index_select(1, p.remainder(size)).squeeze(1)                       # (B, G)
+                levels = raw(p)                                                                  # (B, G)
                 return sum(weight[g].index_select(0, levels[:, g]) for g in range(weight.shape[0]))  # type: ignore[return-value]
             return embed
         args = [self._arg(c, i) for i in range(len(c.args))]
         if kind == "activation":
-            fn, a = _ACTIVATIONS[c.attrs["fn"]], args[0]
-            return lambda p, local: fn(a(p, local))
+            fn, a = c.attrs["fn"], args[0]
+            return lambda p, local: activation(a(p, local), fn=fn)
         if kind == "dropout":                      # sampling runs in eval mode: the identity
             return args[0]
         if kind in ("add", "multiply"):
