@@ -58,10 +58,14 @@ def cached_time(model, n: int, context) -> float:
 
 
 def cache_bytes(model, n: int) -> int:
-    """Bytes held by the cache: ring buffers (the per-step plan) or one full buffer per value."""
+    """Bytes held by the cache: ring buffers (the per-step plan; on an accelerator the static
+    program's rings with their scratch slots, as allocated) or one full buffer per value."""
     inc = model.incremental
     per = torch.finfo(model.dtype).bits // 8
-    if inc.engine_for(model) in ("plan", "static"):
+    engine = inc.engine_for(model)
+    if engine == "static":
+        return inc._static_program(model, n, model.example_context(n), record=False).cache_bytes()
+    if engine == "plan":
         return inc.plan.ring_bytes(n, per)
     return sum(c.channels * (inc.positions + 1) * n * per for c in inc.steps)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from arspec_torch import kernels
 from hypothesis import HealthCheck, given, settings
@@ -72,16 +73,35 @@ def test_the_blocked_nade_kernel_equals_the_chain_of_calls_for_every_ordering(ca
     assert len(model.net.chains) == 1                   # the interpreter runs NADE's chain as one kernel
     x, _ = model.example_inputs(3, torch.Generator().manual_seed(0))
     chains = model.net.chains
+    params = [p for p in model.parameters() if p.requires_grad]
     for mask in range(model.num_masks):
         model.select_mask(mask)
         model.net.chains = chains
         fused = model.log_prob(x)
-        (grad_fused,) = torch.autograd.grad(fused.sum(), [model.net.n__prefix__weight])
+        grads_fused = torch.autograd.grad(fused.sum(), params)           # the kernel's hand-written backward
         model.net.chains = {}
         plain = model.log_prob(x)
-        (grad_plain,) = torch.autograd.grad(plain.sum(), [model.net.n__prefix__weight])
+        grads_plain = torch.autograd.grad(plain.sum(), params)
         assert torch.allclose(fused, plain, rtol=1e-10, atol=1e-10)
-        assert torch.allclose(grad_fused, grad_plain, rtol=1e-9, atol=1e-10)
+        for fused_grad, plain_grad in zip(grads_fused, grads_plain):
+            assert torch.allclose(fused_grad, plain_grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("fn", ["sigmoid", "tanh", "relu", "elu", "identity"])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_nade_kernels_backward_passes_gradcheck(fn, scaled):
+    gen = torch.Generator().manual_seed(0)
+    d, h, p = 7, 5, 2
+    tensors = {"x": torch.randn(3, d, generator=gen), "weight": torch.randn(d, h, generator=gen), "bias": torch.randn(h, generator=gen),
+               "out_weight": torch.randn(p, d, h, generator=gen), "out_bias": torch.randn(p, d, generator=gen)}
+    if scaled:
+        tensors["scale"] = torch.rand(d, generator=gen) + 0.5
+    inputs = tuple(t.double().requires_grad_() for t in tensors.values())
+    perms = torch.stack([torch.randperm(d, generator=gen) for _ in range(2)])
+
+    def chain(x, weight, bias, out_weight, out_bias, scale=None):
+        return kernels.nade_chain(x, weight, bias, perms, out_weight, out_bias, scale, fn=fn, active=1, block=3)
+    assert torch.autograd.gradcheck(chain, inputs)
 
 
 def test_a_blocked_prefix_that_includes_the_current_element_is_caught(monkeypatch):

@@ -32,6 +32,15 @@ def read_steps(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def write_epochs(out: Path, history: list[dict[str, Any]], best_step: int | None) -> None:
+    """epochs.csv: one row per validation so far (rewritten after each, so a long run can be watched)."""
+    with open(out / "epochs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=EPOCH_FIELDS)
+        w.writeheader()
+        for r in history:
+            w.writerow({**{k: r.get(k) for k in EPOCH_FIELDS}, "best": int(r.get("step") == best_step)})
+
+
 def write_loss_curve(out: Path, history: list[dict[str, Any]], best_step: int | None) -> None:
     """Fill the validation columns of loss.csv, write epochs.csv and draw loss.png."""
     validations = {int(r["step"]): r for r in history}
@@ -43,11 +52,7 @@ def write_loss_curve(out: Path, history: list[dict[str, Any]], best_step: int | 
             step = int(row["step"])
             val = validations.get(step)
             w.writerow({**row, "validation_nats": val["validation_nats"] if val else "", "best": int(step == best_step) if val else ""})
-    with open(out / "epochs.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=EPOCH_FIELDS)
-        w.writeheader()
-        for r in history:
-            w.writerow({**{k: r.get(k) for k in EPOCH_FIELDS}, "best": int(r.get("step") == best_step)})
+    write_epochs(out, history, best_step)
     _draw(out / "loss.png", steps, history, best_step)
 
 

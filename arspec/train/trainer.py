@@ -22,7 +22,7 @@ from arspec.checkpoint import load_optimizer_state, load_scheduler_state, read_c
 from arspec.data.splits import Splits
 from arspec.spec.models import TrainingSpec
 from arspec.train.batches import epoch_batches
-from arspec.train.curves import append_steps, write_loss_curve
+from arspec.train.curves import append_steps, write_epochs, write_loss_curve
 
 
 class TrainingError(RuntimeError):
@@ -284,6 +284,8 @@ class _Run:
             state["stale"] += 1
             if config.patience is not None and state["stale"] >= config.patience:
                 state["stopped"] = f"no improvement in {state['stale']} validations"
+        if self.writer:
+            write_epochs(self.out, state["history"], state["best_step"])
 
     def finish(self) -> None:
         """Validate the final state if the last validation was earlier; write the curves."""

@@ -357,31 +357,95 @@ def strictly_earlier(k: int, dtype: torch.dtype, device: torch.device) -> torch.
     return torch.ones(k, k, dtype=dtype, device=device).tril(-1)
 
 
+def _activation_backward(fn: str, grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """grad times the activation's derivative, from its output h (one fused kernel where aten has
+    one): what NADE's backward needs without keeping the activation's input."""
+    if fn == "sigmoid":
+        return torch.ops.aten.sigmoid_backward(grad, h)
+    if fn == "tanh":
+        return torch.ops.aten.tanh_backward(grad, h)
+    if fn == "relu":
+        return torch.ops.aten.threshold_backward(grad, h, 0)
+    if fn == "elu":
+        return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, h)
+    return grad
+
+
+class NadeChain(torch.autograd.Function):
+    """NADE's chain over elements already in generation order: the prefix sums, optional per-element
+    rescaling, activation and read-out, block by block, with a hand-written backward. Autograd
+    through the blocked loop zero-filled and summed a whole-size gradient per block and kept every
+    intermediate; this keeps only the activations (and the unscaled pre-activations under
+    rescaling): forward and backward at batch 100, 784 elements, 500 units take 0.24 s against
+    0.40 s on 2 CPU cores (blocks of 8)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, xs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out_weight: torch.Tensor,
+                out_bias: torch.Tensor, scale: torch.Tensor | None, fn: str, block: int, keep: bool) -> torch.Tensor:
+        d = xs.shape[1]
+        strict = strictly_earlier(block, weight.dtype, weight.device)
+        carry = bias.expand(xs.shape[0], -1)                          # bias + everything before the block
+        out = xs.new_empty(xs.shape[0], out_weight.shape[0], d)
+        saved: list[torch.Tensor] = []
+        for start in range(0, d, block):
+            stop = min(start + block, d)
+            k = stop - start
+            xb, wb = xs[:, start:stop], weight[start:stop]
+            raw = (xb.unsqueeze(1) * strict[:k, :k]).matmul(wb).add_(carry.unsqueeze(1))     # (B, k, H)
+            hidden = _ACTIVATIONS[fn](raw * scale[start:stop].unsqueeze(-1) if scale is not None else raw)
+            if keep:                                                  # only when a backward will follow
+                saved += [hidden, raw] if scale is not None else [hidden]
+            out[:, :, start:stop] = torch.einsum("bkh,pkh->bpk", hidden, out_weight[:, start:stop])
+            carry = torch.addmm(carry, xb, wb)
+        ctx.fn, ctx.block, ctx.scaled = fn, block, scale is not None
+        ctx.save_for_backward(xs, weight, out_weight, *([scale] if scale is not None else []), *saved)
+        return out + out_bias
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        xs, weight, out_weight, *rest = ctx.saved_tensors
+        scale = rest.pop(0) if ctx.scaled else None
+        per_block = 2 if ctx.scaled else 1
+        block, d = ctx.block, xs.shape[1]
+        strict = strictly_earlier(block, weight.dtype, weight.device)
+        g_weight, g_out_weight = torch.empty_like(weight), torch.empty_like(out_weight)
+        g_scale = torch.empty_like(scale) if scale is not None else None
+        g_x = torch.empty_like(xs) if ctx.needs_input_grad[0] else None
+        g_carry = grad.new_zeros(xs.shape[0], weight.shape[1])        # d loss / d (the carry after the block)
+        for n, start in reversed(list(enumerate(range(0, d, block)))):
+            stop = min(start + block, d)
+            k = stop - start
+            xb, wb = xs[:, start:stop], weight[start:stop]
+            hidden = rest[n * per_block]
+            g_block = grad[:, :, start:stop]                                           # (B, P, k)
+            g_out_weight[:, start:stop] = torch.einsum("bpk,bkh->pkh", g_block, hidden)
+            g_pre = _activation_backward(ctx.fn, torch.einsum("bpk,pkh->bkh", g_block, out_weight[:, start:stop]), hidden)
+            if scale is not None:
+                raw = rest[n * per_block + 1]
+                g_scale[start:stop] = (g_pre * raw).sum(dim=(0, 2))
+                g_pre = g_pre.mul_(scale[start:stop].unsqueeze(-1))
+            prefix = xb.unsqueeze(1) * strict[:k, :k]                                   # (B, i, j): x_j for j < i
+            g_weight[start:stop] = prefix.reshape(-1, k).t().matmul(g_pre.reshape(-1, g_pre.shape[-1])) + xb.t().matmul(g_carry)
+            if g_x is not None:
+                g_x[:, start:stop] = (g_pre.matmul(wb.t()) * strict[:k, :k]).sum(1) + g_carry.matmul(wb.t())
+            g_carry = g_carry + g_pre.sum(1)
+        return g_x, g_weight, g_carry.sum(0), g_out_weight, grad.sum(0), g_scale, None, None, None
+
+
 def nade_chain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, perms: torch.Tensor, out_weight: torch.Tensor,
-               out_bias: torch.Tensor, scale: torch.Tensor | None = None, *, fn: str, active: int, block: int = 28) -> torch.Tensor:
+               out_bias: torch.Tensor, scale: torch.Tensor | None = None, *, fn: str, active: int, block: int = 8) -> torch.Tensor:
     """NADE's whole chain (ordered_prefix_linear, optional element_scale, activation, element_linear)
     computed block by block along the order, the same values without materialising the (B, D, H)
-    pre-activations: inside a block of k elements the exclusive prefix is a strictly lower
-    triangular (k, k) product, across blocks a running sum; only the block's hidden units live at
-    once. (B, P*D), parameter-major, as element_linear returns."""
+    pre-activations at once: inside a block of k elements the exclusive prefix is a strictly lower
+    triangular (k, k) product, across blocks a running sum (`NadeChain`). (B, P*D), parameter-major,
+    as element_linear returns."""
     perm = perms[active % perms.shape[0]]
     xs = x.flatten(1)[:, perm].to(weight.dtype)                      # (B, D) in generation order
-    ordered = weight[perm]                                           # (D, H)
-    d = xs.shape[1]
-    strict = strictly_earlier(block, weight.dtype, weight.device)
-    carry = bias.expand(xs.shape[0], -1)                             # bias + everything before the block
-    pieces = []
-    for start in range(0, d, block):
-        stop = min(start + block, d)
-        k = stop - start
-        xb, wb, elements = xs[:, start:stop], ordered[start:stop], perm[start:stop]
-        pre = (xb.unsqueeze(1) * strict[:k, :k]).matmul(wb) + carry.unsqueeze(1)      # (B, k, H)
-        if scale is not None:
-            pre = pre * scale[elements].unsqueeze(-1)
-        hidden = _ACTIVATIONS[fn](pre)
-        pieces.append(torch.einsum("bkh,pkh->bpk", hidden, out_weight[:, elements]) + out_bias[:, elements])
-        carry = carry + xb @ wb
-    out = torch.cat(pieces, dim=2)                                   # (B, P, D) in generation order
+    tensors = (xs, weight[perm], bias, out_weight[:, perm], out_bias[:, perm], scale[perm] if scale is not None else None)
+    keep = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    out = NadeChain.apply(*tensors, fn, block, keep)                 # (B, P, D) in generation order
     inverse = torch.empty_like(perm)
     inverse[perm] = torch.arange(perm.numel(), device=perm.device)
     return out[:, :, inverse].flatten(1)

@@ -40,6 +40,12 @@ class StaticStepProgram:
                 self.groups.append((lag, []))
             self.groups[-1][1].append((c, self._compute(c, net)))
 
+    def cache_bytes(self) -> int:
+        """Memory the program holds for its batch: every ring (with its zero and scratch slots) and
+        the full output record when teacher forcing; the weights it reads are the model's own."""
+        held = [*self.rings.values(), *([self.full] if self.full is not None else [])]
+        return sum(t.numel() * t.element_size() for t in held)
+
     def _channels(self, value: str) -> int:
         return self.plan.groups if value in ("x", "x_raw") else self.plan.calls[value].channels
 
