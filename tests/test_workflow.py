@@ -370,6 +370,18 @@ def test_per_step_and_per_epoch_curves_are_written(tmp_path):
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_epochs_csv_is_written_after_each_validation_not_only_at_the_end(tmp_path, monkeypatch):
+    """A long run can be watched: epochs.csv holds every validation so far while training goes on."""
+    from arspec.train import trainer
+    monkeypatch.setattr(trainer._Run, "finish", lambda self: None)          # the run never reaches its end
+    spec, data, config = _small_made(tmp_path, epochs=2)
+    train(spec, data, config)
+    rows = list(csv_rows(tmp_path / "epochs.csv"))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(float(r["validation_nats"])) for r in rows)
+    assert not (tmp_path / "loss.png").exists()
+
+
 def test_warmup_raises_the_learning_rate_linearly(tmp_path):
     spec, data, config = _small_made(tmp_path, steps=8, warmup_steps=4)
     train(spec, data, config)
