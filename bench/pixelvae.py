@@ -43,7 +43,10 @@ def with_gated_layers(doc: dict[str, Any], layers: int) -> dict[str, Any]:
     inputs instead (`stack.h` becomes `h0`)."""
     doc = copy.deepcopy(doc)
     graph = next(p for p in doc["parts"].values() if p.get("role") == "decoder")["graph"]
-    name, use = next((k, v) for k, v in graph.items() if isinstance(v, dict) and "block" in v)
+    found = next(((k, v) for k, v in graph.items() if isinstance(v, dict) and "block" in v), None)
+    if found is None:
+        raise SystemExit("--gated-layers needs a decoder whose later layers are one repeated block use")
+    name, use = found
     if layers > 1:
         use["repeat"] = {"times": layers - 1}
         return doc
