@@ -42,7 +42,8 @@ def with_gated_layers(doc: dict[str, Any], layers: int) -> dict[str, Any]:
     `layers - 1` times; with one layer the block use is removed and its readers read the block's
     inputs instead (`stack.h` becomes `h0`)."""
     doc = copy.deepcopy(doc)
-    graph = next(p for p in doc["parts"].values() if p.get("role") == "decoder")["graph"]
+    decoder = next(p for p in doc["parts"].values() if p.get("role") == "decoder")
+    graph = decoder["graph"]
     found = next(((k, v) for k, v in graph.items() if isinstance(v, dict) and "block" in v), None)
     if found is None:
         raise SystemExit("--gated-layers needs a decoder whose later layers are one repeated block use")
@@ -50,7 +51,7 @@ def with_gated_layers(doc: dict[str, Any], layers: int) -> dict[str, Any]:
     if layers > 1:
         use["repeat"] = {"times": layers - 1}
         return doc
-    block = next(p for p in doc["parts"].values() if p.get("role") == "decoder")["blocks"][use["block"]]
+    block = decoder["blocks"][use["block"]]
     through = {f"{name}.{port}": use["inputs"][block["inputs"].index(port)] for port in block["outputs"]}
     del graph[name]
     for node in graph.values():

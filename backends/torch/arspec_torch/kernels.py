@@ -351,24 +351,20 @@ def init_parameter(t: torch.Tensor, init: str, scale: float, generator: torch.Ge
 __all__ = ["KERNELS", "init_parameter"]
 
 
-
 def strictly_earlier(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(k, k): 1 where column j comes strictly before row i in the order, the exclusive prefix."""
     return torch.ones(k, k, dtype=dtype, device=device).tril(-1)
 
 
-def _activation_backward(fn: str, grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """grad times the activation's derivative, from its output h (one fused kernel where aten has
-    one): what NADE's backward needs without keeping the activation's input."""
-    if fn == "sigmoid":
-        return torch.ops.aten.sigmoid_backward(grad, h)
-    if fn == "tanh":
-        return torch.ops.aten.tanh_backward(grad, h)
-    if fn == "relu":
-        return torch.ops.aten.threshold_backward(grad, h, 0)
-    if fn == "elu":
-        return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, h)
-    return grad
+_ACTIVATION_BACKWARDS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.ops.aten.sigmoid_backward, "tanh": torch.ops.aten.tanh_backward,
+    "relu": lambda grad, h: torch.ops.aten.threshold_backward(grad, h, 0),
+    "elu": lambda grad, h: torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, h),
+    "identity": lambda grad, h: grad}
+"""Per activation of `_ACTIVATIONS`: grad times its derivative, from its output h (one fused aten
+kernel each), what NADE's backward needs without keeping the activation's input. An activation
+added there without its backward here fails loudly (KeyError) rather than differentiating as the
+identity."""
 
 
 class NadeChain(torch.autograd.Function):
@@ -421,7 +417,7 @@ class NadeChain(torch.autograd.Function):
             hidden = rest[n * per_block]
             g_block = grad[:, :, start:stop]                                           # (B, P, k)
             g_out_weight[:, start:stop] = torch.einsum("bpk,bkh->pkh", g_block, hidden)
-            g_pre = _activation_backward(ctx.fn, torch.einsum("bpk,pkh->bkh", g_block, out_weight[:, start:stop]), hidden)
+            g_pre = _ACTIVATION_BACKWARDS[ctx.fn](torch.einsum("bpk,pkh->bkh", g_block, out_weight[:, start:stop]), hidden)
             if scale is not None:
                 raw = rest[n * per_block + 1]
                 g_scale[start:stop] = (g_pre * raw).sum(dim=(0, 2))
