@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from arspec_torch.stepplan import StepProgram
 from hypothesis import HealthCheck, assume, given, settings
 
 import arspec
@@ -186,3 +187,55 @@ def test_a_corrupted_static_program_is_caught_by_the_training_graph_comparison(c
     x, _ = model.example_inputs(2, torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert not torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-6, rtol=1e-6)
+
+
+# -- channel groups: after each channel of a position, only the calls the output reads through that step's own values run again --
+
+def _rgb(size: int = 8):
+    return _model(arspec.load_spec(ROOT / "specs" / "pixelcnn_rgb.yaml", overrides=[f"event.shape=[3,{size},{size}]"]))
+
+
+def test_each_channel_recomputes_the_horizontal_stack_and_head_but_not_the_vertical_stack():
+    model = _rgb(16)                   # at 8 columns the vertical stack's flat reach wraps into the current row
+    model.sample(1, cache=True)                                   # plans the cache
+    plan = model.incremental.plan
+    assert plan.output in plan.redo and plan.redo < {c.id for c in plan.steps}
+    assert all("_h" in name or name.startswith(("h0", "head")) for name in plan.redo)
+    assert not any("v_conv" in name or "v_out" in name for name in plan.redo)
+
+
+def _parameters_used_and_expected(model, monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parameters each channel of each position was drawn from, and what the training graph
+    gives at that channel for the finished images, both (B, C, positions, P)."""
+    seen, draw = [], model.distribution.sample_channel
+
+    def spy(params, x, channel, uniforms):
+        seen.append(params[:, channel, 0].clone())
+        return draw(params, x, channel, uniforms)
+
+    monkeypatch.setattr(model.distribution, "sample_channel", spy)
+    images = model.sample(2, generator=torch.Generator().manual_seed(5), cache=True)
+    with torch.no_grad():
+        expected = model(images)
+    n, c = images.shape[:2]
+    used = torch.stack(seen, 1).reshape(n, -1, c, expected.shape[-1]).transpose(1, 2)
+    return used, expected.reshape(n, c, -1, expected.shape[-1])
+
+
+def test_every_channel_is_drawn_from_what_the_training_graph_gives_for_the_finished_image(monkeypatch):
+    used, expected = _parameters_used_and_expected(_rgb(), monkeypatch)
+    assert torch.allclose(used, expected, atol=1e-9, rtol=1e-9)
+
+
+def test_channels_drawn_without_the_recompute_are_caught(monkeypatch):
+    build = StepProgram.__init__
+
+    def once_per_position(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        redo, done = self.redo, set()
+        self.redo = lambda p: None if p in done else (done.add(p), redo(p))   # G and B drawn from R's parameters
+
+    monkeypatch.setattr(StepProgram, "__init__", once_per_position)
+    used, expected = _parameters_used_and_expected(_rgb(), monkeypatch)
+    assert torch.allclose(used[:, 0], expected[:, 0], atol=1e-9, rtol=1e-9)      # R: nothing of its position is known
+    assert not torch.allclose(used[:, 1:], expected[:, 1:], atol=1e-6)

@@ -449,16 +449,14 @@ class WindowCache:
                     while q <= p + lag_out:
                         step(q)
                         q += 1
-                else:                            # channel groups: recompute the position for each channel
-                    while q < p:
+                else:                            # channel groups: the output's own calls again before each channel,
+                    while q < p:                 # the whole step once the position is complete (at the next one)
                         step(q)
                         q += 1
-                    step(p)
+                    program.redo(p)
                 params = torch.from_numpy(out[:, p % plan.ring[plan.output]]).reshape(n, d.params_per_element, groups)
                 pixel = d.tempered(params.transpose(1, 2).unsqueeze(2), model.temperature)
-                mask = torch.zeros((groups, 1), dtype=torch.bool)
-                mask[g] = True
-                sample = d.sample_step(pixel, result[:, :, p:p + 1], mask, model.uniforms(n, 1, generator))[:, 0].to(given.dtype)
+                sample = d.sample_channel(pixel, result[:, :, p:p + 1], g, model.uniforms(n, 1, generator))[:, 0].to(given.dtype)
                 if keep_flat is not None and bool(keep_flat[g, p]):
                     sample = given[:, g, p]
                 result[:, g, p] = sample

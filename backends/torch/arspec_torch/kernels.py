@@ -69,6 +69,21 @@ def add(*xs: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def add_repeated(*xs: torch.Tensor, factors: tuple[int, ...]) -> torch.Tensor:
+    """The sum of xs where argument i with factors[i] = f > 1 is at 1/f of the resolution on every
+    spatial axis: it is added as if repeated f times along each, by broadcasting (never copied)."""
+    full = [x for x, f in zip(xs, factors) if f == 1]
+    out = add(*full)
+    b, c, *spatial = out.shape
+    for x, f in zip(xs, factors):
+        if f == 1:
+            continue
+        blocks = [v for s in spatial for v in (s // f, f)]
+        low = [v for s in x.shape[2:] for v in (s, 1)]
+        out = (out.view(b, c, *blocks) + x.view(*x.shape[:2], *low)).view(b, c, *spatial)
+    return out
+
+
 def multiply(*xs: torch.Tensor) -> torch.Tensor:
     out = xs[0]
     for x in xs[1:]:
@@ -327,7 +342,7 @@ def positions(table: torch.Tensor) -> torch.Tensor:
 
 KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "masked_conv": masked_conv, "masked_dense": masked_dense, "embedding": embedding, "shift": shift,
-    "activation": activation, "dropout": dropout, "add": add, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
+    "activation": activation, "dropout": dropout, "add": add, "add_repeated": add_repeated, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
     "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
     "upsample": upsample, "lstm_scan": lstm_scan, "conv_lstm": conv_lstm, "ordered_prefix_linear": ordered_prefix_linear,
     "element_linear": element_linear, "element_scale": element_scale,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arspec_torch.cache import StepCall, run_call
+from arspec_torch.fusion import fuse
 from arspec_torch.kernels import init_parameter, nade_chain
 from arspec_torch.plan import Plan
 
@@ -43,11 +44,13 @@ class Network(nn.Module):
     """forward(raw x, encoded x, context) -> the output value (distribution parameters). `taps`
     names further nodes whose values `forward_taps` returns too (a part read by another part)."""
 
-    def __init__(self, plan: Plan, taps: tuple[str, ...] = ()) -> None:
+    def __init__(self, plan: Plan, taps: tuple[str, ...] = (), rewrite: bool = True) -> None:
         super().__init__()
-        self.calls = [pc.step for pc in plan.calls]
         self.output = plan.output
         self.taps = {name: plan.node_values[name] for name in taps}
+        kept = {self.output, *self.taps.values()}
+        calls = [pc.step for pc in plan.calls]
+        self.calls = fuse(calls, kept) if rewrite else calls      # `rewrite=False`: the plan's calls as they are
         self.contexts = plan.contexts
         self.mask_sets = plan.mask_sets
         self.active = 0
@@ -64,7 +67,6 @@ class Network(nn.Module):
             for a in call.args:
                 last_use[a] = i
         # values that may be dropped after each call (keeps peak memory at the live set)
-        kept = {self.output, *self.taps.values()}
         self.release = [[a for a, s in last_use.items() if s == i and a not in kept] for i in range(len(self.calls))]
         self.chains = nade_chains(self.calls, kept)      # emptied, the calls run one by one (the tests compare both)
 

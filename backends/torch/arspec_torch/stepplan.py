@@ -66,6 +66,7 @@ class StepPlan:
         self.reads = self._reads()
         self.ring = self._rings()
         self.first = min([self.lag[c.id] for c in self.steps] or [0])  # type: ignore[type-var]
+        self.redo = self._computed_with_output()
 
     @property
     def usable(self) -> bool:
@@ -116,6 +117,25 @@ class StepPlan:
             out.add(name)
             if name not in stop:
                 stack.extend(self.calls[name].args)
+        return out
+
+    def _computed_with_output(self) -> set[str]:
+        """The step calls the output at position q reads, transitively, through values that step q
+        itself computes (an argument read at the offset that sets the reader's lag is computed in
+        the same step). With channel groups, only these must run again after each channel of the
+        position is drawn; every other value the output reads was final at an earlier step."""
+        in_step = {c.id for c in self.steps}
+        out: set[str] = set()
+        stack = [self.output] if self.output in in_step else []
+        while stack:
+            name = stack.pop()
+            if name in out:
+                continue
+            out.add(name)
+            c = self.calls[name]
+            for i, arg in enumerate(c.args):
+                if arg in in_step and any(self.lag[arg] + self._flat(off) == self.lag[name] for off in self._live(c, i)):  # type: ignore[operator]
+                    stack.append(arg)
         return out
 
     def _reads(self) -> dict[tuple[str, int], str]:
@@ -184,17 +204,23 @@ class StepProgram:
         if record:
             self.full = np.zeros((batch, plan.calls[plan.output].channels, plan.positions), dtype=dtype)
             self.names["FULL"] = self.full
-        lines = ["def step(q):"]
+        self.source = self._function("step", plan.steps, net)
+        redo = self._function("redo", [c for c in plan.steps if c.id in plan.redo], net)
+        namespace = dict(self.names)
+        exec(self.source + "\n" + redo, namespace)       # the generated straight-line step
+        self.step = namespace["step"]
+        self.redo = namespace["redo"]           # only what the output at q reads through step q's own values
+
+    def _function(self, name: str, calls: list[Any], net: Any) -> str:
+        """The source of `name(q)`: the calls in plan order, one guard per run with the same lag."""
+        lines = [f"def {name}(q):", "    pass"]
         current = None
-        for c in plan.steps:                       # one guard per run of calls with the same lag
-            if plan.lag[c.id] != current:
-                current = plan.lag[c.id]
+        for c in calls:
+            if self.plan.lag[c.id] != current:
+                current = self.plan.lag[c.id]
                 lines += [f"    p = q - ({current})", "    if 0 <= p < P:"]
             lines += self._emit(c, net)
-        namespace = dict(self.names)
-        exec("\n".join(lines), namespace)       # the generated straight-line step
-        self.step = namespace["step"]
-        self.source = "\n".join(lines)
+        return "\n".join(lines)
 
     def _channels(self, value: str, net: Any) -> int:
         return self.plan.groups if value in DATA_VALUES else self.plan.calls[value].channels
