@@ -1,8 +1,17 @@
-"""Output distributions: PixelCNN++'s coupled pixel likelihood against its definition."""
+"""Output distributions: PixelCNN++'s coupled pixel likelihood against its definition; the numpy
+draws of the CPU's per-step plan against the torch draws of naive sampling."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
-from arspec_torch.distributions import CoupledLogisticMixture, DiscretizedLogisticMixture
+from arspec_torch.distributions import Bernoulli, Categorical, CoupledLogisticMixture, DiscretizedLogisticMixture
+
+import arspec
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pixel_joint(d: CoupledLogisticMixture, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -49,3 +58,26 @@ def test_coupled_probabilities_of_one_pixel_sum_to_one():
     grid = torch.cartesian_prod(*[torch.arange(5)] * 3).reshape(-1, 3, 1, 1)
     total = d.log_prob(params.expand(len(grid), -1, -1, -1, -1), grid).sum(dim=1).logsumexp(dim=0).exp()
     assert abs(float(total) - 1.0) < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [Categorical(256), Categorical(3), Bernoulli()], ids=["256 classes", "3 classes", "bernoulli"])
+def test_numpy_draws_and_encodings_equal_the_torch_ones_bit_for_bit(d, dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, d.params_per_element, generator=g, dtype=dtype) * 3
+    uniforms = torch.rand(4000, d.noise_per_element, generator=g)
+    uniforms[:7] = torch.tensor([0.0, 1.0, 1e-13, 1 - 1e-8, 0.5, 1e-7, 0.999999])[:, None]     # the clamped ends
+    expected = d.sample(logits, uniforms)
+    assert np.array_equal(d.sample_numpy(logits.numpy(), uniforms.numpy()), expected.numpy())
+    classes = torch.arange(d.classes)
+    np_dtype = np.dtype(str(dtype).removeprefix("torch."))
+    assert np.array_equal(d.encode_numpy(classes.numpy(), np_dtype), d.encode(classes, dtype).numpy())
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_cached_sampling_that_draws_in_numpy_equals_naive_sampling_at_any_temperature(temperature):
+    model = arspec.compile(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[40]"]), seed=0).eval()
+    assert model.incremental.engine_for(model) == "plan" and model.distribution.draws_in_numpy
+    fast = model.sample(3, generator=torch.Generator().manual_seed(1), cache=True, temperature=temperature)
+    slow = model.sample(3, generator=torch.Generator().manual_seed(1), cache=False, temperature=temperature)
+    assert torch.equal(fast, slow)

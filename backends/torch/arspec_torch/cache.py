@@ -442,6 +442,7 @@ class WindowCache:
         given = x.reshape(n, groups, -1)
         keep_flat = keep.reshape(groups, -1) if keep is not None else None
         result = torch.zeros_like(given)
+        draw = self._numpy_draw(model, n, generator, given)
         q = plan.first
         for p in range(self.positions):
             for g in range(groups):
@@ -454,16 +455,43 @@ class WindowCache:
                         step(q)
                         q += 1
                     program.redo(p)
-                params = torch.from_numpy(out[:, p % plan.ring[plan.output]]).reshape(n, d.params_per_element, groups)
-                pixel = d.tempered(params.transpose(1, 2).unsqueeze(2), model.temperature)
-                sample = d.sample_channel(pixel, result[:, :, p:p + 1], g, model.uniforms(n, 1, generator))[:, 0].to(given.dtype)
+                if draw is not None:
+                    sample = draw(out[:, p % plan.ring[plan.output]].reshape(n, d.params_per_element, groups)[:, :, g])
+                else:
+                    params = torch.from_numpy(out[:, p % plan.ring[plan.output]]).reshape(n, d.params_per_element, groups)
+                    pixel = d.tempered(params.transpose(1, 2).unsqueeze(2), model.temperature)
+                    sample = d.sample_channel(pixel, result[:, :, p:p + 1], g, model.uniforms(n, 1, generator))[:, 0].to(given.dtype)
                 if keep_flat is not None and bool(keep_flat[g, p]):
                     sample = given[:, g, p]
                 result[:, g, p] = sample
-                rx[:, p % plan.ring["x"], g] = d.encode(sample, model.dtype).numpy()
-                if d.discrete:
-                    rxr[:, p % plan.ring["x_raw"], g] = sample.long().numpy()
+                if draw is not None:
+                    values = sample.numpy()
+                    rx[:, p % plan.ring["x"], g] = d.encode_numpy(values, rx.dtype)
+                    rxr[:, p % plan.ring["x_raw"], g] = values
+                else:
+                    rx[:, p % plan.ring["x"], g] = d.encode(sample, model.dtype).numpy()
+                    if d.discrete:
+                        rxr[:, p % plan.ring["x_raw"], g] = sample.long().numpy()
         return result.reshape(n, *model.internal_shape)
+
+    @staticmethod
+    def _numpy_draw(model: Any, n: int, generator: Any, given: torch.Tensor) -> Any:
+        """For distributions that draw in numpy: a function from one channel's parameters (n, P)
+        to its samples (n,) as a long tensor, drawing the same uniforms, in the same order, as
+        `model.uniforms(n, 1, generator)`; None otherwise (the torch path draws)."""
+        d = model.distribution
+        if not d.draws_in_numpy or given.dtype != torch.long:
+            return None
+        device = generator.device if generator is not None else model.device
+        if device.type != "cpu":
+            return None
+        shape, temperature = (n, 1, d.noise_per_element), float(model.temperature)
+
+        def draw(logits: np.ndarray) -> torch.Tensor:
+            uniforms = torch.rand(shape, generator=generator, device=device)[:, 0].numpy()
+            return torch.from_numpy(d.sample_numpy(logits / temperature if temperature != 1.0 else logits, uniforms))
+
+        return draw
 
     def _static_program(self, model: Any, n: int, context: dict[str, Any], record: bool) -> StaticStepProgram:
         assert self.plan is not None

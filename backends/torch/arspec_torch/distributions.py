@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,6 +53,18 @@ class Distribution:
         by slicing instead of a boolean mask (no host synchronisation: it runs inside CUDA graphs)."""
         return self.sample(params[:, channel], uniforms)
 
+    #: a discrete distribution whose every parameter is a logit can also draw in numpy, for the
+    #: CPU's per-step plan (a torch dispatch costs more than the arithmetic at batch 1)
+    draws_in_numpy = False
+
+    def sample_numpy(self, logits: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+        """`sample` on numpy arrays: logits (B, P), uniforms (B, noise) -> class indices (B,)."""
+        raise NotImplementedError
+
+    def encode_numpy(self, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """`encode` on numpy class indices."""
+        raise NotImplementedError
+
     def validate(self, x: torch.Tensor) -> str | None:
         """Why `x` is not valid data for this distribution, or None."""
         if self.discrete:
@@ -83,6 +96,14 @@ class Bernoulli(Distribution):
     def sample(self, params, uniforms):
         return (uniforms[..., 0] < torch.sigmoid(params[..., 0])).long()
 
+    draws_in_numpy = True
+
+    def sample_numpy(self, logits, uniforms):
+        return (uniforms[:, 0] < 1.0 / (1.0 + np.exp(-logits[:, 0]))).astype(np.int64)
+
+    def encode_numpy(self, x, dtype):
+        return x.astype(dtype)
+
 
 class Categorical(Distribution):
     def __init__(self, classes: int) -> None:
@@ -97,6 +118,15 @@ class Categorical(Distribution):
 
     def sample(self, params, uniforms):
         return torch.argmax(params + _gumbel(uniforms.to(params.dtype)), dim=-1)
+
+    draws_in_numpy = True
+
+    def sample_numpy(self, logits, uniforms):
+        u = np.clip(uniforms.astype(logits.dtype, copy=False), 1e-12, 1 - 1e-7)
+        return np.argmax(logits - np.log(-np.log(u)), axis=-1)
+
+    def encode_numpy(self, x, dtype):
+        return x.astype(dtype) * dtype.type(2.0 / (self.classes - 1)) - dtype.type(1.0)
 
 
 class DiscretizedLogisticMixture(Distribution):

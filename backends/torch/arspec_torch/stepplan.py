@@ -204,6 +204,7 @@ class StepProgram:
         if record:
             self.full = np.zeros((batch, plan.calls[plan.output].channels, plan.positions), dtype=dtype)
             self.names["FULL"] = self.full
+        self.stacked = stacked_sums(plan)
         self.source = self._function("step", plan.steps, net)
         redo = self._function("redo", [c for c in plan.steps if c.id in plan.redo], net)
         namespace = dict(self.names)
@@ -248,6 +249,12 @@ class StepProgram:
 
     def _compute(self, c: Any, net: Any, v: str) -> list[str]:
         kind, key = c.kind, c.id
+        if key in self.stacked:
+            return self._stacked_sum(c, net, v)
+        if kind == "masked_conv" and any(key in terms for terms in self.stacked.values()):
+            total = next(s for s, terms in self.stacked.items() if key in terms)
+            lo, hi = self.stacked[total][key]
+            return [f"T_{total}[:, {lo}:{hi}] = v_{c.args[0]}"]
         if kind == "masked_conv":
             return self._conv(c, net, v)
         if kind == "shift":
@@ -288,9 +295,53 @@ class StepProgram:
         if not live:
             return [f"{v} = np.zeros((B, {co}), dtype=W_{key}.dtype){bias}"]
         if self.plan.reads[(c.id, 0)] == "local":
-            return [f"{v} = v_{c.args[0]} @ W_{key}{bias}"]
+            return [f"{v} = np.dot(v_{c.args[0]}, W_{key}){bias}"]
         self.names[f"G_{key}"] = self.plan.slots(c, 0)
-        return [f"{v} = r_{c.args[0]}[:, G_{key}[p]].reshape(B, -1) @ W_{key}{bias}"]
+        self.names[f"X_{key}"] = np.zeros((self.batch, len(live), ci), dtype=self.dtype)     # the live taps, gathered
+        return [f"np.take(r_{c.args[0]}, G_{key}[p], axis=1, out=X_{key}, mode='clip')",
+                f"{v} = np.dot(X_{key}.reshape(B, -1), W_{key}){bias}"]
+
+    def _stacked_sum(self, c: Any, net: Any, v: str) -> list[str]:
+        """A sum of 1x1 convolutions of local values (WaveNet's skip connections) as one product:
+        the inputs side by side (each copied in where its convolution was) times the stacked weights."""
+        key, terms = c.id, self.stacked[c.id]
+        weights, bias = [], 0.0
+        for a in c.args:
+            conv = self.plan.calls[a]
+            weights.append((self._tensor(conv, "weight", net) * self._tensor(conv, "mask", net))[:, :, 0].T)
+            if "bias" in conv.tensors:
+                bias = bias + self._tensor(conv, "bias", net)
+        self.names[f"W_{key}"] = np.ascontiguousarray(np.concatenate(weights, axis=0))
+        self.names[f"b_{key}"] = np.broadcast_to(np.asarray(bias, dtype=self.dtype), (weights[0].shape[1],)).copy()
+        self.names[f"T_{key}"] = np.zeros((self.batch, max(hi for _, hi in terms.values())), dtype=self.dtype)
+        return [f"{v} = np.dot(T_{key}, W_{key}); {v} += b_{key}"]
+
+
+def stacked_sums(plan: StepPlan) -> dict[str, dict[str, tuple[int, int]]]:
+    """The step's additions whose every term is a 1x1 convolution (one live tap, at offset 0) of a
+    local value, computed in the same step and read by nothing else: by addition, each term's
+    column range in the side-by-side inputs."""
+    readers: dict[str, int] = {}
+    for c in plan.steps:
+        for a in c.args:
+            readers[a] = readers.get(a, 0) + 1
+    out = {}
+    for c in plan.steps:
+        if c.kind != "add" or len(c.args) < 2 or len(set(c.args)) != len(c.args):
+            continue
+        terms, width = {}, 0
+        for i, a in enumerate(c.args):
+            conv = plan.calls.get(a)
+            if (conv is None or conv.kind != "masked_conv" or plan.reads.get((c.id, i)) != "local" or readers[a] != 1
+                    or a in plan.ring or a == plan.output or plan.reads.get((a, 0)) != "local" or len(conv.args) != 1
+                    or plan._live(conv, 0) != [(0,) * len(plan.spatial)] or len(conv.taps[0]) != 1):
+                break
+            ci = plan.calls[conv.args[0]].channels if conv.args[0] in plan.calls else plan.groups
+            terms[a] = (width, width + ci)
+            width += ci
+        else:
+            out[c.id] = terms
+    return out
 
 
 def constant_tensors(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], run: Any, n: int, spatial: tuple[int, ...],
