@@ -239,3 +239,54 @@ def test_channels_drawn_without_the_recompute_are_caught(monkeypatch):
     used, expected = _parameters_used_and_expected(_rgb(), monkeypatch)
     assert torch.allclose(used[:, 0], expected[:, 0], atol=1e-9, rtol=1e-9)      # R: nothing of its position is known
     assert not torch.allclose(used[:, 1:], expected[:, 1:], atol=1e-6)
+
+
+# -- sums of 1x1 convolutions of values local to the step: one product of the stacked weights --
+
+STACKED_SUMS = {
+    "WaveNet's skips (1-D)": ("wavenet.yaml", ["event.shape=[40]"], "stack_skip__add"),
+    "a 1x1 and a 1-wide horizontal convolution of one position (2-D, two channel groups)": (None, None, "h1s__add"),
+}
+SUM_2D = """name: sums
+event: {shape: [2, 4, 6]}
+distribution: {type: categorical, classes: 3}
+graph:
+  h0c: {op: horizontal_conv2d, inputs: [x], channels: 8, kernel: 3, mask: A}
+  h0g: {op: gated_tanh, inputs: [h0c]}
+  h0:  {op: conv1x1, inputs: [h0g], channels: 4, mask: B}
+  a1:  {op: conv1x1, inputs: [h0g], channels: 8, mask: B}
+  a2:  {op: horizontal_conv2d, inputs: [h0], channels: 8, kernel: 1, mask: B}
+  h1s: {op: add, inputs: [a1, a2]}
+  h1g: {op: gated_tanh, inputs: [h1s]}
+  out: {op: conv1x1, inputs: [h1g], channels: output, mask: B}
+"""
+
+
+@pytest.mark.parametrize("case", STACKED_SUMS, ids=list(STACKED_SUMS))
+def test_a_sum_of_local_1x1_convolutions_is_one_stacked_product_and_changes_nothing(case):
+    name, overrides, total = STACKED_SUMS[case]
+    spec = arspec.load_spec(ROOT / "specs" / name, overrides=overrides) if name else spec_from(SUM_2D)
+    model = _model(spec)
+    model.sample(1, cache=True)
+    program = model.incremental._program(model, 1, model.example_context(1), record=False)
+    assert total in program.stacked and len(program.stacked[total]) >= 2
+    assert f"np.dot(T_{total}, W_{total})" in program.source
+    _assert_cache_consistent(spec)
+
+
+def test_stacked_terms_in_the_wrong_columns_are_caught_by_the_training_graph_comparison(monkeypatch):
+    from arspec_torch import stepplan
+
+    def swapped(plan):
+        out = {}
+        for total, terms in stepplan_sums(plan).items():
+            names = list(terms)
+            out[total] = dict(zip(names, [terms[n] for n in names[1:] + names[:1]]))   # each term in its neighbour's columns
+        return out
+
+    stepplan_sums = stepplan.stacked_sums
+    monkeypatch.setattr(stepplan, "stacked_sums", swapped)
+    model = _model(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[40]"]))
+    x, _ = model.example_inputs(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert not torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-6, rtol=1e-6)

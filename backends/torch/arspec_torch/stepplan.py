@@ -205,12 +205,14 @@ class StepProgram:
             self.full = np.zeros((batch, plan.calls[plan.output].channels, plan.positions), dtype=dtype)
             self.names["FULL"] = self.full
         self.stacked = stacked_sums(plan)
+        self._lines: dict[str, list[str]] = {}
         self.source = self._function("step", plan.steps, net)
-        redo = self._function("redo", [c for c in plan.steps if c.id in plan.redo], net)
+        drawn_at_lag_0 = plan.lag.get(plan.output) == 0          # the sampler recomputes the position before each channel
+        redo = self._function("redo", [c for c in plan.steps if c.id in plan.redo], net) if drawn_at_lag_0 else ""
         namespace = dict(self.names)
         exec(self.source + "\n" + redo, namespace)       # the generated straight-line step
         self.step = namespace["step"]
-        self.redo = namespace["redo"]           # only what the output at q reads through step q's own values
+        self.redo = namespace.get("redo")       # what the output at q reads through step q's own values
 
     def _function(self, name: str, calls: list[Any], net: Any) -> str:
         """The source of `name(q)`: the calls in plan order, one guard per run with the same lag."""
@@ -239,6 +241,11 @@ class StepProgram:
         return getattr(net, f"{c.id}__{name}").detach().cpu().numpy().astype(self.dtype, copy=False)
 
     def _emit(self, c: Any, net: Any) -> list[str]:
+        if c.id not in self._lines:                 # a call emitted into both functions is prepared once
+            self._lines[c.id] = self._lines_of(c, net)
+        return self._lines[c.id]
+
+    def _lines_of(self, c: Any, net: Any) -> list[str]:
         v = f"v_{c.id}"
         body = [f"        {line}" for line in self._compute(c, net, v)]
         if c.id in self.plan.ring:
@@ -308,7 +315,8 @@ class StepProgram:
         weights, bias = [], 0.0
         for a in c.args:
             conv = self.plan.calls[a]
-            weights.append((self._tensor(conv, "weight", net) * self._tensor(conv, "mask", net))[:, :, 0].T)
+            weight = self._tensor(conv, "weight", net) * self._tensor(conv, "mask", net)        # (Co, Ci, 1, ...)
+            weights.append(weight.reshape(weight.shape[0], weight.shape[1]).T)
             if "bias" in conv.tensors:
                 bias = bias + self._tensor(conv, "bias", net)
         self.names[f"W_{key}"] = np.ascontiguousarray(np.concatenate(weights, axis=0))
