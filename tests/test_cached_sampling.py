@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from arspec_torch.staticstep import StaticStepProgram
 from arspec_torch.stepplan import StepProgram
 from hypothesis import HealthCheck, assume, given, settings
 
@@ -207,13 +208,19 @@ def test_each_channel_recomputes_the_horizontal_stack_and_head_but_not_the_verti
 def _parameters_used_and_expected(model, monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
     """The parameters each channel of each position was drawn from, and what the training graph
     gives at that channel for the finished images, both (B, C, positions, P)."""
-    seen, draw = [], model.distribution.sample_numpy          # the CPU's plan draws categorical channels in numpy
+    d = model.distribution
+    seen, in_numpy, in_torch = [], d.sample_numpy, d.sample_channel   # the CPU's plan draws in numpy, the static program in torch
 
-    def spy(logits, uniforms):
+    def numpy_spy(logits, uniforms):
         seen.append(torch.from_numpy(logits.copy()))
-        return draw(logits, uniforms)
+        return in_numpy(logits, uniforms)
 
-    monkeypatch.setattr(model.distribution, "sample_numpy", spy)
+    def torch_spy(params, x, channel, uniforms):
+        seen.append(params[:, channel, 0].clone())
+        return in_torch(params, x, channel, uniforms)
+
+    monkeypatch.setattr(d, "sample_numpy", numpy_spy)
+    monkeypatch.setattr(d, "sample_channel", torch_spy)
     images = model.sample(2, generator=torch.Generator().manual_seed(5), cache=True)
     with torch.no_grad():
         expected = model(images)
@@ -222,21 +229,43 @@ def _parameters_used_and_expected(model, monkeypatch) -> tuple[torch.Tensor, tor
     return used, expected.reshape(n, c, -1, expected.shape[-1])
 
 
-def test_every_channel_is_drawn_from_what_the_training_graph_gives_for_the_finished_image(monkeypatch):
-    used, expected = _parameters_used_and_expected(_rgb(), monkeypatch)
+ENGINES = ["plan", "static"]
+
+
+def _rgb_on(engine: str):
+    model = _rgb()
+    if engine == "static":
+        _static(model)
+    return model
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_channel_is_drawn_from_what_the_training_graph_gives_for_the_finished_image(engine, monkeypatch):
+    used, expected = _parameters_used_and_expected(_rgb_on(engine), monkeypatch)
     assert torch.allclose(used, expected, atol=1e-9, rtol=1e-9)
 
 
-def test_channels_drawn_without_the_recompute_are_caught(monkeypatch):
-    build = StepProgram.__init__
+@pytest.mark.parametrize("engine", ENGINES)
+def test_channels_drawn_without_the_recompute_are_caught(engine, monkeypatch):
+    if engine == "plan":
+        build = StepProgram.__init__
 
-    def once_per_position(self, *args, **kwargs):
-        build(self, *args, **kwargs)
-        redo, done = self.redo, set()
-        self.redo = lambda p: None if p in done else (done.add(p), redo(p))   # G and B drawn from R's parameters
+        def once_per_position(self, *args, **kwargs):
+            build(self, *args, **kwargs)
+            redo, done = self.redo, set()
+            self.redo = lambda p: None if p in done else (done.add(p), redo(p))   # G and B drawn from R's parameters
 
-    monkeypatch.setattr(StepProgram, "__init__", once_per_position)
-    used, expected = _parameters_used_and_expected(_rgb(), monkeypatch)
+        monkeypatch.setattr(StepProgram, "__init__", once_per_position)
+    else:
+        real, last = StaticStepProgram.redo, []
+
+        def before_r_only(self, q):
+            if not last or last[-1] != int(q):
+                last.append(int(q))
+                real(self, q)
+
+        monkeypatch.setattr(StaticStepProgram, "redo", before_r_only)
+    used, expected = _parameters_used_and_expected(_rgb_on(engine), monkeypatch)
     assert torch.allclose(used[:, 0], expected[:, 0], atol=1e-9, rtol=1e-9)      # R: nothing of its position is known
     assert not torch.allclose(used[:, 1:], expected[:, 1:], atol=1e-6)
 

@@ -525,7 +525,7 @@ class WindowCache:
         assert lag_out is not None
         rx, rxr, out = program.rings["x"], program.rings["x_raw"], program.rings[plan.output]
         sizes = plan.ring
-        recompute = lag_out >= 0            # channel groups: the position's calls run again before each channel
+        recompute = lag_out >= 0            # channel groups: the output's own calls run again before each channel
         # step q = p + lag (lag_out, or -1 with channel groups) comes first in body(p): a frame's values
         # are recomputed before the body whose step q has q + 1 at the frame's start
         lag = -1 if recompute else lag_out
@@ -545,7 +545,7 @@ class WindowCache:
             base = (position - first) * groups
             for g in range(groups):
                 if recompute:
-                    program.step(position)
+                    program.redo(position)
                 params = out.index_select(1, position.remainder(sizes[plan.output])).squeeze(1)
                 pixel = d.tempered(params.reshape(n, -1, groups).transpose(1, 2).unsqueeze(2), temperature)
                 u = noise.index_select(0, base + g).squeeze(0)

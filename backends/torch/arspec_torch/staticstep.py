@@ -139,16 +139,20 @@ class StaticStepProgram:
             return window @ w if bias is None else torch.addmm(bias, window, w)
         return conv
 
-    def step(self, q: torch.Tensor) -> None:
-        """One generation step: every call at position q - lag, written into its ring (a position
-        outside the event computes on clamped reads and writes to the scratch slot)."""
+    def step(self, q: torch.Tensor, only: set[str] | None = None) -> None:
+        """One generation step: every call (`only`: those named) at position q - lag, written into
+        its ring (a position outside the event computes on clamped reads and writes to the scratch slot)."""
         local: dict[str, torch.Tensor] = {}
         plan = self.plan
         for lag, calls in self.groups:
+            if only is not None and not any(c.id in only for c, _ in calls):
+                continue
             p = q - lag
             inside = (p >= 0) & (p < self.positions)
             clamped = p.clamp(0, self.positions - 1)
             for c, compute in calls:
+                if only is not None and c.id not in only:
+                    continue
                 value = compute(clamped, local)
                 local[c.id] = value
                 if c.id in self.rings:
@@ -157,6 +161,11 @@ class StaticStepProgram:
                     self.rings[c.id].index_copy_(1, slot, value.unsqueeze(1))
                 if self.full is not None and c.id == plan.output:
                     self.full.index_copy_(2, torch.where(inside, p, self.positions), value.unsqueeze(2))
+
+    def redo(self, q: torch.Tensor) -> None:
+        """The calls the output at q reads through step q's own values (`StepPlan.redo`): what must
+        run again before each channel of a position with channel groups."""
+        self.step(q, self.plan.redo)
 
 
 class GraphedLoop:
