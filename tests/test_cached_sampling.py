@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from arspec_torch import stepplan
 from arspec_torch.staticstep import StaticStepProgram
 from arspec_torch.stepplan import StepProgram
 from hypothesis import HealthCheck, assume, given, settings
@@ -304,16 +305,15 @@ def test_a_sum_of_local_1x1_convolutions_is_one_stacked_product_and_changes_noth
 
 
 def test_stacked_terms_in_the_wrong_columns_are_caught_by_the_training_graph_comparison(monkeypatch):
-    from arspec_torch import stepplan
+    original = stepplan.stacked_sums
 
     def swapped(plan):
         out = {}
-        for total, terms in stepplan_sums(plan).items():
+        for total, terms in original(plan).items():
             names = list(terms)
             out[total] = dict(zip(names, [terms[n] for n in names[1:] + names[:1]]))   # each term in its neighbour's columns
         return out
 
-    stepplan_sums = stepplan.stacked_sums
     monkeypatch.setattr(stepplan, "stacked_sums", swapped)
     model = _model(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[40]"]))
     x, _ = model.example_inputs(2, torch.Generator().manual_seed(3))
