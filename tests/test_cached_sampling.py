@@ -34,17 +34,18 @@ def _model(spec, seed: int = 0):
     return model
 
 
+@pytest.mark.parametrize("batch", [3, 1], ids=["batch 3", "batch 1 (BLAS products with the bias in the call)"])
 @pytest.mark.parametrize("name,overrides", CASES, ids=[c[0] for c in CASES])
-def test_cached_and_naive_sampling_agree_and_match_the_training_graph(name, overrides):
+def test_cached_and_naive_sampling_agree_and_match_the_training_graph(name, overrides, batch):
     spec = arspec.load_spec(ROOT / "specs" / name, overrides=overrides)
     model = _model(spec)
     assert model.incremental is not None
-    x, context = model.example_inputs(3, torch.Generator().manual_seed(2))
+    x, context = model.example_inputs(batch, torch.Generator().manual_seed(2))
     with torch.no_grad():
         cached = model.incremental.teacher_forced(model, x, **context)
         assert torch.allclose(cached, model(x, **context), atol=1e-9, rtol=1e-9)
-    fast = model.sample(3, generator=torch.Generator().manual_seed(7), cache=True, **context)
-    slow = model.sample(3, generator=torch.Generator().manual_seed(7), cache=False, **context)
+    fast = model.sample(batch, generator=torch.Generator().manual_seed(7), cache=True, **context)
+    slow = model.sample(batch, generator=torch.Generator().manual_seed(7), cache=False, **context)
     assert torch.equal(fast, slow)
 
 
@@ -298,9 +299,10 @@ def test_a_sum_of_local_1x1_convolutions_is_one_stacked_product_and_changes_noth
     spec = arspec.load_spec(ROOT / "specs" / name, overrides=overrides) if name else spec_from(SUM_2D)
     model = _model(spec)
     model.sample(1, cache=True)
-    program = model.incremental._program(model, 1, model.example_context(1), record=False)
-    assert total in program.stacked and len(program.stacked[total]) >= 2
-    assert f"np.dot(T_{total}, W_{total})" in program.source
+    for batch, product in ((2, f"np.dot(T_{total}, W_{total})"), (1, f"gemv(1.0, WT_{total}, T_{total}[0], 1.0, b_{total})")):
+        program = model.incremental._program(model, batch, model.example_context(batch), record=False)
+        assert total in program.stacked and len(program.stacked[total]) >= 2
+        assert product in program.source
     _assert_cache_consistent(spec)
 
 
@@ -317,5 +319,19 @@ def test_stacked_terms_in_the_wrong_columns_are_caught_by_the_training_graph_com
     monkeypatch.setattr(stepplan, "stacked_sums", swapped)
     model = _model(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[40]"]))
     x, _ = model.example_inputs(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert not torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-6, rtol=1e-6)
+
+
+def test_a_batch_of_one_whose_products_drop_the_bias_is_caught(monkeypatch):
+    real = stepplan.gemv_for
+
+    def without_bias(dtype):
+        gemv = real(dtype)
+        return lambda alpha, a, x, beta, y: gemv(alpha, a, x, 0.0, y)
+
+    monkeypatch.setattr(stepplan, "gemv_for", without_bias)
+    model = _model(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[40]"]))
+    x, _ = model.example_inputs(1, torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert not torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-6, rtol=1e-6)

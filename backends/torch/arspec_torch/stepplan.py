@@ -24,6 +24,19 @@ except ImportError:  # pragma: no cover - scipy is optional for generated files
     def expit(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
+
+def gemv_for(dtype: np.dtype) -> Any:
+    """BLAS's matrix-vector product with the bias added in the same call (y = A x + b), for a
+    batch of one, where the separate bias addition costs as much as the product; None without
+    scipy (the product and the addition are then two numpy calls)."""
+    try:
+        from scipy.linalg.blas import get_blas_funcs
+    except ImportError:  # pragma: no cover - scipy is optional for generated files
+        return None
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        return None
+    return get_blas_funcs("gemv", dtype=dtype)
+
 _POINTWISE = {"relu": "np.maximum({0}, 0)", "tanh": "np.tanh({0})", "sigmoid": "expit({0})", "identity": "{0}",
               "elu": "np.where({0} > 0, {0}, np.expm1({0}))"}
 _KINDS = {"masked_conv", "shift", "embedding", "activation", "dropout", "add", "multiply", "concat", "gate", "select", "context_projection"}
@@ -196,6 +209,8 @@ class StepProgram:
                  record: bool) -> None:
         self.plan, self.batch, self.dtype, self.record = plan, batch, dtype, record
         self.names: dict[str, Any] = {"np": np, "expit": expit, "B": batch, "P": plan.positions}
+        self.gemv = gemv_for(np.dtype(dtype)) if batch == 1 else None
+        self.names["gemv"] = self.gemv
         self.rings = {v: np.zeros((batch, size + 1, self._channels(v, net)), dtype=np.int64 if v == "x_raw" else dtype)
                       for v, size in plan.ring.items()}
         for v, ring in self.rings.items():
@@ -301,12 +316,18 @@ class StepProgram:
             self.names[f"b_{key}"] = self._tensor(c, "bias", net)
         if not live:
             return [f"{v} = np.zeros((B, {co}), dtype=W_{key}.dtype){bias}"]
-        if self.plan.reads[(c.id, 0)] == "local":
-            return [f"{v} = np.dot(v_{c.args[0]}, W_{key}){bias}"]
-        self.names[f"G_{key}"] = self.plan.slots(c, 0)
-        self.names[f"X_{key}"] = np.zeros((self.batch, len(live), ci), dtype=self.dtype)     # the live taps, gathered
-        return [f"np.take(r_{c.args[0]}, G_{key}[p], axis=1, out=X_{key}, mode='clip')",
-                f"{v} = np.dot(X_{key}.reshape(B, -1), W_{key}){bias}"]
+        local = self.plan.reads[(c.id, 0)] == "local"
+        lines = []
+        if not local:
+            self.names[f"G_{key}"] = self.plan.slots(c, 0)
+            self.names[f"X_{key}"] = np.zeros((self.batch, len(live), ci), dtype=self.dtype)     # the live taps, gathered
+            lines.append(f"np.take(r_{c.args[0]}, G_{key}[p], axis=1, out=X_{key}, mode='clip')")
+        if bias and self.gemv is not None:                 # one item: product and bias in one BLAS call
+            self.names[f"WT_{key}"] = self.names[f"W_{key}"].T                          # Fortran order, no copy
+            vector = f"v_{c.args[0]}[0]" if local else f"X_{key}.reshape(-1)"
+            return [*lines, f"{v} = gemv(1.0, WT_{key}, {vector}, 1.0, b_{key})[None]"]
+        matrix = f"v_{c.args[0]}" if local else f"X_{key}.reshape(B, -1)"
+        return [*lines, f"{v} = np.dot({matrix}, W_{key}){bias}"]
 
     def _stacked_sum(self, c: Any, net: Any, v: str) -> list[str]:
         """A sum of 1x1 convolutions of local values (WaveNet's skip connections) as one product:
@@ -322,6 +343,9 @@ class StepProgram:
         self.names[f"W_{key}"] = np.ascontiguousarray(np.concatenate(weights, axis=0))
         self.names[f"b_{key}"] = np.broadcast_to(np.asarray(bias, dtype=self.dtype), (weights[0].shape[1],)).copy()
         self.names[f"T_{key}"] = np.zeros((self.batch, max(hi for _, hi in terms.values())), dtype=self.dtype)
+        if self.gemv is not None:
+            self.names[f"WT_{key}"] = self.names[f"W_{key}"].T
+            return [f"{v} = gemv(1.0, WT_{key}, T_{key}[0], 1.0, b_{key})[None]"]
         return [f"{v} = np.dot(T_{key}, W_{key}); {v} += b_{key}"]
 
 
