@@ -482,13 +482,12 @@ class WindowCache:
         d = model.distribution
         if not d.draws_in_numpy or given.dtype != torch.long:
             return None
-        device = generator.device if generator is not None else model.device
-        if device.type != "cpu":
+        if (generator.device if generator is not None else model.device).type != "cpu":
             return None
-        shape, temperature = (n, 1, d.noise_per_element), float(model.temperature)
+        temperature = float(model.temperature)
 
         def draw(logits: np.ndarray) -> torch.Tensor:
-            uniforms = torch.rand(shape, generator=generator, device=device)[:, 0].numpy()
+            uniforms = model._draw_uniforms(n, 1, generator)[:, 0].numpy()
             return torch.from_numpy(d.sample_numpy(logits / temperature if temperature != 1.0 else logits, uniforms))
 
         return draw

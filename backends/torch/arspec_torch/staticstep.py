@@ -28,7 +28,7 @@ class StaticStepProgram:
                  constants: dict[str, torch.Tensor], record: bool) -> None:
         self.plan, self.batch, self.dtype, self.device = plan, batch, dtype, device
         self.positions = plan.positions
-        self.rings = {v: torch.zeros((batch, size + 2, self._channels(v)), dtype=torch.long if v == "x_raw" else dtype,
+        self.rings = {v: torch.zeros((batch, size + 2, plan.channels(v)), dtype=torch.long if v == "x_raw" else dtype,
                                      device=device) for v, size in plan.ring.items()}
         self.constants = constants            # on the device in dtype; frame values are rewritten in place
         self.full = (torch.zeros((batch, plan.calls[plan.output].channels, plan.positions + 1), dtype=dtype, device=device)
@@ -45,9 +45,6 @@ class StaticStepProgram:
         the full output record when teacher forcing; the weights it reads are the model's own."""
         held = [*self.rings.values(), *([self.full] if self.full is not None else [])]
         return sum(t.numel() * t.element_size() for t in held)
-
-    def _channels(self, value: str) -> int:
-        return self.plan.groups if value in ("x", "x_raw") else self.plan.calls[value].channels
 
     def _tensor(self, c: Any, name: str, net: Any) -> torch.Tensor:
         return getattr(net, f"{c.id}__{name}").detach().to(self.device, self.dtype)

@@ -89,10 +89,13 @@ class StepPlan:
         lag = self.lag.get(self.output)
         return not self.opaque and all(c.kind in _KINDS for c in self.steps) and lag is not None and lag <= 0
 
+    def channels(self, value: str) -> int:
+        """Channels of a value: the data's channel groups, or the call's output channels."""
+        return self.groups if value in DATA_VALUES else self.calls[value].channels
+
     def ring_bytes(self, batch: int, itemsize: int) -> int:
         """Memory of the ring buffers for a batch (what the cache holds while sampling)."""
-        channels = {v: (self.groups if v in DATA_VALUES else self.calls[v].channels) for v in self.ring}
-        return sum((size + 1) * channels[v] * batch * itemsize for v, size in self.ring.items())
+        return sum((size + 1) * self.channels(v) * batch * itemsize for v, size in self.ring.items())
 
     def _flat(self, offset: tuple[int, ...]) -> int:
         return sum(o * s for o, s in zip(offset, self.strides))
@@ -211,7 +214,7 @@ class StepProgram:
         self.names: dict[str, Any] = {"np": np, "expit": expit, "B": batch, "P": plan.positions}
         self.gemv = gemv_for(np.dtype(dtype)) if batch == 1 else None
         self.names["gemv"] = self.gemv
-        self.rings = {v: np.zeros((batch, size + 1, self._channels(v, net)), dtype=np.int64 if v == "x_raw" else dtype)
+        self.rings = {v: np.zeros((batch, size + 1, plan.channels(v)), dtype=np.int64 if v == "x_raw" else dtype)
                       for v, size in plan.ring.items()}
         for v, ring in self.rings.items():
             self.names[f"r_{v}"] = ring
@@ -220,6 +223,7 @@ class StepProgram:
             self.full = np.zeros((batch, plan.calls[plan.output].channels, plan.positions), dtype=dtype)
             self.names["FULL"] = self.full
         self.stacked = stacked_sums(plan)
+        self.stacked_term = {a: (total, lo, hi) for total, terms in self.stacked.items() for a, (lo, hi) in terms.items()}
         self._lines: dict[str, list[str]] = {}
         self.source = self._function("step", plan.steps, net)
         drawn_at_lag_0 = plan.lag.get(plan.output) == 0          # the sampler recomputes the position before each channel
@@ -239,9 +243,6 @@ class StepProgram:
                 lines += [f"    p = q - ({current})", "    if 0 <= p < P:"]
             lines += self._emit(c, net)
         return "\n".join(lines)
-
-    def _channels(self, value: str, net: Any) -> int:
-        return self.plan.groups if value in DATA_VALUES else self.plan.calls[value].channels
 
     def _arg(self, c: Any, i: int) -> str:
         arg, how = c.args[i], self.plan.reads[(c.id, i)]
@@ -273,9 +274,8 @@ class StepProgram:
         kind, key = c.kind, c.id
         if key in self.stacked:
             return self._stacked_sum(c, net, v)
-        if kind == "masked_conv" and any(key in terms for terms in self.stacked.values()):
-            total = next(s for s, terms in self.stacked.items() if key in terms)
-            lo, hi = self.stacked[total][key]
+        if key in self.stacked_term:                   # a term of a stacked sum: its input, copied in
+            total, lo, hi = self.stacked_term[key]
             return [f"T_{total}[:, {lo}:{hi}] = v_{c.args[0]}"]
         if kind == "masked_conv":
             return self._conv(c, net, v)
@@ -311,23 +311,25 @@ class StepProgram:
         live = [k for k, used in enumerate(c.live[0]) if used]
         taps = weight.reshape(co, ci, -1)[:, :, live]                       # (Co, Ci, K live)
         self.names[f"W_{key}"] = np.ascontiguousarray(taps.transpose(2, 1, 0).reshape(len(live) * ci, co))
-        bias = f"; {v} += b_{key}" if "bias" in c.tensors else ""
+        bias = "bias" in c.tensors
         if bias:
             self.names[f"b_{key}"] = self._tensor(c, "bias", net)
         if not live:
-            return [f"{v} = np.zeros((B, {co}), dtype=W_{key}.dtype){bias}"]
-        local = self.plan.reads[(c.id, 0)] == "local"
-        lines = []
-        if not local:
-            self.names[f"G_{key}"] = self.plan.slots(c, 0)
-            self.names[f"X_{key}"] = np.zeros((self.batch, len(live), ci), dtype=self.dtype)     # the live taps, gathered
-            lines.append(f"np.take(r_{c.args[0]}, G_{key}[p], axis=1, out=X_{key}, mode='clip')")
-        if bias and self.gemv is not None:                 # one item: product and bias in one BLAS call
+            return [f"{v} = np.zeros((B, {co}), dtype=W_{key}.dtype)" + (f"; {v} += b_{key}" if bias else "")]
+        if self.plan.reads[(c.id, 0)] == "local":
+            return self._product(v, key, f"v_{c.args[0]}", bias)
+        self.names[f"G_{key}"] = self.plan.slots(c, 0)
+        gathered = np.zeros((self.batch, len(live) * ci), dtype=self.dtype)               # the live taps, side by side
+        self.names.update({f"X_{key}": gathered, f"XT_{key}": gathered.reshape(self.batch, len(live), ci)})   # XT: a view
+        return [f"np.take(r_{c.args[0]}, G_{key}[p], axis=1, out=XT_{key}, mode='clip')",
+                *self._product(v, key, f"X_{key}", bias)]
+
+    def _product(self, v: str, key: str, rows: str, bias: bool) -> list[str]:
+        """`v = rows @ W_key (+ b_key)`; for one item with a bias, one BLAS call does both."""
+        if bias and self.gemv is not None:
             self.names[f"WT_{key}"] = self.names[f"W_{key}"].T                          # Fortran order, no copy
-            vector = f"v_{c.args[0]}[0]" if local else f"X_{key}.reshape(-1)"
-            return [*lines, f"{v} = gemv(1.0, WT_{key}, {vector}, 1.0, b_{key})[None]"]
-        matrix = f"v_{c.args[0]}" if local else f"X_{key}.reshape(B, -1)"
-        return [*lines, f"{v} = np.dot({matrix}, W_{key}){bias}"]
+            return [f"{v} = gemv(1.0, WT_{key}, {rows}[0], 1.0, b_{key})[None]"]
+        return [f"{v} = np.dot({rows}, W_{key})" + (f"; {v} += b_{key}" if bias else "")]
 
     def _stacked_sum(self, c: Any, net: Any, v: str) -> list[str]:
         """A sum of 1x1 convolutions of local values (WaveNet's skip connections) as one product:
@@ -343,10 +345,7 @@ class StepProgram:
         self.names[f"W_{key}"] = np.ascontiguousarray(np.concatenate(weights, axis=0))
         self.names[f"b_{key}"] = np.broadcast_to(np.asarray(bias, dtype=self.dtype), (weights[0].shape[1],)).copy()
         self.names[f"T_{key}"] = np.zeros((self.batch, max(hi for _, hi in terms.values())), dtype=self.dtype)
-        if self.gemv is not None:
-            self.names[f"WT_{key}"] = self.names[f"W_{key}"].T
-            return [f"{v} = gemv(1.0, WT_{key}, T_{key}[0], 1.0, b_{key})[None]"]
-        return [f"{v} = np.dot(T_{key}, W_{key}); {v} += b_{key}"]
+        return self._product(v, key, f"T_{key}", bias=True)
 
 
 def stacked_sums(plan: StepPlan) -> dict[str, dict[str, tuple[int, int]]]:
@@ -368,7 +367,7 @@ def stacked_sums(plan: StepPlan) -> dict[str, dict[str, tuple[int, int]]]:
                     or a in plan.ring or a == plan.output or plan.reads.get((a, 0)) != "local" or len(conv.args) != 1
                     or plan._live(conv, 0) != [(0,) * len(plan.spatial)] or len(conv.taps[0]) != 1):
                 break
-            ci = plan.calls[conv.args[0]].channels if conv.args[0] in plan.calls else plan.groups
+            ci = plan.channels(conv.args[0])
             terms[a] = (width, width + ci)
             width += ci
         else:
