@@ -102,8 +102,33 @@ def dropout(x: torch.Tensor, *, p: float, training: bool) -> torch.Tensor:
     return F.dropout(x, p, training) if training and p > 0 else x
 
 
+class SigmoidGate(torch.autograd.Function):
+    """tanh(a) * sigmoid(b) with tanh(a) computed as 2 sigmoid(2a) - 1, for the CPU: torch's
+    vectorised tanh there costs 3-4x its sigmoid (4.4 against 1.2 ms per million floats on one
+    core), and the gate is a large share of a gated layer. Absolute error about 1e-7 in float32;
+    the backward reads the two saved factors, as autograd's tanh and sigmoid would."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        t = torch.sigmoid(a * 2).mul_(2).sub_(1)
+        s = torch.sigmoid(b)
+        ctx.save_for_backward(t, s)
+        return t * s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        t, s = ctx.saved_tensors
+        return torch.cat([torch.ops.aten.tanh_backward(grad * s, t), torch.ops.aten.sigmoid_backward(grad * t, s)], dim=1)
+
+
 def gate(x: torch.Tensor) -> torch.Tensor:
-    """tanh(a) * sigmoid(b) for the two channel halves [a, b]."""
+    """tanh(a) * sigmoid(b) for the two channel halves [a, b]; on the CPU through `SigmoidGate`
+    (float32/64), elsewhere as written (CUDA's tanh is as cheap as its sigmoid, and bf16 would
+    lose tanh's relative precision near 0)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return SigmoidGate.apply(x)
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
 

@@ -1,0 +1,47 @@
+"""Kernels computed differently from their definition for speed equal the definition."""
+from __future__ import annotations
+
+import pytest
+import torch
+from arspec_torch import kernels
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+def written_gate(x: torch.Tensor) -> torch.Tensor:
+    """The gate as the papers write it: tanh(a) * sigmoid(b) over the channel halves [a, b]."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def swapped_gate(x: torch.Tensor) -> torch.Tensor:
+    """A mutation: the halves exchanged, tanh(b) * sigmoid(a)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(b) * torch.sigmoid(a)
+
+
+@given(st.sampled_from([(2, 8, 5), (1, 4, 3, 3), (3, 2, 7)]), st.floats(0.1, 30.0), st.integers(0, 2**16))
+def test_the_cpu_gate_equals_tanh_times_sigmoid_in_value_and_gradient(shape, scale, seed):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
+    x.requires_grad_(True)
+    grad = torch.randn(shape[0], shape[1] // 2, *shape[2:], dtype=torch.float64)
+    fast = kernels.gate(x)
+    (fast_grad,) = torch.autograd.grad(fast, x, grad)
+    written = written_gate(x)
+    (written_grad,) = torch.autograd.grad(written, x, grad)
+    assert torch.allclose(fast, written, rtol=0, atol=1e-14)
+    assert torch.allclose(fast_grad, written_grad, rtol=0, atol=1e-13)
+    assert torch.allclose(kernels.gate(x.detach().float()), written.detach().float(), rtol=0, atol=3e-7)
+
+
+def test_the_cpu_gate_goes_through_sigmoids_and_passes_gradcheck():
+    x = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(kernels.SigmoidGate.apply, (x,))
+
+
+@pytest.mark.parametrize("mutant", [swapped_gate, lambda x: torch.sigmoid(x.chunk(2, dim=1)[0] * 2) * torch.sigmoid(x.chunk(2, dim=1)[1])],
+                         ids=["halves swapped", "tanh without its affine map"])
+def test_a_wrong_gate_is_told_apart_from_the_written_one(mutant):
+    x = torch.randn(2, 8, 5, dtype=torch.float64)
+    assert not torch.allclose(mutant(x), written_gate(x), rtol=0, atol=1e-6)
+    assert torch.allclose(kernels.gate(x), written_gate(x), rtol=0, atol=1e-14)
