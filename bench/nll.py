@@ -38,6 +38,7 @@ from arspec.train import TrainConfig, evaluate_nll, train  # noqa: E402
 PAPERS = {
     "nade": (88.33, "NADE, Larochelle & Murray 2011"),
     "made": (86.64, "MADE 32 masks, Germain et al. 2015 (one mask, 2 layers: 89.59)"),
+    "made_wide": (86.64, "MADE 32 masks, 1 layer, Germain et al. 2015 (one mask, 1 layer: 88.40)"),
     "deep_nade": (85.10, "EoNADE 2 layers, 128 orderings, Uria et al. 2014"),
     "convnade": (80.82, "ConvNADE + DeepNADE ensemble, Uria et al. 2016"),
     "pixelcnn": (81.30, "PixelCNN, van den Oord et al. 2016"),
