@@ -211,7 +211,7 @@ class TrainingSpec(Strict):
     patience: int | None = Field(None, ge=1, description="Stop early after this many validations without improvement.")
     warmup_steps: int = Field(0, ge=0, description="Raise the learning rate linearly over this many first steps.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm (null: no clipping).")
-    ema: float | None = Field(None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay; evaluated and sampled.")
+    ema: float | None = Field(None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay, warmed up (step n uses min(decay, (1 + n) / (10 + n))); the average is validated, saved and sampled.")
     seed: int = Field(0, description="Seed of the initial weights and the data order.")
     amp: bool = Field(True, description="bf16 autocast on CUDA.")
     compile: bool = Field(False, description="torch.compile the training step (faster steps after a compilation of about a minute).")

@@ -15,12 +15,12 @@ import torch
 import torch.distributed as dist
 from pydantic import ConfigDict
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from arspec.checkpoint import load_optimizer_state, load_scheduler_state, read_checkpoint, save_checkpoint
 from arspec.data.splits import Splits
 from arspec.spec.models import TrainingSpec
+from arspec.train.averaging import WeightAverage
 from arspec.train.batches import epoch_batches
 from arspec.train.curves import append_steps, write_epochs, write_loss_curve
 
@@ -163,8 +163,7 @@ class _Run:
         self.optimizer = opt_cls(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.total_steps = config.steps or config.epochs * len(self.batches(0))
         self.scheduler = _schedule(self.optimizer, config, self.total_steps)
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=False)
-                    if config.ema else None)
+        self.ema = WeightAverage(self.model, config.ema) if config.ema else None
         self.use_amp = config.amp and self.device.type == "cuda"
         self.writer = self.rank == 0
         self.out = Path(config.out)
@@ -234,7 +233,7 @@ class _Run:
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update_parameters(model)
+            self.ema.update(model, self.state["step"])
         self.state["step"] += 1
         value = float(loss.detach())
         self.state["since"] = [self.state["since"][0] + value, self.state["since"][1] + 1]
