@@ -34,9 +34,15 @@ def test_the_cpu_gate_equals_tanh_times_sigmoid_in_value_and_gradient(shape, sca
     assert torch.allclose(kernels.gate(x.detach().float()), written.detach().float(), rtol=0, atol=3e-7)
 
 
-def test_the_cpu_gate_goes_through_sigmoids_and_passes_gradcheck():
+def test_the_cpu_gate_passes_gradcheck_and_works_under_torch_func():
     x = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(kernels.SigmoidGate.apply, (x,))
+    assert torch.autograd.gradcheck(kernels.gate, (x,))
+    items = x.detach()
+    per_item = torch.func.vmap(lambda v: kernels.gate(v[None])[0])(items)
+    assert torch.allclose(per_item, written_gate(items), rtol=0, atol=1e-14)
+    grads = torch.func.vmap(torch.func.grad(lambda v: kernels.gate(v[None]).sum()))(items)
+    (expected,) = torch.autograd.grad(written_gate(x).sum(), x)
+    assert torch.allclose(grads, expected, rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("mutant", [swapped_gate, lambda x: torch.sigmoid(x.chunk(2, dim=1)[0] * 2) * torch.sigmoid(x.chunk(2, dim=1)[1])],

@@ -7,6 +7,7 @@ the standalone files it writes, so both backends run the very same code."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,19 +107,27 @@ class SigmoidGate(torch.autograd.Function):
     """tanh(a) * sigmoid(b) with tanh(a) computed as 2 sigmoid(2a) - 1, for the CPU: torch's
     vectorised tanh there costs 3-4x its sigmoid (4.4 against 1.2 ms per million floats on one
     core), and the gate is a large share of a gated layer. Absolute error about 1e-7 in float32;
-    the backward reads the two saved factors, as autograd's tanh and sigmoid would."""
+    the backward reads the two saved factors, as autograd's tanh and sigmoid would. In the
+    setup-context form, so that torch.func's transforms (vmap, grad) apply to models using it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a, b = x.chunk(2, dim=1)
         t = torch.sigmoid(a * 2).mul_(2).sub_(1)
         s = torch.sigmoid(b)
+        return t * s, t, s
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        _, t, s = output
+        ctx.mark_non_differentiable(t, s)
         ctx.save_for_backward(t, s)
-        return t * s
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> torch.Tensor:
         t, s = ctx.saved_tensors
         return torch.cat([torch.ops.aten.tanh_backward(grad * s, t), torch.ops.aten.sigmoid_backward(grad * t, s)], dim=1)
 
@@ -128,7 +137,7 @@ def gate(x: torch.Tensor) -> torch.Tensor:
     (float32/64), elsewhere as written (CUDA's tanh is as cheap as its sigmoid, and bf16 would
     lose tanh's relative precision near 0)."""
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        return SigmoidGate.apply(x)
+        return SigmoidGate.apply(x)[0]
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
 
