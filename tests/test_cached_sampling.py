@@ -299,7 +299,7 @@ def test_a_sum_of_local_1x1_convolutions_is_one_stacked_product_and_changes_noth
     spec = arspec.load_spec(ROOT / "specs" / name, overrides=overrides) if name else spec_from(SUM_2D)
     model = _model(spec)
     model.sample(1, cache=True)
-    for batch, product in ((2, f"np.dot(T_{total}, W_{total})"), (1, f"gemv(1.0, WT_{total}, T_{total}[0], 1.0, b_{total})")):
+    for batch, product in ((2, f"np.dot(WT_{total}, T_{total})"), (1, f"gemv(1.0, WT_{total}, T_{total}[:, 0], 1.0, b_{total})")):
         program = model.incremental._program(model, batch, model.example_context(batch), record=False)
         assert total in program.stacked and len(program.stacked[total]) >= 2
         assert product in program.source

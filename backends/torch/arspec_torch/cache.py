@@ -370,7 +370,7 @@ class WindowCache:
         values = dict(model.net.context_values(model._check_context(context), model.dtype))
         constants = constant_values(self.plan, model.net, values, run_call, n, self.spatial, model.dtype)
         program = StepProgram(self.plan, model.net, n, np.dtype(str(model.dtype).removeprefix("torch.")), constants, record)
-        program.context_values, program.constants = values, constants
+        program.context_values = values             # its constants are channel-major copies of `constants`
         return program
 
     def _update_frames(self, model: Any, program: Any, raw: torch.Tensor, frame: int | None) -> None:
@@ -411,12 +411,15 @@ class WindowCache:
         enc = d.encode(raw, model.dtype).numpy()
         raw_np = raw.long().numpy() if d.discrete else np.zeros(raw.shape, dtype=np.int64)
         self._update_frames(model, program, raw, None)
-        self._force(program, enc, raw_np, program.step)
+        for q in range(self.plan.first, self.positions):
+            if q >= 0:
+                program.write_data(q, enc[:, :, q], raw_np[:, :, q])
+            program.step(q)
         return model.user_params(torch.from_numpy(program.full))
 
     def _force(self, program: Any, enc: Any, levels: Any, step: Callable[[int], None]) -> None:
-        """Teacher forcing through a compiled plan (numpy or static): x of each position written
-        into the data rings as it becomes known, every step run in order."""
+        """Teacher forcing through the static program: x of each position written into the data
+        rings as it becomes known, every step run in order."""
         plan, rx, rxr = program.plan, program.rings["x"], program.rings["x_raw"]
         for q in range(plan.first, self.positions):
             if q >= 0:
@@ -429,7 +432,7 @@ class WindowCache:
         n, d, groups = x.shape[0], model.distribution, self.groups
         program = self._program(model, n, context, record=False)
         plan, run_step = program.plan, program.step
-        rx, rxr, out = program.rings["x"], program.rings["x_raw"], program.rings[plan.output]
+        rx, rxr = program.rings["x"], program.rings["x_raw"]           # (slots, groups, n)
         frame = plan.frame if plan.frame_values else 0
 
         def step(q: int) -> None:
@@ -456,9 +459,9 @@ class WindowCache:
                         q += 1
                     program.redo(p)
                 if draw is not None:
-                    sample = draw(out[:, p % plan.ring[plan.output]].reshape(n, d.params_per_element, groups)[:, :, g])
+                    sample = draw(np.ascontiguousarray(program.output_at(p).reshape(n, d.params_per_element, groups)[:, :, g]))
                 else:
-                    params = torch.from_numpy(out[:, p % plan.ring[plan.output]]).reshape(n, d.params_per_element, groups)
+                    params = torch.from_numpy(np.ascontiguousarray(program.output_at(p))).reshape(n, d.params_per_element, groups)
                     pixel = d.tempered(params.transpose(1, 2).unsqueeze(2), model.temperature)
                     sample = d.sample_channel(pixel, result[:, :, p:p + 1], g, model.uniforms(n, 1, generator))[:, 0].to(given.dtype)
                 if keep_flat is not None and bool(keep_flat[g, p]):
@@ -466,12 +469,12 @@ class WindowCache:
                 result[:, g, p] = sample
                 if draw is not None:
                     values = sample.numpy()
-                    rx[:, p % plan.ring["x"], g] = d.encode_numpy(values, rx.dtype)
-                    rxr[:, p % plan.ring["x_raw"], g] = values
+                    rx[p % plan.ring["x"], g] = d.encode_numpy(values, rx.dtype)
+                    rxr[p % plan.ring["x_raw"], g] = values
                 else:
-                    rx[:, p % plan.ring["x"], g] = d.encode(sample, model.dtype).numpy()
+                    rx[p % plan.ring["x"], g] = d.encode(sample, model.dtype).numpy()
                     if d.discrete:
-                        rxr[:, p % plan.ring["x_raw"], g] = sample.long().numpy()
+                        rxr[p % plan.ring["x_raw"], g] = sample.long().numpy()
         return result.reshape(n, *model.internal_shape)
 
     @staticmethod

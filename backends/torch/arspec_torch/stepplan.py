@@ -9,7 +9,11 @@ it is never earlier than needed — and every step runs the same calls, once eac
 only at the same position in the same step stays a local variable; one read later, or at another
 position, lives in a ring buffer just long enough for its last reader. The step function is
 generated once as numpy code (per-op overhead is a fraction of a torch dispatch at these sizes);
-sampling itself stays in torch, with the same uniforms in the same order as the naive loop."""
+sampling itself stays in torch, with the same uniforms in the same order as the naive loop.
+
+Values are channel-major, (C, B) per position: a gate's halves, a ring slot, a block of stacked
+inputs are then contiguous, and numpy's elementwise calls on them cost half of what they cost on
+the strided columns of (B, C) (measured at batch 16: 14 against 25 us per WaveNet layer)."""
 from __future__ import annotations
 
 import contextlib
@@ -214,14 +218,16 @@ class StepProgram:
         self.names: dict[str, Any] = {"np": np, "expit": expit, "B": batch, "P": plan.positions}
         self.gemv = gemv_for(np.dtype(dtype)) if batch == 1 else None
         self.names["gemv"] = self.gemv
-        self.rings = {v: np.zeros((batch, size + 1, plan.channels(v)), dtype=np.int64 if v == "x_raw" else dtype)
+        # a ring is (slots, C, B): slot `size` stays zero (reads outside the event land there)
+        self.rings = {v: np.zeros((size + 1, plan.channels(v), batch), dtype=np.int64 if v == "x_raw" else dtype)
                       for v, size in plan.ring.items()}
         for v, ring in self.rings.items():
             self.names[f"r_{v}"] = ring
-        self.names.update({f"k_{k}": v for k, v in constants.items()})
+        self.constants = {k: channel_major(v) for k, v in constants.items()}   # frame values are rewritten here
+        self.names.update({f"k_{k}": v for k, v in self.constants.items()})
+        self._full = np.zeros((plan.positions, plan.calls[plan.output].channels, batch), dtype=dtype) if record else None
         if record:
-            self.full = np.zeros((batch, plan.calls[plan.output].channels, plan.positions), dtype=dtype)
-            self.names["FULL"] = self.full
+            self.names["FULL"] = self._full
         self.stacked = stacked_sums(plan)
         self.stacked_term = {a: (total, lo, hi) for total, terms in self.stacked.items() for a, (lo, hi) in terms.items()}
         self._lines: dict[str, list[str]] = {}
@@ -232,6 +238,21 @@ class StepProgram:
         exec(self.source + "\n" + redo, namespace)       # the generated straight-line step
         self.step = namespace["step"]
         self.redo = namespace.get("redo")       # what the output at q reads through step q's own values
+
+    @property
+    def full(self) -> np.ndarray:
+        """The output at every position, recorded while teacher forcing: (B, C, P)."""
+        assert self._full is not None, "recorded only when teacher forcing"
+        return np.ascontiguousarray(self._full.transpose(2, 1, 0))
+
+    def write_data(self, q: int, encoded: np.ndarray, levels: np.ndarray) -> None:
+        """Position q's data, (B, groups) encoded and as levels, into the data rings."""
+        self.rings["x"][q % self.plan.ring["x"]] = encoded.T
+        self.rings["x_raw"][q % self.plan.ring["x_raw"]] = levels.T
+
+    def output_at(self, p: int) -> np.ndarray:
+        """The output's channels at position p, (B, C), once its step has run."""
+        return self.rings[self.plan.output][p % self.plan.ring[self.plan.output]].T
 
     def _function(self, name: str, calls: list[Any], net: Any) -> str:
         """The source of `name(q)`: the calls in plan order, one guard per run with the same lag."""
@@ -250,8 +271,8 @@ class StepProgram:
             return f"v_{arg}"
         if how == "constant":
             value = self.names[f"k_{arg}"]
-            return f"k_{arg}" if value.ndim == 2 else f"k_{arg}[:, :, p]"
-        return f"r_{arg}[:, p % {self.plan.ring[arg]}]"
+            return f"k_{arg}" if value.ndim == 2 else f"k_{arg}[p]"
+        return f"r_{arg}[p % {self.plan.ring[arg]}]"
 
     def _tensor(self, c: Any, name: str, net: Any) -> np.ndarray:
         return getattr(net, f"{c.id}__{name}").detach().cpu().numpy().astype(self.dtype, copy=False)
@@ -265,9 +286,9 @@ class StepProgram:
         v = f"v_{c.id}"
         body = [f"        {line}" for line in self._compute(c, net, v)]
         if c.id in self.plan.ring:
-            body.append(f"        r_{c.id}[:, p % {self.plan.ring[c.id]}] = {v}")
+            body.append(f"        r_{c.id}[p % {self.plan.ring[c.id]}] = {v}")
         if self.record and c.id == self.plan.output:
-            body.append(f"        FULL[:, :, p] = {v}")
+            body.append(f"        FULL[p] = {v}")
         return body
 
     def _compute(self, c: Any, net: Any, v: str) -> list[str]:
@@ -276,16 +297,16 @@ class StepProgram:
             return self._stacked_sum(c, net, v)
         if key in self.stacked_term:                   # a term of a stacked sum: its input, copied in
             total, lo, hi = self.stacked_term[key]
-            return [f"T_{total}[:, {lo}:{hi}] = v_{c.args[0]}"]
+            return [f"T_{total}[{lo}:{hi}] = v_{c.args[0]}"]
         if kind == "masked_conv":
             return self._conv(c, net, v)
         if kind == "shift":
             self.names[f"S_{key}"] = self.plan.slots(c, 0)[:, 0].tolist()
-            return [f"{v} = r_{c.args[0]}[:, S_{key}[p]]"]
-        if kind == "embedding":
+            return [f"{v} = r_{c.args[0]}[S_{key}[p]]"]
+        if kind == "embedding":                    # per channel group, a (C, levels) table indexed by level
             table = self._tensor(c, "weight", net) * self._tensor(c, "select", net)[:, None, :]
-            self.names.update({f"E_{key}_{g}": table[g] for g in range(table.shape[0])})
-            parts = [f"E_{key}_{g}[r_x_raw[:, p % {self.plan.ring['x_raw']}, {g}]]" for g in range(table.shape[0])]
+            self.names.update({f"E_{key}_{g}": np.ascontiguousarray(table[g].T) for g in range(table.shape[0])})
+            parts = [f"np.take(E_{key}_{g}, r_x_raw[p % {self.plan.ring['x_raw']}, {g}], axis=1)" for g in range(table.shape[0])]
             return [f"{v} = {' + '.join(parts)}"]
         args = [self._arg(c, i) for i in range(len(c.args))]
         if kind == "activation":
@@ -295,13 +316,14 @@ class StepProgram:
         if kind in ("add", "multiply"):
             return [f"{v} = {(' + ' if kind == 'add' else ' * ').join(args)}"]
         if kind == "concat":
-            return [f"{v} = np.concatenate(({', '.join(args)},), axis=1)"]
-        if kind == "gate":
+            return [f"{v} = np.concatenate(({', '.join(args)},), axis=0)"]
+        if kind == "gate":                         # tanh(a) * sigmoid(b), the sigmoid as (1 + tanh(b / 2)) / 2
             half = c.channels
-            return [f"a = {args[0]}", f"{v} = np.tanh(a[:, :{half}]) * expit(a[:, {half}:])"]
+            return [f"a = {args[0]}", f"{v} = a[{half}:] * 0.5; np.tanh({v}, out={v}); {v} *= 0.5; {v} += 0.5; "
+                    f"{v} *= np.tanh(a[:{half}])"]
         if kind == "select":
             self.names[f"I_{key}"] = getattr(net, f"{key}__index").cpu().numpy()
-            return [f"{v} = {args[0]}[:, I_{key}]"]
+            return [f"{v} = {args[0]}[I_{key}]"]
         raise ValueError(f"no step rule for {kind}")  # context projections of data are not position-local here
 
     def _conv(self, c: Any, net: Any, v: str) -> list[str]:
@@ -315,21 +337,25 @@ class StepProgram:
         if bias:
             self.names[f"b_{key}"] = self._tensor(c, "bias", net)
         if not live:
-            return [f"{v} = np.zeros((B, {co}), dtype=W_{key}.dtype)" + (f"; {v} += b_{key}" if bias else "")]
+            return [f"{v} = np.zeros(({co}, B), dtype=W_{key}.dtype)" + (f"; {v} += b_{key}[:, None]" if bias else "")]
         if self.plan.reads[(c.id, 0)] == "local":
             return self._product(v, key, f"v_{c.args[0]}", bias)
         self.names[f"G_{key}"] = self.plan.slots(c, 0)
-        gathered = np.zeros((self.batch, len(live) * ci), dtype=self.dtype)               # the live taps, side by side
-        self.names.update({f"X_{key}": gathered, f"XT_{key}": gathered.reshape(self.batch, len(live), ci)})   # XT: a view
-        return [f"np.take(r_{c.args[0]}, G_{key}[p], axis=1, out=XT_{key}, mode='clip')",
+        gathered = np.zeros((len(live) * ci, self.batch), dtype=self.dtype)               # the live taps, stacked
+        self.names.update({f"X_{key}": gathered, f"XT_{key}": gathered.reshape(len(live), ci, self.batch)})   # XT: a view
+        return [f"np.take(r_{c.args[0]}, G_{key}[p], axis=0, out=XT_{key}, mode='clip')",
                 *self._product(v, key, f"X_{key}", bias)]
 
-    def _product(self, v: str, key: str, rows: str, bias: bool) -> list[str]:
-        """`v = rows @ W_key (+ b_key)`; for one item with a bias, one BLAS call does both."""
+    def _product(self, v: str, key: str, columns: str, bias: bool) -> list[str]:
+        """`v = W_key^T columns (+ b_key)` on (C, B) values; for one item with a bias one BLAS call
+        does both, for more the bias is added as a whole (C, B) array (a broadcast costs 4x more)."""
+        self.names[f"WT_{key}"] = self.names[f"W_{key}"].T                              # Fortran order, no copy
         if bias and self.gemv is not None:
-            self.names[f"WT_{key}"] = self.names[f"W_{key}"].T                          # Fortran order, no copy
-            return [f"{v} = gemv(1.0, WT_{key}, {rows}[0], 1.0, b_{key})[None]"]
-        return [f"{v} = np.dot({rows}, W_{key})" + (f"; {v} += b_{key}" if bias else "")]
+            return [f"{v} = gemv(1.0, WT_{key}, {columns}[:, 0], 1.0, b_{key})[:, None]"]
+        if bias:
+            b = self.names[f"b_{key}"]
+            self.names[f"bB_{key}"] = np.ascontiguousarray(np.broadcast_to(b[:, None], (len(b), self.batch)))
+        return [f"{v} = np.dot(WT_{key}, {columns})" + (f"; {v} += bB_{key}" if bias else "")]
 
     def _stacked_sum(self, c: Any, net: Any, v: str) -> list[str]:
         """A sum of 1x1 convolutions of local values (WaveNet's skip connections) as one product:
@@ -344,8 +370,13 @@ class StepProgram:
                 bias = bias + self._tensor(conv, "bias", net)
         self.names[f"W_{key}"] = np.ascontiguousarray(np.concatenate(weights, axis=0))
         self.names[f"b_{key}"] = np.broadcast_to(np.asarray(bias, dtype=self.dtype), (weights[0].shape[1],)).copy()
-        self.names[f"T_{key}"] = np.zeros((self.batch, max(hi for _, hi in terms.values())), dtype=self.dtype)
+        self.names[f"T_{key}"] = np.zeros((max(hi for _, hi in terms.values()), self.batch), dtype=self.dtype)
         return self._product(v, key, f"T_{key}", bias=True)
+
+
+def channel_major(value: np.ndarray) -> np.ndarray:
+    """A constant as the step reads it: (B, C) as (C, B); (B, C, P) as (P, C, B), one (C, B) per position."""
+    return np.ascontiguousarray(value.T if value.ndim == 2 else value.transpose(2, 1, 0))
 
 
 def stacked_sums(plan: StepPlan) -> dict[str, dict[str, tuple[int, int]]]:
@@ -421,5 +452,5 @@ def update_frame_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor
             target = constants[name]
             if isinstance(target, torch.Tensor):      # the static program's constants, on the model's device
                 target[:, :, span] = value[:, :, span].to(target.dtype)
-            else:
-                target[:, :, span] = value[:, :, span].cpu().numpy()
+            else:                                     # the numpy step's channel-major (P, C, B) constants
+                target[span] = value[:, :, span].cpu().numpy().transpose(2, 1, 0)
