@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from arspec_torch import stepplan
+from arspec_torch import cstep, stepplan
+from arspec_torch.cstep import CStepProgram
 from arspec_torch.staticstep import StaticStepProgram
 from arspec_torch.stepplan import StepProgram
 from hypothesis import HealthCheck, assume, given, settings
@@ -27,6 +29,15 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["c", "numpy"], ids=["C step", "numpy step"])
+def step_engine(request, monkeypatch):
+    """Both CPU step engines: the generated C (where a compiler exists) and the generated numpy."""
+    monkeypatch.setenv("ARSPEC_STEP", request.param)
+    if request.param == "c" and not cstep.c_step_available(np.dtype(np.float64)):
+        pytest.skip("no C compiler here: the numpy step runs")
+    return request.param
+
+
 def _model(spec, seed: int = 0):
     # float64: the comparisons below are about the computation, not float32 rounding in deep stacks
     model = arspec.compile(spec, seed=seed, dtype=torch.float64).eval()
@@ -36,7 +47,7 @@ def _model(spec, seed: int = 0):
 
 @pytest.mark.parametrize("batch", [3, 1], ids=["batch 3", "batch 1 (BLAS products with the bias in the call)"])
 @pytest.mark.parametrize("name,overrides", CASES, ids=[c[0] for c in CASES])
-def test_cached_and_naive_sampling_agree_and_match_the_training_graph(name, overrides, batch):
+def test_cached_and_naive_sampling_agree_and_match_the_training_graph(name, overrides, batch, step_engine):
     spec = arspec.load_spec(ROOT / "specs" / name, overrides=overrides)
     model = _model(spec)
     assert model.incremental is not None
@@ -211,17 +222,17 @@ def _parameters_used_and_expected(model, monkeypatch) -> tuple[torch.Tensor, tor
     """The parameters each channel of each position was drawn from, and what the training graph
     gives at that channel for the finished images, both (B, C, positions, P)."""
     d = model.distribution
-    seen, in_numpy, in_torch = [], d.sample_numpy, d.sample_channel   # the CPU's plan draws in numpy, the static program in torch
+    seen, in_numpy, in_torch = [], d.sample_noise_numpy, d.sample_channel   # the CPU's plan draws in numpy, the static program in torch
 
-    def numpy_spy(logits, uniforms):
+    def numpy_spy(logits, noise):
         seen.append(torch.from_numpy(logits.copy()))
-        return in_numpy(logits, uniforms)
+        return in_numpy(logits, noise)
 
     def torch_spy(params, x, channel, uniforms):
         seen.append(params[:, channel, 0].clone())
         return in_torch(params, x, channel, uniforms)
 
-    monkeypatch.setattr(d, "sample_numpy", numpy_spy)
+    monkeypatch.setattr(d, "sample_noise_numpy", numpy_spy)
     monkeypatch.setattr(d, "sample_channel", torch_spy)
     images = model.sample(2, generator=torch.Generator().manual_seed(5), cache=True)
     with torch.no_grad():
@@ -294,15 +305,21 @@ graph:
 
 
 @pytest.mark.parametrize("case", STACKED_SUMS, ids=list(STACKED_SUMS))
-def test_a_sum_of_local_1x1_convolutions_is_one_stacked_product_and_changes_nothing(case):
+def test_a_sum_of_local_1x1_convolutions_is_one_stacked_product_and_changes_nothing(case, step_engine):
     name, overrides, total = STACKED_SUMS[case]
     spec = arspec.load_spec(ROOT / "specs" / name, overrides=overrides) if name else spec_from(SUM_2D)
     model = _model(spec)
     model.sample(1, cache=True)
     for batch, product in ((2, f"np.dot(WT_{total}, T_{total})"), (1, f"gemv(1.0, WT_{total}, T_{total}[:, 0], 1.0, b_{total})")):
         program = model.incremental._program(model, batch, model.example_context(batch), record=False)
-        assert total in program.stacked and len(program.stacked[total]) >= 2
-        assert product in program.source
+        terms = program.stacked[total]
+        assert len(terms) >= 2
+        if step_engine == "numpy":
+            assert product in program.source
+        else:                                   # one product over the stacked inputs' whole width
+            width = max(hi for _, hi in terms.values())
+            products = [ops for code, ops in program.instructions() if code == cstep.Op.PRODUCT and ops[4] == program.register(total)]
+            assert len(products) == 1 and products[0][1] == width
     _assert_cache_consistent(spec)
 
 
@@ -324,6 +341,7 @@ def test_stacked_terms_in_the_wrong_columns_are_caught_by_the_training_graph_com
 
 
 def test_a_batch_of_one_whose_products_drop_the_bias_is_caught(monkeypatch):
+    monkeypatch.setenv("ARSPEC_STEP", "numpy")           # the numpy step's gemv (the C step's mutants are below)
     real = stepplan.gemv_for
 
     def without_bias(dtype):
@@ -335,3 +353,101 @@ def test_a_batch_of_one_whose_products_drop_the_bias_is_caught(monkeypatch):
     x, _ = model.example_inputs(1, torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert not torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-6, rtol=1e-6)
+
+
+# -- the C step: the engine that runs when a compiler exists, and its own mutants --
+
+WAVENET_40 = ("wavenet.yaml", ["event.shape=[40]"])
+
+
+def _teacher_forcing_matches(model, batch: int = 2) -> bool:
+    x, _ = model.example_inputs(batch, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        return torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-9, rtol=1e-9)
+
+
+def test_the_c_step_runs_where_a_compiler_exists_and_the_numpy_step_otherwise(monkeypatch):
+    model = _model(arspec.load_spec(ROOT / "specs" / WAVENET_40[0], overrides=WAVENET_40[1]))
+    program = model.incremental._program(model, 2, {}, record=False)
+    assert isinstance(program, CStepProgram) == cstep.c_step_available(np.dtype(np.float64))
+    monkeypatch.setattr(cstep, "compiler", lambda: None)
+    fallback = model.incremental._program(model, 2, {}, record=False)
+    assert type(fallback) is StepProgram
+    assert _teacher_forcing_matches(model)
+    monkeypatch.setenv("ARSPEC_STEP", "numpy")
+    assert not cstep.c_step_available(np.dtype(np.float64))
+
+
+C_MUTANTS = {
+    "exp's series cut after r^6": ("q = 1.0 / 720.0 + r * q;", "q = 1.0 / 720.0;"),
+    "products that drop the bias": ("(bias ? bias[c0 + r] : 0)", "0"),
+    "products that skip the last input row": ("for (int t = 0; t < k; t++)", "for (int t = 0; t < k - 1; t++)"),
+    "products that drop the last item of a group of eight": ("KERNELS[nj](", "KERNELS[nj > 1 ? nj - 1 : 1]("),
+    "the gate's sigmoid read from the tanh half": ("ar_sigmoid(a[j * 2 * width + width + c])", "ar_sigmoid(a[j * 2 * width + c])"),
+}
+
+
+@pytest.mark.parametrize("batch", [2, 1], ids=["batch 2 (gemm)", "batch 1 (gemv)"])
+@pytest.mark.parametrize("mutant", C_MUTANTS, ids=list(C_MUTANTS))
+def test_a_corrupted_c_step_is_caught_by_the_training_graph_comparison(mutant, batch, monkeypatch):
+    if not cstep.c_step_available(np.dtype(np.float64)):
+        pytest.skip("no C compiler here")
+    if batch == 1 and "group of eight" in mutant:
+        pytest.skip("one item: no group to drop from")
+    old, new = C_MUTANTS[mutant]
+    model = _model(arspec.load_spec(ROOT / "specs" / WAVENET_40[0], overrides=WAVENET_40[1]))
+    assert _teacher_forcing_matches(model, batch)
+    assert old in cstep.RUNTIME
+    monkeypatch.setattr(cstep, "RUNTIME", cstep.RUNTIME.replace(old, new))
+    assert not _teacher_forcing_matches(model, batch)
+
+
+# -- drawing: the uniforms of many draws at once, the same numbers and no more --
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["categorical", "bernoulli"])
+def test_noise_prepared_ahead_draws_what_the_direct_numpy_draw_does(name, dtype):
+    from arspec_torch.distributions import Bernoulli, Categorical
+    d = Categorical(7) if name == "categorical" else Bernoulli()
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((500, d.params_per_element)).astype(dtype) * 3
+    uniforms = rng.random((500, d.noise_per_element)).astype(np.float32)
+    assert np.array_equal(d.sample_noise_numpy(logits, d.noise_numpy(uniforms, np.dtype(dtype))), d.sample_numpy(logits, uniforms))
+
+
+def test_a_cpu_generator_fills_one_large_draw_with_the_numbers_of_successive_small_ones():
+    one = torch.rand((40, 3, 1, 5), generator=torch.Generator().manual_seed(9))
+    generator = torch.Generator().manual_seed(9)
+    assert torch.equal(one, torch.stack([torch.rand((3, 1, 5), generator=generator) for _ in range(40)]))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cached_sampling_leaves_the_generator_where_naive_sampling_does(batch):
+    small = ["event.shape=[300]", "params.residual=4", "params.gate=8", "params.skip=4", "distribution.classes=5",
+             "graph.stack.repeat.dilation.times=1"]                               # 300 draws: more than one chunk
+    model = _model(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=small))
+    after = []
+    for cache in (True, False):
+        generator = torch.Generator().manual_seed(11)
+        samples = model.sample(batch, generator=generator, cache=cache)
+        after.append((samples, torch.rand(4, generator=generator)))
+    assert torch.equal(after[0][0], after[1][0]) and torch.equal(after[0][1], after[1][1])
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_c_step_shared_among_threads_gives_what_one_thread_gives(threads, monkeypatch):
+    """Each thread runs the step on its own items (8 items in 3 threads: 2, 3 and 3)."""
+    if not cstep.c_step_available(np.dtype(np.float64)):
+        pytest.skip("no C compiler here")
+    monkeypatch.setattr(cstep, "step_threads", lambda batch: threads)
+    wavenet = _model(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[48]"]))
+    fast = wavenet.sample(8, generator=torch.Generator().manual_seed(7), cache=True)
+    assert torch.equal(fast, wavenet.sample(8, generator=torch.Generator().manual_seed(7), cache=False))
+    rgb = _rgb(16)                                           # R->G->B: a redo before each channel
+    shared = rgb.sample(8, generator=torch.Generator().manual_seed(7))
+    for model in (wavenet, rgb):
+        assert model.incremental.engine_for(model) == "plan"
+        assert model.incremental._program(model, 8, {}, record=False).threads == threads
+        assert _teacher_forcing_matches(model, batch=8)
+    monkeypatch.setattr(cstep, "step_threads", lambda batch: 1)
+    assert torch.equal(shared, rgb.sample(8, generator=torch.Generator().manual_seed(7)))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arspec_torch.cstep import CStepProgram, c_step_available
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
 from arspec_torch.stepplan import (
@@ -369,7 +370,9 @@ class WindowCache:
         assert self.plan is not None
         values = dict(model.net.context_values(model._check_context(context), model.dtype))
         constants = constant_values(self.plan, model.net, values, run_call, n, self.spatial, model.dtype)
-        program = StepProgram(self.plan, model.net, n, np.dtype(str(model.dtype).removeprefix("torch.")), constants, record)
+        dtype = np.dtype(str(model.dtype).removeprefix("torch."))
+        kind = CStepProgram if c_step_available(dtype) else StepProgram
+        program = kind(self.plan, model.net, n, dtype, constants, record)
         program.context_values = values             # its constants are channel-major copies of `constants`
         return program
 
@@ -381,7 +384,7 @@ class WindowCache:
         shaped = raw.reshape(n, self.groups, *self.spatial)
         x_raw = shaped.long() if d.discrete else torch.zeros(shaped.shape, dtype=torch.long, device=shaped.device)
         update_frame_values(self.plan, model.net, program.context_values, run_call, x_raw, d.encode(shaped, model.dtype),
-                            program.constants, frame)
+                            program.constants, frame, getattr(program, "item_major", False))
 
     @torch.no_grad()
     def teacher_forced(self, model: Any, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
@@ -432,7 +435,7 @@ class WindowCache:
         n, d, groups = x.shape[0], model.distribution, self.groups
         program = self._program(model, n, context, record=False)
         plan, run_step = program.plan, program.step
-        rx, rxr = program.rings["x"], program.rings["x_raw"]           # (slots, groups, n)
+        rx = program.rings["x"]
         frame = plan.frame if plan.frame_values else 0
 
         def step(q: int) -> None:
@@ -445,7 +448,8 @@ class WindowCache:
         given = x.reshape(n, groups, -1)
         keep_flat = keep.reshape(groups, -1) if keep is not None else None
         result = torch.zeros_like(given)
-        draw = self._numpy_draw(model, n, generator, given)
+        draw = self._numpy_draw(model, n, generator, given, self.positions * groups, rx.dtype)
+        drawn = result.numpy() if draw is not None else None      # the same memory, written without a dispatch
         q = plan.first
         for p in range(self.positions):
             for g in range(groups):
@@ -465,33 +469,38 @@ class WindowCache:
                     pixel = d.tempered(params.transpose(1, 2).unsqueeze(2), model.temperature)
                     sample = d.sample_channel(pixel, result[:, :, p:p + 1], g, model.uniforms(n, 1, generator))[:, 0].to(given.dtype)
                 if keep_flat is not None and bool(keep_flat[g, p]):
-                    sample = given[:, g, p]
-                result[:, g, p] = sample
-                if draw is not None:
-                    values = sample.numpy()
-                    rx[p % plan.ring["x"], g] = d.encode_numpy(values, rx.dtype)
-                    rxr[p % plan.ring["x_raw"], g] = values
+                    sample = given[:, g, p].numpy() if draw is not None else given[:, g, p]
+                if drawn is not None:
+                    drawn[:, g, p] = sample
+                    program.write_channel(p, g, d.encode_numpy(sample, rx.dtype), sample)
                 else:
-                    rx[p % plan.ring["x"], g] = d.encode(sample, model.dtype).numpy()
-                    if d.discrete:
-                        rxr[p % plan.ring["x_raw"], g] = sample.long().numpy()
+                    result[:, g, p] = sample
+                    program.write_channel(p, g, d.encode(sample, model.dtype).numpy(), sample.long().numpy() if d.discrete else None)
         return result.reshape(n, *model.internal_shape)
 
     @staticmethod
-    def _numpy_draw(model: Any, n: int, generator: Any, given: torch.Tensor) -> Any:
+    def _numpy_draw(model: Any, n: int, generator: Any, given: torch.Tensor, draws: int, dtype: np.dtype) -> Any:
         """For distributions that draw in numpy: a function from one channel's parameters (n, P)
-        to its samples (n,) as a long tensor, drawing the same uniforms, in the same order, as
-        `model.uniforms(n, 1, generator)`; None otherwise (the torch path draws)."""
+        to its samples (n,), drawing the same uniforms, in the same order, as successive
+        `model.uniforms(n, 1, generator)` calls; None otherwise (the torch path draws). The uniforms
+        of up to 256 draws come in one call (a CPU generator fills a tensor in order: the same
+        numbers), their noise transform vectorized over them; never more than `draws` in all."""
         d = model.distribution
         if not d.draws_in_numpy or given.dtype != torch.long:
             return None
         if (generator.device if generator is not None else model.device).type != "cpu":
             return None
         temperature = float(model.temperature)
+        state = {"noise": np.zeros((0,)), "next": 0, "left": draws}
 
-        def draw(logits: np.ndarray) -> torch.Tensor:
-            uniforms = model._draw_uniforms(n, 1, generator)[:, 0].numpy()
-            return torch.from_numpy(d.sample_numpy(logits / temperature if temperature != 1.0 else logits, uniforms))
+        def draw(logits: np.ndarray) -> np.ndarray:
+            if state["next"] == len(state["noise"]):
+                count = max(1, min(256, state["left"]))
+                uniforms = model._draw_uniforms(n * count, 1, generator).reshape(count, n, -1).numpy()
+                state.update(noise=d.noise_numpy(uniforms, dtype), next=0, left=state["left"] - count)
+            noise = state["noise"][state["next"]]
+            state["next"] += 1
+            return d.sample_noise_numpy(logits / temperature if temperature != 1.0 else logits, noise)
 
         return draw
 

@@ -65,6 +65,15 @@ class Distribution:
         """`encode` on numpy class indices."""
         raise NotImplementedError
 
+    def noise_numpy(self, uniforms: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """The part of `sample_numpy` that reads only the uniforms (..., noise), done ahead for many
+        draws at once; `sample_noise_numpy` finishes a draw from it."""
+        return uniforms
+
+    def sample_noise_numpy(self, logits: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """`sample_numpy` from `noise_numpy`'s output: the same values, bit for bit."""
+        return self.sample_numpy(logits, noise)
+
     def validate(self, x: torch.Tensor) -> str | None:
         """Why `x` is not valid data for this distribution, or None."""
         if self.discrete:
@@ -124,6 +133,12 @@ class Categorical(Distribution):
     def sample_numpy(self, logits, uniforms):
         u = np.clip(uniforms.astype(logits.dtype, copy=False), 1e-12, 1 - 1e-7)
         return np.argmax(logits - np.log(-np.log(u)), axis=-1)
+
+    def noise_numpy(self, uniforms, dtype):                 # Gumbel noise, negated: logits + it = logits - log(-log u)
+        return -np.log(-np.log(np.clip(uniforms.astype(dtype, copy=False), 1e-12, 1 - 1e-7)))
+
+    def sample_noise_numpy(self, logits, noise):
+        return np.argmax(logits + noise, axis=-1)
 
     def encode_numpy(self, x, dtype):
         return x.astype(dtype) * dtype.type(2.0 / (self.classes - 1)) - dtype.type(1.0)

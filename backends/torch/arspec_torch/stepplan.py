@@ -210,7 +210,10 @@ def data_dependent(calls: list[Any]) -> dict[str, bool]:
 
 
 class StepProgram:
-    """The plan bound to a model's current weights and one batch: rings, tables, generated step."""
+    """The plan bound to a model's current weights and one batch: rings, tables, generated step.
+    Values are channel-major, (C, B) per position; a subclass may keep them item-major, (B, C)."""
+
+    item_major = False
 
     def __init__(self, plan: StepPlan, net: Any, batch: int, dtype: np.dtype, constants: dict[str, np.ndarray],
                  record: bool) -> None:
@@ -218,41 +221,68 @@ class StepProgram:
         self.names: dict[str, Any] = {"np": np, "expit": expit, "B": batch, "P": plan.positions}
         self.gemv = gemv_for(np.dtype(dtype)) if batch == 1 else None
         self.names["gemv"] = self.gemv
-        # a ring is (slots, C, B): slot `size` stays zero (reads outside the event land there)
-        self.rings = {v: np.zeros((size + 1, plan.channels(v), batch), dtype=np.int64 if v == "x_raw" else dtype)
+        # a ring is (slots, C, B) or (slots, B, C): slot `size` stays zero (reads outside the event land there)
+        self.rings = {v: np.zeros((size + 1, *self._value_shape(plan.channels(v))), dtype=np.int64 if v == "x_raw" else dtype)
                       for v, size in plan.ring.items()}
         for v, ring in self.rings.items():
             self.names[f"r_{v}"] = ring
-        self.constants = {k: channel_major(v) for k, v in constants.items()}   # frame values are rewritten here
+        self.constants = {k: in_step_layout(v, self.item_major) for k, v in constants.items()}   # frame values are rewritten here
         self.names.update({f"k_{k}": v for k, v in self.constants.items()})
-        self._full = np.zeros((plan.positions, plan.calls[plan.output].channels, batch), dtype=dtype) if record else None
+        self._full = np.zeros((plan.positions, *self._value_shape(plan.calls[plan.output].channels)), dtype=dtype) if record else None
         if record:
             self.names["FULL"] = self._full
         self.stacked = stacked_sums(plan)
         self.stacked_term = {a: (total, lo, hi) for total, terms in self.stacked.items() for a, (lo, hi) in terms.items()}
+        self.step: Any = None
+        self.redo: Any = None                    # what the output at q reads through step q's own values
+        self._generate(net)
+
+    @property
+    def redo_calls(self) -> list[Any] | None:
+        """The calls `redo(p)` runs (None: the output is drawn after its position, nothing to redo)."""
+        drawn_at_lag_0 = self.plan.lag.get(self.plan.output) == 0   # the sampler recomputes the position before each channel
+        return [c for c in self.plan.steps if c.id in self.plan.redo] if drawn_at_lag_0 else None
+
+    def _generate(self, net: Any) -> None:
+        """`step` and `redo` as generated straight-line numpy code."""
         self._lines: dict[str, list[str]] = {}
-        self.source = self._function("step", plan.steps, net)
-        drawn_at_lag_0 = plan.lag.get(plan.output) == 0          # the sampler recomputes the position before each channel
-        redo = self._function("redo", [c for c in plan.steps if c.id in plan.redo], net) if drawn_at_lag_0 else ""
+        self.source = self._function("step", self.plan.steps, net)
+        redo = self._function("redo", self.redo_calls, net) if self.redo_calls is not None else ""
         namespace = dict(self.names)
-        exec(self.source + "\n" + redo, namespace)       # the generated straight-line step
+        exec(self.source + "\n" + redo, namespace)
         self.step = namespace["step"]
-        self.redo = namespace.get("redo")       # what the output at q reads through step q's own values
+        self.redo = namespace.get("redo")
+
+    def _value_shape(self, channels: int) -> tuple[int, int]:
+        return (self.batch, channels) if self.item_major else (channels, self.batch)
+
+    def _items_first(self, value: np.ndarray) -> np.ndarray:
+        """A (C, B) or (B, C) value of this program as (B, C) (a view)."""
+        return value if self.item_major else value.T
 
     @property
     def full(self) -> np.ndarray:
         """The output at every position, recorded while teacher forcing: (B, C, P)."""
         assert self._full is not None, "recorded only when teacher forcing"
-        return np.ascontiguousarray(self._full.transpose(2, 1, 0))
+        return np.ascontiguousarray(self._full.transpose(1, 2, 0) if self.item_major else self._full.transpose(2, 1, 0))
 
     def write_data(self, q: int, encoded: np.ndarray, levels: np.ndarray) -> None:
         """Position q's data, (B, groups) encoded and as levels, into the data rings."""
-        self.rings["x"][q % self.plan.ring["x"]] = encoded.T
-        self.rings["x_raw"][q % self.plan.ring["x_raw"]] = levels.T
+        self.rings["x"][q % self.plan.ring["x"]] = encoded if self.item_major else encoded.T
+        self.rings["x_raw"][q % self.plan.ring["x_raw"]] = levels if self.item_major else levels.T
+
+    def write_channel(self, p: int, group: int, encoded: np.ndarray, levels: np.ndarray | None) -> None:
+        """Channel group `group` of position p, (B,) encoded and as levels, into the data rings."""
+        x, raw = self.rings["x"][p % self.plan.ring["x"]], self.rings["x_raw"][p % self.plan.ring["x_raw"]]
+        if self.item_major:
+            x, raw = x.T, raw.T
+        x[group] = encoded
+        if levels is not None:
+            raw[group] = levels
 
     def output_at(self, p: int) -> np.ndarray:
         """The output's channels at position p, (B, C), once its step has run."""
-        return self.rings[self.plan.output][p % self.plan.ring[self.plan.output]].T
+        return self._items_first(self.rings[self.plan.output][p % self.plan.ring[self.plan.output]])
 
     def _function(self, name: str, calls: list[Any], net: Any) -> str:
         """The source of `name(q)`: the calls in plan order, one guard per run with the same lag."""
@@ -374,8 +404,11 @@ class StepProgram:
         return self._product(v, key, f"T_{key}", bias=True)
 
 
-def channel_major(value: np.ndarray) -> np.ndarray:
-    """A constant as the step reads it: (B, C) as (C, B); (B, C, P) as (P, C, B), one (C, B) per position."""
+def in_step_layout(value: np.ndarray, item_major: bool) -> np.ndarray:
+    """A constant as the step reads it: (B, C) as (C, B) or kept; (B, C, P) as (P, C, B) or
+    (P, B, C): one value per position."""
+    if item_major:
+        return np.ascontiguousarray(value if value.ndim == 2 else value.transpose(2, 0, 1))
     return np.ascontiguousarray(value.T if value.ndim == 2 else value.transpose(2, 1, 0))
 
 
@@ -438,7 +471,7 @@ def constant_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], r
 
 
 def update_frame_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor], run: Any, x_raw: torch.Tensor,
-                        x: torch.Tensor, constants: dict[str, Any], frame: int | None) -> None:
+                        x: torch.Tensor, constants: dict[str, Any], frame: int | None, item_major: bool = False) -> None:
     """Recompute the frame values from the data known so far (x_raw and its encoding x, shaped
     (n, C, *spatial)) and write those of frame `frame` (None: every frame) into the arrays the step
     reads. A frame value of frame t reads only frames < t, so they must be complete."""
@@ -452,5 +485,5 @@ def update_frame_values(plan: StepPlan, net: Any, values: dict[str, torch.Tensor
             target = constants[name]
             if isinstance(target, torch.Tensor):      # the static program's constants, on the model's device
                 target[:, :, span] = value[:, :, span].to(target.dtype)
-            else:                                     # the numpy step's channel-major (P, C, B) constants
-                target[span] = value[:, :, span].cpu().numpy().transpose(2, 1, 0)
+            else:                                     # a CPU step's (P, C, B) or (P, B, C) constants
+                target[span] = value[:, :, span].cpu().numpy().transpose((2, 0, 1) if item_major else (2, 1, 0))

@@ -8,7 +8,7 @@ import zlib
 from typing import Any
 
 import numpy as np
-from arspec_torch import armodel, cache, distributions, kernels, staticstep, stepplan
+from arspec_torch import armodel, cache, cstep, distributions, kernels, staticstep, stepplan
 from arspec_torch.compile import orders_of
 from arspec_torch.plan import Plan, PlanCall, conditioning_of, plan_of
 
@@ -213,6 +213,7 @@ constant arrays, then the model itself — the `Network` below is straight-line 
         extract(armodel, {"ARModel"}),
         _banner("runtime: cached generation"),
         extract(stepplan, {"StepPlan", "StepProgram", "constant_values", "data_dependent", "single_threaded_blas", "update_frame_values"}),
+        extract(cstep, {"CStepProgram", "c_step_available"}),
         extract(staticstep, {"StaticStepProgram", "GraphedLoop"}),
         extract(cache, {"StepCall", "cache_for", "run_call"}),
         _banner("constant arrays"),

@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
+import functools
+import hashlib
 import math
+import os
+import shutil
+import subprocess
+import tempfile
 import warnings
 import zlib
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

@@ -1,0 +1,617 @@
+"""The step plan run by a small interpreter in C: the plan's calls become a list of instructions
+(a product, a gather of taps, a gate, a ring write...) over buffers the program owns, and one C
+call runs a whole generation step. At WaveNet's size numpy's per-call overhead is most of a step
+(about 12 calls per layer at 0.5 to 1.5 us each); here a step costs its arithmetic. The runtime
+is compiled once per machine and dtype with the system's C compiler and kept under
+~/.cache/arspec (or $ARSPEC_CACHE); models compile nothing. Same plan, rings and tables as the
+numpy step (stepplan.StepProgram), which it extends.
+
+* Values are item-major, (B, C) per position, and the items are independent: with several
+  threads, each runs the whole step on its own items (no barrier inside a step). Workers spin
+  briefly between steps, then yield, then sleep.
+* Products use a kernel of their own over weights packed once per program (blocks of one vector
+  width of output channels, each block's rows contiguous): a BLAS call packs the weights again
+  on every call, which at these sizes costs as much as the product, and concurrent BLAS calls
+  from two threads did not scale (measured: 0.94x).
+* exp, tanh and sigmoid are polynomials of their own in double precision (|error| < 1e-15) so the
+  loops vectorize; the cached path stays equal to the training graph to 1e-9 in float64.
+
+Without a compiler `c_step_available()` is False and the numpy step runs (also with ARSPEC_STEP=numpy)."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arspec_torch.stepplan import StepProgram
+
+#: the compiler flags: native vector width; math functions without errno, so loops vectorize
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=gnu11", "-pthread"]
+
+#: the runtime, for `real` float or double: the interpreter, the products, exp/tanh/sigmoid, the worker threads
+RUNTIME = r"""
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+typedef @REAL@ real;
+typedef long long idx;
+#define VL ((int)(64 / sizeof(real)))
+typedef real vec __attribute__((vector_size(64)));
+
+/* e^x for |x| <= 708: x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor series to r^13 */
+static inline double ar_exp(double x) {
+    x = x < -708.0 ? -708.0 : (x > 708.0 ? 708.0 : x);
+    double n = floor(x * 1.4426950408889634 + 0.5);
+    double r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+    double q = 1.0 / 6227020800.0;
+    q = 1.0 / 479001600.0 + r * q;  q = 1.0 / 39916800.0 + r * q;  q = 1.0 / 3628800.0 + r * q;
+    q = 1.0 / 362880.0 + r * q;     q = 1.0 / 40320.0 + r * q;     q = 1.0 / 5040.0 + r * q;
+    q = 1.0 / 720.0 + r * q;        q = 1.0 / 120.0 + r * q;       q = 1.0 / 24.0 + r * q;
+    q = 1.0 / 6.0 + r * q;          q = 0.5 + r * q;               q = 1.0 + r * q;
+    q = 1.0 + r * q;
+    int64_t bits = ((int64_t)n + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return q * scale;
+}
+static inline double ar_tanh(double x) {
+    double t = 1.0 - 2.0 / (ar_exp(2.0 * fabs(x)) + 1.0);
+    return x < 0 ? -t : t;
+}
+static inline double ar_sigmoid(double x) { return 1.0 / (1.0 + ar_exp(-x)); }
+
+/* y (B, co) = x (B, k) W (+ bias) for items [j0, j1). wp: W (k, co) packed in blocks of VL output
+   channels, block b's rows at wp + b k VL, zero-padded to whole blocks. Up to eight items at a
+   time (one kernel per count, so the accumulators stay in registers), two blocks at a time: for
+   eight items 16 vector accumulators, 2 vector loads and 8 broadcasts per k. */
+#define KERNEL(NJ)                                                                                      \
+static void product_##NJ(int co, int k, const real *wp, const real *x, real *y, const real *bias) {   \
+    int blocks = (co + VL - 1) / VL;                                                                    \
+    for (int b = 0; b < blocks; b += 2) {                                                               \
+        int two = b + 1 < blocks;                                                                       \
+        const real *w0 = wp + (idx)b * k * VL, *w1 = two ? w0 + (idx)k * VL : w0;                       \
+        vec a0[NJ], a1[NJ];                                                                             \
+        for (int j = 0; j < NJ; j++) { a0[j] = (vec){0}; a1[j] = (vec){0}; }                            \
+        for (int t = 0; t < k; t++) {                                                                   \
+            vec u, v;                                                                                   \
+            memcpy(&u, w0 + (idx)t * VL, sizeof u);                                                     \
+            memcpy(&v, w1 + (idx)t * VL, sizeof v);                                                     \
+            for (int j = 0; j < NJ; j++) { real s = x[(idx)j * k + t]; a0[j] += u * s; a1[j] += v * s; } \
+        }                                                                                               \
+        for (int h = 0; h < 1 + two; h++) {                                                             \
+            int c0 = (b + h) * VL, rows = co - c0 < VL ? co - c0 : VL;                                  \
+            for (int j = 0; j < NJ; j++) {                                                              \
+                real *out = y + (idx)j * co + c0;                                                       \
+                vec a = h ? a1[j] : a0[j];                                                              \
+                for (int r = 0; r < rows; r++) out[r] = a[r] + (bias ? bias[c0 + r] : 0);              \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+}
+KERNEL(1) KERNEL(2) KERNEL(3) KERNEL(4) KERNEL(5) KERNEL(6) KERNEL(7) KERNEL(8)
+typedef void (*kernel_t)(int, int, const real *, const real *, real *, const real *);
+static const kernel_t KERNELS[9] = {0, product_1, product_2, product_3, product_4, product_5, product_6, product_7, product_8};
+#define JB 8
+static void product(int co, int k, const real *wp, const real *x, real *y, const real *bias, idx j0, idx j1) {
+    for (idx ja = j0; ja < j1; ja += JB) {
+        int nj = (int)(j1 - ja < JB ? j1 - ja : JB);
+        KERNELS[nj](co, k, wp, x + ja * k, y + ja * co, bias);
+    }
+}
+
+/* v (B, C) = tanh(a[:, :C]) * sigmoid(a[:, C:]) for items [j0, j1) of a (B, 2C) `a` */
+static void gate(const real *a, real *v, idx width, idx j0, idx j1) {
+    for (idx j = j0; j < j1; j++)
+        for (idx c = 0; c < width; c++)
+            v[j * width + c] = (real)(ar_tanh(a[j * 2 * width + c]) * ar_sigmoid(a[j * 2 * width + width + c]));
+}
+
+/* v = f(x) elementwise over [i0, i1): f 0 relu, 1 tanh, 2 sigmoid, 3 elu */
+static void activation(int f, const real *x, real *v, idx i0, idx i1) {
+    switch (f) {
+    case 0: for (idx i = i0; i < i1; i++) v[i] = x[i] > 0 ? x[i] : 0; break;
+    case 1: for (idx i = i0; i < i1; i++) v[i] = (real)ar_tanh(x[i]); break;
+    case 2: for (idx i = i0; i < i1; i++) v[i] = (real)ar_sigmoid(x[i]); break;
+    default: for (idx i = i0; i < i1; i++) v[i] = x[i] > 0 ? x[i] : (real)(ar_exp(x[i]) - 1.0); break;
+    }
+}
+
+
+/* The interpreter. A program is an int64 header {code, code length, arrays, value registers,
+   value count, items B, positions P}; its code a list of instructions {opcode, operand count,
+   operands...}. A source operand is 4 integers {mode, a, b, c}: 0 the value register a; 1 the
+   ring in array a, of b slots of c reals, at p's slot; 2 the array a; 3 the array a at p * b. */
+enum { GUARD = 1, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS };
+
+static inline real *source(const idx *s, void **A, real **V, idx p) {
+    switch (s[0]) {
+    case 0: return V[s[1]];
+    case 1: return (real *)A[s[1]] + (p % s[2]) * s[3];
+    case 2: return (real *)A[s[1]];
+    default: return (real *)A[s[1]] + p * s[2];
+    }
+}
+
+static void run(const idx *h, idx q, idx j0, idx j1) {
+    const idx *code = (const idx *)h[0];
+    idx n = h[1], nv = h[4], B = h[5], P = h[6];
+    void **A = (void **)h[2];
+    real *V[nv > 0 ? nv : 1];
+    memcpy(V, (real **)h[3], sizeof(real *) * (size_t)nv);
+    idx p = 0;
+    for (idx pc = 0; pc < n;) {
+        idx op = code[pc];
+        const idx *a = code + pc + 2;
+        pc += 2 + code[pc + 1];
+        switch (op) {
+        case GUARD:                                    /* {lag, code length of the block} */
+            p = q - a[0];
+            if (p < 0 || p >= P) pc += a[1];
+            break;
+        case PRODUCT:                                  /* {co, k, packed W, bias or -1, dst, source} */
+            product((int)a[0], (int)a[1], (real *)A[a[2]], source(a + 5, A, V, p), V[a[4]],
+                    a[3] >= 0 ? (real *)A[a[3]] : 0, j0, j1);
+            break;
+        case GATHER: {                                 /* {taps, slot table, ring, ci, dst array} */
+            idx taps = a[0], ci = a[3], k = taps * ci;
+            const idx *slots = (const idx *)A[a[1]] + p * taps;
+            real *ring = (real *)A[a[2]], *dst = (real *)A[a[4]];
+            for (idx t = 0; t < taps; t++) {
+                const real *s = ring + slots[t] * ci * B;
+                for (idx j = j0; j < j1; j++) memcpy(dst + j * k + t * ci, s + j * ci, sizeof(real) * (size_t)ci);
+            }
+            break;
+        }
+        case RING_WRITE: {                             /* {value, array, slots (0: one slot per position), width} */
+            real *slot = (real *)A[a[1]] + (a[2] ? p % a[2] : p) * a[3] * B;
+            memcpy(slot + j0 * a[3], V[a[0]] + j0 * a[3], sizeof(real) * (size_t)((j1 - j0) * a[3]));
+            break;
+        }
+        case SHIFT:                                    /* {dst, slot table, ring, width} */
+            V[a[0]] = (real *)A[a[2]] + ((const idx *)A[a[1]])[p] * a[3] * B;
+            break;
+        case EMBED: {                                  /* {dst, width, groups, level ring, slots, tables...} */
+            idx width = a[1], groups = a[2];
+            const idx *levels = (const idx *)A[a[3]] + (p % a[4]) * groups * B;
+            real *v = V[a[0]];
+            for (idx j = j0; j < j1; j++)
+                for (idx c = 0; c < width; c++) {
+                    real sum = 0;
+                    for (idx g = 0; g < groups; g++) sum += ((real *)A[a[5 + g]])[levels[j * groups + g] * width + c];
+                    v[j * width + c] = sum;
+                }
+            break;
+        }
+        case ACT:                                      /* {function, dst, width, source} */
+            activation((int)a[0], source(a + 3, A, V, p), V[a[1]], j0 * a[2], j1 * a[2]);
+            break;
+        case ADD: case MUL: {                          /* {count, dst, width, sources...} */
+            real *v = V[a[1]];
+            idx lo = j0 * a[2], hi = j1 * a[2];
+            const real *s0 = source(a + 3, A, V, p);
+            for (idx i = lo; i < hi; i++) v[i] = s0[i];
+            for (idx m = 1; m < a[0]; m++) {
+                const real *s = source(a + 3 + 4 * m, A, V, p);
+                if (op == ADD) for (idx i = lo; i < hi; i++) v[i] += s[i];
+                else for (idx i = lo; i < hi; i++) v[i] *= s[i];
+            }
+            break;
+        }
+        case CONCAT: {                                 /* {count, dst, width, (part width, source)...} */
+            real *v = V[a[1]];
+            idx width = a[2], at = 0;
+            for (idx m = 0; m < a[0]; m++) {
+                const idx *e = a + 3 + 5 * m;
+                const real *s = source(e + 1, A, V, p);
+                for (idx j = j0; j < j1; j++) memcpy(v + j * width + at, s + j * e[0], sizeof(real) * (size_t)e[0]);
+                at += e[0];
+            }
+            break;
+        }
+        case GATE:                                     /* {dst, width, source} */
+            gate(source(a + 2, A, V, p), V[a[0]], a[1], j0, j1);
+            break;
+        case SELECT: {                                 /* {dst, width, source width, index, source} */
+            const real *s = source(a + 4, A, V, p);
+            const idx *index = (const idx *)A[a[3]];
+            real *v = V[a[0]];
+            for (idx j = j0; j < j1; j++)
+                for (idx c = 0; c < a[1]; c++) v[j * a[1] + c] = s[j * a[2] + index[c]];
+            break;
+        }
+        case STACK: {                                  /* {value, stack array, stack width, first column, width} */
+            real *stack = (real *)A[a[1]];
+            for (idx j = j0; j < j1; j++) memcpy(stack + j * a[2] + a[3], V[a[0]] + j * a[4], sizeof(real) * (size_t)a[4]);
+            break;
+        }
+        case FILL: {                                   /* {dst, width, bias or -1} */
+            real *v = V[a[0]];
+            for (idx j = j0; j < j1; j++)
+                for (idx c = 0; c < a[1]; c++) v[j * a[1] + c] = a[2] >= 0 ? ((real *)A[a[2]])[c] : 0;
+            break;
+        }
+        case ALIAS:                                    /* {dst, source} */
+            V[a[0]] = source(a + 1, A, V, p);
+            break;
+        }
+    }
+}
+
+#define MAX_THREADS 64
+#define SPINS 4000           /* pauses before yielding the core (a step's Python gap is 30-100 us) */
+#define YIELDS 20000         /* yields before sleeping (sampling has ended, or Python is busy) */
+#if defined(__x86_64__) || defined(__i386__)
+#define PAUSE() __builtin_ia32_pause()
+#else
+#define PAUSE() ((void)0)
+#endif
+static int threads = 1, active = 1, started = 0;   /* workers + 1; how many a step uses */
+static pid_t owner = 0;
+static atomic_long sequence = 0;
+static atomic_int finished = 0;
+static idx job_q, job_items;
+static const idx *job_program;
+static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER, run_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static long first_seen[MAX_THREADS];    /* the sequence when each worker was started: its first job is the next */
+
+static void part(int t) {
+    idx j0 = job_items * t / active, j1 = job_items * (t + 1) / active;
+    run(job_program, job_q, j0, j1);
+}
+
+static void *worker(void *arg) {
+    int t = (int)(intptr_t)arg;
+    long seen = first_seen[t];
+    for (;;) {
+        long now;
+        int spins = 0;
+        while ((now = atomic_load_explicit(&sequence, memory_order_acquire)) == seen) {
+            if (++spins < SPINS) { PAUSE(); continue; }
+            if (spins < SPINS + YIELDS) { sched_yield(); continue; }
+            pthread_mutex_lock(&wake_lock);
+            while (atomic_load(&sequence) == seen) pthread_cond_wait(&wake, &wake_lock);
+            pthread_mutex_unlock(&wake_lock);
+        }
+        seen = now;
+        if (t >= active) continue;
+        part(t);
+        atomic_fetch_add_explicit(&finished, 1, memory_order_release);
+    }
+    return 0;
+}
+
+/* Make n threads available (n - 1 workers), starting workers as needed (a forked child starts
+   its own). Returns how many are. */
+int rt_start_threads(int n) {
+    pthread_mutex_lock(&run_lock);
+    if (n > MAX_THREADS) n = MAX_THREADS;
+    if (n < 1) n = 1;
+    if (!started || owner != getpid()) {
+        threads = 1;
+        started = 1;
+        owner = getpid();
+    }
+    for (int t = threads; t < n; t++) {
+        pthread_t id;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        first_seen[t] = atomic_load(&sequence);     /* no step runs meanwhile: run_lock is held */
+        if (pthread_create(&id, &attr, worker, (void *)(intptr_t)t) != 0) break;
+        threads++;
+    }
+    pthread_mutex_unlock(&run_lock);
+    return n < threads ? n : threads;
+}
+
+/* Run a program at step q over its items on n threads, each on its own share of the items. */
+void rt_step(const idx *program, idx q, int n) {
+    idx items = program[5];
+    pthread_mutex_lock(&run_lock);                 /* one step at a time in the process */
+    if (n > threads) n = threads;
+    if (n > items) n = (int)items;
+    if (n <= 1 || owner != getpid()) {
+        run(program, q, 0, items);
+        pthread_mutex_unlock(&run_lock);
+        return;
+    }
+    active = n;
+    job_program = program; job_q = q; job_items = items;
+    atomic_store(&finished, 0);
+    pthread_mutex_lock(&wake_lock);
+    atomic_fetch_add_explicit(&sequence, 1, memory_order_release);
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&wake_lock);
+    part(0);
+    while (atomic_load_explicit(&finished, memory_order_acquire) < active - 1) PAUSE();
+    pthread_mutex_unlock(&run_lock);
+}
+"""
+
+class Op:
+    """The interpreter's opcodes (RUNTIME's enum)."""
+    GUARD, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS = range(1, 16)
+
+#: the runtime's activation codes
+C_ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "elu": 3}
+
+
+def lanes(dtype: np.dtype) -> int:
+    """Output channels per block of packed weights: one 64-byte vector."""
+    return 64 // np.dtype(dtype).itemsize
+
+
+def compiler() -> str | None:
+    """The C compiler to use: $CC, else cc or gcc on the PATH; None if there is none."""
+    for name in (os.environ.get("CC"), "cc", "gcc"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def c_step_available(dtype: np.dtype) -> bool:
+    """Whether the C step can run here: a float32/float64 model, a compiler, and not switched off
+    by ARSPEC_STEP=numpy."""
+    if os.environ.get("ARSPEC_STEP", "").lower() == "numpy":
+        return False
+    return np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64)) and compiler() is not None
+
+
+def step_threads(batch: int) -> int:
+    """Threads for a step at this batch: the cores torch may use (`torch.set_num_threads`) and this
+    process may run on, at most one per 4 items (a smaller share costs more than it saves)."""
+    import torch
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores, batch // 4))
+
+
+def cache_dir() -> Path:
+    """Where the compiled runtime is kept: $ARSPEC_CACHE, else ~/.cache/arspec (keyed by the source's hash)."""
+    root = os.environ.get("ARSPEC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "arspec")
+    return Path(root) / "cstep"
+
+
+@functools.lru_cache(maxsize=8)
+def load(source: str) -> ctypes.CDLL:
+    """The compiled library of a source: built once (written atomically), then reused."""
+    digest = hashlib.sha256((source + " ".join(FLAGS)).encode()).hexdigest()[:24]
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    library = folder / f"runtime_{digest}.so"
+    if not library.exists():
+        with tempfile.TemporaryDirectory(dir=folder) as work:
+            c_file, built = Path(work) / "runtime.c", Path(work) / "runtime.so"
+            c_file.write_text(source)
+            result = subprocess.run([compiler() or "cc", *FLAGS, "-o", str(built), str(c_file), "-lm"],
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"compiling the generation step's runtime failed:\n{result.stderr[-2000:]}")
+            os.replace(built, library)
+    lib = ctypes.CDLL(str(library))
+    lib.rt_step.argtypes, lib.rt_step.restype = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int], None
+    lib.rt_start_threads.argtypes, lib.rt_start_threads.restype = [ctypes.c_int], ctypes.c_int
+    return lib
+
+
+def runtime(dtype: np.dtype) -> ctypes.CDLL:
+    """The runtime library for a dtype (compiled once per machine, loaded once per process)."""
+    return load(RUNTIME.replace("@REAL@", "double" if np.dtype(dtype) == np.float64 else "float"))
+
+
+def packed(weight: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """W (k, co) as the product kernel reads it: blocks of `lanes` output channels (the last
+    zero-padded), each block's k rows contiguous."""
+    k, co = weight.shape
+    width = lanes(dtype)
+    blocks = -(-co // width)
+    padded = np.zeros((k, blocks * width), dtype=dtype)
+    padded[:, :co] = weight
+    return np.ascontiguousarray(padded.reshape(k, blocks, width).transpose(1, 0, 2))
+
+
+class CStepProgram(StepProgram):
+    """StepProgram whose `step(q)` and `redo(p)` are one call each into the C interpreter."""
+
+    item_major = True
+
+    def _generate(self, net: Any) -> None:
+        self.arrays: list[np.ndarray] = []              # every buffer the instructions name, by index
+        self._index: dict[int, int] = {}
+        self._registers: dict[str, int] = {c.id: i for i, c in enumerate(self.plan.steps)}
+        self._own: list[int] = [0] * len(self.plan.steps)  # each value's own buffer (0: set by the step)
+        self._prepared: dict[str, list[int]] = {}
+        self._stacks: dict[str, np.ndarray] = {}
+        self.code = {"step": self._code(self.plan.steps, net), "redo": self._code(self.redo_calls or [], net)}
+        self._runtime = runtime(self.dtype)
+        self._values = np.array([a.ctypes.data if a is not None else 0 for a in self._own_arrays()], dtype=np.uint64)
+        self._table_of_arrays = np.array([a.ctypes.data for a in self.arrays], dtype=np.uint64)
+        self._headers = {name: np.array([code.ctypes.data, len(code), self._table_of_arrays.ctypes.data, self._values.ctypes.data,
+                                         len(self._own), self.batch, self.plan.positions], dtype=np.int64)
+                         for name, code in self.code.items()}
+        self.source = "\n".join(f"{name}: {code.tolist()}" for name, code in self.code.items())
+        self.use_threads(step_threads(self.batch))
+        run, threads = self._runtime.rt_step, self._threads
+        step, redo = self._headers["step"].ctypes.data, self._headers["redo"].ctypes.data
+        self.step = lambda q: run(step, q, threads[0])
+        if self.redo_calls is not None:
+            self.redo = lambda p: run(redo, p, threads[0])
+
+    @property
+    def threads(self) -> int:
+        """The threads a step runs on."""
+        return self._threads[0]
+
+    def use_threads(self, n: int) -> int:
+        """Run this program's steps on n threads (as many as could start); returns the count."""
+        self._threads = getattr(self, "_threads", [1])
+        self._threads[0] = min(int(self._runtime.rt_start_threads(n)), self.batch)
+        return self._threads[0]
+
+    def instructions(self, name: str = "step") -> list[tuple[int, list[int]]]:
+        """The code of `step` or `redo` as (opcode, operands) pairs, guards included (for reading)."""
+        code, out, pc = self.code[name].tolist(), [], 0
+        while pc < len(code):
+            out.append((code[pc], code[pc + 2:pc + 2 + code[pc + 1]]))
+            pc += 2 + code[pc + 1]
+        return out
+
+    def register(self, call_id: str) -> int:
+        """The value register of a call."""
+        return self._registers[call_id]
+
+    def _own_arrays(self) -> list[np.ndarray | None]:
+        return [self.arrays[i - 1] if i else None for i in self._own]
+
+    # -- operands --
+
+    def _array(self, array: np.ndarray) -> int:
+        """The index of an array the instructions name (kept alive by the program)."""
+        assert array.flags.c_contiguous
+        key = id(array)
+        if key not in self._index:
+            self._index[key] = len(self.arrays)
+            self.arrays.append(array)
+        return self._index[key]
+
+    def _real(self, values: np.ndarray) -> int:
+        return self._array(np.ascontiguousarray(values, dtype=self.dtype))
+
+    def _table(self, values: np.ndarray) -> int:
+        return self._array(np.ascontiguousarray(values, dtype=np.int64))
+
+    def _value(self, c: Any) -> int:
+        """The register of a call's value, given a buffer of its own."""
+        register = self._registers[c.id]
+        if not self._own[register]:
+            self._own[register] = 1 + self._array(np.zeros(c.channels * self.batch, dtype=self.dtype))
+        return register
+
+    def _source(self, c: Any, i: int) -> list[int]:
+        """The 4-integer source operand of argument i of call c."""
+        arg, how = c.args[i], self.plan.reads[(c.id, i)]
+        if how == "local":
+            return [0, self._registers[arg], 0, 0]
+        if how == "constant":
+            value = self.constants[arg]
+            return [2, self._array(value), 0, 0] if value.ndim == 2 else [3, self._array(value), value.shape[1] * value.shape[2], 0]
+        return [1, self._array(self.rings[arg]), self.plan.ring[arg], self.plan.channels(arg) * self.batch]
+
+    # -- code --
+
+    def _code(self, calls: list[Any], net: Any) -> np.ndarray:
+        code: list[int] = []
+        block: list[int] = []
+        current = None
+        for c in calls:
+            if self.plan.lag[c.id] != current:
+                if current is not None:
+                    code += [Op.GUARD, 2, current, len(block), *block]
+                current, block = self.plan.lag[c.id], []
+            block += self._prepare(c, net)
+        if current is not None:
+            code += [Op.GUARD, 2, current, len(block), *block]
+        return np.array(code, dtype=np.int64)
+
+    def _prepare(self, c: Any, net: Any) -> list[int]:
+        if c.id not in self._prepared:              # a call in both the step and the redo is prepared once
+            self._prepared[c.id] = self._instructions(c, net)
+        return self._prepared[c.id]
+
+    @staticmethod
+    def _op(opcode: int, *operands: int) -> list[int]:
+        return [opcode, len(operands), *operands]
+
+    def _instructions(self, c: Any, net: Any) -> list[int]:
+        code = self._compute(c, net, c.channels)
+        if c.id in self.plan.ring:
+            code += self._op(Op.RING_WRITE, self._registers[c.id], self._array(self.rings[c.id]), self.plan.ring[c.id], c.channels)
+        if self.record and c.id == self.plan.output:
+            code += self._op(Op.RING_WRITE, self._registers[c.id], self._array(self._full), 0, c.channels)  # type: ignore[arg-type]
+        return code
+
+    def _compute(self, c: Any, net: Any, width: int) -> list[int]:
+        kind, key = c.kind, c.id
+        if key in self.stacked:
+            return self._stacked(c, net, width)
+        if key in self.stacked_term:                   # a term of a stacked sum: its input, copied in
+            total, lo, hi = self.stacked_term[key]
+            stack = self._stack_inputs(total)
+            return self._op(Op.STACK, self._registers[c.args[0]], self._array(stack), stack.shape[1], lo, hi - lo)
+        if kind == "masked_conv":
+            return self._conv(c, net, width)
+        if kind == "shift":
+            arg = c.args[0]
+            return self._op(Op.SHIFT, self._registers[key], self._table(self.plan.slots(c, 0)[:, 0]), self._array(self.rings[arg]),
+                            self.plan.channels(arg))
+        if kind == "embedding":                    # per channel group, a (levels, C) table indexed by level
+            table = self._tensor(c, "weight", net) * self._tensor(c, "select", net)[:, None, :]
+            return self._op(Op.EMBED, self._value(c), width, table.shape[0], self._array(self.rings["x_raw"]), self.plan.ring["x_raw"],
+                            *[self._real(table[g]) for g in range(table.shape[0])])
+        sources = [self._source(c, i) for i in range(len(c.args))]
+        if kind == "dropout" or (kind == "activation" and c.attrs["fn"] == "identity"):
+            return self._op(Op.ALIAS, self._registers[key], *sources[0])   # sampling runs in eval mode: the identity
+        if kind == "activation":
+            return self._op(Op.ACT, C_ACTIVATIONS[c.attrs["fn"]], self._value(c), width, *sources[0])
+        if kind in ("add", "multiply"):
+            return self._op(Op.ADD if kind == "add" else Op.MUL, len(sources), self._value(c), width, *[x for s in sources for x in s])
+        if kind == "concat":
+            parts = [x for i, s in enumerate(sources) for x in (self.plan.channels(c.args[i]), *s)]
+            return self._op(Op.CONCAT, len(sources), self._value(c), width, *parts)
+        if kind == "gate":
+            return self._op(Op.GATE, self._value(c), width, *sources[0])
+        if kind == "select":
+            index = self._table(getattr(net, f"{key}__index").cpu().numpy())
+            return self._op(Op.SELECT, self._value(c), width, self.plan.channels(c.args[0]), index, *sources[0])
+        raise ValueError(f"no step rule for {kind}")
+
+    def _conv(self, c: Any, net: Any, co: int) -> list[int]:
+        weight = self._tensor(c, "weight", net) * self._tensor(c, "mask", net)
+        ci = weight.shape[1]
+        live = [k for k, used in enumerate(c.live[0]) if used]
+        bias = self._real(self._tensor(c, "bias", net)) if "bias" in c.tensors else -1
+        register = self._value(c)
+        if not live:
+            return self._op(Op.FILL, register, co, bias)
+        taps = weight.reshape(co, ci, -1)[:, :, live]                       # (Co, Ci, K live)
+        w = self._real(packed(taps.transpose(2, 1, 0).reshape(len(live) * ci, co), self.dtype))
+        k = len(live) * ci
+        if self.plan.reads[(c.id, 0)] == "local":
+            return self._op(Op.PRODUCT, co, k, w, bias, register, *self._source(c, 0))
+        gathered = self._array(np.zeros(k * self.batch, dtype=self.dtype))      # (B, live taps x Ci)
+        return (self._op(Op.GATHER, len(live), self._table(self.plan.slots(c, 0)), self._array(self.rings[c.args[0]]), ci, gathered)
+                + self._op(Op.PRODUCT, co, k, w, bias, register, 2, gathered, 0, 0))
+
+    def _stack_inputs(self, total: str) -> np.ndarray:
+        """The side-by-side inputs of a stacked sum, (B, width), made once."""
+        if total not in self._stacks:
+            width = max(hi for _, hi in self.stacked[total].values())
+            self._stacks[total] = np.zeros((self.batch, width), dtype=self.dtype)
+        return self._stacks[total]
+
+    def _stacked(self, c: Any, net: Any, co: int) -> list[int]:
+        """A sum of 1x1 convolutions of local values as one product of the stacked weights."""
+        weights, bias = [], 0.0
+        for a in c.args:
+            conv = self.plan.calls[a]
+            weight = self._tensor(conv, "weight", net) * self._tensor(conv, "mask", net)
+            weights.append(weight.reshape(weight.shape[0], weight.shape[1]).T)
+            if "bias" in conv.tensors:
+                bias = bias + self._tensor(conv, "bias", net)
+        stacked = np.concatenate(weights, axis=0)
+        total_bias = np.broadcast_to(np.asarray(bias, dtype=self.dtype), (co,))
+        inputs = self._array(self._stack_inputs(c.id))
+        return self._op(Op.PRODUCT, co, stacked.shape[0], self._real(packed(stacked, self.dtype)), self._real(total_bias),
+                        self._value(c), 2, inputs, 0, 0)
