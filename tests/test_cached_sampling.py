@@ -378,6 +378,18 @@ def test_the_c_step_runs_where_a_compiler_exists_and_the_numpy_step_otherwise(mo
     assert not cstep.c_step_available(np.dtype(np.float64))
 
 
+def test_a_runtime_that_does_not_build_is_warned_about_and_the_numpy_step_runs(monkeypatch):
+    if cstep.compiler() is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setattr(cstep, "FLAGS", [*cstep.FLAGS, "-fno-such-flag-anywhere"])
+    cstep._warn_once.cache_clear()
+    with pytest.warns(RuntimeWarning, match="did not build"):
+        assert not cstep.c_step_available(np.dtype(np.float64))
+    model = _model(arspec.load_spec(ROOT / "specs" / WAVENET_40[0], overrides=WAVENET_40[1]))
+    assert type(model.incremental._program(model, 2, {}, record=False)) is StepProgram
+    assert _teacher_forcing_matches(model)
+
+
 C_MUTANTS = {
     "exp's series cut after r^6": ("q = 1.0 / 720.0 + r * q;", "q = 1.0 / 720.0;"),
     "products that drop the bias": ("(bias ? bias[c0 + r] : 0)", "0"),

@@ -363,11 +363,25 @@ def compiler() -> str | None:
 
 
 def c_step_available(dtype: np.dtype) -> bool:
-    """Whether the C step can run here: a float32/float64 model, a compiler, and not switched off
-    by ARSPEC_STEP=numpy."""
+    """Whether the C step can run here: a float32/float64 model, a compiler that builds the
+    runtime (a failure is warned about once, and the numpy step runs), and not switched off by
+    ARSPEC_STEP=numpy."""
     if os.environ.get("ARSPEC_STEP", "").lower() == "numpy":
         return False
-    return np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64)) and compiler() is not None
+    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)) or compiler() is None:
+        return False
+    try:
+        runtime(dtype)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        _warn_once(f"cached generation runs the numpy step: the C step's runtime did not build ({error})")
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    import warnings
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def step_threads(batch: int) -> int:
@@ -385,9 +399,9 @@ def cache_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def load(source: str) -> ctypes.CDLL:
+def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
     """The compiled library of a source: built once (written atomically), then reused."""
-    digest = hashlib.sha256((source + " ".join(FLAGS)).encode()).hexdigest()[:24]
+    digest = hashlib.sha256((source + " ".join(flags)).encode()).hexdigest()[:24]
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     library = folder / f"runtime_{digest}.so"
@@ -395,8 +409,8 @@ def load(source: str) -> ctypes.CDLL:
         with tempfile.TemporaryDirectory(dir=folder) as work:
             c_file, built = Path(work) / "runtime.c", Path(work) / "runtime.so"
             c_file.write_text(source)
-            result = subprocess.run([compiler() or "cc", *FLAGS, "-o", str(built), str(c_file), "-lm"],
-                                    capture_output=True, text=True)
+            result = subprocess.run([compiler() or "cc", *flags, "-o", str(built), str(c_file), "-lm"],
+                                    capture_output=True, text=True, timeout=300)
             if result.returncode != 0:
                 raise RuntimeError(f"compiling the generation step's runtime failed:\n{result.stderr[-2000:]}")
             os.replace(built, library)
@@ -408,7 +422,7 @@ def load(source: str) -> ctypes.CDLL:
 
 def runtime(dtype: np.dtype) -> ctypes.CDLL:
     """The runtime library for a dtype (compiled once per machine, loaded once per process)."""
-    return load(RUNTIME.replace("@REAL@", "double" if np.dtype(dtype) == np.float64 else "float"))
+    return load(RUNTIME.replace("@REAL@", "double" if np.dtype(dtype) == np.float64 else "float"), tuple(FLAGS))
 
 
 def packed(weight: np.ndarray, dtype: np.dtype) -> np.ndarray:
