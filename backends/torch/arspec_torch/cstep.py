@@ -378,7 +378,7 @@ def c_step_available(dtype: np.dtype) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_once(message: str) -> None:
     import warnings
     warnings.warn(message, RuntimeWarning, stacklevel=3)

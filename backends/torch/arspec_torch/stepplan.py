@@ -84,6 +84,7 @@ class StepPlan:
         self.ring = self._rings()
         self.first = min([self.lag[c.id] for c in self.steps] or [0])  # type: ignore[type-var]
         self.redo = self._computed_with_output()
+        self._slots: dict[tuple[str, int], np.ndarray] = {}
 
     @property
     def usable(self) -> bool:
@@ -186,7 +187,14 @@ class StepPlan:
 
     def slots(self, call: Any, i: int) -> np.ndarray:
         """(P, live taps): the ring slot each live tap of argument i reads at every position (the
-        zero slot for reads outside the event)."""
+        zero slot for reads outside the event). Made once per plan: every program of the model,
+        at any batch, reads (never writes) the same table."""
+        key = (call.id, i)
+        if key not in self._slots:
+            self._slots[key] = self._slot_table(call, i)
+        return self._slots[key]
+
+    def _slot_table(self, call: Any, i: int) -> np.ndarray:
         arg, offsets = call.args[i], self._live(call, i)
         size = self.ring[arg]
         coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1)
