@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -65,6 +66,13 @@ class Distribution:
         """`encode` on numpy class indices."""
         raise NotImplementedError
 
+    #: the C step's draw of this distribution (0 categorical, 1 Bernoulli; None: none)
+    c_draw: ClassVar[int | None] = None
+
+    def c_encoding(self) -> tuple[float, float]:
+        """`encode_numpy` as level * scale + offset, for the C step's draw."""
+        return (1.0, 0.0)
+
     def noise_numpy(self, uniforms: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """The part of `sample_numpy` that reads only the uniforms (..., noise), done ahead for many
         draws at once; `sample_noise_numpy` finishes a draw from it."""
@@ -113,6 +121,8 @@ class Bernoulli(Distribution):
     def encode_numpy(self, x, dtype):
         return x.astype(dtype)
 
+    c_draw = 1
+
 
 class Categorical(Distribution):
     def __init__(self, classes: int) -> None:
@@ -139,6 +149,11 @@ class Categorical(Distribution):
 
     def sample_noise_numpy(self, logits, noise):
         return np.argmax(logits + noise, axis=-1)
+
+    c_draw = 0
+
+    def c_encoding(self):
+        return (2.0 / (self.classes - 1), -1.0)
 
     def encode_numpy(self, x, dtype):
         return x.astype(dtype) * dtype.type(2.0 / (self.classes - 1)) - dtype.type(1.0)
