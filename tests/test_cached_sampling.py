@@ -463,3 +463,35 @@ def test_a_c_step_shared_among_threads_gives_what_one_thread_gives(threads, monk
         assert _teacher_forcing_matches(model, batch=8)
     monkeypatch.setattr(cstep, "step_threads", lambda batch: 1)
     assert torch.equal(shared, rgb.sample(8, generator=torch.Generator().manual_seed(7)))
+
+
+C_SAMPLING_MUTANTS = {
+    "encoded without the offset (categorical)": ("pixelcnn", "(real)level * (real)scale + (real)offset", "(real)level * (real)scale"),
+    "no redo before the draw (the output reads its own position's step)": ("gated", "rt_step(redo, p, n);", ";"),
+    "each item drawn with its neighbour's noise (categorical)": ("wavenet", "((p - p0) * B + j) * per_element", "((p - p0) * B + (B - 1 - j)) * per_element"),
+    "the Bernoulli threshold reversed": ("gated", "level = g[0] < (real)1.0", "level = g[0] > (real)1.0"),
+    "the temperature ignored": ("wavenet", "real v = (temperature != 1.0 ? l[c] / t : l[c]) + g[c];", "real v = l[c] + g[c];"),
+}
+
+
+@pytest.mark.parametrize("mutant", C_SAMPLING_MUTANTS, ids=list(C_SAMPLING_MUTANTS))
+def test_a_corrupted_c_sampling_loop_is_caught_by_naive_sampling(mutant, monkeypatch):
+    """The loop that draws in C (one channel group, categorical or Bernoulli) against the naive loop."""
+    if not cstep.c_step_available(np.dtype(np.float64)):
+        pytest.skip("no C compiler here")
+    model_name, old, new = C_SAMPLING_MUTANTS[mutant]
+    spec = {"wavenet": lambda: arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[40]"]),
+            "gated": lambda: arspec.load_spec(ROOT / "specs" / "gated_pixelcnn.yaml", overrides=["event.shape=[1,8,8]"]),  # 7 columns: no plan
+            "pixelcnn": lambda: arspec.load_spec(ROOT / "specs" / "pixelcnn.yaml", overrides=[
+                "event.shape=[1,7,7]", "distribution.type=categorical", "distribution.classes=4"])}[model_name]()
+    model = _model(spec)
+    temperature = 0.7 if "temperature" in mutant else 1.0
+
+    def agree() -> bool:
+        fast = model.sample(2, generator=torch.Generator().manual_seed(5), temperature=temperature)
+        return torch.equal(fast, model.sample(2, generator=torch.Generator().manual_seed(5), cache=False, temperature=temperature))
+
+    assert agree()
+    assert old in cstep.RUNTIME
+    monkeypatch.setattr(cstep, "RUNTIME", cstep.RUNTIME.replace(old, new))
+    assert not agree()

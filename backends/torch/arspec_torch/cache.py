@@ -451,7 +451,7 @@ class WindowCache:
         draw = self._numpy_draw(model, n, generator, given, self.positions * groups, rx.dtype)
         drawn = result.numpy() if draw is not None else None      # the same memory, written without a dispatch
         if (isinstance(program, CStepProgram) and draw is not None and d.c_draw is not None and groups == 1 and keep is None
-                and not frame and lag_out < 0):
+                and not frame):
             return self._sample_in_c(model, program, n, generator, result)
         q = plan.first
         for p in range(self.positions):

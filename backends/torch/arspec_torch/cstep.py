@@ -340,20 +340,26 @@ void rt_step(const idx *program, idx q, int n) {
     pthread_mutex_unlock(&run_lock);
 }
 
-/* Sampling positions [p0, p1) of a model with one channel group whose output at p is final after
-   step p + lag (lag < 0), from step q on: the steps it needs, then each item's element drawn from
+/* Sampling positions [p0, p1) of a model with one channel group, from step q on: the steps its
+   output at p needs (lag < 0: those up to p + lag; otherwise those before p, then `redo` at p,
+   which computes what the output reads through step p's own values), then each item's element drawn from
    the output's parameters and the noise the caller prepared (kind 0: categorical, the argmax of
    logits / t + Gumbel noise, first maximum; kind 1: Bernoulli, uniform < sigmoid(logit / t)), as a
    level into levels (B, P) and encoded (level * scale + offset) into the data rings (one slot of
    B per position). Returns the next step. The same arithmetic, in the same precision, as the
    numpy draw it replaces. */
-idx rt_sample(const idx *program, idx q, idx p0, idx p1, idx lag, int n, int kind, const real *noise, idx per_element,
+idx rt_sample(const idx *program, const idx *redo, idx q, idx p0, idx p1, idx lag, int n, int kind, const real *noise, idx per_element,
               double temperature, const real *out, idx out_slots, idx out_width, real *x_ring, idx x_slots,
               idx *raw_ring, idx raw_slots, idx *levels, double scale, double offset) {
     idx B = program[5], P = program[6];
     real t = (real)temperature;
     for (idx p = p0; p < p1; p++) {
-        while (q <= p + lag) rt_step(program, q++, n);
+        if (lag < 0) {
+            while (q <= p + lag) rt_step(program, q++, n);
+        } else {
+            while (q < p) rt_step(program, q++, n);
+            rt_step(redo, p, n);
+        }
         const real *o = out + (p % out_slots) * B * out_width;
         for (idx j = 0; j < B; j++) {
             const real *l = o + j * out_width, *g = noise + ((p - p0) * B + j) * per_element;
@@ -454,7 +460,7 @@ def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
     lib.rt_step.argtypes, lib.rt_step.restype = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int], None
     lib.rt_start_threads.argtypes, lib.rt_start_threads.restype = [ctypes.c_int], ctypes.c_int
     lib.rt_sample.restype = ctypes.c_longlong
-    lib.rt_sample.argtypes = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_int,
+    lib.rt_sample.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_int,
                               ctypes.c_int, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_double, ctypes.c_void_p, ctypes.c_longlong,
                               ctypes.c_longlong, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_void_p,
                               ctypes.c_double, ctypes.c_double]
@@ -511,15 +517,15 @@ class CStepProgram(StepProgram):
 
     def sample(self, q: int, positions: tuple[int, int], kind: int, noise: np.ndarray, temperature: float,
                encoding: tuple[float, float], levels: np.ndarray) -> int:
-        """Positions [p0, p1) drawn in C (one channel group, output final before its position):
-        the steps they need from step q, each item's element from the output and `noise`
+        """Positions [p0, p1) drawn in C (one channel group): the steps they need from step q (and
+        the redo at each position when the output reads it), each item's element from the output and `noise`
         (p1 - p0, B, per element; `Distribution.noise_numpy`), written into `levels` (B, P, int64)
         and the data rings. Returns the next step."""
         plan, lag = self.plan, self.plan.lag[self.plan.output]
         assert noise.dtype == self.dtype and noise.flags.c_contiguous and levels.flags.c_contiguous
-        assert levels.dtype == np.int64 and lag is not None and lag < 0
+        assert levels.dtype == np.int64 and lag is not None and (lag < 0 or self.redo_calls is not None)
         out, x, raw = self.rings[plan.output], self.rings["x"], self.rings["x_raw"]
-        return int(self._runtime.rt_sample(self._headers["step"].ctypes.data, q, positions[0], positions[1], lag, self.threads,
+        return int(self._runtime.rt_sample(self._headers["step"].ctypes.data, self._headers["redo"].ctypes.data, q, positions[0], positions[1], lag, self.threads,
                                            kind, noise.ctypes.data, noise.shape[-1], temperature, out.ctypes.data,
                                            plan.ring[plan.output], out.shape[-1], x.ctypes.data, plan.ring["x"], raw.ctypes.data,
                                            plan.ring["x_raw"], levels.ctypes.data, *encoding))
