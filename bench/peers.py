@@ -15,6 +15,7 @@ one run, reported as ratios (these machines are noisy: absolute times mean littl
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 import warnings
@@ -85,6 +86,12 @@ def wavenet(args) -> list[tuple[str, float]]:
     n_peer, n_ours = sum(p.numel() for p in peer.parameters()), sum(p.numel() for p in ours.parameters())
     print(f"WaveNet: wavenet_vocoder {n_peer:,} parameters, arspec {n_ours:,} (the peer's first 1x1 has a bias, arspec's embedding none)")
     ratios: list[tuple[str, float]] = []
+    with torch.no_grad():                    # one warm-up call each (arspec plans its cache on first use)
+        peer.incremental_forward(T=16, tqdm=lambda x: x)
+        peer_generate_batched(peer, 16, 8)
+    ours.sample(1, generator=gen(99))
+    ours_half.sample(16, generator=gen(99))
+    sync(args.device)
     for r in range(args.rounds):
         with torch.no_grad():
             peer_1 = seconds(lambda: (peer.incremental_forward(T=args.length, tqdm=lambda x: x), sync(args.device))) / args.length
@@ -153,10 +160,9 @@ def main() -> None:
     args.rounds = 2 if args.quick and args.rounds == 3 else args.rounds
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratios are peer time / arspec time (higher: arspec faster)")
     ratios = wavenet(args) + made(args)
-    print("median ratios (arspec faster by):")
+    print("median ratios (arspec faster by; of an even count, the mean of the middle two):")
     for name in dict.fromkeys(n for n, _ in ratios):
-        values = sorted(v for n, v in ratios if n == name)
-        print(f"  {name}: {values[len(values) // 2]:.2f}x")
+        print(f"  {name}: {statistics.median(v for n, v in ratios if n == name):.2f}x")
 
 
 if __name__ == "__main__":

@@ -495,3 +495,24 @@ def test_a_corrupted_c_sampling_loop_is_caught_by_naive_sampling(mutant, monkeyp
     assert old in cstep.RUNTIME
     monkeypatch.setattr(cstep, "RUNTIME", cstep.RUNTIME.replace(old, new))
     assert not agree()
+
+
+def test_a_kept_program_is_used_again_only_while_the_weights_are_the_same():
+    model = _model(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[40]"]))
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        return (model.sample(2, generator=torch.Generator().manual_seed(3)),
+                model.sample(2, generator=torch.Generator().manual_seed(3), cache=False))
+
+    first, naive = both()
+    assert torch.equal(first, naive)
+    kept = model.incremental._program(model, 2, {}, record=False)
+    assert model.incremental._program(model, 2, {}, record=False) is kept       # the same weights: kept
+    again, _ = both()
+    assert torch.equal(again, first)                                            # its rings were cleared
+    with torch.no_grad():
+        for parameter in model.net.parameters():                               # in place: new versions
+            parameter.neg_()
+    assert model.incremental._program(model, 2, {}, record=False) is not kept
+    changed, naive = both()
+    assert torch.equal(changed, naive) and not torch.equal(changed, first)

@@ -530,6 +530,10 @@ class CStepProgram(StepProgram):
                                            plan.ring[plan.output], out.shape[-1], x.ctypes.data, plan.ring["x"], raw.ctypes.data,
                                            plan.ring["x_raw"], levels.ctypes.data, *encoding))
 
+    def clear(self) -> None:
+        super().clear()
+        self.use_threads(step_threads(self.batch))       # torch's thread count may have changed since
+
     def use_threads(self, n: int) -> int:
         """Run this program's steps on n threads (as many as could start); returns the count."""
         self._threads = getattr(self, "_threads", [1])

@@ -261,6 +261,11 @@ class StepProgram:
         self.step = namespace["step"]
         self.redo = namespace.get("redo")
 
+    def clear(self) -> None:
+        """Empty rings, as built, for a program used again (steps write every other buffer before reading it)."""
+        for ring in self.rings.values():
+            ring.fill(0)
+
     def _value_shape(self, channels: int) -> tuple[int, int]:
         return (self.batch, channels) if self.item_major else (channels, self.batch)
 
