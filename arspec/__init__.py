@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from arspec.allocator import tune_allocator
 from arspec.analysis.report import Report, analyze
 from arspec.backends import ARModel, Backend, CompileOptions, available_backends, compile_composite, compile_ir, get_backend
 from arspec.composite.models import CompositeSpec
@@ -48,5 +49,5 @@ def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None
 
 __all__ = [
     "ARModel", "Backend", "CompileOptions", "CompositeSpec", "Location", "ModelSpec", "Problem", "Report", "SpecError", "analyze",
-    "available_backends", "compile", "export", "load_model", "load_spec", "parse_spec",
+    "available_backends", "compile", "export", "load_model", "load_spec", "parse_spec", "tune_allocator",
 ]

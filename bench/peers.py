@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import arspec  # noqa: E402
 
+arspec.tune_allocator()        # freed memory kept for reuse; every side of a comparison runs in such a process
+
 
 def seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import arspec  # noqa: E402
+
+arspec.tune_allocator()        # freed memory kept for reuse; every side of a comparison runs in such a process
 from arspec.data import load_data  # noqa: E402
 from arspec.train import TrainConfig, evaluate_nll, train  # noqa: E402
 from arspec.train.latent import evaluate_latent  # noqa: E402

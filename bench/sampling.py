@@ -24,6 +24,8 @@ import torch
 
 import arspec
 
+arspec.tune_allocator()        # freed memory kept for reuse; every side of a comparison runs in such a process
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import arspec  # noqa: E402
+
+arspec.tune_allocator()        # freed memory kept for reuse; every side of a comparison runs in such a process
 from bench.reference.gated_pixelcnn import GatedPixelCNN  # noqa: E402
 
 AMP = {"enabled": False}
@@ -66,6 +68,7 @@ def peak_memory(name: str, batch: int) -> float:
 import resource, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
 import arspec
+arspec.tune_allocator()
 from bench.reference.gated_pixelcnn import GatedPixelCNN
 x = torch.randint(0, 2, ({batch}, 1, 28, 28))
 if {name!r} == "hand-written":

@@ -51,3 +51,14 @@ def test_a_wrong_gate_is_told_apart_from_the_written_one(mutant):
     x = torch.randn(2, 8, 5, dtype=torch.float64)
     assert not torch.allclose(mutant(x), written_gate(x), rtol=0, atol=1e-6)
     assert torch.allclose(kernels.gate(x), written_gate(x), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_inference_gate_gives_the_training_gate_bit_for_bit(dtype):
+    """Without gradients the gate skips the autograd.Function; its values are the same to the last bit."""
+    x = torch.randn(3, 16, 50, dtype=dtype, generator=torch.Generator().manual_seed(1)) * 4
+    trained = kernels.SigmoidGate.apply(x.clone().requires_grad_(True))[0].detach()
+    with torch.no_grad():
+        inferred = kernels.gate(x.clone().requires_grad_(True))
+    assert torch.equal(kernels.gate(x), trained) and torch.equal(inferred, trained)
+    assert inferred.grad_fn is None and kernels.gate(x.clone().requires_grad_(True)).grad_fn is not None

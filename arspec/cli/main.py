@@ -12,6 +12,8 @@ EXIT_OK, EXIT_NOT_AUTOREGRESSIVE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from arspec.allocator import tune_allocator
+    tune_allocator()                     # the command's own process: freed memory kept for reuse
     try:
         if args.command == "check":
             from arspec.cli.check import run

@@ -137,9 +137,19 @@ def gate(x: torch.Tensor) -> torch.Tensor:
     (float32/64), elsewhere as written (CUDA's tanh is as cheap as its sigmoid, and bf16 would
     lose tanh's relative precision near 0)."""
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        return SigmoidGate.apply(x)[0]
+        if torch.is_grad_enabled() and x.requires_grad:
+            return SigmoidGate.apply(x)[0]
+        return sigmoid_gate_values(x)          # nothing to save for a backward: no Function, fewer buffers
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
+
+
+def sigmoid_gate_values(x: torch.Tensor) -> torch.Tensor:
+    """`SigmoidGate`'s forward value, the same operations in place where nothing else reads
+    them: what inference needs (an autograd.Function call costs ~0.5 ms of Python here)."""
+    a, b = x.chunk(2, dim=1)
+    t = torch.sigmoid(a * 2).mul_(2).sub_(1)
+    return t.mul_(torch.sigmoid(b))
 
 
 def select(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
