@@ -502,10 +502,9 @@ class WindowCache:
         d, dtype = model.distribution, program.dtype
         levels = result.numpy().reshape(n, self.positions)                      # (n, P) int64, shared with `result`
         q = program.plan.first
-        for start in range(0, self.positions, 256):
-            stop = min(self.positions, start + 256)
-            uniforms = model._draw_uniforms(n * (stop - start), 1, generator).reshape(stop - start, n, -1).numpy()
-            noise = np.ascontiguousarray(d.noise_numpy(uniforms, np.dtype(dtype)), dtype=dtype)
+        for start in range(0, self.positions, DRAWS_AHEAD):
+            stop = min(self.positions, start + DRAWS_AHEAD)
+            noise = np.ascontiguousarray(noise_ahead(model, n, stop - start, generator, np.dtype(dtype)), dtype=dtype)
             q = program.sample(q, (start, stop), d.c_draw, noise, float(model.temperature), d.c_encoding(), levels)
         return result.reshape(n, *model.internal_shape)
 
@@ -526,9 +525,8 @@ class WindowCache:
 
         def draw(logits: np.ndarray) -> np.ndarray:
             if state["next"] == len(state["noise"]):
-                count = max(1, min(256, state["left"]))
-                uniforms = model._draw_uniforms(n * count, 1, generator).reshape(count, n, -1).numpy()
-                state.update(noise=d.noise_numpy(uniforms, dtype), next=0, left=state["left"] - count)
+                count = max(1, min(DRAWS_AHEAD, state["left"]))
+                state.update(noise=noise_ahead(model, n, count, generator, dtype), next=0, left=state["left"] - count)
             noise = state["noise"][state["next"]]
             state["next"] += 1
             return d.sample_noise_numpy(logits / temperature if temperature != 1.0 else logits, noise)
@@ -650,6 +648,18 @@ class WindowCache:
                 enc[:, g, q] = d.encode(sample, model.dtype)
             self._run(steps, self.schedule[q])
         return result.reshape(n, *model.internal_shape)
+
+
+#: draws whose uniforms come in one generator call when a CPU plan samples
+DRAWS_AHEAD = 256
+
+
+def noise_ahead(model: Any, n: int, count: int, generator: Any, dtype: np.dtype) -> np.ndarray:
+    """The noise of `count` successive draws of n elements, (count, n, noise): their uniforms in
+    one call (a CPU generator fills a tensor in order: the numbers `count` calls of
+    `model.uniforms(n, 1, generator)` would give), `Distribution.noise_numpy` vectorized over them."""
+    uniforms = model._draw_uniforms(n * count, 1, generator).reshape(count, n, -1).numpy()
+    return model.distribution.noise_numpy(uniforms, dtype)
 
 
 def frame_scan_finality(arg: np.ndarray) -> np.ndarray:

@@ -492,12 +492,13 @@ class CStepProgram(StepProgram):
         self.arrays: list[np.ndarray] = []              # every buffer the instructions name, by index
         self._index: dict[int, int] = {}
         self._registers: dict[str, int] = {c.id: i for i, c in enumerate(self.plan.steps)}
-        self._own: list[int] = [0] * len(self.plan.steps)  # each value's own buffer (0: set by the step)
+        self._own: list[np.ndarray | None] = [None] * len(self.plan.steps)  # each value's own buffer (None: set by the step)
+        self._threads = [1]                             # a list: the step's closure reads the current count
         self._prepared: dict[str, list[int]] = {}
         self._stacks: dict[str, np.ndarray] = {}
         self.code = {"step": self._code(self.plan.steps, net), "redo": self._code(self.redo_calls or [], net)}
         self._runtime = runtime(self.dtype)
-        self._values = np.array([a.ctypes.data if a is not None else 0 for a in self._own_arrays()], dtype=np.uint64)
+        self._values = np.array([a.ctypes.data if a is not None else 0 for a in self._own], dtype=np.uint64)
         self._table_of_arrays = np.array([a.ctypes.data for a in self.arrays], dtype=np.uint64)
         self._headers = {name: np.array([code.ctypes.data, len(code), self._table_of_arrays.ctypes.data, self._values.ctypes.data,
                                          len(self._own), self.batch, self.plan.positions], dtype=np.int64)
@@ -536,7 +537,6 @@ class CStepProgram(StepProgram):
 
     def use_threads(self, n: int) -> int:
         """Run this program's steps on n threads (as many as could start); returns the count."""
-        self._threads = getattr(self, "_threads", [1])
         self._threads[0] = min(int(self._runtime.rt_start_threads(n)), self.batch)
         return self._threads[0]
 
@@ -551,9 +551,6 @@ class CStepProgram(StepProgram):
     def register(self, call_id: str) -> int:
         """The value register of a call."""
         return self._registers[call_id]
-
-    def _own_arrays(self) -> list[np.ndarray | None]:
-        return [self.arrays[i - 1] if i else None for i in self._own]
 
     # -- operands --
 
@@ -575,8 +572,8 @@ class CStepProgram(StepProgram):
     def _value(self, c: Any) -> int:
         """The register of a call's value, given a buffer of its own."""
         register = self._registers[c.id]
-        if not self._own[register]:
-            self._own[register] = 1 + self._array(np.zeros(c.channels * self.batch, dtype=self.dtype))
+        if self._own[register] is None:
+            self._own[register] = np.zeros(c.channels * self.batch, dtype=self.dtype)
         return register
 
     def _source(self, c: Any, i: int) -> list[int]:

@@ -114,9 +114,7 @@ class SigmoidGate(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        a, b = x.chunk(2, dim=1)
-        t = torch.sigmoid(a * 2).mul_(2).sub_(1)
-        s = torch.sigmoid(b)
+        t, s = gate_factors(x)
         return t * s, t, s
 
     @staticmethod
@@ -144,12 +142,17 @@ def gate(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-def sigmoid_gate_values(x: torch.Tensor) -> torch.Tensor:
-    """`SigmoidGate`'s forward value, the same operations in place where nothing else reads
-    them: what inference needs (an autograd.Function call costs ~0.5 ms of Python here)."""
+def gate_factors(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tanh(a) as 2 sigmoid(2a) - 1, and sigmoid(b), for the channel halves [a, b] of x."""
     a, b = x.chunk(2, dim=1)
-    t = torch.sigmoid(a * 2).mul_(2).sub_(1)
-    return t.mul_(torch.sigmoid(b))
+    return torch.sigmoid(a * 2).mul_(2).sub_(1), torch.sigmoid(b)
+
+
+def sigmoid_gate_values(x: torch.Tensor) -> torch.Tensor:
+    """`SigmoidGate`'s forward value, its product taken in place (nothing else reads the
+    factors): what inference needs (an autograd.Function call costs ~0.5 ms of Python here)."""
+    t, s = gate_factors(x)
+    return t.mul_(s)
 
 
 def select(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

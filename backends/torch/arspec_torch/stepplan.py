@@ -270,7 +270,7 @@ class StepProgram:
         return (self.batch, channels) if self.item_major else (channels, self.batch)
 
     def _items_first(self, value: np.ndarray) -> np.ndarray:
-        """A (C, B) or (B, C) value of this program as (B, C) (a view)."""
+        """A value of this program ((C, B) or (B, C)) seen as (B, C): a view, to read or to write."""
         return value if self.item_major else value.T
 
     @property
@@ -281,17 +281,14 @@ class StepProgram:
 
     def write_data(self, q: int, encoded: np.ndarray, levels: np.ndarray) -> None:
         """Position q's data, (B, groups) encoded and as levels, into the data rings."""
-        self.rings["x"][q % self.plan.ring["x"]] = encoded if self.item_major else encoded.T
-        self.rings["x_raw"][q % self.plan.ring["x_raw"]] = levels if self.item_major else levels.T
+        self._items_first(self.rings["x"][q % self.plan.ring["x"]])[:] = encoded
+        self._items_first(self.rings["x_raw"][q % self.plan.ring["x_raw"]])[:] = levels
 
     def write_channel(self, p: int, group: int, encoded: np.ndarray, levels: np.ndarray | None) -> None:
         """Channel group `group` of position p, (B,) encoded and as levels, into the data rings."""
-        x, raw = self.rings["x"][p % self.plan.ring["x"]], self.rings["x_raw"][p % self.plan.ring["x_raw"]]
-        if self.item_major:
-            x, raw = x.T, raw.T
-        x[group] = encoded
+        self._items_first(self.rings["x"][p % self.plan.ring["x"]])[:, group] = encoded
         if levels is not None:
-            raw[group] = levels
+            self._items_first(self.rings["x_raw"][p % self.plan.ring["x_raw"]])[:, group] = levels
 
     def output_at(self, p: int) -> np.ndarray:
         """The output's channels at position p, (B, C), once its step has run."""
