@@ -130,7 +130,7 @@ def parallel_multiscale(n: int, device: str = "cpu") -> None:
 
 
 def parallel_wavenet(device: str = "cpu", teacher_dir: str | None = None, student_dir: str | None = None,
-                     samples: int = 16000, repeats: int = 5) -> None:
+                     samples: int = 16000, repeats: int = 15) -> None:
     """Parallel WaveNet's student (one parallel pass per flow) against its teacher's cached
     generation, for `samples` samples (one second at 16 kHz), batch 1, given the same log-mel
     conditioning. With trained checkpoints (`--parallel-wavenet TEACHER STUDENT`), also the

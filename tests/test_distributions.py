@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arspec_torch.distributions import Bernoulli, Categorical, CoupledLogisticMixture, DiscretizedLogisticMixture
+from arspec_torch.distributions import Bernoulli, Categorical, CoupledLogisticMixture, DiscretizedLogisticMixture, LogisticMixture
 
 import arspec
 
@@ -81,3 +81,11 @@ def test_cached_sampling_that_draws_in_numpy_equals_naive_sampling_at_any_temper
     fast = model.sample(3, generator=torch.Generator().manual_seed(1), cache=True, temperature=temperature)
     slow = model.sample(3, generator=torch.Generator().manual_seed(1), cache=False, temperature=temperature)
     assert torch.equal(fast, slow)
+
+
+def test_a_flows_locations_and_log_scales_are_its_components_without_the_weights():
+    d = LogisticMixture(mixtures=3)
+    params = torch.randn(2, 5, 9, dtype=torch.float64) * 4
+    _, means, log_scales = d.components(params)
+    located, scaled = d.locations_and_log_scales(params)
+    assert torch.equal(located, means) and torch.equal(scaled, log_scales)

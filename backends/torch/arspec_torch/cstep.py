@@ -442,7 +442,8 @@ def cache_dir() -> Path:
 
 @functools.lru_cache(maxsize=8)
 def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
-    """The compiled library of a source: built once (written atomically), then reused."""
+    """The compiled library of a C source (the step's runtime, the whole-tensor pass): built once
+    per machine (written atomically), then reused."""
     digest = hashlib.sha256((source + " ".join(flags)).encode()).hexdigest()[:24]
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -454,9 +455,14 @@ def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
             result = subprocess.run([compiler() or "cc", *flags, "-o", str(built), str(c_file), "-lm"],
                                     capture_output=True, text=True, timeout=300)
             if result.returncode != 0:
-                raise RuntimeError(f"compiling the generation step's runtime failed:\n{result.stderr[-2000:]}")
+                raise RuntimeError(f"compiling C kernels failed:\n{result.stderr[-2000:]}")
             os.replace(built, library)
-    lib = ctypes.CDLL(str(library))
+    return ctypes.CDLL(str(library))
+
+
+def runtime(dtype: np.dtype) -> ctypes.CDLL:
+    """The runtime library for a dtype (compiled once per machine, loaded once per process)."""
+    lib = load(RUNTIME.replace("@REAL@", "double" if np.dtype(dtype) == np.float64 else "float"), tuple(FLAGS))
     lib.rt_step.argtypes, lib.rt_step.restype = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int], None
     lib.rt_start_threads.argtypes, lib.rt_start_threads.restype = [ctypes.c_int], ctypes.c_int
     lib.rt_sample.restype = ctypes.c_longlong
@@ -465,11 +471,6 @@ def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
                               ctypes.c_longlong, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_void_p,
                               ctypes.c_double, ctypes.c_double]
     return lib
-
-
-def runtime(dtype: np.dtype) -> ctypes.CDLL:
-    """The runtime library for a dtype (compiled once per machine, loaded once per process)."""
-    return load(RUNTIME.replace("@REAL@", "double" if np.dtype(dtype) == np.float64 else "float"), tuple(FLAGS))
 
 
 def packed(weight: np.ndarray, dtype: np.dtype) -> np.ndarray:

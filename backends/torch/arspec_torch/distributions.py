@@ -277,8 +277,13 @@ class RealMixture(Distribution):
     def components(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per element: mixture log-weights, means and log-scales, each (..., K)."""
         m = self.mixtures
-        log_scales = (self.log_min_scale + F.softplus(params[..., 2 * m:] - self.log_min_scale)).clamp(max=7.0)
-        return torch.log_softmax(params[..., :m], dim=-1), params[..., m:2 * m], log_scales
+        means, log_scales = self.locations_and_log_scales(params)
+        return torch.log_softmax(params[..., :m], dim=-1), means, log_scales
+
+    def locations_and_log_scales(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`components` without the mixture weights (a flow's one component needs none)."""
+        m = self.mixtures
+        return params[..., m:2 * m], (self.log_min_scale + F.softplus(params[..., 2 * m:] - self.log_min_scale)).clamp(max=7.0)
 
     def standard_log_density(self, z: torch.Tensor) -> torch.Tensor:
         """log density of the unit component at z."""

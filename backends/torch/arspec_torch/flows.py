@@ -63,7 +63,7 @@ class FlowStudent(nn.Module):
 
     def shift_and_log_scale(self, flow: ARModel, v: torch.Tensor, context: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One flow's shift and log-scale for every element, from its input v (strictly causal)."""
-        _, means, log_scales = flow.distribution.components(flow(v, **context))
+        means, log_scales = flow.distribution.locations_and_log_scales(flow(v, **context))
         return means[..., 0], log_scales[..., 0]
 
     def transform(self, z: torch.Tensor, **context: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arspec_torch.cache import StepCall, run_call
+from arspec_torch.convgroups import ConvGroup, conv_groups, run_group
 from arspec_torch.fusion import fuse
 from arspec_torch.kernels import init_parameter, nade_chain
 from arspec_torch.plan import Plan
@@ -69,6 +70,7 @@ class Network(nn.Module):
         # values that may be dropped after each call (keeps peak memory at the live set)
         self.release = [[a for a, s in last_use.items() if s == i and a not in kept] for i in range(len(self.calls))]
         self.chains = nade_chains(self.calls, kept)      # emptied, the calls run one by one (the tests compare both)
+        self.groups = conv_groups(self.calls, kept, self) if rewrite else {}   # the C pass without gradients (emptied: torch)
 
     def context_values(self, context: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Context inputs by value id: global ones one-hot encoded, local ones as given."""
@@ -91,9 +93,13 @@ class Network(nn.Module):
         i = 0
         while i < len(self.calls):
             chain = self.chains.get(i)
+            group = self.groups.get(i)
             if chain is not None:
                 values[chain[-1].id] = self._nade_chain(chain, values[chain[0].args[0]])
                 done = range(i, i + len(chain))
+            elif group is not None and (out := self._conv_group(group, values)) is not None:
+                values[group.output] = out
+                done = range(i, group.stop)
             else:
                 call = self.calls[i]
                 values[call.id] = run_call(call, self, [values[a] for a in call.args])
@@ -103,6 +109,13 @@ class Network(nn.Module):
                     values.pop(a, None)
             i = done.stop
         return values
+
+    def _conv_group(self, group: ConvGroup, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """A group's value through the C pass, or None when it does not apply here."""
+        project = None
+        if group.context is not None:
+            project = run_call(group.context, self, [values[a] for a in group.context.args])
+        return run_group(group, self, values, project)
 
     def _nade_chain(self, chain: list[StepCall], x: torch.Tensor) -> torch.Tensor:
         """NADE's chain of calls in one blocked kernel, from the calls' own parameters."""

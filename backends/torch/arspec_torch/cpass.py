@@ -1,0 +1,190 @@
+"""A whole-tensor pass of 1-d convolutions in C, for inference (float32 on the CPU, no gradient):
+sampling Parallel WaveNet's student, evaluating a WaveNet. Each fused group of the interpreter's
+calls (`convgroups.py`) runs as one C call over tiles of 32 time steps, every intermediate value
+in L1: the convolution's product, then in the same tile its epilogue (the bias, a frame-rate
+context added by repetition, the gated activation, a residual addition). torch makes a separate
+pass over memory for each of those, and at 16 channels over 16,000 steps oneDNN's convolution
+itself runs at a third of the cores' rate (measured: a student's layer 0.92 ms in torch, see
+bench/README.md). Compiled once per machine with the C step's loader (kept under ~/.cache/arspec);
+without a compiler, or with ARSPEC_STEP=numpy, `library()` is None and the calls run in torch.
+
+The gate is tanh(a) sigmoid(b) = (1 - u) / ((1 + u)(1 + v)) with u = e^-2a, v = e^-b (one
+division), exp as 2^n e^r with e^r to degree 7: the same values as torch's to about 3e-7."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import subprocess
+
+import numpy as np
+import torch
+
+from arspec_torch import cstep
+
+SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+typedef long long idx;
+typedef float v16 __attribute__((vector_size(64)));
+#define TILE 32                 /* time steps per tile: two vectors */
+#define BLOCK 8                 /* output channels per register block: 16 accumulators */
+
+static inline float pass_exp(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float n = rintf(x * 1.44269504088896341f);
+    float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    float p = 1.0f / 5040.0f;
+    p = 1.0f / 720.0f + r * p; p = 1.0f / 120.0f + r * p; p = 1.0f / 24.0f + r * p;
+    p = 1.0f / 6.0f + r * p;   p = 0.5f + r * p;          p = 1.0f + r * p;        p = 1.0f + r * p;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale; memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* tanh(a) sigmoid(b); exponents clamped at 44 so the product stays finite (tanh(22) is 1 in float) */
+static inline float gated(float a, float b) {
+    float xa = -2.0f * a, xb = -b;
+    float u = pass_exp(xa > 44.0f ? 44.0f : xa), v = pass_exp(xb > 44.0f ? 44.0f : xb);
+    return (1.0f - u) / ((1.0f + u) * (1.0f + v));
+}
+
+typedef struct {
+    const float *x, *w, *bias, *context, *residual;
+    float *out;
+    idx batch, cin, length, cout, kernel, dilation, factor;
+    int gate;
+} conv_job;
+
+/* One tile: out[:, t0:t0+TILE] of item b. x (B, Cin, T); w (Cout, Cin * K), tap j of input
+   channel c reading x[c, t - dilation (K - 1 - j)] (zero before 0); the context (B, Cout, T /
+   factor) repeated along time; the residual (B, Cout, T); with `gate`, out (B, Cout / 2, T). */
+static void conv_tile(const conv_job *J, idx b, idx t0) {
+    idx rows = J->cin * J->kernel, T = J->length, valid = T - t0 < TILE ? T - t0 : TILE;
+    idx blocks = (J->cout + BLOCK - 1) / BLOCK;
+    float xin[rows][TILE] __attribute__((aligned(64)));
+    float h[blocks * BLOCK][TILE] __attribute__((aligned(64)));
+    for (idx c = 0; c < J->cin; c++) {
+        const float *src = J->x + (b * J->cin + c) * T;
+        for (idx j = 0; j < J->kernel; j++) {
+            idx shift = J->dilation * (J->kernel - 1 - j), start = t0 - shift;
+            float *dst = xin[c * J->kernel + j];
+            if (start >= 0 && valid == TILE) memcpy(dst, src + start, TILE * sizeof(float));
+            else for (idx i = 0; i < TILE; i++) dst[i] = (i < valid && start + i >= 0) ? src[start + i] : 0.0f;
+        }
+    }
+    for (idx blk = 0; blk < blocks; blk++) {
+        const float *wr[BLOCK];
+        v16 acc[BLOCK][2];
+        for (int o = 0; o < BLOCK; o++) {
+            idx row = blk * BLOCK + o < J->cout ? blk * BLOCK + o : J->cout - 1;
+            wr[o] = J->w + row * rows;
+            float b0 = J->bias ? J->bias[row] : 0.0f;
+            acc[o][0] = (v16){0} + b0; acc[o][1] = (v16){0} + b0;
+        }
+        for (idx r = 0; r < rows; r++) {
+            v16 x0, x1;
+            memcpy(&x0, xin[r], 64); memcpy(&x1, xin[r] + 16, 64);
+            #pragma GCC unroll 8
+            for (int o = 0; o < BLOCK; o++) { acc[o][0] += wr[o][r] * x0; acc[o][1] += wr[o][r] * x1; }
+        }
+        for (int o = 0; o < BLOCK; o++) { memcpy(h[blk * BLOCK + o], &acc[o][0], 64); memcpy(h[blk * BLOCK + o] + 16, &acc[o][1], 64); }
+    }
+    if (J->context) {
+        idx frames = T / J->factor;
+        for (idx o = 0; o < J->cout; o++) {
+            const float *ctx = J->context + (b * J->cout + o) * frames;
+            for (idx i0 = 0; i0 < valid;) {
+                idx f = (t0 + i0) / J->factor, i1 = (f + 1) * J->factor - t0;
+                if (i1 > valid) i1 = valid;
+                float add = ctx[f];
+                for (idx i = i0; i < i1; i++) h[o][i] += add;
+                i0 = i1;
+            }
+        }
+    }
+    if (J->gate) {
+        idx half = J->cout / 2;
+        for (idx o = 0; o < half; o++) {
+            float *dst = J->out + (b * half + o) * T + t0;
+            for (idx i = 0; i < valid; i++) dst[i] = gated(h[o][i], h[o + half][i]);
+        }
+        return;
+    }
+    for (idx o = 0; o < J->cout; o++) {
+        float *dst = J->out + (b * J->cout + o) * T + t0;
+        if (J->residual) {
+            const float *res = J->residual + (b * J->cout + o) * T + t0;
+            for (idx i = 0; i < valid; i++) dst[i] = h[o][i] + res[i];
+        } else memcpy(dst, h[o], valid * sizeof(float));
+    }
+}
+
+/* The tiles, (item, tile) pairs, over n threads of OpenMP: built with -fopenmp the library
+   resolves to the libgomp torch has loaded, so it runs on torch's own team (a second pool of
+   threads spinning beside torch's measured 1.5-4x slower on two cores). */
+void pass_conv(const float *x, const float *w, const float *bias, const float *context, const float *residual,
+               float *out, idx batch, idx cin, idx length, idx cout, idx kernel, idx dilation, idx factor,
+               int gate, int n) {
+    conv_job J = {x, w, bias, context, residual, out, batch, cin, length, cout, kernel, dilation, factor, gate};
+    idx per_item = (length + TILE - 1) / TILE, tiles = batch * per_item;
+    #pragma omp parallel for schedule(dynamic, 4) num_threads(n) if(n > 1 && tiles >= 16)
+    for (idx e = 0; e < tiles; e++) conv_tile(&J, e / per_item, (e % per_item) * TILE);
+}
+"""
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled pass, or None where it cannot run (no compiler or a failed build, warned once;
+    ARSPEC_STEP=numpy or ARSPEC_PASS=torch switch it off)."""
+    if os.environ.get("ARSPEC_PASS", "").lower() == "torch" or not cstep.c_step_available(np.dtype(np.float32)):
+        return None
+    lib = None
+    for flags in ((*cstep.FLAGS, "-fopenmp"), tuple(cstep.FLAGS)):      # without OpenMP (e.g. clang): one thread
+        try:
+            lib = cstep.load(SOURCE, flags)
+            break
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            failure = error
+    if lib is None:
+        cstep._warn_once(f"whole-tensor convolutions run in torch: their C pass did not build ({failure})")
+        return None
+    ptr, n = ctypes.c_void_p, ctypes.c_longlong
+    lib.pass_conv.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, n, n, n, n, n, n, n, ctypes.c_int, ctypes.c_int]
+    lib.pass_conv.restype = None
+    return lib
+
+
+def applies(x: torch.Tensor) -> bool:
+    """Whether the C pass may compute a call on x: a float32 CPU tensor (B, C, T) while autograd
+    records nothing (under no_grad or inference_mode: the parameters want gradients otherwise)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 3
+            and not torch.is_grad_enabled() and library() is not None)
+
+
+def pass_threads() -> int:
+    """Threads for a pass: the cores torch may use (`torch.set_num_threads`) and this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores))
+
+
+def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, dilation: int,
+         context: torch.Tensor | None = None, factor: int = 1, residual: torch.Tensor | None = None,
+         gate: bool = False) -> torch.Tensor:
+    """The causal 1-d convolution of x (B, Cin, T) with weight (Cout, Cin, K) (tap j reads
+    t - dilation (K - 1 - j)), plus bias, plus a context (B, Cout, T / factor) repeated along time,
+    then the gate (output (B, Cout / 2, T)) or plus a residual (B, Cout, T). The caller checked
+    `applies`; no tensor needs a gradient."""
+    lib = library()
+    assert lib is not None
+    batch, cin, length = x.shape
+    cout, _, kernel = weight.shape
+    x, w = x.contiguous(), weight.detach().contiguous()
+    parts = [t.detach().contiguous() if t is not None else None for t in (bias, context, residual)]
+    out = x.new_empty(batch, cout // 2 if gate else cout, length)
+    lib.pass_conv(x.data_ptr(), w.data_ptr(), *(t.data_ptr() if t is not None else None for t in parts),
+                  out.data_ptr(), batch, cin, length, cout, kernel, dilation, factor, int(gate),
+                  pass_threads())
+    return out
