@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from arspec_torch import convgroups, cpass, kernels
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import arspec
 from arspec.dynamic import generic_parameters, measure_columns, predicted_columns
-from arspec_torch import convgroups, cpass, kernels
 from tests.helpers import spec_from
 from tests.strategies import examples, flow_students
 
