@@ -156,6 +156,20 @@ def test_the_zoo_student_samples_the_same_with_and_without_the_c_pass(monkeypatc
     assert (fused - plain).abs().max() <= 1e-4 * plain.abs().max()       # float32 rounding, through four flows
 
 
+def test_weights_changed_in_place_reach_the_c_pass():
+    student = arspec.compile(arspec.load_spec(STUDENT, overrides=["event.shape=[400]"]), seed=0).eval()
+    context = {"mel": torch.randn(1, 20, 2, generator=torch.Generator().manual_seed(1))}
+    before = student.sample(1, generator=torch.Generator().manual_seed(0), **context)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.mul_(0.9)                                      # an optimiser step, a loaded state dict
+    after = student.sample(1, generator=torch.Generator().manual_seed(0), **context)
+    _without_groups(student)
+    plain = student.sample(1, generator=torch.Generator().manual_seed(0), **context)
+    assert not torch.allclose(before, after)
+    assert (after - plain).abs().max() <= 1e-4 * plain.abs().max()
+
+
 def test_the_zoo_teacher_scores_the_same_with_and_without_the_c_pass(monkeypatch):
     teacher = arspec.compile(arspec.load_spec(TEACHER, overrides=["event.shape=[1000]"]), seed=0).eval()
     x, context = teacher.example_inputs(2, torch.Generator().manual_seed(0))
@@ -206,6 +220,20 @@ def test_a_corrupted_c_pass_is_caught(mutant, monkeypatch):
                 wrong_values = not torch.allclose(in_c(case, v), in_torch(case, v), rtol=1e-5, atol=1e-4)
             caught |= wrong_values or not np.array_equal(footprint_measured(case), footprint_predicted(case))
         assert caught
+    finally:
+        monkeypatch.undo()
+        cpass.library.cache_clear()
+
+
+def test_arspec_pass_torch_keeps_the_calls_in_torch(monkeypatch):
+    monkeypatch.setenv("ARSPEC_PASS", "torch")
+    cpass.library.cache_clear()
+    try:
+        assert cpass.library() is None
+        ran = _group_calls(monkeypatch)
+        student = arspec.compile(arspec.load_spec(STUDENT, overrides=["event.shape=[400]"]), seed=0).eval()
+        x = student.sample(1, generator=torch.Generator().manual_seed(0), mel=torch.zeros(1, 20, 2))
+        assert x.shape == (1, 400) and not ran
     finally:
         monkeypatch.undo()
         cpass.library.cache_clear()

@@ -164,10 +164,14 @@ def applies(x: torch.Tensor) -> bool:
             and not torch.is_grad_enabled() and library() is not None)
 
 
+@functools.cache
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def pass_threads() -> int:
     """Threads for a pass: the cores torch may use (`torch.set_num_threads`) and this process may run on."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores))
+    return max(1, min(torch.get_num_threads(), _cores()))
 
 
 def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, dilation: int,
