@@ -237,3 +237,16 @@ def test_arspec_pass_torch_keeps_the_calls_in_torch(monkeypatch):
     finally:
         monkeypatch.undo()
         cpass.library.cache_clear()
+
+
+def test_built_without_openmp_the_pass_computes_the_same_on_one_thread(monkeypatch):
+    monkeypatch.setattr(cpass, "torch_runs_libgomp", lambda: False)
+    cpass.library.cache_clear()
+    try:
+        case = dict(mode="context", factor=5, length=200, cout=8, batch=2, cin=4, kernel=2, dilation=3, seed=2)
+        v = _tensors(case)
+        with torch.no_grad():
+            assert torch.allclose(in_c(case, v), in_torch(case, v), rtol=1e-5, atol=1e-4)
+    finally:
+        monkeypatch.undo()
+        cpass.library.cache_clear()

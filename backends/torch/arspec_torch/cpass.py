@@ -142,7 +142,8 @@ def library() -> ctypes.CDLL | None:
     if os.environ.get("ARSPEC_PASS", "").lower() == "torch" or not cstep.c_step_available(np.dtype(np.float32)):
         return None
     lib = None
-    for flags in ((*cstep.FLAGS, "-fopenmp"), tuple(cstep.FLAGS)):      # without OpenMP (e.g. clang): one thread
+    choices = [(*cstep.FLAGS, "-fopenmp")] if torch_runs_libgomp() else []
+    for flags in (*choices, tuple(cstep.FLAGS)):           # without OpenMP (another runtime, no libgomp): one thread
         try:
             lib = cstep.load(SOURCE, flags)
             break
@@ -155,6 +156,16 @@ def library() -> ctypes.CDLL | None:
     lib.pass_conv.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, n, n, n, n, n, n, n, ctypes.c_int, ctypes.c_int]
     lib.pass_conv.restype = None
     return lib
+
+
+def torch_runs_libgomp() -> bool:
+    """Whether this process has GNU OpenMP loaded (torch's Linux wheels bring it): only then is the
+    pass built with OpenMP, so that it shares torch's team instead of loading a second runtime."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line for line in maps)
+    except OSError:
+        return False
 
 
 def applies(x: torch.Tensor) -> bool:
