@@ -2,7 +2,8 @@
 its measured dependencies are exactly a causal convolution's footprint, the flows of a student
 run through it read exactly the noise the analysis predicts, it stands aside when a gradient is
 wanted, and a corrupted C source (a tap that reads the future, a context frame off by one, the
-gate's halves swapped, the residual dropped) is caught by these same checks."""
+gate's halves swapped, the residual or the bias dropped, a layer's residual read from the wrong
+tap) is caught by these same checks."""
 from __future__ import annotations
 
 import copy
@@ -32,10 +33,10 @@ pytestmark = pytest.mark.skipif(cpass.library() is None, reason="no C compiler h
 def conv_cases(draw, max_steps: int = 90):
     """A causal 1-d convolution and its epilogue: plain, gated (with or without a context
     repeated along time) or plus a residual; sizes that cross tiles and register blocks."""
-    mode = draw(st.sampled_from(["plain", "gate", "context", "residual"]))
-    factor = draw(st.sampled_from([1, 3, 7, 40])) if mode == "context" else 1
+    mode = draw(st.sampled_from(["plain", "gate", "context", "residual", "layer"]))
+    factor = draw(st.sampled_from([1, 3, 7, 40])) if mode in ("context", "layer") else 1
     length = factor * draw(st.integers(1, max(1, max_steps // factor)))
-    cout = 2 * draw(st.integers(1, 10)) if mode in ("gate", "context") else draw(st.integers(1, 20))
+    cout = 2 * draw(st.integers(1, 10)) if mode in ("gate", "context", "layer") else draw(st.integers(1, 20))
     return dict(mode=mode, factor=factor, length=length, cout=cout, batch=draw(st.integers(1, 3)),
                 cin=draw(st.integers(1, 12)), kernel=draw(st.integers(1, 4)), dilation=draw(st.integers(1, 9)),
                 seed=draw(st.integers(0, 1000)))
@@ -46,7 +47,8 @@ def _tensors(case: dict) -> dict:
     b, t, co = case["batch"], case["length"], case["cout"]
     return {"x": torch.randn(b, case["cin"], t, generator=g), "weight": torch.randn(co, case["cin"], case["kernel"], generator=g),
             "bias": torch.randn(co, generator=g), "context": torch.randn(b, co, t // case["factor"], generator=g),
-            "residual": torch.randn(b, co, t, generator=g)}
+            "residual": torch.randn(b, co, t, generator=g), "back": torch.randn(case["cin"], max(1, co // 2), 1, generator=g),
+            "back_bias": torch.randn(case["cin"], generator=g)}
 
 
 def in_torch(case: dict, v: dict) -> torch.Tensor:
@@ -54,8 +56,12 @@ def in_torch(case: dict, v: dict) -> torch.Tensor:
     k, d = case["kernel"], case["dilation"]
     h = kernels.masked_conv(v["x"], v["weight"], torch.ones_like(v["weight"]), v["bias"], dilation=(d,),
                             pad_before=(d * (k - 1),), pad_after=(0,), stride=(1,))
-    if case["mode"] == "context":
+    if case["mode"] in ("context", "layer"):
         h = kernels.add_repeated(h, v["context"], factors=(1, case["factor"]))
+    if case["mode"] == "layer":
+        back = kernels.masked_conv(kernels.gate(h), v["back"], torch.ones_like(v["back"]), v["back_bias"], dilation=(1,),
+                                   pad_before=(0,), pad_after=(0,), stride=(1,))
+        return back + v["x"]
     if case["mode"] in ("gate", "context"):
         return kernels.gate(h)
     return h + v["residual"] if case["mode"] == "residual" else h
@@ -64,8 +70,9 @@ def in_torch(case: dict, v: dict) -> torch.Tensor:
 def in_c(case: dict, v: dict) -> torch.Tensor:
     mode = case["mode"]
     return cpass.conv(v["x"], v["weight"], v["bias"], dilation=case["dilation"],
-                      context=v["context"] if mode == "context" else None, factor=case["factor"],
-                      residual=v["residual"] if mode == "residual" else None, gate=mode in ("gate", "context"))
+                      context=v["context"] if mode in ("context", "layer") else None, factor=case["factor"],
+                      residual=v["residual"] if mode == "residual" else None, gate=mode in ("gate", "context"),
+                      back=(v["back"], v["back_bias"]) if mode == "layer" else None)
 
 
 def footprint_measured(case: dict) -> np.ndarray:
@@ -150,7 +157,7 @@ def test_the_zoo_student_samples_the_same_with_and_without_the_c_pass(monkeypatc
     context = {"mel": torch.randn(2, 20, 5, generator=torch.Generator().manual_seed(1))}
     ran = _group_calls(monkeypatch)
     fused = student.sample(2, generator=torch.Generator().manual_seed(0), **context)
-    assert len(ran) == 2 * 4 + 2 * 20, "every convolution of the four flows ran in the C pass"
+    assert len(ran) == 4 + 20 + 4, "each flow's first convolution, residual layers and head ran in the C pass"
     _without_groups(student)
     plain = student.sample(2, generator=torch.Generator().manual_seed(0), **context)
     assert (fused - plain).abs().max() <= 1e-4 * plain.abs().max()       # float32 rounding, through four flows
@@ -201,7 +208,9 @@ C_MUTANTS = {
     "the context's frame off by one": ("float add = ctx[f];", "float add = ctx[f + 1 < frames ? f + 1 : f];"),
     "the gate's halves swapped": ("gated(h[o][i], h[o + half][i])", "gated(h[o + half][i], h[o][i])"),
     "the residual dropped": ("dst[i] = h[o][i] + res[i];", "dst[i] = h[o][i];"),
-    "the bias dropped": ("float b0 = J->bias ? J->bias[row] : 0.0f;", "float b0 = 0.0f;"),
+    "the bias dropped": ("float b0 = bias ? bias[row] : 0.0f;", "float b0 = 0.0f;"),
+    "a layer's residual from the wrong tap": ("xin[o * J->kernel + J->kernel - 1]", "xin[o * J->kernel]"),
+    "a layer's gate read from the wrong half": ("g[o][i] = gated(h[o][i], h[o + half][i]);", "g[o][i] = gated(h[o + half][i], h[o][i]);"),
 }
 
 
@@ -213,8 +222,8 @@ def test_a_corrupted_c_pass_is_caught(mutant, monkeypatch):
     cpass.library.cache_clear()
     try:
         caught = False
-        for mode in ("plain", "gate", "context", "residual"):
-            case = dict(mode=mode, factor=5 if mode == "context" else 1, length=40, cout=6, batch=2, cin=3, kernel=2, dilation=3, seed=1)
+        for mode in ("plain", "gate", "context", "residual", "layer"):
+            case = dict(mode=mode, factor=5 if mode in ("context", "layer") else 1, length=40, cout=6, batch=2, cin=3, kernel=2, dilation=3, seed=1)
             v = _tensors(case)
             with torch.no_grad():
                 wrong_values = not torch.allclose(in_c(case, v), in_torch(case, v), rtol=1e-5, atol=1e-4)

@@ -1,7 +1,9 @@
 """Groups of the interpreter's calls that the C pass (`cpass.py`) computes in one call when no
 gradient is wanted: a causal 1-d convolution, then at most one of
   * the gated activation, optionally after a frame-rate context projection added by repetition
-    (WaveNet's and the student's filter: conv, projection, add_repeated, gate), or
+    (WaveNet's and the student's filter: conv, projection, add_repeated, gate), and if only a 1x1
+    convolution back to the input's width reads the gate, that convolution and its sum with the
+    input too (a whole residual layer without skip connections: Parallel WaveNet's flows), or
   * a residual addition (the 1x1 convolution back to the residual stream: conv, add).
 A group's inner values must be read by the group alone (nothing kept, nothing else reading), so
 running it as one call changes no value other callers see; its last call's value is its output.
@@ -9,7 +11,7 @@ The call list itself is unchanged: with gradients, on other devices or dtypes, t
 by one as before."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -31,6 +33,7 @@ class ConvGroup:
     gate: bool
     residual: str | None                # the value added to the convolution's output
     output: str                         # the group's value: its last call's
+    back: StepCall | None = None        # a whole residual layer: the 1x1 convolution after the gate
 
 
 def causal_kernel(call: StepCall, net: torch.nn.Module) -> int | None:
@@ -59,6 +62,7 @@ def conv_groups(calls: list[StepCall], kept: set[str], net: torch.nn.Module) -> 
             continue
         nxt = calls[i + 1: i + 4]
         group = ConvGroup(i + 1, conv, None, 1, False, None, conv.id)
+        layer = calls[i + 4: i + 6] if len(nxt) == 3 and nxt[0].kind == "context_projection" else calls[i + 2: i + 4]
         if (len(nxt) == 3 and nxt[0].kind == "context_projection" and nxt[1].kind == "add_repeated"
                 and nxt[1].args == (conv.id, nxt[0].id) and len(nxt[1].attrs["factors"]) == 2
                 and nxt[1].attrs["factors"][0] == 1 and nxt[2].kind == "gate" and nxt[2].args == (nxt[1].id,)
@@ -70,8 +74,23 @@ def conv_groups(calls: list[StepCall], kept: set[str], net: torch.nn.Module) -> 
               and nxt[0].args[0] != nxt[0].args[1] and only_read_by(conv.id, nxt[0])):
             other = nxt[0].args[1] if nxt[0].args[0] == conv.id else nxt[0].args[0]
             group = ConvGroup(i + 2, conv, None, 1, False, other, nxt[0].id)
+        if group.gate and len(layer) == 2 and _closes_layer(group, layer, net, only_read_by):
+            group = replace(group, stop=group.stop + 2, back=layer[0], output=layer[1].id)
         groups[i] = group
     return groups
+
+
+def _closes_layer(group: ConvGroup, layer: list[StepCall], net: torch.nn.Module, only_read_by) -> bool:
+    """Whether the two calls after a gated group are a 1x1 convolution of the gate alone back to
+    the group's input width, then its sum with that input (WaveNet's residual connection)."""
+    back, add = layer
+    x = group.conv.args[0]
+    if causal_kernel(back, net) != 1 or back.args != (group.output,) or not only_read_by(group.output, back):
+        return False
+    if add.kind != "add" or sorted(add.args) != sorted((back.id, x)) or back.id == x or not only_read_by(back.id, add):
+        return False
+    weight = getattr(net, f"{back.id}__weight")
+    return weight.shape[0] == getattr(net, f"{group.conv.id}__weight").shape[1]
 
 
 def run_group(group: ConvGroup, net: torch.nn.Module, values: dict[str, torch.Tensor],
@@ -89,8 +108,11 @@ def run_group(group: ConvGroup, net: torch.nn.Module, values: dict[str, torch.Te
     conv = group.conv
     weight = masked_weight(net, conv.id)
     bias = getattr(net, f"{conv.id}__bias") if "bias" in conv.tensors else None
+    back = None
+    if group.back is not None:
+        back = (masked_weight(net, group.back.id), getattr(net, f"{group.back.id}__bias") if "bias" in group.back.tensors else None)
     return cpass.conv(x, weight, bias, dilation=conv.attrs["dilation"][0], context=project, factor=group.factor,
-                      residual=residual, gate=group.gate)
+                      residual=residual, gate=group.gate, back=back)
 
 
 def masked_weight(net: torch.nn.Module, call_id: str) -> torch.Tensor:

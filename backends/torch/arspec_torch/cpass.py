@@ -51,20 +51,45 @@ static inline float gated(float a, float b) {
 }
 
 typedef struct {
-    const float *x, *w, *bias, *context, *residual;
+    const float *x, *w, *bias, *context, *residual, *w2, *bias2;
     float *out;
-    idx batch, cin, length, cout, kernel, dilation, factor;
+    idx batch, cin, length, cout, kernel, dilation, factor, cout2;
     int gate;
 } conv_job;
 
-/* One tile: out[:, t0:t0+TILE] of item b. x (B, Cin, T); w (Cout, Cin * K), tap j of input
-   channel c reading x[c, t - dilation (K - 1 - j)] (zero before 0); the context (B, Cout, T /
-   factor) repeated along time; the residual (B, Cout, T); with `gate`, out (B, Cout / 2, T). */
+/* h[o] = bias[o] + sum_r w[o, r] in[r] over one tile, for o < cout: blocks of BLOCK output
+   channels, each row of `in` read once per block (16 accumulators in registers) */
+static void tile_product(const float *w, const float *bias, idx rows, idx cout, float (*in)[TILE], float (*h)[TILE]) {
+    for (idx blk = 0; blk * BLOCK < cout; blk++) {
+        const float *wr[BLOCK];
+        v16 acc[BLOCK][2];
+        for (int o = 0; o < BLOCK; o++) {
+            idx row = blk * BLOCK + o < cout ? blk * BLOCK + o : cout - 1;
+            wr[o] = w + row * rows;
+            float b0 = bias ? bias[row] : 0.0f;
+            acc[o][0] = (v16){0} + b0; acc[o][1] = (v16){0} + b0;
+        }
+        for (idx r = 0; r < rows; r++) {
+            v16 x0, x1;
+            memcpy(&x0, in[r], 64); memcpy(&x1, in[r] + 16, 64);
+            #pragma GCC unroll 8
+            for (int o = 0; o < BLOCK; o++) { acc[o][0] += wr[o][r] * x0; acc[o][1] += wr[o][r] * x1; }
+        }
+        for (int o = 0; o < BLOCK; o++) { memcpy(h[blk * BLOCK + o], &acc[o][0], 64); memcpy(h[blk * BLOCK + o] + 16, &acc[o][1], 64); }
+    }
+}
+
+/* One tile, steps [t0, t0 + TILE) of item b. x (B, Cin, T); w (Cout, Cin * K), tap j of input
+   channel c reading x[c, t - dilation (K - 1 - j)] (zero before 0); plus the bias, plus the
+   context (B, Cout, T / factor) repeated along time; then either plus the residual (B, Cout, T)
+   into out (B, Cout, T), or the gate into out (B, Cout / 2, T), or (w2 given: a whole residual
+   layer) the gate, then w2 (Cout2, Cout / 2) and bias2, plus x itself (Cout2 = Cin) into out
+   (B, Cin, T). */
 static void conv_tile(const conv_job *J, idx b, idx t0) {
-    idx rows = J->cin * J->kernel, T = J->length, valid = T - t0 < TILE ? T - t0 : TILE;
-    idx blocks = (J->cout + BLOCK - 1) / BLOCK;
+    idx rows = J->cin * J->kernel, T = J->length, valid = T - t0 < TILE ? T - t0 : TILE, half = J->cout / 2;
+    idx padded = (J->cout + BLOCK - 1) / BLOCK * BLOCK, padded2 = (J->cout2 + BLOCK - 1) / BLOCK * BLOCK;
     float xin[rows][TILE] __attribute__((aligned(64)));
-    float h[blocks * BLOCK][TILE] __attribute__((aligned(64)));
+    float h[padded][TILE] __attribute__((aligned(64)));
     for (idx c = 0; c < J->cin; c++) {
         const float *src = J->x + (b * J->cin + c) * T;
         for (idx j = 0; j < J->kernel; j++) {
@@ -74,23 +99,7 @@ static void conv_tile(const conv_job *J, idx b, idx t0) {
             else for (idx i = 0; i < TILE; i++) dst[i] = (i < valid && start + i >= 0) ? src[start + i] : 0.0f;
         }
     }
-    for (idx blk = 0; blk < blocks; blk++) {
-        const float *wr[BLOCK];
-        v16 acc[BLOCK][2];
-        for (int o = 0; o < BLOCK; o++) {
-            idx row = blk * BLOCK + o < J->cout ? blk * BLOCK + o : J->cout - 1;
-            wr[o] = J->w + row * rows;
-            float b0 = J->bias ? J->bias[row] : 0.0f;
-            acc[o][0] = (v16){0} + b0; acc[o][1] = (v16){0} + b0;
-        }
-        for (idx r = 0; r < rows; r++) {
-            v16 x0, x1;
-            memcpy(&x0, xin[r], 64); memcpy(&x1, xin[r] + 16, 64);
-            #pragma GCC unroll 8
-            for (int o = 0; o < BLOCK; o++) { acc[o][0] += wr[o][r] * x0; acc[o][1] += wr[o][r] * x1; }
-        }
-        for (int o = 0; o < BLOCK; o++) { memcpy(h[blk * BLOCK + o], &acc[o][0], 64); memcpy(h[blk * BLOCK + o] + 16, &acc[o][1], 64); }
-    }
+    tile_product(J->w, J->bias, rows, J->cout, xin, h);
     if (J->context) {
         idx frames = T / J->factor;
         for (idx o = 0; o < J->cout; o++) {
@@ -104,8 +113,20 @@ static void conv_tile(const conv_job *J, idx b, idx t0) {
             }
         }
     }
+    if (J->w2) {                                       /* gate, then the 1x1 back to the residual stream */
+        float g[half][TILE] __attribute__((aligned(64)));
+        float h2[padded2][TILE] __attribute__((aligned(64)));
+        for (idx o = 0; o < half; o++)
+            for (idx i = 0; i < TILE; i++) g[o][i] = gated(h[o][i], h[o + half][i]);
+        tile_product(J->w2, J->bias2, half, J->cout2, g, h2);
+        for (idx o = 0; o < J->cout2; o++) {
+            float *dst = J->out + (b * J->cout2 + o) * T + t0;
+            const float *own = xin[o * J->kernel + J->kernel - 1];          /* tap K - 1 reads x[o, t] itself */
+            for (idx i = 0; i < valid; i++) dst[i] = h2[o][i] + own[i];
+        }
+        return;
+    }
     if (J->gate) {
-        idx half = J->cout / 2;
         for (idx o = 0; o < half; o++) {
             float *dst = J->out + (b * half + o) * T + t0;
             for (idx i = 0; i < valid; i++) dst[i] = gated(h[o][i], h[o + half][i]);
@@ -125,9 +146,9 @@ static void conv_tile(const conv_job *J, idx b, idx t0) {
    resolves to the libgomp torch has loaded, so it runs on torch's own team (a second pool of
    threads spinning beside torch's measured 1.5-4x slower on two cores). */
 void pass_conv(const float *x, const float *w, const float *bias, const float *context, const float *residual,
-               float *out, idx batch, idx cin, idx length, idx cout, idx kernel, idx dilation, idx factor,
-               int gate, int n) {
-    conv_job J = {x, w, bias, context, residual, out, batch, cin, length, cout, kernel, dilation, factor, gate};
+               const float *w2, const float *bias2, float *out, idx batch, idx cin, idx length, idx cout,
+               idx kernel, idx dilation, idx factor, idx cout2, int gate, int n) {
+    conv_job J = {x, w, bias, context, residual, w2, bias2, out, batch, cin, length, cout, kernel, dilation, factor, cout2, gate};
     idx per_item = (length + TILE - 1) / TILE, tiles = batch * per_item;
     #pragma omp parallel for schedule(dynamic, 4) num_threads(n) if(n > 1 && tiles >= 16)
     for (idx e = 0; e < tiles; e++) conv_tile(&J, e / per_item, (e % per_item) * TILE);
@@ -153,7 +174,7 @@ def library() -> ctypes.CDLL | None:
         cstep._warn_once(f"whole-tensor convolutions run in torch: their C pass did not build ({failure})")
         return None
     ptr, n = ctypes.c_void_p, ctypes.c_longlong
-    lib.pass_conv.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, n, n, n, n, n, n, n, ctypes.c_int, ctypes.c_int]
+    lib.pass_conv.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, n, n, n, n, n, n, n, n, ctypes.c_int, ctypes.c_int]
     lib.pass_conv.restype = None
     return lib
 
@@ -187,19 +208,21 @@ def pass_threads() -> int:
 
 def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, dilation: int,
          context: torch.Tensor | None = None, factor: int = 1, residual: torch.Tensor | None = None,
-         gate: bool = False) -> torch.Tensor:
+         gate: bool = False, back: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
     """The causal 1-d convolution of x (B, Cin, T) with weight (Cout, Cin, K) (tap j reads
     t - dilation (K - 1 - j)), plus bias, plus a context (B, Cout, T / factor) repeated along time,
-    then the gate (output (B, Cout / 2, T)) or plus a residual (B, Cout, T). The caller checked
-    `applies`; no tensor needs a gradient."""
+    then the gate (output (B, Cout / 2, T)) or plus a residual (B, Cout, T). With `back` = (w2
+    (Cin, Cout / 2, 1), bias2): a whole residual layer, x + w2 gate(...) + bias2, (B, Cin, T).
+    The caller checked `applies` and the shapes; no tensor needs a gradient."""
     lib = library()
     assert lib is not None
     batch, cin, length = x.shape
     cout, _, kernel = weight.shape
-    x, w = x.contiguous(), weight.detach().contiguous()
-    parts = [t.detach().contiguous() if t is not None else None for t in (bias, context, residual)]
-    out = x.new_empty(batch, cout // 2 if gate else cout, length)
-    lib.pass_conv(x.data_ptr(), w.data_ptr(), *(t.data_ptr() if t is not None else None for t in parts),
-                  out.data_ptr(), batch, cin, length, cout, kernel, dilation, factor, int(gate),
+    w2, bias2 = back if back is not None else (None, None)
+    tensors = [t.detach().contiguous() if t is not None else None for t in (x, weight, bias, context, residual, w2, bias2)]
+    channels = cin if back is not None else cout // 2 if gate else cout
+    out = x.new_empty(batch, channels, length)
+    lib.pass_conv(*(t.data_ptr() if t is not None else None for t in tensors), out.data_ptr(), batch, cin, length,
+                  cout, kernel, dilation, factor, cin if back is not None else 0, int(gate or back is not None),
                   pass_threads())
     return out
