@@ -11,6 +11,7 @@ The call list itself is unchanged: with gradients, on other devices or dtypes, t
 by one as before."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -62,7 +63,6 @@ def conv_groups(calls: list[StepCall], kept: set[str], net: torch.nn.Module) -> 
             continue
         nxt = calls[i + 1: i + 4]
         group = ConvGroup(i + 1, conv, None, 1, False, None, conv.id)
-        layer = calls[i + 4: i + 6] if len(nxt) == 3 and nxt[0].kind == "context_projection" else calls[i + 2: i + 4]
         if (len(nxt) == 3 and nxt[0].kind == "context_projection" and nxt[1].kind == "add_repeated"
                 and nxt[1].args == (conv.id, nxt[0].id) and len(nxt[1].attrs["factors"]) == 2
                 and nxt[1].attrs["factors"][0] == 1 and nxt[2].kind == "gate" and nxt[2].args == (nxt[1].id,)
@@ -74,13 +74,15 @@ def conv_groups(calls: list[StepCall], kept: set[str], net: torch.nn.Module) -> 
               and nxt[0].args[0] != nxt[0].args[1] and only_read_by(conv.id, nxt[0])):
             other = nxt[0].args[1] if nxt[0].args[0] == conv.id else nxt[0].args[0]
             group = ConvGroup(i + 2, conv, None, 1, False, other, nxt[0].id)
+        layer = calls[group.stop: group.stop + 2]
         if group.gate and len(layer) == 2 and _closes_layer(group, layer, net, only_read_by):
             group = replace(group, stop=group.stop + 2, back=layer[0], output=layer[1].id)
         groups[i] = group
     return groups
 
 
-def _closes_layer(group: ConvGroup, layer: list[StepCall], net: torch.nn.Module, only_read_by) -> bool:
+def _closes_layer(group: ConvGroup, layer: list[StepCall], net: torch.nn.Module,
+                  only_read_by: Callable[[str, StepCall], bool]) -> bool:
     """Whether the two calls after a gated group are a 1x1 convolution of the gate alone back to
     the group's input width, then its sum with that input (WaveNet's residual connection)."""
     back, add = layer
