@@ -62,3 +62,25 @@ def test_the_inference_gate_gives_the_training_gate_bit_for_bit(dtype):
         inferred = kernels.gate(x.clone().requires_grad_(True))
     assert torch.equal(kernels.gate(x), trained) and torch.equal(inferred, trained)
     assert inferred.grad_fn is None and kernels.gate(x.clone().requires_grad_(True)).grad_fn is not None
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("spatial", [(), (1,), (5, 4)])
+def test_channel_norm_is_layer_normalisation_over_each_groups_channels(groups, spatial):
+    """The fused kernel against the definition written out: channel j in group j mod G,
+    normalised over its group at each position (biased variance, eps 1e-5), then scaled and
+    shifted per channel; values and gradients of the input and both parameters."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, *spatial, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    grouped = x.reshape(2, 6 // groups, groups, *spatial)
+    normal = ((grouped - grouped.mean(1, keepdim=True)) / torch.sqrt(grouped.var(1, unbiased=False, keepdim=True) + 1e-5)).reshape(x.shape)
+    shape = (1, 6) + (1,) * len(spatial)
+    expected = normal * weight.view(shape) + bias.view(shape)
+    got = kernels.channel_norm(x, weight, bias, groups=groups)
+    assert torch.allclose(got, expected, atol=1e-12)
+    seed = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    want = torch.autograd.grad((expected * seed).sum(), (x, weight, bias))
+    have = torch.autograd.grad((got * seed).sum(), (x, weight, bias))
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(have, want))
