@@ -95,6 +95,12 @@ def _closes_layer(group: ConvGroup, layer: list[StepCall], net: torch.nn.Module,
     return weight.shape[0] == getattr(net, f"{group.conv.id}__weight").shape[1]
 
 
+def group_applies(group: ConvGroup, values: dict[str, torch.Tensor]) -> bool:
+    """Whether the C pass may run this group on these values (its input's dtype, device, rank,
+    and no gradient wanted); `run_group` checks the remaining shapes."""
+    return cpass.applies(values[group.conv.args[0]])
+
+
 def run_group(group: ConvGroup, net: torch.nn.Module, values: dict[str, torch.Tensor],
               project: torch.Tensor | None) -> torch.Tensor | None:
     """The group's output through the C pass, or None when these values do not suit it (then the

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arspec_torch.cache import StepCall, run_call
-from arspec_torch.convgroups import ConvGroup, conv_groups, run_group
+from arspec_torch.convgroups import ConvGroup, conv_groups, group_applies, run_group
 from arspec_torch.fusion import fuse
 from arspec_torch.kernels import init_parameter, nade_chain
 from arspec_torch.plan import Plan
@@ -111,7 +111,10 @@ class Network(nn.Module):
         return values
 
     def _conv_group(self, group: ConvGroup, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """A group's value through the C pass, or None when it does not apply here."""
+        """A group's value through the C pass, or None when it does not apply here (checked first:
+        a float64 or training pass computes nothing twice)."""
+        if not group_applies(group, values):
+            return None
         project = None
         if group.context is not None:
             project = run_call(group.context, self, [values[a] for a in group.context.args])
