@@ -20,8 +20,9 @@ from arspec_torch import cpass
 from arspec_torch.cache import StepCall
 from arspec_torch.fusion import readers_of
 
-#: input rows (channels x taps) and output channels above which a tile's buffers would outgrow L1/L2
-MAX_ROWS, MAX_OUT = 2048, 2048
+#: input rows (channels x taps) and output channels above which the calls stay in torch: a tile keeps
+#: its buffers on the thread's stack (at most about 230 KiB at these limits)
+MAX_ROWS, MAX_OUT = 512, 512
 
 
 @dataclass(frozen=True)
