@@ -105,12 +105,12 @@ def group_applies(group: ConvGroup, values: dict[str, torch.Tensor]) -> bool:
 def run_group(group: ConvGroup, net: torch.nn.Module, values: dict[str, torch.Tensor],
               project: torch.Tensor | None) -> torch.Tensor | None:
     """The group's output through the C pass, or None when these values do not suit it (then the
-    caller runs the calls one by one). `project`: the context projection's value, if any."""
+    caller runs the calls one by one). The caller checked `group_applies`; `project`: the context
+    projection's value, if any."""
     x = values[group.conv.args[0]]
     residual = values[group.residual] if group.residual is not None else None
     out_channels = getattr(net, f"{group.conv.id}__weight").shape[0]
-    if not cpass.applies(x) or (residual is not None and (residual.dtype != torch.float32
-                                                          or residual.shape != (x.shape[0], out_channels, x.shape[2]))):
+    if residual is not None and (residual.dtype != torch.float32 or residual.shape != (x.shape[0], out_channels, x.shape[2])):
         return None
     if project is not None and (project.dtype != torch.float32 or project.shape[-1] * group.factor != x.shape[2]):
         return None

@@ -462,7 +462,13 @@ def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
 
 def runtime(dtype: np.dtype) -> ctypes.CDLL:
     """The runtime library for a dtype (compiled once per machine, loaded once per process)."""
-    lib = load(RUNTIME.replace("@REAL@", "double" if np.dtype(dtype) == np.float64 else "float"), tuple(FLAGS))
+    return _runtime_library(RUNTIME.replace("@REAL@", "double" if np.dtype(dtype) == np.float64 else "float"), tuple(FLAGS))
+
+
+@functools.lru_cache(maxsize=8)
+def _runtime_library(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
+    """`load`, with the runtime's entry points declared once per library."""
+    lib = load(source, flags)
     lib.rt_step.argtypes, lib.rt_step.restype = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int], None
     lib.rt_start_threads.argtypes, lib.rt_start_threads.restype = [ctypes.c_int], ctypes.c_int
     lib.rt_sample.restype = ctypes.c_longlong
