@@ -24,7 +24,7 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(ARSPEC) check specs/*.yaml
-	$(ARSPEC) train specs/made.yaml --data binarized-mnist-5k --out $(OUT) --quiet
+	$(ARSPEC) train specs/made.yaml --data binarized-mnist-5k --out $(OUT) --overwrite --quiet
 	$(ARSPEC) eval $(OUT)
 	$(ARSPEC) sample $(OUT) -n 36 -o $(OUT)/samples.png
 	$(ARSPEC) graph specs/gated_pixelcnn.yaml -o $(OUT)/receptive_field.png

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arspec_torch import cstep, stepplan
+from arspec_torch import ccache, cstep, stepplan
 from arspec_torch.cstep import CStepProgram
 from arspec_torch.staticstep import StaticStepProgram
 from arspec_torch.stepplan import StepProgram
@@ -379,7 +379,7 @@ def test_the_c_step_runs_where_a_compiler_exists_and_the_numpy_step_otherwise(mo
 
 
 def test_a_runtime_that_does_not_build_is_warned_about_and_the_numpy_step_runs(monkeypatch):
-    if cstep.compiler() is None:
+    if ccache.compiler() is None:
         pytest.skip("no C compiler here")
     monkeypatch.setattr(cstep, "FLAGS", [*cstep.FLAGS, "-fno-such-flag-anywhere"])
     cstep._warn_once.cache_clear()

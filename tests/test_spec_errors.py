@@ -45,7 +45,7 @@ BROKEN = [
     ("unsafe python tag", VALID.replace("name: tiny", "name: !!python/object/apply:os.system ['echo pwned']"),
      ["test.yaml:1:7: name: unsupported YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'"]),
     ("event too large", VALID.replace("[1, 4, 4]", "[1000, 1000, 1000]"),
-     ["test.yaml:2:9: event.shape: an event of 1,000,000,000 elements is larger than the limit of 50,000,000"]),
+     ["test.yaml:2:9: event.shape: an event of 1,000,000,000 elements is larger than the limit of 16,777,216"]),
     ("billions of parameters", VALID.replace("channels: 8", "channels: 100000").replace("  out:", "  h2: {op: conv1x1, channels: 100000}\n  out:"),
      ["test.yaml:6:21: graph.h2.channels: layer too large: 100,000 channels, 10,000,000,000 weights"]),
     ("output of the wrong size", VALID.replace("channels: output", "channels: 3"),

@@ -42,7 +42,7 @@ def test_train_writes_safetensors_checkpoints_and_a_loss_curve(trained):
         assert (trained / name).exists(), name
     with safe_open(str(trained / "last.safetensors"), framework="pt") as f:
         meta = f.metadata()
-    assert meta["format"] == "arspec-checkpoint-1" and "masked_linear" in meta["spec"]
+    assert meta["format"] == "arspec-checkpoint-2" and "masked_linear" in meta["spec"] and len(meta["digest"]) == 64
     assert not list(trained.glob("*.tmp"))
 
 
@@ -113,7 +113,7 @@ def test_a_nan_loss_stops_with_a_clear_message_and_a_good_checkpoint(tmp_path):
         return original(self, x, ensemble, **context) * float("nan")
     ARModel.log_prob = poisoned
     try:
-        with pytest.raises(TrainingError, match="the loss became nan at step 0"):
+        with pytest.raises(TrainingError, match="the loss became nan at step 1; the weights before that update are saved as the last state"):
             train(spec, data, config)
     finally:
         ARModel.log_prob = original

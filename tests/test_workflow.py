@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import arspec
+from arspec.checkpoint import digest
 from arspec.data.files import from_arrays
 from arspec.train import TrainConfig, train
 
@@ -194,6 +195,7 @@ def test_non_finite_weights_are_refused(made_run, tmp_path):
     name = next(k for k in tensors if k.startswith("model.net.") and k.endswith("weight"))
     tensors[name] = tensors[name].clone()
     tensors[name].view(-1)[0] = float("nan")
+    meta["digest"] = digest(tensors, meta)          # a run that diverged writes a consistent file
     save_file(tensors, tmp_path / "nan.safetensors", metadata=meta)
     result = cli("eval", str(tmp_path / "nan.safetensors"), "--limit", "10")
     assert result.returncode == 2 and "weights are not finite" in result.stderr and "nan.safetensors" in result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import networkx as nx
 import numpy as np
 
 from arspec.analysis.propagate import concrete_data, node_footprint, propagate, term_deps
@@ -256,10 +257,27 @@ def find_culprit(ir: IRGraph, path: list[str], source: int, target: int, mask: i
     return merges[0] if merges else path[0]
 
 
+def joining_reader(ir: IRGraph, path: list[str], culprit: str, source: int, mask: int) -> str:
+    """The node to blame for a leak first seen in `culprit`'s value. When that value also carries
+    the source to the output off the leaking path (through a shift, say: an embedding used both
+    shifted and raw), the value is not at fault but the edge that joins it to the leaking path: the
+    first reader of it on the path. Otherwise the culprit itself."""
+    on_path = set(path)
+    first = int(np.argmin(ir.ctx.order(mask)))        # a probe a forward shift keeps inside the event
+    forward = propagate(ir, concrete_data(ir, np.unique([source, first])), mask)
+    readers = [r for r, _ in _readers(ir).get(culprit, [])]
+    joining = [r.name for r in readers if r.name in on_path]
+    reaching = nx.ancestors(ir.graph, ir.output) | {ir.output}
+    elsewhere = [r for r in readers if r.name not in on_path and r.name in reaching and forward[r.name].rows.any()]
+    if culprit == ir.output or not joining or not elsewhere:
+        return culprit
+    return min(joining, key=path.index)
+
+
 def explain(ir: IRGraph, source: int, target: int, mask: int = 0) -> Explanation:
     """The path, culprit node, entering edge and hint of one leaking pair."""
     path = trace_path(ir, source, target, mask)
-    culprit = find_culprit(ir, path, source, target, mask)
+    culprit = joining_reader(ir, path, find_culprit(ir, path, source, target, mask), source, mask)
     out = Explanation(path, culprit, location=ir.node(culprit).location)
     out.route = _route(ir, path, culprit, None)
     node = ir.node(culprit)
@@ -363,6 +381,9 @@ def _hint(ir: IRGraph, node: IRNode, carriers: list[int], taps: list[str]) -> st
         return f"padding {spec.padding!r} reads the future: use padding: causal (pad only the past)"
     if op is not None and op.name == "embedding" and not getattr(spec, "shift", 0):
         return "the embedding reads each element itself: give it shift: 1 (the one-step delay of WaveNet's input)"
+    joined = _shifted_elsewhere(ir, node, sources)
+    if joined:
+        return joined
     if roles == {"residual"}:
         return "the residual adds values that may see later elements here: a residual must join a value with the same dependencies (same masks, same shifts)"
     groups = ir.ctx.groups
@@ -378,6 +399,19 @@ def _hint(ir: IRGraph, node: IRNode, carriers: list[int], taps: list[str]) -> st
                 f"data channel j mod {groups}); '{odd[0].name}' has {odd[0].type.channels} channels")
     if ir.ctx.couples_channels and masked:
         return "a coupled likelihood reads a whole pixel's parameters: mask over whole pixels with channel_groups: 1"
+    return ""
+
+
+def _shifted_elsewhere(ir: IRGraph, node: IRNode, sources: list[IRNode]) -> str:
+    """For a value this node joins unshifted that the rest of the model reads through a shift: use
+    the shifted one here too."""
+    for src in sources:
+        for reader, _ in _readers(ir).get(src.name, []):
+            calls = reader.program.calls if reader.program is not None and reader.name != node.name else []
+            shift = next((c.primitive for c in calls if isinstance(c.primitive, Shift)), None)
+            if shift is not None:
+                return (f"'{src.name}' is read elsewhere through the shift by {list(shift.by)} of '{reader.name}' "
+                        f"(line {_line(reader)}), but this node joins it unshifted: read '{reader.name}' here instead")
     return ""
 
 

@@ -23,9 +23,8 @@ def check_one(path: str, args) -> tuple[int, dict]:
     if args.dynamic:
         from arspec.composite.models import CompositeSpec
         from arspec.dynamic import dynamic_check
-        if isinstance(spec, CompositeSpec):       # each autoregressive part: the decoder given z, an autoregressive prior
-            built = compile(spec, backend=args.backend, seed=0)
-            pairs = [(spec.decoder, built.decoder)] + ([(spec.ir.prior_spec, built.prior)] if built.prior is not None else [])
+        if isinstance(spec, CompositeSpec):
+            pairs = autoregressive_parts(spec, compile(spec, backend=args.backend, seed=0))
         else:
             probe_spec = _probe_size(spec, report, path, args.overrides)
             pairs = [(probe_spec, compile(probe_spec, backend=args.backend, seed=0))]
@@ -46,6 +45,14 @@ def check_one(path: str, args) -> tuple[int, dict]:
         return EXIT_NOT_AUTOREGRESSIVE, result
     result["status"] = "ok"
     return EXIT_OK, result
+
+
+def autoregressive_parts(spec, built) -> list[tuple]:
+    """The (spec, module) pairs of a model of parts that are autoregressive: a student's flows, or
+    a latent-variable model's decoder given z and its autoregressive prior (if any)."""
+    if spec.ir.flows:
+        return list(zip(spec.ir.flow_specs, built.flows))
+    return [(spec.decoder, built.decoder)] + ([(spec.ir.prior_spec, built.prior)] if built.prior is not None else [])
 
 
 PROBE_ELEMENTS = 4096

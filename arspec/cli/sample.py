@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,34 @@ def context_from_arguments(model: Any, args: Any, n: int) -> dict[str, torch.Ten
     if getattr(args, "label", None) is not None:
         values["label"] = args.label
     if getattr(args, "context_file", None):
-        with np.load(args.context_file, allow_pickle=False) as f:
-            values.update({k: f[k] for k in f.files})
+        values.update(read_context_file(Path(args.context_file)))
     unknown = sorted(set(values) - set(model.conditioning))
     if unknown:
         raise UsageError(f"the model has no conditioning named {', '.join(unknown)} (it has: {', '.join(model.conditioning) or 'none'})")
-    return {name: _context_value(name, cond, values.get(name), n) for name, cond in model.conditioning.items()}
+    from arspec.ordering import internal_event
+    spatial = internal_event(tuple(model.event_shape))[1:]
+    return {name: _context_value(name, cond, values.get(name), n, spatial) for name, cond in model.conditioning.items()}
 
 
-def _context_value(name: str, cond: dict[str, Any], value: Any, n: int) -> torch.Tensor:
+def read_context_file(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a --context-file (.npz), each plain numbers without NaN or infinities."""
+    from arspec.data.files import plain_numbers
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise UsageError(f"--context-file {path}: a single array; expected a .npz with one array per conditioning name")
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise UsageError(f"--context-file {path}: not a readable .npz of plain arrays ({type(err).__name__}: {err})") from None
+    from arspec.data.splits import DataError
+    try:
+        return {k: (v if v.ndim == 0 and v.dtype.kind in "iu" else plain_numbers(k, v, f"--context-file {path}")) for k, v in arrays.items()}
+    except DataError as err:
+        raise UsageError(str(err)) from None
+
+
+def _context_value(name: str, cond: dict[str, Any], value: Any, n: int, spatial: tuple[int, ...]) -> torch.Tensor:
+    """One context input for n items: one value (or row) for all of them, or one per item."""
     if value is None:
         hint = f"--context {name}=CLASS" if cond["type"] == "global" else f"--context-file with an array named {name}"
         raise UsageError(f"the model is conditioned on {name!r}: pass {hint}")
@@ -51,17 +71,21 @@ def _context_value(name: str, cond: dict[str, Any], value: Any, n: int) -> torch
     if cond["type"] == "global":
         if array.dtype.kind not in "iu" or array.ndim > 1:
             raise UsageError(f"context {name!r} is a class: one integer, or one per item")
-        if array.min() < 0 or array.max() >= cond["classes"]:
-            raise UsageError(f"context {name!r} must lie in 0..{cond['classes'] - 1}, got {array.min()}..{array.max()}")
+        if array.size == 0 or array.min() < 0 or array.max() >= cond["classes"]:
+            shown = f"{array.min()}..{array.max()}" if array.size else "nothing"
+            raise UsageError(f"context {name!r} must lie in 0..{cond['classes'] - 1}, got {shown}")
+        if array.ndim == 1 and len(array) not in (1, n):
+            raise UsageError(f"context {name!r} has {len(array)} values for {n} samples (give one, or one per sample)")
         return torch.as_tensor(np.broadcast_to(array, (n,)).copy(), dtype=torch.long)
-    channels = cond["channels"]
-    if array.ndim >= 2 and array.shape[0] == channels and array.ndim in (2, 3):
+    item = (cond["channels"], *[s // cond["upsample"] for s in spatial])
+    if array.shape == item:
         array = array[None]
-    if array.shape[1:2] != (channels,):
-        raise UsageError(f"context {name!r} needs {channels} feature channels first, got an array of shape {list(array.shape)}")
+    if array.shape[1:] != item:
+        raise UsageError(f"context {name!r} needs items of shape {list(item)} (channels, then the event's size / upsample "
+                         f"{cond['upsample']}), one for all samples or one per sample; got an array of shape {list(array.shape)}")
     if array.shape[0] not in (1, n):
-        raise UsageError(f"context {name!r} has {array.shape[0]} rows for {n} samples")
-    return torch.as_tensor(np.broadcast_to(array, (n, *array.shape[1:])).astype(np.float32))
+        raise UsageError(f"context {name!r} has {array.shape[0]} rows for {n} samples (give one, or one per sample)")
+    return torch.as_tensor(np.broadcast_to(array, (n, *item)).astype(np.float32))
 
 
 def _given(model: Any, args: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -130,6 +154,7 @@ def run(args: Any) -> int:
     if model.checkpoint_note:
         print(f"note: {model.checkpoint_note}", file=sys.stderr)
     _check_format(model, out)
+    _check_count(model, out, args.n)
     context = context_from_arguments(model, args, args.n)
     given, known = _given(model, args)
     if hasattr(model, "elbo") or hasattr(model, "flows"):
@@ -139,15 +164,47 @@ def run(args: Any) -> int:
               file=sys.stderr)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")            # the completion note is printed above
-        x = model.sample(args.n, generator=gen, cache=not args.no_cache, given=given, known=known,
-                         temperature=args.temperature, **context).cpu()
+    x = _sample_in_batches(model, args, gen, given, known, context)
     seconds = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
     written = WRITERS[out.suffix](model, x, out, context)
     print(f"wrote {written}; {args.n} sample(s) in {seconds:.1f} s")
     return 0
+
+
+MAX_PICTURE_SAMPLES = 10_000
+
+
+def _check_count(model: Any, out: Path, n: int) -> None:
+    """Refuse -n before anything is allocated when the samples cannot fit in memory (or in a picture)."""
+    from arspec.resources import available_memory, gigabytes
+    if out.suffix in (".png", ".gif") and n > MAX_PICTURE_SAMPLES:
+        raise UsageError(f"-n {n:,}: a picture of more than {MAX_PICTURE_SAMPLES:,} samples; write them to .npy instead")
+    elements = 1
+    for s in model.event_shape:
+        elements *= int(s)
+    need = n * elements * 8 * 2                  # the samples and the values sampling keeps per item, at 8 bytes each
+    free = available_memory()
+    if free is not None and need > free:
+        raise UsageError(f"-n {n:,}: {n:,} samples of {elements:,} elements need about {gigabytes(need)}, more than the "
+                         f"{gigabytes(free)} of memory available here; ask for fewer (or several runs with other --seed)")
+
+
+def _sample_in_batches(model: Any, args: Any, gen: torch.Generator, given: Any, known: Any,
+                       context: dict[str, torch.Tensor]) -> torch.Tensor:
+    """model.sample for -n items, --batch-size at a time (a progress bar when there are several batches)."""
+    from tqdm import tqdm
+    n, size = args.n, args.batch_size
+    parts = []
+    with warnings.catch_warnings(), tqdm(total=n, desc="sampling", unit="sample", disable=n <= size, dynamic_ncols=True) as bar:
+        warnings.simplefilter("ignore")            # the completion note is printed before
+        for start in range(0, n, size):
+            m = min(size, n - start)
+            part = {k: v[start:start + m] for k, v in context.items()}
+            parts.append(model.sample(m, generator=gen, cache=not args.no_cache, given=given, known=known,
+                                      temperature=args.temperature, **part).cpu())
+            bar.update(m)
+    return torch.cat(parts)
 
 
 def _sample_latent(model: Any, args: Any, out: Path, context: dict[str, torch.Tensor], device: str) -> int:

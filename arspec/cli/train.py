@@ -11,12 +11,13 @@ def run(args: Any) -> int:
     from arspec import load_spec
     from arspec.data import load_data
     from arspec.train import TrainConfig, TrainingError, evaluate_nll, train
-    from arspec.train.trainer import per_dim_text
+    from arspec.train.trainer import check_output, per_dim_text
     spec = load_spec(args.spec, overrides=args.overrides)
-    data = load_data(spec, args.data)          # a DataError is reported as "data error: ...", exit 2
     flags = {k.removeprefix("training_"): v for k, v in vars(args).items() if k.startswith("training_")}
     config = TrainConfig.from_spec(spec, Path(args.out), device=args.device, resume=args.resume, limit=args.limit,
-                                   quiet=args.quiet, backend=args.backend, **flags)
+                                   quiet=args.quiet, backend=args.backend, overwrite=args.overwrite, **flags)
+    check_output(config)                       # before the data are read: a folder in use, nothing to resume
+    data = load_data(spec, args.data)          # a DataError is reported as "data error: ...", exit 2
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         used = min(len(data.train), args.limit) if args.limit else len(data.train)

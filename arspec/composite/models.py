@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
+from arspec.identifiers import Identifier, SpecName
 from arspec.spec.models import MAX_EVENT_ELEMENTS, EventSpec, Strict, TrainingSpec, check_size
 
 ROLES = ("encoder", "prior", "decoder", "flow")
@@ -65,9 +66,9 @@ class EncoderPart(Strict):
 
     role: Literal["encoder"]
     description: str = ""
-    params: dict[str, Any] = Field(default_factory=dict)
-    blocks: dict[str, Any] = Field(default_factory=dict)
-    graph: dict[str, Any] = Field(min_length=1)
+    params: dict[Identifier, Any] = Field(default_factory=dict)
+    blocks: dict[Identifier, Any] = Field(default_factory=dict)
+    graph: dict[Identifier, Any] = Field(min_length=1)
     output: str | None = None
 
 
@@ -87,13 +88,13 @@ class CompositeSpec(Strict):
     student (objective distillation): `flow` parts, applied in the order written, each an
     autoregressive spec over its input noise whose parameters are the flow's shift and scale."""
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    name: SpecName
+    description: str = Field("", max_length=10_000)
     event: EventSpec
     latent: LatentSpec | None = Field(None, description="The latent variable z of a latent-variable model (objective: elbo).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Values every part may reference as $name (a part's own params win).")
-    blocks: dict[str, Any] = Field(default_factory=dict, description="Blocks every part may use (a part's own blocks win).")
-    parts: dict[str, dict[str, Any]] = Field(min_length=1, description=(
+    params: dict[Identifier, Any] = Field(default_factory=dict, description="Values every part may reference as $name (a part's own params win).")
+    blocks: dict[Identifier, Any] = Field(default_factory=dict, description="Blocks every part may use (a part's own blocks win).")
+    parts: dict[Identifier, dict[str, Any]] = Field(min_length=1, description=(
         "Named parts, each with a `role` (encoder, prior, decoder); model parts take every key of a spec."))
     objective: ObjectiveSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)

@@ -3,6 +3,7 @@ conditioning, optionally a vocabulary), a text file (characters as tokens), or t
 binarized MNIST .amat files."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,41 @@ def split_indices(n: int, seed: int = 0, fractions: tuple[float, float] = (0.8, 
     return [perm[:a], perm[a:b], perm[b:]]
 
 
+def plain_numbers(key: str, array: np.ndarray, name: str) -> np.ndarray:
+    """`array` as numbers torch can hold (booleans, integers up to int64, floats; float16 widened),
+    one row per item; a DataError naming the array otherwise, or if it holds NaN or infinities."""
+    if array.ndim == 0:
+        raise DataError(f"{name}: array {key!r} is a single value; expected one row per item")
+    kind = array.dtype.kind
+    if kind not in "biuf":
+        raise DataError(f"{name}: array {key!r} holds {array.dtype} values; expected numbers (booleans, integers or reals)")
+    if kind == "u" and array.dtype.itemsize == 8:
+        if array.size and int(array.max()) > np.iinfo(np.int64).max:
+            raise DataError(f"{name}: array {key!r} holds integers above {np.iinfo(np.int64).max:,}")
+        array = array.astype(np.int64)
+    if kind == "f":
+        if array.dtype.itemsize < 4:
+            array = array.astype(np.float32)
+        bad = ~np.isfinite(array)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(f"{name}: array {key!r} holds {int(bad.sum()):,} NaN or infinite value(s) (the first in row {row})")
+    return array
+
+
+def _vocabulary(array: np.ndarray, name: str) -> list[str]:
+    if array.ndim != 1 or array.dtype.kind not in "US":
+        raise DataError(f"{name}: array 'vocab' must be a list of token strings, got {array.dtype} of shape {list(array.shape)}")
+    return [str(t) for t in array]
+
+
 def from_arrays(arrays: dict[str, np.ndarray], name: str) -> Splits:
     """Splits from named arrays: train/validation/test (or x_train/x_valid/x_test) with context
     arrays `<split>_<conditioning>`; or one array `x` (split 80/10/10) with context arrays named
-    after the conditioning; and an optional `vocab` of token strings."""
-    vocab = [str(t) for t in arrays["vocab"]] if "vocab" in arrays else None
+    after the conditioning; and an optional `vocab` of token strings. Every array but the
+    vocabulary must hold plain numbers (see plain_numbers)."""
+    vocab = _vocabulary(arrays["vocab"], name) if "vocab" in arrays else None
+    arrays = {k: (v if k == "vocab" else plain_numbers(k, v, name)) for k, v in arrays.items()}
     found = {split: next((arrays[k] for k in names if k in arrays), None) for split, names in ITEM_NAMES.items()}
     if all(v is not None for v in found.values()):
         items = [torch.as_tensor(found[s]) for s in SPLITS]
@@ -48,9 +79,12 @@ def load_npz(path: Path) -> Splits:
         raise DataError(f"no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            return from_arrays({k: f[k] for k in f.files}, str(path))
-    except (ValueError, OSError) as err:
-        raise DataError(f"{path}: not a readable .npz of plain arrays ({err})") from None
+            if not hasattr(f, "files"):
+                raise DataError(f"{path}: a single .npy array under a .npz name; expected a .npz archive of named arrays")
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npz of plain arrays ({type(err).__name__}: {err})") from None
+    return from_arrays(arrays, str(path))
 
 
 def load_npy_items(path: Path, event: tuple[int, ...]) -> Splits:
@@ -60,8 +94,10 @@ def load_npy_items(path: Path, event: tuple[int, ...]) -> Splits:
         raise DataError(f"no such file: {path}")
     try:
         x = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise DataError(f"{path}: not a plain .npy array ({err})") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: not a plain .npy array ({type(err).__name__}: {err})") from None
+    if not isinstance(x, np.ndarray):
+        raise DataError(f"{path}: a .npz archive under a .npy name; expected one array of items")
     if len(event) == 4 and event[1] == 1 and x.shape[1:] == (event[0], *event[2:]):
         x = x[:, :, None]
     return from_arrays({"x": x}, str(path))
@@ -74,7 +110,7 @@ def load_npy_folder(folder: Path) -> Splits:
     for f in sorted(folder.glob("*.npy")):
         try:
             arrays[f.stem] = np.load(f, allow_pickle=False)
-        except ValueError as err:
+        except (ValueError, OSError, EOFError) as err:
             raise DataError(f"{f}: not a plain .npy array ({err})") from None
     vocab_file = folder / "vocab.txt"
     if vocab_file.exists():

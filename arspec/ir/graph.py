@@ -82,6 +82,7 @@ class IRGraph:
     event_shape: tuple[int, ...] = ()                    # as the spec writes it
     conditioning: dict[str, Any] = field(default_factory=dict)
     source: SpecSource | None = None
+    description: str = ""                               # the spec's, overrides applied
 
     def node(self, name: str) -> IRNode:
         return self.graph.nodes[name]["node"]

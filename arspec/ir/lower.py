@@ -16,6 +16,7 @@ from arspec.ir.context import ContextUpsampleOp
 from arspec.ir.graph import IRGraph, IRNode
 from arspec.ops import get_op
 from arspec.ops.base import LowerContext, Op, ShapeError
+from arspec.ops.registry import op_origin
 from arspec.ordering import OBSERVED, OrderingError, compute_order, internal_event
 from arspec.primitives import Activation, Add, ContextProjection, Gate
 from arspec.primitives.program import Program, ProgramBuilder, ProgramError, Value
@@ -50,10 +51,6 @@ def build_context(spec: Any, source: SourceMap, problems: Problems) -> tuple[Low
         problems.add(source.locate(("ordering",)), "ordering",
                      "an agnostic ordering stands alone: it already trains every ordering (no list of orderings, no connectivity masks)")
         return None
-    if OBSERVED in spec.conditioning:
-        problems.add(source.locate(("conditioning", OBSERVED)), f"conditioning.{OBSERVED}",
-                     f"{OBSERVED!r} is the name of the order-agnostic models' mask input; name this conditioning otherwise")
-        return None
     masks = max(spec.connectivity.masks, len(orders))
     ctx = LowerContext(event, dist.params_per_element, orders, masks, dist.classes if dist.discrete else None,
                        couples_channels=dist.couples_channels, conditioning=dict(spec.conditioning), agnostic=agnostic,
@@ -61,9 +58,19 @@ def build_context(spec: Any, source: SourceMap, problems: Problems) -> tuple[Low
     return ctx, dist
 
 
+def op_failure(op: str, stage: str, node: str, err: Exception) -> str:
+    """The message for an op whose code raised (a plugin's bug, or ours): the op, its package, the
+    node, and the error in one line."""
+    origin = op_origin(op)
+    whose = f"the {origin} package's" if origin and origin != "arspec" else "arspec's"
+    detail = " ".join(str(err).split())[:300]
+    return (f"op {op!r} ({whose} code) failed in its {stage} on node {node!r}: {type(err).__name__}"
+            + (f": {detail}" if detail else "") + " (a bug in the op, not in this spec: report it to its authors)")
+
+
 def identifier(name: str, taken: set[str]) -> str:
     """A unique Python identifier for a node name (`stack[3].filt` -> `stack_3_filt`)."""
-    base = re.sub(r"_+", "_", re.sub(r"\W", "_", name)).strip("_") or "node"
+    base = re.sub(r"_+", "_", re.sub(r"\W", "_", name, flags=re.ASCII)).strip("_") or "node"
     if base[0].isdigit() or keyword.iskeyword(base):
         base = f"n_{base}"
     ident, k = base, 1
@@ -149,6 +156,9 @@ class _Lowering:
         except (ValueError, MemoryError, OverflowError) as err:   # never a traceback for a spec
             self.problems.add(self.source.locate(en.path), path, f"cannot build this {en.spec.op} node: {err}")
             return
+        except Exception as err:                                  # the op's own code failed: name it, and the node
+            self.problems.add(self.source.locate(en.path), path, op_failure(op.name, "shape rule", en.name, err))
+            return
         node = IRNode(en.name, "op", core, op=op, spec=en.spec, attrs=attrs, inputs=inputs, conditions=list(en.condition),
                       residual=en.residual, location=self.source.locate(en.path), spec_path=path,
                       field_locations={key: self.source.locate(en.path + (key,)) for key in ("inputs", "residual", "condition")})
@@ -197,6 +207,9 @@ class _Lowering:
             out = node.op.semantics(node.spec, node.attrs, b, main, self.ctx)
         except ProgramError as err:
             self.problems.add(where or Location("<spec>", 1, 1), node.spec_path, f"op {node.op.name!r}: {err}")
+            return None
+        except Exception as err:                                  # the op's own code failed: name it, and the node
+            self.problems.add(where or Location("<spec>", 1, 1), node.spec_path, op_failure(node.op.name, "semantics", node.name, err))
             return None
         if out.type.shape != core.shape:
             self.problems.add(where or Location("<spec>", 1, 1), node.spec_path,
@@ -273,7 +286,7 @@ def lower(spec: Any, expansion: Expansion, source: SourceMap, problems: Problems
     if out_name is None:
         return None
     ir = IRGraph(lowering.g, out_name, ctx, dist, not lowering.type_of(out_name).spatial, spec.name,
-                 tuple(spec.event.shape), dict(spec.conditioning))
+                 tuple(spec.event.shape), dict(spec.conditioning), description=spec.description)
     if ir.parameters > MAX_PARAMETERS:
         problems.add(source.locate(("graph",)), "graph", f"the model would have {ir.parameters:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
         return None

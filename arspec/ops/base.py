@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from arspec.identifiers import Identifier
 from arspec.primitives.program import ProgramBuilder, Value
 from arspec.types import TensorType
 
@@ -24,7 +25,7 @@ class NodeSpec(BaseModel):
     inputs: list[str] | None = Field(None, description="Input node names; defaults to the previous node (or x for the first).")
     condition: list[str] = Field(default_factory=list, description="Conditioning inputs (or context-only nodes) added inside this op.")
     residual: str | None = Field(None, description="A node (or 'in' inside a block) added to this op's output.")
-    output: str | None = Field(None, description="Inside a block: export this node under that name (summed over repeats).")
+    output: Identifier | None = Field(None, description="Inside a block: export this node under that name (summed over repeats).")
     repeat: RepeatSpec | None = Field(None, description="Chain this op with itself, with per-iteration values.")
     description: str | None = None
 

@@ -5,9 +5,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
 
+from arspec.identifiers import ContextName, Identifier, SpecName
 from arspec.ops.base import RepeatSpec
 
-MAX_EVENT_ELEMENTS = 50_000_000
+MAX_EVENT_ELEMENTS = 16_777_216          # 2**24: 4096 x 4096, or 17 minutes of 16 kHz audio
 
 
 class Strict(BaseModel):
@@ -172,10 +173,10 @@ ConditioningSpec = Annotated[GlobalConditioning | LocalConditioning, Field(discr
 class BlockSpec(Strict):
     """A reusable sub-graph. Its nodes may use `$param` values; `inputs` name its inputs."""
 
-    params: list[str] = Field(default_factory=list)
-    inputs: list[str] = Field(default_factory=lambda: ["in"])
-    outputs: dict[str, str] | None = Field(None, description="Threaded outputs (name -> node); default: the last node.")
-    graph: dict[str, dict[str, Any]] = Field(min_length=1)
+    params: list[Identifier] = Field(default_factory=list)
+    inputs: list[Identifier] = Field(default_factory=lambda: ["in"])
+    outputs: dict[Identifier, str] | None = Field(None, description="Threaded outputs (name -> node); default: the last node.")
+    graph: dict[Identifier, dict[str, Any]] = Field(min_length=1)
 
 
 class BlockUse(Strict):
@@ -206,7 +207,7 @@ class TrainingSpec(Strict):
     lr_decay: float = Field(0.9995, gt=0, le=1, description="Per-step factor of the exponential schedule.")
     batch_size: int = Field(64, ge=1, le=1_000_000, description="Items per step (per process under torchrun).")
     shuffle: bool = Field(True, description="Shuffle the training items every epoch (false: a fixed order, e.g. to compare runs).")
-    epochs: int = Field(10, ge=0, le=1_000_000, description="Passes over the training data.")
+    epochs: int = Field(10, ge=1, le=1_000_000, description="Passes over the training data.")
     steps: int | None = Field(None, ge=1, description="Stop after this many steps in all (a resumed run counts the steps already taken).")
     patience: int | None = Field(None, ge=1, description="Stop early after this many validations without improvement.")
     warmup_steps: int = Field(0, ge=0, description="Raise the learning rate linearly over this many first steps.")
@@ -227,8 +228,8 @@ class ModelSpec(Strict):
     """The top level of a spec file. Graph nodes are validated against the op registry when the
     graph is expanded (plugins may add ops), and the loader attaches the lowered IR."""
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    name: SpecName
+    description: str = Field("", max_length=10_000)
     event: EventSpec
     distribution: DistributionSpec
     ordering: Annotated[
@@ -236,10 +237,10 @@ class ModelSpec(Strict):
         BeforeValidator(_as_list, json_schema_input_type=OrderingSpec | list[OrderingSpec]),
         Field(min_length=1, description="One ordering, or several for order-agnostic training."),
     ] = Field(default_factory=lambda: [RasterOrdering(type="raster")])  # type: ignore[arg-type]
-    conditioning: dict[str, ConditioningSpec] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict, description="Values referenced as $name anywhere in the graph.")
-    blocks: dict[str, BlockSpec] = Field(default_factory=dict)
-    graph: dict[str, Any] = Field(min_length=1, description="Named nodes in order: an op with its inputs and parameters, or a block use.")
+    conditioning: dict[ContextName, ConditioningSpec] = Field(default_factory=dict)
+    params: dict[Identifier, Any] = Field(default_factory=dict, description="Values referenced as $name anywhere in the graph.")
+    blocks: dict[Identifier, BlockSpec] = Field(default_factory=dict)
+    graph: dict[Identifier, Any] = Field(min_length=1, description="Named nodes in order: an op with its inputs and parameters, or a block use.")
     output: str | None = Field(None, description="The node producing the distribution parameters; default: the last node.")
     connectivity: ConnectivitySpec = Field(default_factory=ConnectivitySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)

@@ -10,6 +10,12 @@ from arspec.spec.expand import substitute
 from arspec.spec.yaml_source import Path, SourceMap, load_yaml
 
 
+def shown_override(item: str, limit: int = 80) -> str:
+    """An override as messages show it: on one line, cut to `limit` characters."""
+    text = item if item.isprintable() else repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _parse_key(key: str) -> Path:
     return tuple(int(p) if p.isdigit() else p for p in key.split("."))
 
@@ -17,7 +23,7 @@ def _parse_key(key: str) -> Path:
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: SourceMap, problems: Problems) -> None:
     """Apply `key.path=value` overrides in place; values are parsed as YAML (safely)."""
     for item in overrides:
-        where = Location(f"--set {item}", 1, 1)
+        where = Location(f"--set {shown_override(item)}", 1, 1)
         if "=" not in item:
             problems.add(where, "", "an override must look like key.path=value")
             continue
@@ -27,7 +33,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: Sour
             problems.add(where, key, "empty key in override")
             continue
         value_problems = Problems()
-        value, value_source = load_yaml(text if text.strip() else "null", f"--set {item}", value_problems)
+        value, value_source = load_yaml(text if text.strip() else "null", f"--set {shown_override(item)}", value_problems)
         for p in value_problems.items:
             problems.add(where, key, p.message)
         if value_problems:

@@ -7,7 +7,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from arspec.errors import Problems
+from arspec.identifiers import PATTERN_WORDS
 from arspec.spec.yaml_source import Path, SourceMap, dotted
+
+KEY = "[key]"     # pydantic's last location part for an invalid mapping key
 
 
 def _data_path(loc: tuple[Any, ...], data: Any) -> Path:
@@ -15,6 +18,8 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> Path:
     tags pydantic inserts (a part that is not a key of the mapping and is not the last part)."""
     path: list[Any] = []
     node = data
+    if loc and loc[-1] == KEY:          # an invalid key: the path is the key's own
+        loc = loc[:-1]
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
         if isinstance(node, dict):
@@ -33,7 +38,8 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> Path:
     return tuple(path)
 
 
-def _message(err: Any) -> str:
+def describe(err: Any) -> str:
+    """One pydantic error in the user's words (what was expected, what was given)."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
@@ -80,6 +86,13 @@ def _message(err: Any) -> str:
         return f"has more than {ctx.get('max_length')} entries"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") in PATTERN_WORDS:
+        what = "the name" if err["loc"] and err["loc"][-1] == KEY else "the value"
+        return f"{what} {shown} is not {PATTERN_WORDS[ctx['pattern']]}"
+    if kind == "string_too_long":
+        return f"longer than {ctx.get('max_length')} characters"
+    if kind == "string_too_short":
+        return "is empty" if ctx.get("min_length") == 1 else f"shorter than {ctx.get('min_length')} characters"
     msg = err["msg"]
     return msg[0].lower() + msg[1:] + (f", got {shown}" if value is not None and kind != "value_error" else "")
 
@@ -107,4 +120,4 @@ def report_validation_error(err: ValidationError, data: Any, base: Path, source:
             location = source.locate(path[:-1])
         else:
             location = source.locate(path)
-        problems.add(location, dotted(path), _message(e))
+        problems.add(location, dotted(path), describe(e))

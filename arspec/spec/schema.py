@@ -28,8 +28,10 @@ def _allow_refs(defn: dict[str, Any]) -> None:
 def spec_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) every valid spec file satisfies."""
     schema = ModelSpec.model_json_schema()
+    _names_as_property_names(schema)
     defs = schema.setdefault("$defs", {})
     nodes = TypeAdapter(graph_node_type()).json_schema(ref_template="#/$defs/{model}")
+    _names_as_property_names(nodes)
     defs.update(nodes.pop("$defs", {}))
     defs["GraphNode"] = nodes
     for name, defn in defs.items():
@@ -58,6 +60,7 @@ def _with_parts(model: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     defs["ModelPart"] = part
     for cls in (EncoderPart, StandardNormalPrior, CompositeSpec):
         sub = cls.model_json_schema(ref_template="#/$defs/{model}")
+        _names_as_property_names(sub)
         defs.update(sub.pop("$defs", {}))
         defs[cls.__name__] = sub
     defs["EncoderPart"]["properties"]["graph"]["additionalProperties"] = {"$ref": "#/$defs/GraphNode"}
@@ -71,6 +74,24 @@ def _with_parts(model: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         "anyOf": [{"$ref": "#/$defs/ModelSpec"}, {"$ref": "#/$defs/CompositeSpec"}],
         "$defs": defs,
     }
+
+
+def _names_as_property_names(node: Any) -> None:
+    """Mappings keyed by names (`dict[Identifier, X]`): pydantic writes `patternProperties`; here
+    the name rule becomes `propertyNames` and X the `additionalProperties`, which the graph's node
+    schema can then replace."""
+    if isinstance(node, dict):
+        patterns = node.get("patternProperties")
+        if isinstance(patterns, dict) and len(patterns) == 1:
+            (pattern, value), = patterns.items()
+            del node["patternProperties"]
+            node["propertyNames"] = {"pattern": pattern}
+            node["additionalProperties"] = value
+        for value in node.values():
+            _names_as_property_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            _names_as_property_names(value)
 
 
 def schema_json() -> str:

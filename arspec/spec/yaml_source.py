@@ -24,6 +24,7 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:timestamp",
 }
 _MAX_NODES = 200_000
+MAX_DEPTH = 64          # nesting deeper than this is no spec (and would exhaust the recursion of later stages)
 
 
 @dataclass
@@ -61,6 +62,9 @@ def load_yaml(text: str, filename: str, problems: Problems) -> tuple[Any, Source
     source = SourceMap(filename)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        problems.add(Location(filename, 1, 1), "", f"the spec nests lists or mappings far deeper than the limit of {MAX_DEPTH} levels")
+        return None, source
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         loc = _loc(filename, mark) if mark else Location(filename, 1, 1)
@@ -78,6 +82,8 @@ def load_yaml(text: str, filename: str, problems: Problems) -> tuple[Any, Source
         count[0] += 1
         if count[0] > _MAX_NODES:
             raise _TooLarge(node)
+        if len(path) > MAX_DEPTH:
+            raise _TooDeep(node)
         source.positions.setdefault(path, _loc(filename, node.start_mark))
         if isinstance(node, yaml.ScalarNode):
             if node.tag not in _SCALAR_TAGS:
@@ -121,10 +127,18 @@ def load_yaml(text: str, filename: str, problems: Problems) -> tuple[Any, Source
     except _TooLarge as err:
         problems.add(_loc(filename, err.node.start_mark), "", f"the document expands to more than {_MAX_NODES} nodes (alias bomb?)")
         return None, source
+    except _TooDeep as err:
+        problems.add(_loc(filename, err.node.start_mark), "", f"lists or mappings nested deeper than the limit of {MAX_DEPTH} levels")
+        return None, source
     return data, source
 
 
 class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+class _TooDeep(Exception):
     def __init__(self, node: yaml.Node) -> None:
         self.node = node
 
@@ -135,7 +149,9 @@ def _dotted(path: Path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            shown = text if text.isprintable() and text.strip() == text and text else repr(text)   # one line, whatever the key
+            out += ("." if out else "") + shown
     return out
 
 

@@ -4,8 +4,11 @@ validation) and loss.png (both curves, the best checkpoint marked)."""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
+
+from arspec.fileio import write_with
 
 STEP_FIELDS = ["step", "epoch", "train_nats", "lr", "validation_nats", "best"]
 EPOCH_FIELDS = ["epoch", "step", "train_nats", "validation_nats", "best"]
@@ -22,6 +25,32 @@ def append_steps(out: Path, rows: list[dict[str, Any]]) -> None:
             w.writeheader()
         for row in rows:
             w.writerow({k: row.get(k, "") for k in STEP_FIELDS})
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def keep_steps_through(out: Path, step: int) -> None:
+    """Drop the rows of loss.csv after `step` (a resumed run starts from its checkpoint's step: rows
+    written after that checkpoint would otherwise appear twice)."""
+    rows = read_steps(out)
+    kept = [r for r in rows if (s := _step_of(r)) is not None and s <= step]
+    if len(kept) != len(rows):
+        write_with(out / "loss.csv", lambda tmp: _write_rows(tmp, kept, STEP_FIELDS))
+
+
+def _step_of(row: dict[str, str]) -> int | None:
+    try:
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row.get(k, "") for k in fields})
 
 
 def read_steps(out: Path) -> list[dict[str, str]]:
@@ -33,25 +62,21 @@ def read_steps(out: Path) -> list[dict[str, str]]:
 
 
 def write_epochs(out: Path, history: list[dict[str, Any]], best_step: int | None) -> None:
-    """epochs.csv: one row per validation so far (rewritten after each, so a long run can be watched)."""
-    with open(out / "epochs.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=EPOCH_FIELDS)
-        w.writeheader()
-        for r in history:
-            w.writerow({**{k: r.get(k) for k in EPOCH_FIELDS}, "best": int(r.get("step") == best_step)})
+    """epochs.csv: one row per validation so far (rewritten after each, atomically, so a long run can be watched)."""
+    rows = [{**{k: r.get(k) for k in EPOCH_FIELDS}, "best": int(r.get("step") == best_step)} for r in history]
+    write_with(out / "epochs.csv", lambda tmp: _write_rows(tmp, rows, EPOCH_FIELDS))
 
 
 def write_loss_curve(out: Path, history: list[dict[str, Any]], best_step: int | None) -> None:
     """Fill the validation columns of loss.csv, write epochs.csv and draw loss.png."""
     validations = {int(r["step"]): r for r in history}
-    steps = read_steps(out)
-    with open(out / "loss.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=STEP_FIELDS)
-        w.writeheader()
-        for row in steps:
-            step = int(row["step"])
-            val = validations.get(step)
-            w.writerow({**row, "validation_nats": val["validation_nats"] if val else "", "best": int(step == best_step) if val else ""})
+    steps = [r for r in read_steps(out) if _step_of(r) is not None]
+    rows = []
+    for row in steps:
+        step = int(row["step"])
+        val = validations.get(step)
+        rows.append({**row, "validation_nats": val["validation_nats"] if val else "", "best": int(step == best_step) if val else ""})
+    write_with(out / "loss.csv", lambda tmp: _write_rows(tmp, rows, STEP_FIELDS))
     write_epochs(out, history, best_step)
     _draw(out / "loss.png", steps, history, best_step)
 

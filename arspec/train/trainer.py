@@ -4,7 +4,7 @@ checkpoints, exact resume (mid-epoch, bit for bit on CPU), Ctrl-C and NaN safety
 DistributedDataParallel under torchrun (only rank 0 writes files)."""
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 import time
@@ -13,20 +13,29 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from pydantic import ConfigDict
+from pydantic import ConfigDict, ValidationError
 from torch import nn
 from tqdm import tqdm
 
-from arspec.checkpoint import load_optimizer_state, load_scheduler_state, read_checkpoint, save_checkpoint
+from arspec.checkpoint import load_optimizer_state, load_scheduler_state, load_weights, metadata_json, read_checkpoint, save_checkpoint
 from arspec.data.splits import Splits
+from arspec.errors import UsageError
 from arspec.spec.models import TrainingSpec
 from arspec.train.averaging import WeightAverage
 from arspec.train.batches import epoch_batches
-from arspec.train.curves import append_steps, write_epochs, write_loss_curve
+from arspec.train.curves import append_steps, keep_steps_through, write_epochs, write_loss_curve
+from arspec.train.lock import RunLock
+
+LAST, BEST, DIVERGED = "last.safetensors", "best.safetensors", "diverged.safetensors"
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss, say); a checkpoint of the last good state was written."""
+    """Training cannot go on (a non-finite loss, gradient or weight); the message says where the
+    last good state is, and where the diverged one was put."""
+
+
+class OutputInUse(UsageError):
+    """The output folder holds another run (a previous one, without --resume or --overwrite)."""
 
 
 class TrainConfig(TrainingSpec):
@@ -42,13 +51,27 @@ class TrainConfig(TrainingSpec):
     limit: int | None = None
     quiet: bool = False
     backend: str = "torch"
+    overwrite: bool = False
 
     @classmethod
     def from_spec(cls, spec: Any, out: Path | str, **flags: Any) -> TrainConfig:
         values = spec.training.model_dump()
         values["resample_every"] = spec.connectivity.resample_every
-        values.update({k: v for k, v in flags.items() if v is not None})
-        return cls(out=Path(out), **values)
+        given = {k: v for k, v in flags.items() if v is not None}
+        values.update(given)
+        try:
+            return cls(out=Path(out), **values)
+        except ValidationError as err:
+            raise UsageError(_flag_problems(err, given)) from None
+
+
+def _flag_problems(err: ValidationError, flags: dict[str, Any]) -> str:
+    """The first invalid training value, named as the flag that gave it (or the spec's field)."""
+    from arspec.spec.pydantic_errors import describe
+    first = err.errors(include_url=False)[0]
+    name = str(first["loc"][0]) if first["loc"] else ""
+    where = f"--{name.replace('_', '-')}" if name in flags else f"training.{name}"
+    return f"{where}: {describe(first)}"
 
 
 class _Objective(nn.Module):
@@ -60,6 +83,20 @@ class _Objective(nn.Module):
 
     def forward(self, x: torch.Tensor, context: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.training_loss(x, **context).mean()
+
+
+def check_output(config: TrainConfig) -> None:
+    """OutputInUse where the run cannot start: --resume without a last checkpoint, or a new run
+    where a previous run's checkpoints are (unless --overwrite: nothing is replaced unasked)."""
+    out = Path(config.out)
+    if config.resume:
+        if not (out / LAST).exists():
+            raise OutputInUse(f"{out}: nothing to resume (no {LAST}); start without --resume")
+        return
+    previous = [name for name in (LAST, BEST) if (out / name).exists()]
+    if previous and not config.overwrite:
+        raise OutputInUse(f"{out} holds a previous run ({', '.join(previous)}); continue it with --resume, "
+                          "start again there with --overwrite, or choose another --out")
 
 
 def _distributed() -> tuple[bool, int, int]:
@@ -170,45 +207,86 @@ class _Run:
         self.state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best_validation_nats": None, "best_step": None,
                                       "stale": 0, "stopped": None, "history": [], "since": [0.0, 0]}
         self.step_rows: list[dict[str, Any]] = []
-        if self.writer:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if not config.resume:
-                (self.out / "loss.csv").unlink(missing_ok=True)
         if config.resume:
             self._resume()
+        elif self.writer:
+            self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """A new run in `out` (see check_output): the previous run's curves removed."""
+        check_output(self.config)
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in ("loss.csv", "epochs.csv", DIVERGED):
+            (self.out / name).unlink(missing_ok=True)
 
     def batches(self, epoch: int) -> list[torch.Tensor]:
         return epoch_batches(len(self.x), self.config.batch_size, epoch, self.config.seed, self.config.shuffle, self.rank, self.world)
 
     def _resume(self) -> None:
-        last = self.out / "last.safetensors"
+        last = self.out / LAST
+        check_output(self.config)
         tensors, metadata = read_checkpoint(last)
-        self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        load_weights(self.model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, last)
         if self.ema is not None and any(k.startswith("ema.") for k in tensors):
-            self.ema.module.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
+            load_weights(self.ema.module, {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}, last)
         load_optimizer_state(last, self.optimizer)
         load_scheduler_state(last, self.scheduler)
         if "rng.cpu" in tensors:
             torch.set_rng_state(tensors["rng.cpu"])
-        self.state.update(json.loads(metadata["meta"]).get("state", {}))
+        self.state.update(metadata_json(last, metadata, "meta", {}).get("state", {}))
         self.state["stopped"] = None
         if self.writer:
+            keep_steps_through(self.out, int(self.state["step"]))
             print(f"resuming from step {self.state['step']} (epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}) of {last}")
 
     def checkpoint(self, name: str, extra: dict[str, Any] | None = None) -> None:
-        if not self.writer:
-            return
-        if self.step_rows:
+        """Write `name` (best or last) from the current state: never with weights that are not
+        finite (the previous file is kept, the state goes to diverged.safetensors, and training
+        stops). Then the per-step rows it covers go to loss.csv (after the file: a resume never
+        finds rows twice)."""
+        if not self.finite():
+            self.diverged(f"the weights became non-finite by step {self.state['step']}")
+        self._save(name, extra)
+        if self.writer and self.step_rows:
             append_steps(self.out, self.step_rows)
             self.step_rows = []
+
+    def _save(self, name: str, extra: dict[str, Any] | None = None) -> None:
+        if not self.writer:
+            return
         meta = {"state": self.state, "data": self.data.name, "elements": self.elements, **(extra or {})}
         if self.data.vocab is not None:
             meta["vocab"] = self.data.vocab
         tensors = {"rng.cpu": torch.get_rng_state()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
-        save_checkpoint(self.out / name, self.model, self.spec.ir.source, meta, self.optimizer, self.scheduler, tensors,
-                        backend=self.config.backend)
+        exact = name != BEST                  # the best weights are for evaluation: no optimizer state
+        save_checkpoint(self.out / name, self.model, self.spec.ir.source, meta, self.optimizer if exact else None,
+                        self.scheduler if exact else None, tensors, backend=self.config.backend)
+
+    def finite(self) -> bool:
+        """Whether every weight (and the average of them, with EMA) is finite."""
+        modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
+
+    def diverged(self, reason: str) -> None:
+        """Stop training on a non-finite loss, gradient or weight. The weights as they are before
+        this step's update are saved as the last state when they are finite (resume from there with
+        a lower --lr); otherwise the last state written stays, and these go to diverged.safetensors."""
+        last = self.out / LAST
+        if self.finite():
+            self._save(LAST, {"stopped": reason})
+            if self.writer and self.step_rows:
+                append_steps(self.out, self.step_rows)
+                self.step_rows = []
+            where = (f"the weights before that update are saved as the last state, {last} (resume it with --resume and a lower "
+                     "--lr or --grad-clip)")
+        else:
+            self._save(DIVERGED, {"stopped": reason})
+            kept = f"the last good state is {last} (unchanged)" if last.exists() else f"no good state was saved before ({last} does not exist)"
+            best = f", the best weights {self.out / BEST}" if (self.out / BEST).exists() else ""
+            where = f"{kept}{best}; the diverged weights are in {self.out / DIVERGED}"
+        raise TrainingError(f"{reason}; {where}")
 
     def step(self, items: torch.Tensor) -> float:
         """One optimisation step on a batch of item indices; returns its loss in nats per item."""
@@ -221,21 +299,24 @@ class _Run:
         cb = {n: t[items].to(self.device) for n, t in self.context.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             loss = self.objective(xb, cb)
-        if not torch.isfinite(loss):
-            self.checkpoint("last.safetensors", {"stopped": "non-finite loss"})
-            raise TrainingError(f"the loss became {float(loss.detach())} at step {self.state['step']}; the last good weights "
-                                f"are in {self.out / 'last.safetensors'} (try a lower lr or grad_clip)")
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        params = [p for p in model.parameters() if p.grad is not None]
         if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        value, norm_value = torch.stack([loss.detach().float(), norm.float()]).tolist()    # one synchronisation
+        if not math.isfinite(value):
+            self.diverged(f"the loss became {value} at step {self.state['step'] + 1}")
+        if not math.isfinite(norm_value):
+            self.diverged(f"the gradient became {norm_value} at step {self.state['step'] + 1}")
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(model, self.state["step"])
         self.state["step"] += 1
-        value = float(loss.detach())
         self.state["since"] = [self.state["since"][0] + value, self.state["since"][1] + 1]
         self.step_rows.append({"step": self.state["step"], "epoch": self.state["epoch"] + 1, "train_nats": value, "lr": lr})
         return value
@@ -260,7 +341,7 @@ class _Run:
             state["batch"] = 0
             if state["epoch"] % config.validate_every == 0:
                 self.validate_and_save()
-        self.checkpoint("last.safetensors")
+        self.checkpoint(LAST)
 
     def validate_and_save(self) -> None:
         """Validation NLL; the best checkpoint; early stopping after `patience` validations without improvement."""
@@ -278,7 +359,7 @@ class _Run:
                        f"({per_dim_text(val, self.elements, self.model.distribution.discrete)})")
         if state["best_validation_nats"] is None or val < state["best_validation_nats"]:
             state.update(best_validation_nats=val, best_step=state["step"], stale=0)
-            self.checkpoint("best.safetensors")
+            self.checkpoint(BEST)
         else:
             state["stale"] += 1
             if config.patience is not None and state["stale"] >= config.patience:
@@ -291,24 +372,26 @@ class _Run:
         history = self.state["history"]
         if not history or history[-1]["step"] != self.state["step"]:
             self.validate_and_save()
-        self.checkpoint("last.safetensors", {"stopped": self.state["stopped"]} if self.state["stopped"] else None)
+        self.checkpoint(LAST, {"stopped": self.state["stopped"]} if self.state["stopped"] else None)
         if self.writer:
             write_loss_curve(self.out, self.state["history"], self.state["best_step"])
 
 
 def train(spec: Any, data: Splits, config: TrainConfig) -> dict[str, Any]:
     """Train `spec` on `data`; returns the final figures. Ctrl-C saves the exact state to resume from."""
-    run = _Run(spec, data, config)
-    start_time = time.time()
-    try:
-        while run.state["step"] < run.total_steps and not run.state["stopped"]:
-            run.epoch()
-        run.finish()
-    except KeyboardInterrupt:
-        run.checkpoint("last.safetensors", {"stopped": "interrupted"})
-        if run.writer:
-            print(f"\ninterrupted at step {run.state['step']}: saved {run.out / 'last.safetensors'} (continue with --resume)")
-        raise
+    writer = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(config.out) if writer else contextlib.nullcontext():
+        run = _Run(spec, data, config)
+        start_time = time.time()
+        try:
+            while run.state["step"] < run.total_steps and not run.state["stopped"]:
+                run.epoch()
+            run.finish()
+        except KeyboardInterrupt:
+            run.checkpoint(LAST, {"stopped": "interrupted"})
+            if run.writer:
+                print(f"\ninterrupted at step {run.state['step']}: saved {run.out / LAST} (continue with --resume)")
+            raise
     if run.distributed:
         dist.barrier()
         dist.destroy_process_group()

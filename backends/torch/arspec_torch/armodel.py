@@ -128,8 +128,15 @@ class ARModel(nn.Module):
         context = self._check_context(context)
         raw = self.to_internal(x)
         if self.agnostic:
-            mask = torch.zeros_like(raw, dtype=self.dtype) if observed is None else observed.to(self.device, self.dtype)
-            context = {**context, "observed": self.to_internal(mask.expand(x.shape[0], *self.event_shape))}
+            shape = (x.shape[0], *self.event_shape)
+            if observed is None:
+                mask = torch.zeros(shape, device=self.device, dtype=self.dtype)
+            elif tuple(observed.shape[1:]) != tuple(self.event_shape) or observed.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"observed= must have shape (B or 1, *event_shape) = ({x.shape[0]} or 1, "
+                                 f"{', '.join(map(str, self.event_shape))}), got {tuple(observed.shape)}")
+            else:
+                mask = observed.to(self.device, self.dtype).expand(shape)
+            context = {**context, "observed": self.to_internal(mask)}
         elif observed is not None:
             raise ValueError("observed= is only for order-agnostic models (ordering: {type: agnostic})")
         return self.user_params(self.net(raw, self.distribution.encode(raw, self.dtype), context))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from arspec_torch import cstep
+from arspec_torch.ccache import load_library
 
 SOURCE = r"""
 #include <stdint.h>
@@ -166,7 +167,7 @@ def library() -> ctypes.CDLL | None:
     choices = [(*cstep.FLAGS, "-fopenmp")] if torch_runs_libgomp() else []
     for flags in (*choices, tuple(cstep.FLAGS)):           # without OpenMP (another runtime, no libgomp): one thread
         try:
-            lib = cstep.load(SOURCE, flags)
+            lib = load_library(SOURCE, flags, prefix="pass")
             break
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:
             failure = error

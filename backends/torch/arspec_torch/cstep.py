@@ -2,8 +2,8 @@
 (a product, a gather of taps, a gate, a ring write...) over buffers the program owns, and one C
 call runs a whole generation step. At WaveNet's size numpy's per-call overhead is most of a step
 (about 12 calls per layer at 0.5 to 1.5 us each); here a step costs its arithmetic. The runtime
-is compiled once per machine and dtype with the system's C compiler and kept under
-~/.cache/arspec (or $ARSPEC_CACHE); models compile nothing. Same plan, rings and tables as the
+is compiled once per machine and dtype with the system's C compiler and kept, verified, in a
+private cache (ccache.py); models compile nothing. Same plan, rings and tables as the
 numpy step (stepplan.StepProgram), which it extends.
 
 * Values are item-major, (B, C) per position, and the items are independent: with several
@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arspec_torch.ccache import compiler, load_library
 from arspec_torch.stepplan import StepProgram
 
 #: the compiler flags: native vector width; math functions without errno, so loops vectorize
@@ -396,14 +393,6 @@ def lanes(dtype: np.dtype) -> int:
     return 64 // np.dtype(dtype).itemsize
 
 
-def compiler() -> str | None:
-    """The C compiler to use: $CC, else cc or gcc on the PATH; None if there is none."""
-    for name in (os.environ.get("CC"), "cc", "gcc"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
 def c_step_available(dtype: np.dtype) -> bool:
     """Whether the C step can run here: a float32/float64 model, a compiler that builds the
     runtime (a failure is warned about once, and the numpy step runs), and not switched off by
@@ -414,7 +403,7 @@ def c_step_available(dtype: np.dtype) -> bool:
         return False
     try:
         runtime(dtype)
-    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:     # CacheError is an OSError
         _warn_once(f"cached generation runs the numpy step: the C step's runtime did not build ({error})")
         return False
     return True
@@ -434,32 +423,6 @@ def step_threads(batch: int) -> int:
     return max(1, min(torch.get_num_threads(), cores, batch // 4))
 
 
-def cache_dir() -> Path:
-    """Where the compiled runtime is kept: $ARSPEC_CACHE, else ~/.cache/arspec (keyed by the source's hash)."""
-    root = os.environ.get("ARSPEC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "arspec")
-    return Path(root) / "cstep"
-
-
-@functools.lru_cache(maxsize=8)
-def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
-    """The compiled library of a C source (the step's runtime, the whole-tensor pass): built once
-    per machine (written atomically), then reused."""
-    digest = hashlib.sha256((source + " ".join(flags)).encode()).hexdigest()[:24]
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    library = folder / f"runtime_{digest}.so"
-    if not library.exists():
-        with tempfile.TemporaryDirectory(dir=folder) as work:
-            c_file, built = Path(work) / "runtime.c", Path(work) / "runtime.so"
-            c_file.write_text(source)
-            result = subprocess.run([compiler() or "cc", *flags, "-o", str(built), str(c_file), "-lm"],
-                                    capture_output=True, text=True, timeout=300)
-            if result.returncode != 0:
-                raise RuntimeError(f"compiling C kernels failed:\n{result.stderr[-2000:]}")
-            os.replace(built, library)
-    return ctypes.CDLL(str(library))
-
-
 def runtime(dtype: np.dtype) -> ctypes.CDLL:
     """The runtime library for a dtype (compiled once per machine, loaded once per process)."""
     return _runtime_library(RUNTIME.replace("@REAL@", "double" if np.dtype(dtype) == np.float64 else "float"), tuple(FLAGS))
@@ -468,7 +431,7 @@ def runtime(dtype: np.dtype) -> ctypes.CDLL:
 @functools.lru_cache(maxsize=8)
 def _runtime_library(source: str, flags: tuple[str, ...]) -> ctypes.CDLL:
     """`load`, with the runtime's entry points declared once per library."""
-    lib = load(source, flags)
+    lib = load_library(source, flags)
     lib.rt_step.argtypes, lib.rt_step.restype = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int], None
     lib.rt_start_threads.argtypes, lib.rt_start_threads.restype = [ctypes.c_int], ctypes.c_int
     lib.rt_sample.restype = ctypes.c_longlong

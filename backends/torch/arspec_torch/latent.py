@@ -159,7 +159,7 @@ class LatentVariableModel(nn.Module):
         if orderings is not None:
             raise ValueError("orderings= is for order-agnostic models")
         if all(k in context for k in self.latent_inputs):
-            return self.decoder.log_prob(x, **context)
+            return self.decoder.log_prob(x, ensemble=ensemble, **self._given_z(x, context))
         k = self.iw_samples if iw is None else int(iw)
         if k < 1:
             raise ValueError(f"iw must be at least 1, got {k}")

@@ -3,16 +3,18 @@ a `Network` whose forward is straight-line code with the spec's node names in co
 of the cached sampler, and a `Model` (an ARModel: log_prob, sample with the cache, ...)."""
 from __future__ import annotations
 
+import ast
 import base64
 import zlib
 from typing import Any
 
 import numpy as np
-from arspec_torch import armodel, cache, cstep, distributions, kernels, staticstep, stepplan
+from arspec_torch import armodel, cache, ccache, cstep, distributions, kernels, staticstep, stepplan
 from arspec_torch.compile import orders_of
 from arspec_torch.plan import Plan, PlanCall, conditioning_of, plan_of
 
 import arspec
+from arspec.identifiers import is_python_name
 from arspec.ir.graph import IRGraph, IRNode
 from arspec_torch_codegen.runtime_source import HEADER_IMPORTS, extract
 
@@ -28,7 +30,37 @@ def _array(dtype: str, shape: tuple[int, ...], data: str) -> torch.Tensor:
     return torch.from_numpy(values.reshape(shape).copy())'''
 
 
+def name(text: str) -> str:
+    """`text` where generated code needs a Python name: refused unless it is a plain ASCII
+    identifier and no keyword (the loader validates every name a spec gives; this is the
+    emitter's own guarantee, whatever IR it is handed)."""
+    if not is_python_name(text):
+        raise ValueError(f"{text!r} is not a plain ASCII identifier; generated code takes no other names")
+    return text
+
+
+def comment(text: str) -> str:
+    """`text` as the body of a `#` comment: one line of printable ASCII (anything else escaped as
+    repr() escapes it), so nothing in it can end the comment and start a statement."""
+    return text if text.isascii() and text.isprintable() else ascii(text)[1:-1]
+
+
+def string_literal(text: str) -> str:
+    """A Python literal whose value is exactly `text`: a readable triple-quoted string where that
+    parses back to `text` and nothing else, repr() otherwise."""
+    readable = '"""' + text + '"""'
+    if all(ch == "\n" or ch.isprintable() for ch in text):
+        try:
+            tree = ast.parse(readable, mode="eval")
+        except SyntaxError:
+            tree = None
+        if tree is not None and isinstance(tree.body, ast.Constant) and tree.body.value == text:
+            return readable
+    return repr(text)
+
+
 def _banner(title: str) -> str:
+    title = comment(title)
     return f"# {'-' * 4} {title} {'-' * max(4, 94 - len(title))}"
 
 
@@ -48,21 +80,22 @@ def array_literal(array: np.ndarray, indent: int) -> str:
 
 
 def _where(node: IRNode) -> str:
+    """A comment naming a node, its op and where the spec wrote it."""
     op = node.op.name if node.op is not None else node.kind
     loc = f" ({node.location.file}:{node.location.line})" if node.location else ""
-    return f"{node.name}: {op}{loc}"
+    return "# " + comment(f"{node.name}: {op}{loc}")
 
 
 def _call_expr(pc: PlanCall, prefix: str = "self.") -> str:
     step = pc.step
-    parts = list(step.args)
-    parts += [f"{name}={prefix}{step.id}__{name}" for name in step.tensors]
-    parts += [f"{k}={v!r}" for k, v in step.attrs.items()]
+    parts = [name(a) for a in step.args]
+    parts += [f"{name(t)}={prefix}{name(step.id)}__{name(t)}" for t in step.tensors]
+    parts += [f"{name(k)}={v!r}" for k, v in step.attrs.items()]
     if step.mask_sets:
         parts.append(f"active={prefix}active")
     if step.training:
         parts.append(f"training={prefix}training")
-    return f"{step.kind}({', '.join(parts)})"
+    return f"{name(step.kind)}({', '.join(parts)})"
 
 
 def _network_init(plan: Plan) -> list[str]:
@@ -70,18 +103,20 @@ def _network_init(plan: Plan) -> list[str]:
     for pc in plan.calls:
         if pc.node.name != current:
             current = pc.node.name
-            lines.append(f"        # {_where(pc.node)}")
-        for name, param in pc.params.items():
-            lines.append(f"        self.{pc.step.id}__{name} = nn.Parameter(torch.empty({tuple(param.shape)!r}))")
-        for name, array in pc.buffers.items():
+            lines.append(f"        {_where(pc.node)}")
+        for pname, param in pc.params.items():
+            shape = tuple(int(s) for s in param.shape)
+            lines.append(f"        self.{name(pc.step.id)}__{name(pname)} = nn.Parameter(torch.empty({shape!r}))")
+        for bname, array in pc.buffers.items():
             suffix = ".float()" if np.asarray(array).dtype == bool else ""
-            lines.append(f'        self.register_buffer("{pc.step.id}__{name}", {array_literal(array, 8)}{suffix}, persistent=False)')
+            buffer = f"{name(pc.step.id)}__{name(bname)}"
+            lines.append(f'        self.register_buffer({buffer!r}, {array_literal(array, 8)}{suffix}, persistent=False)')
     return lines
 
 
 def _reset_parameters(plan: Plan) -> list[str]:
-    lines = [f'        init_parameter(self.{pc.step.id}__{name}, "{p.init}", {p.scale!r})'
-             for pc in plan.calls for name, p in pc.params.items()]
+    lines = [f'        init_parameter(self.{name(pc.step.id)}__{name(pname)}, {str(p.init)!r}, {float(p.scale)!r})'
+             for pc in plan.calls for pname, p in pc.params.items()]
     return lines or ["        pass"]
 
 
@@ -92,28 +127,33 @@ def _forward(plan: Plan) -> list[str]:
             last_use[a] = i
     lines, current = [], None
     for c in plan.contexts:
-        value = f'F.one_hot(context["{c.name}"].long(), {c.size}).to(x.dtype)' if c.kind == "global" else f'context["{c.name}"].to(x.dtype)'
-        lines.append(f"        {c.id} = {value}")
+        lines.append(f"        {name(c.id)} = {_context_value(c, 'x.dtype')}")
     for i, pc in enumerate(plan.calls):
         if pc.node.name != current:
             current = pc.node.name
-            lines.append(f"        # {_where(pc.node)}")
-        lines.append(f"        {pc.step.id} = {_call_expr(pc)}")
-        dead = [a for a in dict.fromkeys(pc.step.args) if last_use.get(a) == i and a != plan.output and a not in ("x", "x_raw")]
+            lines.append(f"        {_where(pc.node)}")
+        lines.append(f"        {name(pc.step.id)} = {_call_expr(pc)}")
+        dead = [name(a) for a in dict.fromkeys(pc.step.args) if last_use.get(a) == i and a != plan.output and a not in ("x", "x_raw")]
         if dead:
             lines.append(f"        del {', '.join(dead)}")
-    lines.append(f"        return {plan.output}")
+    lines.append(f"        return {name(plan.output)}")
     return lines
 
 
+def _context_value(c: Any, dtype: str) -> str:
+    """The expression reading one context input (a global one one-hot encoded) in `dtype`."""
+    if c.kind == "global":
+        return f"F.one_hot(context[{str(c.name)!r}].long(), {int(c.size)}).to({dtype})"
+    return f"context[{str(c.name)!r}].to({dtype})"
+
+
 def _network(ir: IRGraph, plan: Plan) -> str:
-    contexts = ", ".join(f'"{c.id}": ' + (f'F.one_hot(context["{c.name}"].long(), {c.size}).to(dtype)' if c.kind == "global"
-                                          else f'context["{c.name}"].to(dtype)') for c in plan.contexts)
+    contexts = ", ".join(f"{name(c.id)!r}: {_context_value(c, 'dtype')}" for c in plan.contexts)
     return "\n".join([
         "class Network(nn.Module):",
-        f'    """The graph of {ir.name}: (x as class indices, x encoded, context) -> distribution parameters."""',
+        "    " + string_literal(f"The graph of {ir.name}: (x as class indices, x encoded, context) -> distribution parameters."),
         "",
-        f"    mask_sets = {plan.mask_sets}",
+        f"    mask_sets = {int(plan.mask_sets)}",
         "",
         "    def __init__(self) -> None:",
         "        super().__init__()",
@@ -137,7 +177,7 @@ def _steps(plan: Plan) -> str:
     lines = ["STEPS = ["]
     for pc in plan.calls:
         s = pc.step
-        lines.append(f"    StepCall({s.id!r}, {s.kind!r}, {s.args!r}, {s.tensors!r}, {s.attrs!r}, {s.channels}, {s.taps!r}, {s.live!r}, "
+        lines.append(f"    StepCall({s.id!r}, {s.kind!r}, {s.args!r}, {s.tensors!r}, {s.attrs!r}, {int(s.channels)}, {s.taps!r}, {s.live!r}, "
                      f"{s.mask_sets!r}, {s.scan_role!r}, {s.training!r}, {s.per_element!r}),")
     lines.append("]")
     return "\n".join(lines)
@@ -163,7 +203,7 @@ def _model(ir: IRGraph, plan: Plan, distribution: str, orders: np.ndarray) -> st
     conditioning: dict[str, Any] = conditioning_of(ir)
     return "\n".join([
         "class Model(ARModel):",
-        f'    """{ir.name}{": " + _description(ir) if _description(ir) else ""}"""',
+        "    " + string_literal(f"{ir.name}{': ' + _description(ir) if _description(ir) else ''}"),
         "",
         "    def __init__(self) -> None:",
         f"        orders = {array_literal(orders, 8)}.numpy()",
@@ -175,15 +215,8 @@ def _model(ir: IRGraph, plan: Plan, distribution: str, orders: np.ndarray) -> st
 
 
 def _description(ir: IRGraph) -> str:
-    import yaml
-    if ir.source is None:
-        return ""
-    try:
-        data = yaml.safe_load(ir.source.text)
-    except yaml.YAMLError:
-        return ""
-    text = str(data.get("description", "")) if isinstance(data, dict) else ""
-    return " ".join(text.split()).replace('"""', "'''")
+    """The spec's description on one line."""
+    return " ".join(ir.description.split())
 
 
 def emit(ir: IRGraph) -> str:
@@ -194,25 +227,26 @@ def emit(ir: IRGraph) -> str:
     orders = orders_of(ir)
     origin = ir.source.filename if ir.source else "<spec>"
     overrides = f" with {', '.join(ir.source.overrides)}" if ir.source and ir.source.overrides else ""
-    doc = f'''"""{ir.name}, generated by arspec {arspec.__version__} (backend torch-codegen) from {origin}{overrides}.
+    doc = string_literal(f"""{ir.name}, generated by arspec {arspec.__version__} (backend torch-codegen) from {origin}{overrides}.
 
 Standalone: it needs torch and numpy, nothing from arspec. `Model()` is an nn.Module with
 `log_prob(x, **context)`, `log_prob_elements`, `sample(n, generator=None, cache=True, **context)`
 and `forward` (distribution parameters). Its weights have the names arspec's torch backend uses, so
 `model.load_state_dict(safetensors.torch.load_file("weights.safetensors"))` loads exported weights.
 Sections: runtime (copied from arspec_torch: kernels, distribution, ARModel, cached sampling),
-constant arrays, then the model itself — the `Network` below is straight-line code, node by node."""'''
+constant arrays, then the model itself — the `Network` below is straight-line code, node by node.""")
     return "\n\n\n".join([
         doc + "\n" + HEADER_IMPORTS.rstrip(),
         _banner("runtime: the primitives' kernels"),
         extract(kernels, set(kinds) | {"init_parameter"}, skip=frozenset({"KERNELS"})),
-        "KERNELS: dict[str, Callable[..., torch.Tensor]] = {" + ", ".join(f'"{k}": {k}' for k in kinds) + "}",
+        "KERNELS: dict[str, Callable[..., torch.Tensor]] = {" + ", ".join(f"{k!r}: {name(k)}" for k in kinds) + "}",
         _banner("runtime: the distribution"),
         extract(distributions, {dist_class}),
         _banner("runtime: the autoregressive model"),
         extract(armodel, {"ARModel"}),
         _banner("runtime: cached generation"),
         extract(stepplan, {"StepPlan", "StepProgram", "constant_values", "data_dependent", "single_threaded_blas", "update_frame_values"}),
+        extract(ccache, {"load_library", "compiler"}),
         extract(cstep, {"CStepProgram", "c_step_available"}),
         extract(staticstep, {"StaticStepProgram", "GraphedLoop"}),
         extract(cache, {"StepCall", "cache_for", "run_call"}),

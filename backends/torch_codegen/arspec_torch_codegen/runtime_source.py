@@ -15,9 +15,12 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import json
 import math
 import os
+import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import warnings
