@@ -61,7 +61,7 @@ def report_error(command: str, err: Exception) -> int:
     if kind in ("DataError", "DistillError"):
         print(f"arspec {command}: {'data error: ' if kind == 'DataError' else ''}{err}", file=sys.stderr)
         return EXIT_INVALID
-    if kind == "CheckpointError":
+    if kind in ("CheckpointError", "CacheError"):
         print(f"arspec {command}: {err}", file=sys.stderr)
         return EXIT_INVALID
     print(f"arspec {command}: internal error: {kind}: {err}", file=sys.stderr)

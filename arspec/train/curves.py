@@ -105,5 +105,5 @@ def _draw(path: Path, steps: list[dict[str, str]], history: list[dict[str, Any]]
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
