@@ -47,7 +47,15 @@ def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None
     return _load(path, device=device, backend=backend, overrides=overrides)
 
 
+def verify(module: Any, event_shape: Any, **options: Any) -> Any:
+    """Prove a hand-written PyTorch module autoregressive (docs/verify.md): every element of the
+    event checked exactly, batch coupling, blind spots, optionally a cache (`step=`). Options:
+    input, output, order, strict, mode, step, event_axes, blind, seed, picture."""
+    from arspec.verification import verify as _verify
+    return _verify(module, event_shape, **options)
+
+
 __all__ = [
     "ARModel", "Backend", "CompileOptions", "CompositeSpec", "Location", "ModelSpec", "Problem", "Report", "SpecError", "analyze",
-    "available_backends", "compile", "export", "load_model", "load_spec", "parse_spec", "tune_allocator",
+    "available_backends", "compile", "export", "load_model", "load_spec", "parse_spec", "tune_allocator", "verify",
 ]

@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from arspec.cli.export import run
         elif args.command == "distill":
             from arspec.cli.distill import run
+        elif args.command == "verify":
+            from arspec.cli.verify import run
         elif args.command == "ops":
             from arspec.cli.ops import run
         else:

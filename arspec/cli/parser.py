@@ -192,6 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--element", type=element_index, help="element index in the event's shape, e.g. 0,14,14 or 100 for a sequence (default: a leaking element, else the centre)")
     _add_set(p)
 
+    p = sub.add_parser("verify", help="prove a hand-written PyTorch module autoregressive (FILE.py:NAME)")
+    p.add_argument("target", help="FILE.py:NAME or package.module:NAME: an nn.Module class, a function returning one, or a module")
+    p.add_argument("--event-shape", required=True, help="one item's shape as the module takes it, e.g. 3,32,32 or 16000")
+    p.add_argument("--input", default="binary", help="binary (0/1 floats), categorical:K (class indices) or real")
+    p.add_argument("--output", help="the output's axes, einops-style: b the batch, k the parameters of an element, the event's "
+                                    "axes by name, e.g. \"b (k c) h w\" or \"b t k\" (default: (B, *event) or (B, *event, K))")
+    p.add_argument("--event-axes", help="the event's axis names in --event-shape's order, when --output writes them in another")
+    p.add_argument("--order", default="raster", help="raster (the flat index), channels-last or rgb (pixels in raster order, channels "
+                                                     "within), or a .npy of each element's step (or a permutation of flat indices)")
+    p.add_argument("--strict", action="store_true", help="blind spots fail the check (exit 1)")
+    p.add_argument("--mode", default="both", choices=["train", "eval", "both"], help="the module's mode(s) to check (default both)")
+    p.add_argument("--blind-spots", default="auto", choices=["auto", "none", "sample", "all"],
+                   help="look for blind spots in the fields of 64 elements spread over the order (sample), of every element (all), "
+                        "or not; auto: sample for events of up to 4,096 elements")
+    p.add_argument("--step", metavar="FILE.py:FN", help="an incremental sampler FN(model, x) teacher-forced on x: checked against the full pass")
+    p.add_argument("--picture", metavar="PNG", help="draw what the first leaking element (else a middle one) reads")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--seed", type=int, default=0)
+
     sub.add_parser("schema", help="print the JSON Schema of the spec format")
     sub.add_parser("backends", help="list installed backends")
     sub.add_parser("ops", help="list the ops specs can use (plugins included)")
