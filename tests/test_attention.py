@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from arspec_torch import kernels
 from hypothesis import HealthCheck, given, settings
 
 import arspec
@@ -224,7 +226,7 @@ def _kernel_bug(monkeypatch, bug: str) -> None:
         return original(query_rank, key_rank, coords, groups=groups, causal=causal, window=window, stride=stride, chunk=chunk)
 
     def attend(q, k, v, query_rank, key_rank, coords=None, *, groups, heads, causal, window, dropout, active, training,
-               stride=None, chunk=None):
+               stride=None, chunk=None, plain_causal=False):
         m = active % query_rank.shape[0]
         mask = allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window, stride=stride, chunk=chunk)
         qt, kt, vt = (kernels.attention_tokens(t, groups, heads) for t in (q, k, v))
@@ -253,6 +255,33 @@ def test_each_backend_attention_bug_is_caught_by_the_dynamic_check(monkeypatch, 
     assert arspec.analyze(spec).ok
     assert dynamic_check(spec, arspec.compile(spec, seed=0)).agrees
     _kernel_bug(monkeypatch, bug)
+    result = dynamic_check(spec, arspec.compile(spec, seed=0))
+    assert not result.agrees and result.unexpected
+
+
+@pytest.mark.parametrize("causal", ["strict", "non_strict"])
+def test_plain_causal_attention_runs_fused_and_equals_the_masked_path(causal):
+    """Raster tokens under the bare causal rule take the fused kernel (is_causal, no T x T mask);
+    values and gradients equal the explicit-mask path."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 8, 3, 7, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    ranks = torch.arange(21).reshape(1, -1)
+    options = dict(groups=1, heads=2, causal=causal, window=None, dropout=0.0, active=0, training=False)
+    fused = kernels.attend(q, k, v, ranks, ranks, None, plain_causal=True, **options)
+    masked = kernels.attend(q, k, v, ranks, ranks, None, **options)
+    assert torch.allclose(fused, masked, atol=1e-12)
+    grads = torch.autograd.grad(fused.square().sum(), (q, k, v))
+    expected = torch.autograd.grad(masked.square().sum(), (q, k, v))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, expected))
+    spec = spec_from(text(8, causal=causal, shift=0 if causal == "strict" else 1))
+    assert all(c.primitive.plain_causal for n in spec.ir.op_nodes() for c in n.program.calls if c.primitive.kind == "attend")
+
+
+def test_a_fused_strict_path_that_keeps_the_diagonal_is_caught(monkeypatch):
+    spec = spec_from(snail(groups=1))                       # strict attention whose keys read x itself
+    assert arspec.analyze(spec).ok and dynamic_check(spec, arspec.compile(spec, seed=0)).agrees
+    monkeypatch.setattr(kernels, "causal_attention", lambda q, k, v, *, strict, dropout=0.0:
+                        F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True))
     result = dynamic_check(spec, arspec.compile(spec, seed=0))
     assert not result.agrees and result.unexpected
 

@@ -45,7 +45,19 @@ class Attend(Primitive):
 
     def attrs(self) -> dict[str, Any]:
         return {"groups": self.pattern.groups, "heads": self.pattern.heads, "causal": self.pattern.causal,
-                "window": self.pattern.window, "stride": self.pattern.stride, "chunk": self.pattern.chunk, "dropout": self.dropout}
+                "window": self.pattern.window, "stride": self.pattern.stride, "chunk": self.pattern.chunk, "dropout": self.dropout,
+                "plain_causal": self.plain_causal}
+
+    @property
+    def plain_causal(self) -> bool:
+        """Tokens in generation order under every mask set, and nothing but the causal rule: the
+        allowed keys are a triangle the fused kernels' is_causal draws without a mask."""
+        p = self.pattern
+        if p.causal not in ("strict", "non_strict") or p.window is not None or p.stride is not None or p.chunk is not None:
+            return False
+        queries = np.asarray(p.query_rank).reshape(-1, p.tokens)
+        keys = np.asarray(p.key_rank).reshape(-1, p.tokens)
+        return all(_triangular(q, k) for q, k in zip(queries, keys))
 
     def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
         return args[0].attend(args[1], args[2], self.pattern, mask)
@@ -97,3 +109,10 @@ def position_table(mode: PositionKind, channels: int, spatial: tuple[int, ...]) 
         table[base:base + pairs] = np.sin(angles).reshape((pairs,) + spatial)
         table[base + pairs:base + 2 * pairs] = np.cos(angles).reshape((pairs,) + spatial)
     return table.astype(np.float32)
+
+
+def _triangular(query: np.ndarray, key: np.ndarray) -> bool:
+    """Whether `key[s] < query[t]` holds exactly for s < t: both ranks nondecreasing, every key
+    ranked below the next query and at or above its own token's query."""
+    ordered = bool((np.diff(query) >= 0).all() and (np.diff(key) >= 0).all())
+    return ordered and bool((key[:-1] < query[1:]).all() and (key >= query).all())

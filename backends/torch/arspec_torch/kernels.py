@@ -347,14 +347,33 @@ def attention_untokens(t: torch.Tensor, groups: int, spatial: tuple[int, ...]) -
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_rank: torch.Tensor, key_rank: torch.Tensor,
            coords: torch.Tensor | None = None, *, groups: int, heads: int, causal: str,
            window: tuple[tuple[int, int], ...] | None, dropout: float, active: int, training: bool,
-           stride: int | None = None, chunk: int | None = None) -> torch.Tensor:
-    """Multi-head attention over the allowed keys (see attend_tokens)."""
-    m = active % query_rank.shape[0]
-    allowed = attention_allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window,
-                                stride=stride, chunk=chunk)
-    out = attend_tokens(attention_tokens(q, groups, heads), attention_tokens(k, groups, heads), attention_tokens(v, groups, heads),
-                        allowed, dropout if training else 0.0)
+           stride: int | None = None, chunk: int | None = None, plain_causal: bool = False) -> torch.Tensor:
+    """Multi-head attention over the allowed keys (see attend_tokens). A plain causal pattern
+    (tokens in generation order, nothing but the causal rule) goes through the fused kernel
+    without a mask: memory linear in the tokens."""
+    qt, kt, vt = attention_tokens(q, groups, heads), attention_tokens(k, groups, heads), attention_tokens(v, groups, heads)
+    p = dropout if training else 0.0
+    if plain_causal:
+        out = causal_attention(qt, kt, vt, strict=causal == "strict", dropout=p)
+    else:
+        m = active % query_rank.shape[0]
+        allowed = attention_allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window,
+                                    stride=stride, chunk=chunk)
+        out = attend_tokens(qt, kt, vt, allowed, p)
     return attention_untokens(out, groups, tuple(q.shape[2:]))
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, strict: bool, dropout: float = 0.0) -> torch.Tensor:
+    """Token t attends to tokens s <= t (strict: s < t, token 0 then reads nothing and gets exactly
+    zero), through the fused kernel's is_causal: no (T, T) mask is built. The fused kernels want
+    each head's channels contiguous (tokens of the channel-major layout are not: copied once)."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    if not strict:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+    if q.shape[2] < 2:
+        return torch.zeros_like(q[..., :v.shape[-1]])
+    later = F.scaled_dot_product_attention(q[:, :, 1:], k[:, :, :-1], v[:, :, :-1], dropout_p=dropout, is_causal=True)
+    return torch.cat([torch.zeros_like(later[:, :, :1]), later], dim=2)
 
 
 def attend_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,

@@ -1,0 +1,87 @@
+"""Peak memory and step time of a training step (forward + backward), arspec against hand-written
+PyTorch of the same size, each measurement in a fresh process (peak RSS is per process), at
+growing lengths: how cost grows, not one size.
+
+    python bench/memory.py [--quick] [--forward]
+Target (issue #36): training step >= 1.0x the hand-written model's speed and <= 1.1x its peak
+memory; the transformer at 256, 1,024 and 4,096 tokens, WaveNet at 16,000 samples."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = r"""
+import json, resource, statistics, sys, time
+import torch
+sys.path.insert(0, {root!r})
+torch.manual_seed(0)
+family, side, length, batch, forward = {family!r}, {side!r}, {length}, {batch}, {forward}
+import arspec
+if family == "transformer":
+    spec = arspec.load_spec({root!r} + "/specs/transformer_text.yaml", overrides=[f"event.shape=[{{length}}]"])
+    if side == "reference":
+        from bench.reference.decoder import Decoder
+        model = Decoder(length)
+else:
+    spec = arspec.load_spec({root!r} + "/specs/wavenet.yaml", overrides=[f"event.shape=[{{length}}]"])
+    if side == "reference":
+        from bench.reference.wavenet import WaveNet
+        model = WaveNet()
+if side == "arspec":
+    model = arspec.compile(spec, seed=0)
+    loss_of = lambda x: model.training_loss(x).mean()
+else:
+    loss_of = lambda x: model.nll(x)
+parameters = sum(p.numel() for p in model.parameters())
+x = torch.randint(0, 256, (batch, length))
+def step():
+    if forward:
+        with torch.no_grad():
+            loss_of(x)
+        return
+    model.zero_grad(set_to_none=True)
+    loss_of(x).backward()
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+times = []
+for _ in range({rounds}):
+    start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"seconds": statistics.median(times), "peak_mb": peak / 1024, "parameters": parameters}}))
+"""
+
+
+def measure(family: str, side: str, length: int, batch: int, forward: bool, rounds: int) -> dict:
+    code = CHILD.format(root=str(ROOT), family=family, side=side, length=length, batch=batch, forward=forward, rounds=rounds)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
+    if result.returncode:
+        raise RuntimeError(result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the smaller sizes only")
+    parser.add_argument("--forward", action="store_true", help="forward passes without gradients instead of training steps")
+    args = parser.parse_args()
+    cases = [("transformer", n, 4) for n in ((256, 1024) if args.quick else (256, 1024, 4096))]
+    cases += [("wavenet", 4000 if args.quick else 16000, 4)]
+    what = "forward without gradients" if args.forward else "training step"
+    print(f"{what}, batch 4: arspec against the hand-written model (fresh process each; speed = reference time / arspec time)")
+    print(f"{'model':12} {'length':>7} {'params':>10} {'arspec s':>9} {'hand s':>8} {'speed':>6} {'arspec MB':>10} {'hand MB':>8} {'memory':>7}")
+    for family, length, batch in cases:
+        rounds = 3
+        ours = measure(family, "arspec", length, batch, args.forward, rounds)
+        ref = measure(family, "reference", length, batch, args.forward, rounds)
+        same = "" if ours["parameters"] == ref["parameters"] else f"  (parameters differ: {ref['parameters']:,})"
+        print(f"{family:12} {length:7,} {ours['parameters']:10,} {ours['seconds']:9.3f} {ref['seconds']:8.3f} "
+              f"{ref['seconds'] / ours['seconds']:5.2f}x {ours['peak_mb']:10.0f} {ref['peak_mb']:8.0f} "
+              f"{ours['peak_mb'] / ref['peak_mb']:6.2f}x{same}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
