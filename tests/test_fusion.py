@@ -107,3 +107,34 @@ def test_a_projection_read_by_anything_but_a_sum_with_a_full_rate_value_stays_as
     assert fusion.fuse(summed, {"sum", "proj"}) == summed              # a kept projection keeps its resolution
     transposed = [call("up", "upsample", "ctx", factor=4, mode="transposed"), *summed[1:]]
     assert fusion.fuse(transposed, {"sum"}) == transposed              # a learned upsampling does not commute
+
+
+def _peak_live(net) -> int:
+    """The most values alive at once while the interpreter runs its calls (releases included)."""
+    live, peak = set(), 0
+    for call, released in zip(net.calls, net.release):
+        live.add(call.id)
+        peak = max(peak, len(live))
+        live -= set(released)
+    return peak
+
+
+def test_a_sum_of_many_terms_runs_as_it_goes_with_equal_values_and_gradients(monkeypatch):
+    """WaveNet's 30 skip outputs: with the running sum at most a few are alive at once (without it,
+    every one until the sum), and log-probabilities and gradients are unchanged."""
+    fused, plain = twins(ROOT / "specs" / "wavenet.yaml", monkeypatch, ["event.shape=[300]"])
+    assert _peak_live(fused.net) < 10 < 30 < _peak_live(plain.net)
+    assert max(len(c.args) for c in fused.net.calls if c.kind == "add") == 2
+    x, _ = fused.example_inputs(2, torch.Generator().manual_seed(1))
+    lp_fused, lp_plain = fused.log_prob(x), plain.log_prob(x)
+    assert torch.allclose(lp_fused, lp_plain, rtol=1e-12)
+    g_fused = torch.autograd.grad(lp_fused.sum(), list(fused.parameters()), allow_unused=True)
+    g_plain = torch.autograd.grad(lp_plain.sum(), list(plain.parameters()), allow_unused=True)
+    assert all((a is None and b is None) or torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(g_fused, g_plain))
+
+
+def test_running_sums_add_each_term_right_after_it_exists():
+    calls = [StepCall(name, "activation", ("x",), (), {"fn": "tanh"}, 1, None, None) for name in ("a", "b", "c")]
+    total = StepCall("s", "add", ("c", "a", "b"), (), {}, 1, None, None)
+    out = fusion.running_sums([calls[0], calls[1], calls[2], total])
+    assert [(c.id, c.args) for c in out] == [("a", ("x",)), ("b", ("x",)), ("s__sum1", ("a", "b")), ("c", ("x",)), ("s", ("s__sum1", "c"))]

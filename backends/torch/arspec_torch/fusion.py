@@ -1,11 +1,13 @@
 """Rewrites of the interpreter's call list that lower the cost of a whole-tensor pass and keep every
 value (up to float rounding). The cached samplers read the plan's own calls, never these.
 
-One rewrite today: a local context that is repeat-upsampled and then projected in every gate
-(WaveNet's log-mel features, Parallel WaveNet's flows) is projected at its own rate instead, and
-added to the gate's pre-activation by broadcasting, so the audio-rate projection (a matmul at
-16 kHz per layer) and the audio-rate copy of it never exist. A projection commutes with repetition
-because it is the same linear map at every position."""
+Two rewrites. A local context that is repeat-upsampled and then projected in every gate (WaveNet's
+log-mel features, Parallel WaveNet's flows) is projected at its own rate instead, and added to the
+gate's pre-activation by broadcasting, so the audio-rate projection (a matmul at 16 kHz per layer)
+and the audio-rate copy of it never exist: a projection commutes with repetition because it is the
+same linear map at every position. And a sum of many values (WaveNet's 30 skip outputs) becomes a
+running sum, each term added as soon as it exists, as hand-written code does (`skip = skip + s`):
+the terms are not all alive at once."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -62,6 +64,34 @@ def drop_unread(calls: list[StepCall], kept: set[str]) -> list[StepCall]:
     return out[::-1]
 
 
+def running_sums(calls: list[StepCall]) -> list[StepCall]:
+    """An `add` of three values or more -> binary adds, each right after the later of its two terms
+    is computed (the last one keeps the sum's id). Terms are added in the order they appear, so the
+    sum is the same up to float rounding; each term can be dropped once it is added."""
+    made = {c.id: i for i, c in enumerate(calls)}
+    inserted: dict[int, list[StepCall]] = {}
+    replaced: set[str] = set()
+    for c in calls:
+        if c.kind != "add" or len(c.args) < 3 or len(set(c.args)) != len(c.args):
+            continue
+        terms = sorted(c.args, key=lambda a: made.get(a, -1))
+        total = terms[0]
+        for k, term in enumerate(terms[1:], start=1):
+            last = k == len(terms) - 1
+            step = replace(c, id=c.id if last else f"{c.id}__sum{k}", args=(total, term))
+            inserted.setdefault(max(made.get(total, -1), made.get(term, -1)), []).append(step)
+            total = step.id
+        replaced.add(c.id)
+    if not replaced:
+        return calls
+    out = [step for step in inserted.get(-1, [])]
+    for i, c in enumerate(calls):
+        if c.id not in replaced:
+            out.append(c)
+        out.extend(inserted.get(i, []))
+    return out
+
+
 def fuse(calls: list[StepCall], kept: set[str]) -> list[StepCall]:
     """Every rewrite of this module, in order."""
-    return project_before_repeat(calls, kept)
+    return running_sums(project_before_repeat(calls, kept))
