@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
+from arspec.primitives.step import DeclaredPrimitive
+
 if TYPE_CHECKING:
     from arspec.ir.graph import IRGraph
 
@@ -55,6 +57,7 @@ class Backend:
     devices: tuple[str, ...] = ("cpu",)
     export: ExportFn | None = None
     compile_composite: CompositeFn | None = None   # models of several parts (arspec.composite.ir.CompositeIR)
+    declared: bool = False                          # runs any primitive declared by its step (arspec.primitives.step)
 
     def missing_primitives(self, ir: IRGraph) -> dict[str, list[str]]:
         """Primitive kinds the IR uses that this backend does not implement, with the nodes using them."""
@@ -62,7 +65,8 @@ class Backend:
         for node in ir.op_nodes():
             assert node.program is not None
             for call in node.program.calls:
-                if call.primitive.kind not in self.primitives:
+                runs = call.primitive.kind in self.primitives or (self.declared and isinstance(call.primitive, DeclaredPrimitive))
+                if not runs:
                     missing.setdefault(call.primitive.kind, []).append(node.name)
         return missing
 

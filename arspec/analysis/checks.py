@@ -157,7 +157,7 @@ def _blind_concrete(seen: np.ndarray, e: int, coords: np.ndarray, order: np.ndar
     if video:
         seen = seen & (coords[:, 0] == pos[0])
     pts = np.concatenate([coords[seen], pos[None]])
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    lo, hi = periodic.symmetric_rows(pts.min(axis=0), pts.max(axis=0), pos, coords.max(axis=0), coords[seen].T)
     inside = np.all((coords >= lo) & (coords <= hi), axis=1)
     if video:
         inside &= coords[:, 0] == pos[0]

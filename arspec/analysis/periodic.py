@@ -119,12 +119,34 @@ def field(rel: np.ndarray, chan: np.ndarray, g: int, p: np.ndarray, order: np.nd
     return Field(int(seen), ((lo - p).tolist(), (hi - p).tolist()), blind, has_past)
 
 
+def symmetric_rows(lo: np.ndarray, hi: np.ndarray, p: np.ndarray, last: np.ndarray, seen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The box of a field widened, along the last axis of an image, to reach as far to the right
+    of the element as the rows above it reach to its left (and the other way), when one side
+    reaches at least twice as far as the other: the pixels up and to the right that a recurrence
+    from the left and above never sees (a Spatial LSTM's) count like PixelCNN's triangle, a gated
+    stack's field one column narrower on one side does not. `seen`: the seen positions (d, n).
+    Sequences keep their box."""
+    if len(p) < 2 or seen is None or not seen.shape[1]:
+        return lo, hi
+    above = seen[:, seen[-2] < p[-2]]
+    if not above.shape[1]:
+        return lo, hi
+    left, right = int(p[-1] - above[-1].min()), int(above[-1].max() - p[-1])
+    if max(left, right) < 2 * max(1, min(left, right)):
+        return lo, hi                                  # about as far both ways: the field's own shape
+    reach = max(left, right)
+    lo, hi = lo.copy(), hi.copy()
+    lo[-1], hi[-1] = min(int(lo[-1]), max(0, int(p[-1]) - reach)), max(int(hi[-1]), min(int(last[-1]), int(p[-1]) + reach))
+    return lo, hi
+
+
 def _unseen_earlier(q: np.ndarray, chan: np.ndarray, p: np.ndarray, order: np.ndarray, mine: int) -> int:
     """How many elements earlier than step `mine`, inside the box spanned by the seen positions q
     (with their rows `chan`) and p itself, are not seen."""
     lo = np.minimum(q.min(axis=1), p) if len(chan) else p
     hi = np.maximum(q.max(axis=1), p) if len(chan) else p
+    lo, hi = symmetric_rows(lo, hi, p, np.array(order.shape[1:]) - 1, q if len(chan) else None)
     box = (slice(None),) + tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
     seen = np.zeros((order.shape[0],) + tuple(int(b - a + 1) for a, b in zip(lo, hi)), dtype=bool)
-    seen[(chan, *(q - lo[:, None]))] = True
+    seen[(chan, *(q - lo[:, None]))] = True          # (q lies inside: the widened box holds the seen box)
     return int(((order[box] < mine) & ~seen).sum())

@@ -162,6 +162,11 @@ def run(args: Any) -> int:
     if known is not None and not model.completion_is_exact(known):
         print("note: completion is approximate: some known elements come after unknown ones in the order and are clamped",
               file=sys.stderr)
+    path = model.sampling_path(known) if hasattr(model, "sampling_path") else ""
+    if args.no_cache:
+        print("note: sampling naively (--no-cache): one full pass per step", file=sys.stderr)
+    elif path.startswith(("naive", "cached, on the slower")):
+        print(f"note: sampling {path}", file=sys.stderr)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.perf_counter()
     x = _sample_in_batches(model, args, gen, given, known, context)

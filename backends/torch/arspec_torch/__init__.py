@@ -11,6 +11,7 @@ backend = Backend(
     description="PyTorch modules on CPU or CUDA (masks as exact-zero weight masks)",
     devices=("cpu", "cuda"),
     compile_composite=compile_composite,
+    declared=True,
 )
 
 __all__ = ["backend", "compile_model"]

@@ -296,6 +296,18 @@ class ARModel(nn.Module):
             return True
         return bool(self.order[known].max() < self.order[~known].min())
 
+    def sampling_path(self, known: torch.Tensor | None = None) -> str:
+        """How `sample` will run, in one line: the cached engine, or naive sampling and why."""
+        if self.agnostic:
+            return "one pass per step (order-agnostic models condition on any set of given elements)"
+        if self.incremental is None:
+            return f"naive: one full pass per step ({getattr(self, 'no_cache_reason', '') or 'no cached sampler'})"
+        describe = getattr(self.incremental, "describe", None)
+        if describe is None:
+            return "cached: the ordered scan"
+        keep = None if known is None else self.to_internal(known.to(self.device, torch.bool).reshape(1, *self.event_shape))[0]
+        return describe(self, keep)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, cache: bool = True,
                given: torch.Tensor | None = None, known: torch.Tensor | None = None, temperature: float = 1.0,

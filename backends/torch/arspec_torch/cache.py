@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from arspec_torch.cstep import CStepProgram, c_step_available, runtime
+from arspec_torch.declared import declared, evaluate, state_offsets, tap_table
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
 from arspec_torch.stepplan import (
@@ -68,7 +69,18 @@ def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor], ele
         extra["active"] = int(getattr(net, "active", 0))
     if call.training:
         extra["training"] = bool(net.training)
-    return KERNELS[call.kind](*args, **tensors, **call.attrs, **extra)
+    return kernel_of(call)(*args, **tensors, **call.attrs, **extra)
+
+
+def kernel_of(call: StepCall) -> Callable[..., torch.Tensor]:
+    """The whole-tensor kernel of a call: its kind's, or, for a primitive declared by its step
+    (attrs carry the program), the declared step evaluated everywhere."""
+    kernel = KERNELS.get(call.kind)
+    if kernel is None and "program" in call.attrs:
+        return declared
+    if kernel is None:
+        raise KeyError(f"no kernel for primitive {call.kind!r}")
+    return kernel
 
 
 def is_raster(orders: np.ndarray, internal: tuple[int, ...]) -> bool:
@@ -77,6 +89,19 @@ def is_raster(orders: np.ndarray, internal: tuple[int, ...]) -> bool:
     c, positions = internal[0], int(np.prod(internal[1:]))
     raster = (np.arange(positions)[None, :] * c + np.arange(c)[:, None]).reshape(-1)
     return all(np.array_equal(np.asarray(o).reshape(-1), raster) for o in np.asarray(orders).reshape(len(orders), -1))
+
+
+def no_cache_because(calls: list[StepCall], internal: tuple[int, ...], orders: np.ndarray, dense_output: bool) -> str:
+    """Why a model has no cached sampler (what cache_for needs and did not find)."""
+    if dense_output:
+        return "its output is a dense layer over the whole event (MADE-like: each element's step is a full pass)"
+    if not is_raster(orders, internal):
+        return "its ordering is not raster (the window cache follows raster order)"
+    data = data_dependent(calls)
+    opaque = [c.kind for c in calls if data[c.id] and c.taps is None and c.kind not in WHOLE_STEP_KINDS]
+    if opaque:
+        return f"{opaque[0]} reads positions no step rule covers"
+    return "no cached sampler fits"
 
 
 def cache_for(calls: list[StepCall], output: str, internal: tuple[int, ...], orders: np.ndarray,
@@ -122,6 +147,59 @@ class LazyCache:
         setattr(self.cache, name, value)
 
 
+def _state_offsets(call: StepCall) -> tuple[tuple[int, ...], ...]:
+    """The offsets a declared primitive reads its own earlier values at (none for others)."""
+    program = call.attrs.get("program")
+    return state_offsets(program) if program is not None else ()
+
+
+def _through_state(final: np.ndarray, call: StepCall) -> np.ndarray:
+    """A value that reads its own earlier positions is final only once those are: the maximum
+    over the state offsets, carried in raster order (they point backwards)."""
+    offsets = _state_offsets(call)
+    if not offsets:
+        return final
+    flat = final.reshape(-1).copy()
+    shape = final.shape
+    tables = [tap_table(o, shape).numpy() for o in offsets]
+    for p in range(flat.size):
+        for table in tables:
+            q = table[p]
+            if q < flat.size:
+                flat[p] = max(flat[p], flat[q])
+    return flat.reshape(shape)
+
+
+def _state_needs(need: np.ndarray, call: StepCall) -> np.ndarray:
+    """A value read by its own later positions is needed no later than they are computed: the
+    minimum carried backwards over the state offsets."""
+    offsets = _state_offsets(call)
+    if not offsets:
+        return need
+    flat = need.reshape(-1).copy()
+    tables = [tap_table(o, need.shape).numpy() for o in offsets]
+    for p in range(flat.size - 1, -1, -1):
+        for table in tables:
+            q = table[p]
+            if q < flat.size:
+                flat[q] = min(flat[q], flat[p])
+    return flat.reshape(need.shape)
+
+
+def _fronts_within(at: torch.Tensor, offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -> list[torch.Tensor]:
+    """Positions computed together, split so that none reads the state of another of the same
+    batch before it is computed (in raster order; one group when there is no state)."""
+    if not offsets or at.numel() < 2:
+        return [at]
+    positions = sorted(at.tolist())
+    group: dict[int, int] = {}
+    tables = [tap_table(o, spatial).numpy() for o in offsets]
+    for p in positions:
+        group[p] = 1 + max([group[int(t[p])] for t in tables if int(t[p]) in group], default=-1)
+    count = max(group.values()) + 1
+    return [torch.as_tensor([p for p in positions if group[p] == g], device=at.device) for g in range(count)]
+
+
 def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
     """out[p] = table[p + offset], -inf where p + offset is outside."""
     out = np.full_like(table, -np.inf)
@@ -154,6 +232,7 @@ class WindowCache:
         self.gathers = [self._gather(c) for c in self.steps]
         plan = StepPlan(calls, output, internal, self._frame_values(final))
         self.plan = plan if plan.usable else None
+        self.plan_missing = plan.unusable_because
         self._kept: tuple[Any, StepProgram] | None = None      # the last program, with what it was built from
         #: how cached generation runs: None picks per device (see `engine_for`); 'plan', 'static' or
         #: 'torch' forces one (the tests run the accelerators' static program on the CPU this way)
@@ -181,7 +260,7 @@ class WindowCache:
                 for offset, used in zip(taps, live):
                     if used:
                         f = np.maximum(f, _shifted_max(final[arg], offset))
-            final[c.id] = f
+            final[c.id] = _through_state(f, c)
         return final
 
     def _frame_values(self, final: dict[str, np.ndarray]) -> frozenset[str]:
@@ -212,7 +291,8 @@ class WindowCache:
                 n = np.broadcast_to(per_frame.reshape((-1,) + (1,) * (n.ndim - 1)), n.shape).copy()
                 if c.args[0] in need:
                     need[c.args[0]] = np.minimum(need[c.args[0]], n)
-            need[c.id] = n
+            need[c.id] = _state_needs(n, c)
+            n = need[c.id]
             if c.taps is None or c.live is None:
                 continue
             for arg, taps, live in zip(c.args, c.taps, c.live):
@@ -301,6 +381,8 @@ class WindowCache:
         at: Callable[[int], torch.Tensor]
         if call.kind == "conv_lstm":
             return frame_scan_step(src, out, tensors, self.spatial)
+        if "program" in call.attrs:
+            return self._declared_step(call, args, out, tensors)
         if call.id in self.attention:
             one = self.attention[call.id].step(args, call.attrs["heads"])
 
@@ -342,6 +424,28 @@ class WindowCache:
             out[:, :, p] = at(p)
         return step
 
+    def _declared_step(self, call: StepCall, args: list[torch.Tensor], out: torch.Tensor,
+                       tensors: dict[str, torch.Tensor]) -> Callable[[Any], None]:
+        """A declared primitive's step at position p (or a batch of positions): its program
+        evaluated on the argument buffers and its own (the state it carries)."""
+        program, spatial = call.attrs["program"], self.spatial
+
+        offsets = state_offsets(program)
+
+        def one_front(at: torch.Tensor) -> None:
+            def read(arg: int, offset: tuple[int, ...]) -> torch.Tensor:
+                return args[arg][:, :, tap_table(offset, spatial).to(at.device)[at]]
+
+            def state(offset: tuple[int, ...]) -> torch.Tensor:
+                return out[:, :, tap_table(offset, spatial).to(at.device)[at]]
+            out[:, :, at] = evaluate(program, tensors, read, state).to(out.dtype)
+
+        def step(p: int | torch.Tensor) -> None:
+            at = torch.as_tensor([p] if isinstance(p, int) else p, device=out.device)
+            for front in _fronts_within(at, offsets, spatial):
+                one_front(front)
+        return step
+
     @staticmethod
     def _run(steps: list[Callable[[Any], None]], pairs: list[tuple[int, Any]]) -> None:
         for i, p in pairs:
@@ -362,6 +466,19 @@ class WindowCache:
         if chosen == "plan" and model.device.type != "cpu":
             return "static"
         return chosen
+
+    def describe(self, model: Any, keep: torch.Tensor | None = None) -> str:
+        """One line: how cached generation will run on this model's device, and why not faster."""
+        engine = self.engine_for(model, keep)
+        if engine == "plan":
+            dtype = np.dtype(str(model.dtype).removeprefix("torch."))
+            if c_step_available(dtype):
+                return "cached: one C step per position"
+            return "cached: the numpy step per position (the C step is not available here: no C compiler, or ARSPEC_STEP=numpy)"
+        if engine == "static":
+            return "cached: the static step program on the device"
+        why = self.plan_missing or ("completion of given elements" if keep is not None else "")
+        return f"cached, on the slower torch path: {why}" if why else "cached: torch steps"
 
     def _planned(self, model: Any) -> bool:
         """Whether to run the compiled per-step plan (numpy, on the CPU) rather than the torch path."""

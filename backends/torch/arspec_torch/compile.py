@@ -9,7 +9,7 @@ import torch
 from arspec.backends import CompileOptions
 from arspec.ir.graph import IRGraph
 from arspec_torch.armodel import ARModel
-from arspec_torch.cache import cache_for
+from arspec_torch.cache import cache_for, no_cache_because
 from arspec_torch.distributions import build_distribution
 from arspec_torch.flows import FlowStudent
 from arspec_torch.latent import LatentVariableModel
@@ -50,6 +50,8 @@ def compile_model(ir: IRGraph, options: CompileOptions) -> ARModel:
     cache = None if agnostic else cache_for([pc.step for pc in plan.calls], plan.output, ir.ctx.event, orders, ir.dense_output)
     model = ARModel(net, distribution_of(ir), ir.event_shape, orders, conditioning_of(ir), ir.dense_output, cache,
                     agnostic=agnostic, ordering_seed=ir.ctx.ordering_seed)
+    if cache is None and not agnostic:
+        model.no_cache_reason = no_cache_because([pc.step for pc in plan.calls], ir.ctx.event, orders, ir.dense_output)
     return model.to(device=options.device, dtype=torch_dtype(options.dtype))
 
 

@@ -87,6 +87,19 @@ class StepPlan:
         self._slots: dict[tuple[str, int], np.ndarray] = {}
 
     @property
+    def unusable_because(self) -> str:
+        """Why the plan cannot run this model ('' when it can)."""
+        if self.opaque:
+            return f"{self.calls[self.opaque[0]].kind} reads positions the plan cannot follow"
+        kinds = sorted({c.kind for c in self.steps if c.kind not in _KINDS})
+        if kinds:
+            return f"the step plan has no instructions for {', '.join(kinds)}"
+        lag = self.lag.get(self.output)
+        if lag is None or lag > 0:
+            return "a position's parameters are not final before its element is drawn (a reach that wraps past a row)"
+        return ""
+
+    @property
     def usable(self) -> bool:
         """Every call that reads the data has a step rule, and a position's parameters are final
         before its element is drawn (with few columns, a vertical stack's reach can wrap past the

@@ -1,0 +1,249 @@
+"""The step IR: a primitive declared once, by what it computes at one position.
+
+A declared primitive writes its per-position step with a `StepBuilder`: reads of its arguments at
+fixed offsets (its input taps), reads of its own value at earlier positions (its state taps: a
+Spatial LSTM's (h, c) to the left and above), and a few operations on the vectors read —
+products with a parameter matrix (masked or not), activations, sums, products, concatenation and
+channel ranges. From that one declaration follow:
+
+* its taps and its dependency footprint (`footprint_of`: the input taps, closed over the state
+  taps — it cannot disagree with the step);
+* every engine's code: the whole-tensor kernel (the step at every position at once, or scanned
+  along the wavefront when it reads its own state), the cached sampler's step, the generated file.
+
+The IR holds plain data only (names, offsets, shapes), so it is framework-free like the rest of
+the core, and it can be written into generated code with `repr()`."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from arspec.domains import Deps
+from arspec.primitives.base import Primitive, Taps
+from arspec.types import TensorType
+
+StepFn = Literal["tanh", "sigmoid", "relu", "elu", "identity"]
+
+
+@dataclass(frozen=True)
+class StepOp:
+    """One operation of a step: `kind` and its operands (indices of earlier values), a tap's
+    argument and offset, a product's parameter names, an activation's name, a channel range."""
+
+    kind: Literal["read", "state", "product", "act", "add", "mul", "concat", "slice"]
+    inputs: tuple[int, ...] = ()
+    channels: int = 0
+    arg: int = 0
+    offset: tuple[int, ...] = ()
+    weight: str = ""
+    mask: str = ""
+    bias: str = ""
+    fn: StepFn = "identity"
+    start: int = 0
+
+
+@dataclass(frozen=True)
+class StepProgram:
+    """A declared step: operations in order (value i is the result of op i), the value that is the
+    primitive's output at the position (also its state, when it reads its own earlier values)."""
+
+    ops: tuple[StepOp, ...]
+    output: int
+    rank: int
+
+    @property
+    def state_offsets(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(dict.fromkeys(op.offset for op in self.ops if op.kind == "state"))
+
+    def input_offsets(self, arg: int) -> tuple[tuple[int, ...], ...]:
+        return tuple(dict.fromkeys(op.offset for op in self.ops if op.kind == "read" and op.arg == arg))
+
+    @property
+    def arguments(self) -> int:
+        return 1 + max((op.arg for op in self.ops if op.kind == "read"), default=-1)
+
+
+class StepError(ValueError):
+    """A step that cannot be declared that way (channels that do not match, a state read that is
+    not strictly earlier in raster order)."""
+
+
+@dataclass
+class StepBuilder:
+    """Collects a step: `v = b.read(0, (-1, 0))`, `g = b.product([v, s], "weight", bias="bias")`."""
+
+    rank: int
+    ops: list[StepOp] = field(default_factory=list)
+    out_channels: int | None = None
+    arg_channels: tuple[int, ...] = ()
+
+    def _add(self, op: StepOp) -> int:
+        self.ops.append(op)
+        return len(self.ops) - 1
+
+    def channels(self, value: int) -> int:
+        return self.ops[value].channels
+
+    def read(self, arg: int, offset: Sequence[int]) -> int:
+        """Argument `arg` at p + offset (zero outside the tensor)."""
+        offset = tuple(int(o) for o in offset)
+        if len(offset) != self.rank or arg >= len(self.arg_channels):
+            raise StepError(f"read({arg}, {offset}) does not fit {len(self.arg_channels)} argument(s) of rank {self.rank}")
+        return self._add(StepOp("read", channels=self.arg_channels[arg], arg=arg, offset=offset))
+
+    def state(self, offset: Sequence[int]) -> int:
+        """This primitive's own value at p + offset, an earlier position in raster order (zero
+        outside the tensor)."""
+        offset = tuple(int(o) for o in offset)
+        if len(offset) != self.rank or not offset < (0,) * self.rank:
+            raise StepError(f"a state read must be at an earlier position in raster order, got offset {offset}")
+        if self.out_channels is None:
+            raise StepError("state reads need the output's channels (StepBuilder(out_channels=...))")
+        return self._add(StepOp("state", channels=self.out_channels, offset=offset))
+
+    def product(self, parts: Sequence[int], weight: str, channels: int, mask: str = "", bias: str = "") -> int:
+        """(weight * mask) @ concat(parts) + bias: a parameter matrix (channels, sum of parts'
+        channels), an optional 0/1 buffer of the same shape, an optional bias parameter."""
+        return self._add(StepOp("product", tuple(parts), channels, weight=weight, mask=mask, bias=bias))
+
+    def act(self, fn: StepFn, value: int) -> int:
+        return self._add(StepOp("act", (value,), self.channels(value), fn=fn))
+
+    def add(self, *values: int) -> int:
+        self._same(values)
+        return self._add(StepOp("add", tuple(values), self.channels(values[0])))
+
+    def mul(self, *values: int) -> int:
+        self._same(values)
+        return self._add(StepOp("mul", tuple(values), self.channels(values[0])))
+
+    def concat(self, *values: int) -> int:
+        return self._add(StepOp("concat", tuple(values), sum(self.channels(v) for v in values)))
+
+    def slice(self, value: int, start: int, stop: int) -> int:
+        """Channels start..stop-1 of a value."""
+        if not 0 <= start < stop <= self.channels(value):
+            raise StepError(f"channels {start}..{stop - 1} of a value of {self.channels(value)}")
+        return self._add(StepOp("slice", (value,), stop - start, start=start))
+
+    def _same(self, values: Sequence[int]) -> None:
+        if len({self.channels(v) for v in values}) != 1:
+            raise StepError(f"operands of different channel counts: {[self.channels(v) for v in values]}")
+
+    def finish(self, output: int) -> StepProgram:
+        if self.out_channels is not None and self.channels(output) != self.out_channels:
+            raise StepError(f"the step's output has {self.channels(output)} channels, the primitive {self.out_channels}")
+        return StepProgram(tuple(self.ops), output, self.rank)
+
+
+# -- what follows from a declaration --------------------------------------------------------------
+
+def footprint_of(program: StepProgram, args: Sequence[Deps], channels: int, spatial: tuple[int, ...], groups: int = 1) -> Deps:
+    """The dependency sets of a declared primitive's output: each value of the step followed
+    through the domain's rules (a read at an offset is a one-tap convolution, a product a 1x1
+    convolution with the mask's connectivity, elementwise operations unions), the state reads
+    left out, then closed over the state offsets (every channel reading its whole state there)."""
+    values: list[Deps] = []
+    for op in program.ops:
+        if op.kind == "read":
+            values.append(_tap(args[op.arg], op.offset, spatial))
+        elif op.kind == "state":
+            values.append(args[0].empty(op.channels, spatial))
+        elif op.kind == "product":
+            parts = [values[i] for i in op.inputs]
+            joined = parts[0].concat(parts[1:]) if len(parts) > 1 else parts[0]
+            conn = np.ones((op.channels, joined.channels) + (1,) * len(spatial), dtype=bool)
+            values.append(joined.conv(conn, (1,) * len(spatial), (0,) * len(spatial), spatial))
+        elif op.kind in ("add", "mul"):
+            acc = values[op.inputs[0]]
+            for i in op.inputs[1:]:
+                acc = acc.union(values[i])
+            values.append(acc)
+        elif op.kind == "concat":
+            parts = [values[i] for i in op.inputs]
+            values.append(parts[0].concat(parts[1:]) if len(parts) > 1 else parts[0])
+        elif op.kind == "slice":
+            values.append(values[op.inputs[0]].select(np.arange(op.start, op.start + op.channels)))
+        else:                                                     # act
+            values.append(values[op.inputs[0]])
+    out = values[program.output]
+    if program.state_offsets:
+        out = out.closure(list(program.state_offsets), groups, channels, spatial)
+    return out
+
+
+def _tap(deps: Deps, offset: tuple[int, ...], spatial: tuple[int, ...]) -> Deps:
+    """The argument read at p + offset: a one-tap convolution (identity over channels)."""
+    c = deps.channels
+    conn = np.eye(c, dtype=bool).reshape((c, c) + (1,) * len(spatial))
+    return deps.conv(conn, (1,) * len(spatial), tuple(-o for o in offset), spatial)
+
+
+def fronts(program: StepProgram, spatial: tuple[int, ...]) -> np.ndarray:
+    """Per position (raster order), its wavefront: 0 for positions whose state reads are all
+    outside the tensor, else one more than the latest front they read. Positions of one front
+    read no state of each other, so a whole front is one batched step."""
+    positions = int(np.prod(spatial))
+    front = np.zeros(positions, dtype=np.int64)
+    coords = np.stack(np.unravel_index(np.arange(positions), spatial), axis=1)
+    limits = np.array(spatial)
+    for p in range(positions):
+        best = -1
+        for offset in program.state_offsets:
+            q = coords[p] + np.array(offset)
+            if (q >= 0).all() and (q < limits).all():
+                best = max(best, int(front[np.ravel_multi_index(tuple(q), spatial)]))
+        front[p] = best + 1
+    return front
+
+
+class DeclaredPrimitive(Primitive):
+    """A primitive declared by its step (see the module docstring). A subclass (a dataclass) says
+    its `kind`, its parameters and buffers, its output channels and its arguments' channels, and
+    writes `step`; its taps, footprint and every engine's code follow from that."""
+
+    @property
+    def out_channels(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def in_channels(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def rank(self) -> int:
+        raise NotImplementedError
+
+    def step(self, b: StepBuilder) -> int:
+        """Declare the step with `b`; return the value that is the output at the position."""
+        raise NotImplementedError
+
+    @property
+    def program(self) -> StepProgram:
+        cached = self.__dict__.get("_program")
+        if cached is None:
+            b = StepBuilder(self.rank, out_channels=self.out_channels, arg_channels=self.in_channels)
+            cached = b.finish(self.step(b))
+            self.__dict__["_program"] = cached
+        return cached
+
+    def out_type(self, args: Sequence[TensorType]) -> TensorType:
+        return TensorType(self.out_channels, args[0].spatial)
+
+    def attrs(self) -> dict[str, Any]:
+        return {"program": self.program}
+
+    def taps(self, rank: int, arguments: int) -> list[Taps] | None:
+        """The input taps of the step (its state taps are `state_taps`)."""
+        offsets = [self.program.input_offsets(i) for i in range(arguments)]
+        return [Taps(o, (True,) * len(o)) for o in offsets]
+
+    @property
+    def state_taps(self) -> tuple[tuple[int, ...], ...]:
+        return self.program.state_offsets
+
+    def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
+        return footprint_of(self.program, args, out.channels, out.spatial)

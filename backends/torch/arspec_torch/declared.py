@@ -1,0 +1,107 @@
+"""Primitives declared by their step (arspec.primitives.step), lowered to torch: the whole-tensor
+kernel is the step evaluated at every position at once, or, for a primitive that reads its own
+earlier values, scanned along its wavefronts (a front's positions read no state of each other:
+one batched step per front, 2H - 1 fronts for an H x W Spatial LSTM); the cached sampler's step is
+the same evaluation at the positions it computes. No primitive-specific code: adding a declared
+primitive adds nothing here. Imports nothing from arspec (generated files carry a copy)."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+
+ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "elu": torch.nn.functional.elu,
+               "identity": lambda x: x}
+
+
+def state_offsets(program: Any) -> tuple[tuple[int, ...], ...]:
+    return tuple(dict.fromkeys(op.offset for op in program.ops if op.kind == "state"))
+
+
+def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: Any) -> torch.Tensor:
+    """The step's output for a set of positions: `read(arg, offset)` and `state(offset)` give the
+    operands as (B, C, n) tensors; products, activations, sums and channel ranges follow the IR."""
+    values: list[torch.Tensor] = []
+    for op in program.ops:
+        kind = op.kind
+        if kind == "read":
+            values.append(read(op.arg, op.offset))
+        elif kind == "state":
+            values.append(state(op.offset))
+        elif kind == "product":
+            x = torch.cat([values[i] for i in op.inputs], dim=1) if len(op.inputs) > 1 else values[op.inputs[0]]
+            weight = tensors[op.weight] * tensors[op.mask] if op.mask else tensors[op.weight]
+            y = torch.einsum("oc,bcn->bon", weight.to(x.dtype), x)
+            values.append(y + tensors[op.bias][None, :, None] if op.bias else y)
+        elif kind == "act":
+            values.append(ACTIVATIONS[op.fn](values[op.inputs[0]]))
+        elif kind in ("add", "mul"):
+            out = values[op.inputs[0]]
+            for i in op.inputs[1:]:
+                out = out + values[i] if kind == "add" else out * values[i]
+            values.append(out)
+        elif kind == "concat":
+            values.append(torch.cat([values[i] for i in op.inputs], dim=1))
+        else:                                                        # slice
+            values.append(values[op.inputs[0]][:, op.start:op.start + op.channels])
+    return values[program.output]
+
+
+@functools.lru_cache(maxsize=64)
+def tap_table(offset: tuple[int, ...], spatial: tuple[int, ...]) -> torch.Tensor:
+    """(P,) flat index of p + offset for every position p, P where it falls outside."""
+    positions = int(np.prod(spatial))
+    coords = np.stack(np.unravel_index(np.arange(positions), spatial), axis=1) + np.array(offset)
+    inside = ((coords >= 0) & (coords < np.array(spatial))).all(axis=1)
+    table = np.full(positions, positions, dtype=np.int64)
+    table[inside] = np.ravel_multi_index(tuple(coords[inside].T), spatial)
+    return torch.as_tensor(table)
+
+
+@functools.lru_cache(maxsize=64)
+def wavefronts(offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """The positions of each front, in order (see the module docstring)."""
+    positions = int(np.prod(spatial))
+    front = np.zeros(positions, dtype=np.int64)
+    tables = [tap_table(o, spatial).numpy() for o in offsets]
+    for p in range(positions):                         # state offsets point to earlier positions
+        best = -1
+        for table in tables:
+            q = table[p]
+            if q < positions:
+                best = max(best, int(front[q]))
+        front[p] = best + 1
+    return tuple(torch.as_tensor(np.flatnonzero(front == f)) for f in range(int(front.max()) + 1))
+
+
+def flat(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) -> (B, C, P + 1), the last slot a zero standing for every read outside."""
+    b, c = x.shape[:2]
+    return torch.cat([x.reshape(b, c, -1), x.new_zeros(b, c, 1)], dim=2)
+
+
+def declared(*args: torch.Tensor, program: Any, **tensors: torch.Tensor) -> torch.Tensor:
+    """The whole-tensor kernel of a declared primitive: args (B, C_i, *S) -> (B, C_out, *S)."""
+    spatial = tuple(args[0].shape[2:])
+    sources = [flat(a) for a in args]
+    out_channels = program.ops[program.output].channels
+    every = torch.arange(sources[0].shape[2] - 1, device=args[0].device)
+
+    def reader(positions: torch.Tensor) -> Any:
+        return lambda arg, offset: sources[arg][:, :, tap_table(offset, spatial).to(positions.device)[positions]]
+    offsets = state_offsets(program)
+    if not offsets:
+        value = evaluate(program, tensors, reader(every), None)
+        return value.reshape(value.shape[0], value.shape[1], *spatial)
+    dtype = torch.result_type(args[0], next(iter(tensors.values()))) if tensors else args[0].dtype
+    out = args[0].new_zeros(args[0].shape[0], out_channels, sources[0].shape[2], dtype=dtype)
+    for positions in wavefronts(offsets, spatial):
+        positions = positions.to(args[0].device)
+
+        def state(offset: tuple[int, ...], at: torch.Tensor = positions) -> torch.Tensor:
+            return out[:, :, tap_table(offset, spatial).to(at.device)[at]]
+        value = evaluate(program, tensors, reader(positions), state)
+        out.index_copy_(2, positions, value)          # in place: earlier reads saved indices, not the buffer
+    return out[:, :, :-1].reshape(out.shape[0], out_channels, *spatial)
