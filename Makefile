@@ -13,11 +13,11 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: setup demo test test-all lint bench clean
 
-$(VENV)/.installed: pyproject.toml backends/torch/pyproject.toml backends/torch_codegen/pyproject.toml
+$(VENV)/.installed: pyproject.toml backends/torch/pyproject.toml backends/torch_codegen/pyproject.toml plugins/spatial_lstm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[dev]" -e backends/torch -e backends/torch_codegen
+	$(PIP) install -q -e ".[dev]" -e backends/torch -e backends/torch_codegen -e plugins/spatial_lstm
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,7 +32,7 @@ demo: setup
 	@echo "pictures: $(OUT)/samples.png $(OUT)/samples_probs.png $(OUT)/receptive_field.png $(OUT)/loss.png"
 
 lint: setup
-	$(VENV)/bin/ruff check arspec backends tests bench
+	$(VENV)/bin/ruff check arspec backends plugins tests bench
 	$(VENV)/bin/mypy
 
 test: lint

@@ -14,6 +14,7 @@ backend = Backend(
     description="standalone generated PyTorch code (arspec export); compiles by importing it",
     devices=("cpu", "cuda"),
     export=emit,
+    declared=True,
 )
 
 __all__ = ["backend", "compile_model", "emit"]

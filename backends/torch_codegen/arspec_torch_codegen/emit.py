@@ -9,11 +9,12 @@ import zlib
 from typing import Any
 
 import numpy as np
-from arspec_torch import armodel, cache, ccache, cstep, distributions, kernels, staticstep, stepplan
+from arspec_torch import armodel, cache, ccache, cstep, declared, distributions, kernels, staticstep, stepplan
 from arspec_torch.compile import orders_of
 from arspec_torch.plan import Plan, PlanCall, conditioning_of, plan_of
 
 import arspec
+import arspec.primitives.step as step_ir
 from arspec.identifiers import is_python_name
 from arspec.ir.graph import IRGraph, IRNode
 from arspec_torch_codegen.runtime_source import HEADER_IMPORTS, extract
@@ -95,7 +96,8 @@ def _call_expr(pc: PlanCall, prefix: str = "self.") -> str:
         parts.append(f"active={prefix}active")
     if step.training:
         parts.append(f"training={prefix}training")
-    return f"{name(step.kind)}({', '.join(parts)})"
+    function = "declared" if "program" in step.attrs else name(step.kind)      # a declared primitive: its step, evaluated
+    return f"{function}({', '.join(parts)})"
 
 
 def _network_init(plan: Plan) -> list[str]:
@@ -222,7 +224,7 @@ def _description(ir: IRGraph) -> str:
 def emit(ir: IRGraph) -> str:
     """The standalone source of the model described by `ir`."""
     plan = plan_of(ir)
-    kinds = sorted({pc.step.kind for pc in plan.calls})
+    kinds = sorted({pc.step.kind for pc in plan.calls if pc.step.kind in kernels.KERNELS})
     dist_class, dist_expr = _distribution(ir)
     orders = orders_of(ir)
     origin = ir.source.filename if ir.source else "<spec>"
@@ -246,6 +248,8 @@ constant arrays, then the model itself — the `Network` below is straight-line 
         extract(armodel, {"ARModel"}),
         _banner("runtime: cached generation"),
         extract(stepplan, {"StepPlan", "StepProgram", "constant_values", "data_dependent", "single_threaded_blas", "update_frame_values"}),
+        extract(step_ir, {"StepOp", "StepProgram"}),
+        extract(declared, {"declared", "evaluate", "state_offsets", "tap_table", "wavefronts", "flat"}),
         extract(ccache, {"load_library", "compiler"}),
         extract(cstep, {"CStepProgram", "c_step_available"}),
         extract(staticstep, {"StaticStepProgram", "GraphedLoop"}),

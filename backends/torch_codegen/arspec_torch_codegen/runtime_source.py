@@ -27,7 +27,7 @@ import warnings
 import zlib
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
