@@ -31,13 +31,14 @@ def compile(spec: ModelSpec | CompositeSpec, backend: str = "torch", device: Any
     return compile_ir(spec.ir, backend, options)
 
 
-def export(spec: ModelSpec, backend: str = "torch-codegen") -> str:
-    """The source of a standalone module for the spec, from a code-generating backend."""
+def export(spec: ModelSpec, backend: str = "torch-codegen", fast_sampler: bool = False) -> str:
+    """The source of a standalone module for the spec, from a code-generating backend: plain
+    PyTorch, or with `fast_sampler` also its cached samplers."""
     from arspec.backends import BackendError
     chosen = get_backend(backend)
     if chosen.export is None:
         raise BackendError(f"backend {backend!r} does not generate code")
-    return chosen.export(spec.ir)
+    return chosen.export(spec.ir, fast_sampler=fast_sampler) if fast_sampler else chosen.export(spec.ir)
 
 
 def load_model(path: str | Path, device: Any = "cpu", backend: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Any:

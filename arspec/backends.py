@@ -42,7 +42,7 @@ class ARModel(Protocol):
 
 
 CompileFn = Callable[["IRGraph", CompileOptions], ARModel]
-ExportFn = Callable[["IRGraph"], str]
+ExportFn = Callable[..., str]                       # (ir, fast_sampler=False) -> source text
 CompositeFn = Callable[[Any, CompileOptions], Any]
 
 

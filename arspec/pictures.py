@@ -108,3 +108,43 @@ def save_spectrograms(path: Path, clips: list[tuple[str, np.ndarray]], rate: int
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def save_sample_sheet(path: Path, images: np.ndarray, title: str, labels: list[str] | None = None,
+                      min_width: int = 640, cols: int | None = None) -> None:
+    """(N, H, W, 3) uint8 images as a titled sheet at least `min_width` pixels wide (upscaled by
+    nearest neighbour, however small the event), each image with its label below it (its NLL)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n, h, w, _ = images.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    dpi = 100
+    width = max(min_width, cols * w * 4) / dpi
+    cell = width / cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width, cell * rows * h / w + 0.6 + (0.25 * rows if labels else 0)), dpi=dpi,
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(images[i], interpolation="nearest")
+        if labels:
+            ax.set_xlabel(labels[i], fontsize=7, labelpad=2)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def dim_unknown(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 with the elements not given (known False: (H, W)) dimmed and tinted, and an
+    outline where the known region ends: what a completion was given."""
+    out = image.astype(np.float64)
+    out[~known] = out[~known] * 0.25 + np.array([40.0, 40.0, 90.0])
+    edge = known & ~np.pad(known, 1, constant_values=False)[2:, 1:-1] | known & ~np.pad(known, 1, constant_values=False)[1:-1, 2:]
+    out[edge] = [255.0, 200.0, 0.0]
+    return np.clip(out, 0, 255).astype(np.uint8)

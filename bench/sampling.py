@@ -9,7 +9,8 @@ flat in the length; Gated PixelCNN 1x28x28 >= 20x naive; R->G->B PixelCNN 3x32x3
 the transformer at 512 tokens >= 10x naive (its key-value cache: keys and values of each position
 computed once, the queries of the new position only); the Video Pixel Network at 10 frames of 32x32
 >= 20x naive (frame by frame: the encoder and the recurrence over frames once per frame, the decoder
-per pixel); PixelSNAIL's ratio is reported beside them.
+per pixel); the Spatial LSTM (declared by its step: the numpy step) at 28x28 >= 100x naive;
+PixelSNAIL's ratio is reported beside them.
 Then multiscale PixelCNN's O(log N) parallel steps against raster sampling; last, Parallel
 WaveNet's student against its teacher's cached generation for one second of audio (target >= 100x;
 `--parallel-wavenet TEACHER STUDENT` with trained checkpoints adds the teacher's NLL of real audio,
@@ -101,6 +102,7 @@ def main() -> None:
         model = arspec.compile(spec, seed=0, device=device).eval()
         row(f"wavenet 30 layers T={length}", model, args.batch, max_steps=32)
     for name, shape in (("gated_pixelcnn", "[1,28,28]"), ("pixelcnn_rgb", "[3,32,32]"), ("pixelsnail", "[1,28,28]"),
+                        ("spatial_lstm", "[1,16,16]" if args.quick else "[1,28,28]"),
                         ("transformer_text", "[128]" if args.quick else "[512]"),
                         ("video_pixel_network_small", "[4,1,16,16]" if args.quick else "[10,1,32,32]")):
         spec = arspec.load_spec(SPECS / f"{name}.yaml", overrides=[f"event.shape={shape}"])

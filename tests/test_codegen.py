@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _exported(tmp_path: Path, path: Path) -> tuple[Path, arspec.ModelSpec]:
     spec = arspec.load_spec(path, overrides=tiny_overrides(path))
     out = tmp_path / f"{path.stem}_model.py"
-    out.write_text(arspec.export(spec))
+    out.write_text(arspec.export(spec, fast_sampler=True))
     return out, spec
 
 
@@ -160,3 +160,28 @@ def test_training_runs_through_the_generated_code(tmp_path):
     assert generated.generated_source.exists()
     x, _ = model.example_inputs(2, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(model.log_prob(x), generated.log_prob(x), atol=1e-4)
+
+
+def test_a_plain_export_reads_like_a_hand_written_file_and_matches_the_interpreter(tmp_path):
+    """By default the file is the model, its log-prob and a one-pass-per-step sampler, in a few
+    hundred lines that import only torch, numpy and the standard library; --with-fast-sampler
+    adds the cached samplers."""
+    spec = arspec.load_spec(ROOT / "specs" / "made.yaml", overrides=["params.hidden=8", "event.shape=[1,4,4]"])
+    plain, fast = arspec.export(spec), arspec.export(spec, fast_sampler=True)
+    assert len(plain.splitlines()) < 700 < 2000 < len(fast.splitlines())
+    assert "ctypes" not in plain and "subprocess" not in plain and "StepPlan" not in plain
+    path = tmp_path / "plain_made.py"
+    path.write_text(plain)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import plain_made
+    finally:
+        sys.path.remove(str(tmp_path))
+    model = plain_made.Model().double().eval()
+    reference = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
+    model.load_state_dict(reference.state_dict())
+    x, _ = reference.example_inputs(3, torch.Generator().manual_seed(0))
+    assert torch.allclose(model.log_prob(x), reference.log_prob(x), atol=1e-9)
+    assert model.incremental is None
+    assert torch.equal(model.sample(2, generator=torch.Generator().manual_seed(3)),
+                       reference.sample(2, generator=torch.Generator().manual_seed(3), cache=False))

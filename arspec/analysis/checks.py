@@ -12,7 +12,7 @@ from arspec.analysis.explain import Explanation, explain
 from arspec.domains import ConcreteDeps, Deps, OffsetDeps
 from arspec.errors import Location, Problem
 from arspec.ir.graph import IRGraph, IRNode
-from arspec.ordering import OBSERVED
+from arspec.ordering import OBSERVED, compute_raster
 
 MAX_REPORTED = 5
 MAX_TRACE_NODES = 400
@@ -148,7 +148,7 @@ def concrete_checks(spec, ir: IRGraph, out: ConcreteDeps, report, mask: int, dep
         _blind_spots_concrete(spec, ir, table, order, report, deps)
 
 
-def _blind_concrete(seen: np.ndarray, e: int, coords: np.ndarray, order: np.ndarray, video: bool = False) -> int:
+def _blind_concrete(seen: np.ndarray, e: int, coords: np.ndarray, order: np.ndarray, video: bool = False, raster: bool = False) -> int:
     """Earlier elements inside the bounding box of what element e sees (and e itself) that it
     does not see. seen: (N,) over all elements. In a video the box is taken within e's own frame:
     earlier frames reach it through a recurrence whose reach grows frame by frame, and a finite
@@ -157,7 +157,9 @@ def _blind_concrete(seen: np.ndarray, e: int, coords: np.ndarray, order: np.ndar
     if video:
         seen = seen & (coords[:, 0] == pos[0])
     pts = np.concatenate([coords[seen], pos[None]])
-    lo, hi = periodic.symmetric_rows(pts.min(axis=0), pts.max(axis=0), pos, coords.max(axis=0), coords[seen].T)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    if raster:                       # rows above and to the right mean something in raster order only
+        lo, hi = periodic.symmetric_rows(lo, hi, pos, coords.max(axis=0), coords[seen].T)
     inside = np.all((coords >= lo) & (coords <= hi), axis=1)
     if video:
         inside &= coords[:, 0] == pos[0]
@@ -169,11 +171,12 @@ def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report
     event = ctx.event
     coords = np.stack(np.unravel_index(np.arange(table.shape[1]), event), axis=1)[:, 1:]   # (N, nd) spatial
     video = len(spec.event.shape) == 4
+    raster = bool(np.array_equal(np.asarray(order).reshape(-1), compute_raster(event)))
     blind_total, worst, worst_e, affected = 0, 0, None, 0
     for e in range(table.shape[0]):
         if not table[e].any():
             continue
-        n = _blind_concrete(table[e], e, coords, order, video)
+        n = _blind_concrete(table[e], e, coords, order, video, raster)
         if n:
             affected += 1
             blind_total += n
@@ -189,7 +192,7 @@ def _blind_spots_concrete(spec, ir, table: np.ndarray, order: np.ndarray, report
         def blind_at(node_deps: Deps) -> bool:
             rows = _serving_rows(node_deps, int(group), ctx.groups)
             seen = node_deps.rows[(rows,) + tuple(int(p) for p in pos)].any(axis=0)
-            return bool(seen.any()) and _blind_concrete(seen, worst_element, coords, order, video) > 0
+            return bool(seen.any()) and _blind_concrete(seen, worst_element, coords, order, video, raster) > 0
 
         origin = _first_node(ir, deps, blind_at)
         _warn_blind(spec, ir, report, origin, f"blind spot: {affected} element(s) cannot see earlier elements inside their receptive field "

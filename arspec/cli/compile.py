@@ -11,8 +11,9 @@ def summary(spec, report, model) -> str:
     lines = [
         f"model        {spec.name}",
         f"event        {list(spec.event.shape)} ({ir.ctx.elements:,} elements, {steps:,} generation steps)",
-        f"distribution {spec.distribution.type} ({ir.ctx.params_per_element} parameters per element)",
+        f"distribution {spec.distribution.type} ({_count(ir.ctx.params_per_element, 'parameter')} per element)",
         f"ordering     {ordering}" + (f", {ir.ctx.masks} mask sets" if ir.ctx.masks > 1 else ""),
+        *_conditioning(spec),
         f"parameters   {sum(p.numel() for p in model.parameters()):,}",
         f"ops          {len(ir.op_nodes())} nodes",
         (f"data gate    x only through {', '.join(report.agnostic['gates'])}; every element predicted from the observed ones"
@@ -20,6 +21,26 @@ def summary(spec, report, model) -> str:
         f"verdict      {'autoregressive' if report.ok else 'NOT autoregressive'}" + (f" ({len(report.warnings)} warning(s))" if report.warnings else ""),
     ]
     return "\n".join(lines)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _conditioning(spec) -> list[str]:
+    """One line per conditioning input, with what it takes: a class, or a feature map's shape."""
+    from arspec.ordering import internal_event
+    spatial = internal_event(spec.event.shape)[1:]
+    lines = []
+    for name, c in spec.conditioning.items():
+        if c.type == "global":
+            what = f"global: one class of {c.classes} per item (an integer)"
+        else:
+            shape = [c.channels, *(s // c.upsample for s in spatial)]
+            what = f"local: {shape} per item (channels, then the event's size / upsample {c.upsample}), {c.mode}-upsampled"
+        source = f", fed from {c.source}" if getattr(c, "source", None) else ""
+        lines.append(f"context      {name}: {what}{source}")
+    return lines
 
 
 def composite_summary(spec, report, model) -> str:

@@ -29,7 +29,7 @@ def run(args: Any) -> int:
         return 2
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(out, export(spec, backend=args.backend))
+    write_atomically(out, export(spec, backend=args.backend, fast_sampler=args.with_fast_sampler))
     print(f"wrote {out}: standalone PyTorch ({spec.name}, {spec.ir.parameters:,} parameters); use it with: from {out.stem} import Model")
     if weights is not None:
         from safetensors.torch import save_file

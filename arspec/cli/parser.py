@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a spec (.yaml) or a checkpoint (file or training folder)")
     p.add_argument("-o", "--output", default="model.py")
     p.add_argument("--backend", default="torch-codegen", help="a code-generating backend")
+    p.add_argument("--with-fast-sampler", action="store_true", help="also carry the cached samplers (ring buffers, a C step compiled on first use; "
+                                                                     "thousands of lines) instead of sampling one pass per step")
     _add_set(p)
 
     p = sub.add_parser("graph", help="pictures: receptive field of an element and the op graph")

@@ -172,9 +172,34 @@ def run(args: Any) -> int:
     x = _sample_in_batches(model, args, gen, given, known, context)
     seconds = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
+    model.sheet_title = _caption(model, args)
     written = WRITERS[out.suffix](model, x, out, context)
+    if given is not None and known is not None and out.suffix == ".png" and x.dim() == 4:
+        written += ", " + _write_completions(model, x, given, known, out)
     print(f"wrote {written}; {args.n} sample(s) in {seconds:.1f} s")
     return 0
+
+
+def _caption(model: Any, args: Any) -> str:
+    """The title of a picture of samples: the spec, the checkpoint, the temperature."""
+    checkpoint = getattr(model, "checkpoint_path", None)
+    source = f"{checkpoint.parent.name}/{checkpoint.name}" if checkpoint is not None else "initial weights"
+    return f"{model.spec.name} — {source} — temperature {args.temperature:g}, seed {args.seed}"
+
+
+def _write_completions(model: Any, x: torch.Tensor, given: torch.Tensor, known: torch.Tensor, out: Path) -> str:
+    """`<stem>_completions.png`: the given item with what was not given dimmed (the known region
+    outlined), then each completion."""
+    from arspec.pictures import dim_unknown, save_sample_sheet, to_uint8_images
+    d = model.distribution
+    classes = d.classes if d.discrete else None
+    images = to_uint8_images(torch.cat([given[None].to(x.dtype), x]).numpy(), classes)
+    mask = known.numpy().reshape(known.shape[-3:]).any(axis=0)
+    images[0] = dim_unknown(images[0], mask)
+    path = Path(f"{out.with_suffix('')}_completions.png")
+    save_sample_sheet(path, images, f"{getattr(model, 'sheet_title', model.spec.name)}: completions",
+                      ["given (dimmed: to complete)"] + [f"completion {i + 1}" for i in range(len(x))], cols=min(len(images), 6))
+    return f"{path} (the given item, then each completion)"
 
 
 MAX_PICTURE_SAMPLES = 10_000
@@ -279,14 +304,16 @@ def _write_npy(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.
 
 
 def _write_png(model: Any, x: torch.Tensor, out: Path, context: dict[str, torch.Tensor]) -> str:
-    from arspec.pictures import save_grid, save_heat_grid, to_uint8_images, video_strips
+    from arspec.pictures import save_heat_grid, save_sample_sheet, to_uint8_images, video_strips
     d = model.distribution
     if x.dim() == 5:
         video_strips(x.numpy(), d.classes if d.discrete else None).save(out)
         return f"{out} (one row of frames per video)"
-    save_grid(out, to_uint8_images(x.numpy(), d.classes if d.discrete else None))
     with torch.no_grad():
         nll = -model.log_prob_elements(x, **{k: v.to(model.device) for k, v in context.items()}).cpu().numpy()
+    per_sample = nll.reshape(len(nll), -1).sum(axis=1)
+    save_sample_sheet(out, to_uint8_images(x.numpy(), d.classes if d.discrete else None), getattr(model, "sheet_title", model.spec.name),
+                      [f"{v:.1f} nats" for v in per_sample])
     stem = out.with_suffix("")
     save_heat_grid(Path(f"{stem}_nll.png"), nll.sum(axis=1), "negative log-likelihood of each sampled element", "nats (summed over channels)")
     if not d.discrete:

@@ -46,7 +46,7 @@ class StepOp:
 
 
 @dataclass(frozen=True)
-class StepProgram:
+class DeclaredStep:
     """A declared step: operations in order (value i is the result of op i), the value that is the
     primitive's output at the position (also its state, when it reads its own earlier values)."""
 
@@ -133,15 +133,15 @@ class StepBuilder:
         if len({self.channels(v) for v in values}) != 1:
             raise StepError(f"operands of different channel counts: {[self.channels(v) for v in values]}")
 
-    def finish(self, output: int) -> StepProgram:
+    def finish(self, output: int) -> DeclaredStep:
         if self.out_channels is not None and self.channels(output) != self.out_channels:
             raise StepError(f"the step's output has {self.channels(output)} channels, the primitive {self.out_channels}")
-        return StepProgram(tuple(self.ops), output, self.rank)
+        return DeclaredStep(tuple(self.ops), output, self.rank)
 
 
 # -- what follows from a declaration --------------------------------------------------------------
 
-def footprint_of(program: StepProgram, args: Sequence[Deps], channels: int, spatial: tuple[int, ...], groups: int = 1) -> Deps:
+def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spatial: tuple[int, ...], groups: int = 1) -> Deps:
     """The dependency sets of a declared primitive's output: each value of the step followed
     through the domain's rules (a read at an offset is a one-tap convolution, a product a 1x1
     convolution with the mask's connectivity, elementwise operations unions), the state reads
@@ -182,24 +182,6 @@ def _tap(deps: Deps, offset: tuple[int, ...], spatial: tuple[int, ...]) -> Deps:
     return deps.conv(conn, (1,) * len(spatial), tuple(-o for o in offset), spatial)
 
 
-def fronts(program: StepProgram, spatial: tuple[int, ...]) -> np.ndarray:
-    """Per position (raster order), its wavefront: 0 for positions whose state reads are all
-    outside the tensor, else one more than the latest front they read. Positions of one front
-    read no state of each other, so a whole front is one batched step."""
-    positions = int(np.prod(spatial))
-    front = np.zeros(positions, dtype=np.int64)
-    coords = np.stack(np.unravel_index(np.arange(positions), spatial), axis=1)
-    limits = np.array(spatial)
-    for p in range(positions):
-        best = -1
-        for offset in program.state_offsets:
-            q = coords[p] + np.array(offset)
-            if (q >= 0).all() and (q < limits).all():
-                best = max(best, int(front[np.ravel_multi_index(tuple(q), spatial)]))
-        front[p] = best + 1
-    return front
-
-
 class DeclaredPrimitive(Primitive):
     """A primitive declared by its step (see the module docstring). A subclass (a dataclass) says
     its `kind`, its parameters and buffers, its output channels and its arguments' channels, and
@@ -222,7 +204,7 @@ class DeclaredPrimitive(Primitive):
         raise NotImplementedError
 
     @property
-    def program(self) -> StepProgram:
+    def program(self) -> DeclaredStep:
         cached = self.__dict__.get("_program")
         if cached is None:
             b = StepBuilder(self.rank, out_channels=self.out_channels, arg_channels=self.in_channels)

@@ -67,7 +67,7 @@ def write_epochs(out: Path, history: list[dict[str, Any]], best_step: int | None
     write_with(out / "epochs.csv", lambda tmp: _write_rows(tmp, rows, EPOCH_FIELDS))
 
 
-def write_loss_curve(out: Path, history: list[dict[str, Any]], best_step: int | None) -> None:
+def write_loss_curve(out: Path, history: list[dict[str, Any]], best_step: int | None, resumed: list[int] | None = None) -> None:
     """Fill the validation columns of loss.csv, write epochs.csv and draw loss.png."""
     validations = {int(r["step"]): r for r in history}
     steps = [r for r in read_steps(out) if _step_of(r) is not None]
@@ -78,10 +78,10 @@ def write_loss_curve(out: Path, history: list[dict[str, Any]], best_step: int | 
         rows.append({**row, "validation_nats": val["validation_nats"] if val else "", "best": int(step == best_step) if val else ""})
     write_with(out / "loss.csv", lambda tmp: _write_rows(tmp, rows, STEP_FIELDS))
     write_epochs(out, history, best_step)
-    _draw(out / "loss.png", steps, history, best_step)
+    _draw(out / "loss.png", steps, history, best_step, resumed or [])
 
 
-def _draw(path: Path, steps: list[dict[str, str]], history: list[dict[str, Any]], best_step: int | None) -> None:
+def _draw(path: Path, steps: list[dict[str, str]], history: list[dict[str, Any]], best_step: int | None, resumed: list[int]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -99,6 +99,8 @@ def _draw(path: Path, steps: list[dict[str, str]], history: list[dict[str, Any]]
         if best is not None:
             ax.plot([best_step], [best], marker="*", markersize=14, color="gold", markeredgecolor="black", linestyle="none",
                     label=f"best checkpoint (step {best_step})")
+    for k, step in enumerate(resumed):
+        ax.axvline(step, color="#cb4b16", linestyle=":", linewidth=1.2, label="resumed (--resume)" if k == 0 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("NLL (nats per item)")
     ax.set_title("training")

@@ -235,6 +235,7 @@ class _Run:
             torch.set_rng_state(tensors["rng.cpu"])
         self.state.update(metadata_json(last, metadata, "meta", {}).get("state", {}))
         self.state["stopped"] = None
+        self.state["resumed_at"] = [*self.state.get("resumed_at", []), int(self.state["step"])]
         if self.writer:
             keep_steps_through(self.out, int(self.state["step"]))
             print(f"resuming from step {self.state['step']} (epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}) of {last}")
@@ -374,7 +375,7 @@ class _Run:
             self.validate_and_save()
         self.checkpoint(LAST, {"stopped": self.state["stopped"]} if self.state["stopped"] else None)
         if self.writer:
-            write_loss_curve(self.out, self.state["history"], self.state["best_step"])
+            write_loss_curve(self.out, self.state["history"], self.state["best_step"], self.state.get("resumed_at", []))
 
 
 def train(spec: Any, data: Splits, config: TrainConfig) -> dict[str, Any]:

@@ -46,6 +46,15 @@ _POINTWISE = {"relu": "np.maximum({0}, 0)", "tanh": "np.tanh({0})", "sigmoid": "
 _KINDS = {"masked_conv", "shift", "embedding", "activation", "dropout", "add", "multiply", "concat", "gate", "select", "context_projection"}
 
 
+def _steps_here(call: Any) -> bool:
+    """Whether the numpy step has code for a call: its kind's, or its declared step (whose reads
+    of constant arguments are at its own position)."""
+    program = call.attrs.get("program")
+    if program is None:
+        return call.kind in _KINDS
+    return True
+
+
 def single_threaded_blas() -> Any:
     """numpy's small matrix products on one thread: BLAS worker threads spinning between steps
     slow both numpy and torch (measured here: 3x at batch 16, nothing gained at batch 1)."""
@@ -91,7 +100,7 @@ class StepPlan:
         """Why the plan cannot run this model ('' when it can)."""
         if self.opaque:
             return f"{self.calls[self.opaque[0]].kind} reads positions the plan cannot follow"
-        kinds = sorted({c.kind for c in self.steps if c.kind not in _KINDS})
+        kinds = sorted({c.kind for c in self.steps if not _steps_here(c)})
         if kinds:
             return f"the step plan has no instructions for {', '.join(kinds)}"
         lag = self.lag.get(self.output)
@@ -105,7 +114,13 @@ class StepPlan:
         before its element is drawn (with few columns, a vertical stack's reach can wrap past the
         end of a row; such models use the torch path)."""
         lag = self.lag.get(self.output)
-        return not self.opaque and all(c.kind in _KINDS for c in self.steps) and lag is not None and lag <= 0
+        return not self.opaque and all(_steps_here(c) for c in self.steps) and lag is not None and lag <= 0
+
+    @property
+    def declared(self) -> list[str]:
+        """The kinds of the step's primitives declared by their step (the numpy step evaluates
+        their program; the C step has no instructions for them yet)."""
+        return sorted({c.kind for c in self.steps if "program" in c.attrs})
 
     def channels(self, value: str) -> int:
         """Channels of a value: the data's channel groups, or the call's output channels."""
@@ -196,7 +211,21 @@ class StepPlan:
                     continue
                 span = max([self.lag[c.id] - self._flat(off) - self.lag[arg] for off in self._live(c, i)] or [0])  # type: ignore[operator]
                 ring[arg] = max(ring.get(arg, 1), span + 1)
+            for off in _state_offsets(c):                           # a declared step reads its own earlier values
+                ring[c.id] = max(ring.get(c.id, 1), -self._flat(off) + 1)
         return ring
+
+    def state_slots(self, call: Any, offset: tuple[int, ...]) -> np.ndarray:
+        """(P,): the ring slot of a call's own value at p + offset (the zero slot outside)."""
+        key = (call.id, offset)
+        if key not in self._slots:
+            size = self.ring[call.id]
+            coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1) + np.array(offset)
+            ok = np.all((coords >= 0) & (coords < np.array(self.spatial)), axis=1)
+            table = np.full(self.positions, size, dtype=np.int64)
+            table[ok] = np.ravel_multi_index(tuple(coords[ok].T), self.spatial) % size
+            self._slots[key] = table
+        return self._slots[key]
 
     def slots(self, call: Any, i: int) -> np.ndarray:
         """(P, live taps): the ring slot each live tap of argument i reads at every position (the
@@ -220,6 +249,11 @@ class StepPlan:
 
 
 DATA_VALUES = ("x", "x_raw")
+
+
+def _state_offsets(call: Any) -> list[tuple[int, ...]]:
+    program = call.attrs.get("program")
+    return [] if program is None else list(dict.fromkeys(op.offset for op in program.ops if op.kind == "state"))
 
 
 def data_dependent(calls: list[Any]) -> dict[str, bool]:
@@ -351,6 +385,8 @@ class StepProgram:
         if key in self.stacked_term:                   # a term of a stacked sum: its input, copied in
             total, lo, hi = self.stacked_term[key]
             return [f"T_{total}[{lo}:{hi}] = v_{c.args[0]}"]
+        if "program" in c.attrs:
+            return self._declared(c, net, v)
         if kind == "masked_conv":
             return self._conv(c, net, v)
         if kind == "shift":
@@ -378,6 +414,45 @@ class StepProgram:
             self.names[f"I_{key}"] = getattr(net, f"{key}__index").cpu().numpy()
             return [f"{v} = {args[0]}[I_{key}]"]
         raise ValueError(f"no step rule for {kind}")  # context projections of data are not position-local here
+
+    def _declared(self, c: Any, net: Any, v: str) -> list[str]:
+        """A primitive declared by its step: its program, operation by operation, on (C, B) values
+        read from the rings (its arguments at their offsets, its own value at its state offsets)."""
+        program, key = c.attrs["program"], c.id
+        lines, names = [], []
+        for k, op in enumerate(program.ops):
+            names.append(f"s_{key}_{k}")
+            if op.kind == "read":
+                if self.plan.reads[(c.id, op.arg)] != "ring":
+                    expr = self._arg(c, op.arg)
+                else:
+                    self.names[f"G_{key}_{op.arg}"] = self.plan.slots(c, op.arg)
+                    tap = self.plan._live(c, op.arg).index(op.offset)
+                    expr = f"r_{c.args[op.arg]}[G_{key}_{op.arg}[p, {tap}]]"
+            elif op.kind == "state":
+                self.names[f"H_{key}_{k}"] = self.plan.state_slots(c, op.offset)
+                expr = f"r_{key}[H_{key}_{k}[p]]"
+            elif op.kind == "product":
+                weight = self._tensor(c, op.weight, net)
+                if op.mask:
+                    weight = weight * self._tensor(c, op.mask, net)
+                self.names[f"W_{key}_{k}"] = np.ascontiguousarray(weight)
+                parts = [names[i] for i in op.inputs]
+                column = parts[0] if len(parts) == 1 else f"np.concatenate(({', '.join(parts)},), axis=0)"
+                expr = f"np.dot(W_{key}_{k}, {column})"
+                if op.bias:
+                    self.names[f"b_{key}_{k}"] = self._tensor(c, op.bias, net)[:, None]
+                    expr += f" + b_{key}_{k}"
+            elif op.kind == "act":
+                expr = _POINTWISE[op.fn].format(names[op.inputs[0]])
+            elif op.kind in ("add", "mul"):
+                expr = (" + " if op.kind == "add" else " * ").join(names[i] for i in op.inputs)
+            elif op.kind == "concat":
+                expr = f"np.concatenate(({', '.join(names[i] for i in op.inputs)},), axis=0)"
+            else:
+                expr = f"{names[op.inputs[0]]}[{op.start}:{op.start + op.channels}]"
+            lines.append(f"{names[-1]} = {expr}")
+        return [*lines, f"{v} = {names[program.output]}"]
 
     def _conv(self, c: Any, net: Any, v: str) -> list[str]:
         key = c.id

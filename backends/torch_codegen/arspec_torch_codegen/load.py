@@ -54,7 +54,7 @@ def import_source(source: str, name: str) -> ModuleType:
 
 def compile_model(ir: IRGraph, options: CompileOptions) -> Any:
     """The generated file's Model on a device (the same seed gives the interpreter's initial weights)."""
-    module = import_source(emit(ir), ir.name)
+    module = import_source(emit(ir, fast_sampler=True), ir.name)
     if options.seed is not None:
         torch.manual_seed(options.seed)
     model = module.Model()

@@ -42,6 +42,25 @@ except ImportError:
 """
 
 
+def imports_for(body: str) -> str:
+    """HEADER_IMPORTS without the lines whose names `body` never uses (a plain export needs far
+    fewer modules than one that carries the compiled samplers)."""
+    import re
+    kept = []
+    for line in HEADER_IMPORTS.splitlines():
+        names = re.findall(r"import (.+)$", line)
+        if not names or line.startswith("from __future__"):
+            kept.append(line)
+            continue
+        used = [n.strip().split(" as ")[-1] for n in names[0].split(",")]
+        if any(re.search(rf"\b{re.escape(n)}\b", body) for n in used):
+            kept.append(line)
+    text = "\n".join(kept)
+    if "expit" not in body:
+        text = text.split("\ntry:")[0]
+    return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
+
+
 def _top_level(module: ModuleType) -> tuple[str, list[tuple[set[str], ast.stmt]]]:
     """The module's source and its top-level definitions (names defined, statement), imports and
     docstring and `__all__` left out."""
