@@ -43,20 +43,23 @@ except ImportError:
 
 
 def imports_for(body: str) -> str:
-    """HEADER_IMPORTS without the lines whose names `body` never uses (a plain export needs far
-    fewer modules than one that carries the compiled samplers)."""
+    """HEADER_IMPORTS without the lines whose names the code of `body` never uses (a plain export
+    needs far fewer modules than one that carries the compiled samplers). Names are taken from the
+    code's tokens only, never from strings or comments, so no text of a spec decides an import."""
+    import io
     import re
+    import tokenize
+    names = {t.string for t in tokenize.generate_tokens(io.StringIO(body).readline) if t.type == tokenize.NAME}
     kept = []
     for line in HEADER_IMPORTS.splitlines():
-        names = re.findall(r"import (.+)$", line)
-        if not names or line.startswith("from __future__"):
+        imported = re.findall(r"import (.+)$", line)
+        if not imported or line.startswith("from __future__"):
             kept.append(line)
             continue
-        used = [n.strip().split(" as ")[-1] for n in names[0].split(",")]
-        if any(re.search(rf"\b{re.escape(n)}\b", body) for n in used):
+        if any(n.strip().split(" as ")[-1] in names for n in imported[0].split(",")):
             kept.append(line)
     text = "\n".join(kept)
-    if "expit" not in body:
+    if "expit" not in names:
         text = text.split("\ntry:")[0]
     return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
 
