@@ -81,7 +81,8 @@ def measure_columns(model, columns: np.ndarray, trials: int = 3, seed: int = 0, 
     n = int(np.prod(model.event_shape))
     index = user_index(model)
     out = np.zeros((n, len(columns)), dtype=bool)
-    chunk = chunk or max(1, min(64, 100_000 // n))
+    rows = getattr(model, "rows_within", None)
+    chunk = chunk or max(1, min(64, 100_000 // n, rows() // 2 if rows is not None else 64))   # perturbed and reference rows
     for _ in range(trials):
         x, context = model.example_inputs(1, gen)
         x = x.cpu()

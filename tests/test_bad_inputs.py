@@ -323,3 +323,21 @@ graph:
     [error] = report.errors
     assert error.path == "graph.mix" and error.location.line == 8 and "through its residual 'raw'" in error.message
     assert "read 'embed' here instead" in error.message and "give it shift: 1" not in error.message
+
+
+def test_order_agnostic_likelihoods_stack_no_more_rows_than_the_memory_budget_holds(monkeypatch):
+    """The exact likelihood stacks a pass per step; the rows of one call fit `memory_budget`
+    (float64 included), and the value does not depend on how they are split."""
+    model = arspec.compile(arspec.load_spec(ROOT / "specs" / "deep_nade.yaml", overrides=["event.shape=[1,4,4]"]), seed=0).double().eval()
+    x, _ = model.example_inputs(3, generator=torch.Generator().manual_seed(0))
+    whole = model.log_prob(x)
+    seen = []
+    forward = type(model).forward
+
+    def counting(self, xs, observed=None, **context):
+        seen.append(xs.shape[0])
+        return forward(self, xs, observed=observed, **context)
+    monkeypatch.setattr(type(model), "forward", counting)
+    model.memory_budget = 7 * model.row_bytes()
+    assert torch.allclose(model.log_prob(x), whole, rtol=1e-12)
+    assert max(seen) <= 7 and model.rows_within() == 7

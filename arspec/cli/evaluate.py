@@ -15,6 +15,11 @@ def run(args: Any) -> int:
     from arspec.train import evaluate_nll
     from arspec.train.trainer import per_dim_text
     model = load_model(args.checkpoint, device=args.device or "cpu")
+    if args.max_memory:
+        model.memory_budget = args.max_memory
+        for part in ("decoder", "prior"):
+            if getattr(model, part, None) is not None:
+                getattr(model, part).memory_budget = args.max_memory
     if hasattr(model, "flows"):
         raise UsageError("a student of flows has no likelihood of given data it can compute in parallel; `arspec distill` reports "
                          "the teacher's NLL of its samples (and bench/sampling.py measures it)")

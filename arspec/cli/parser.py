@@ -72,6 +72,14 @@ def context_value(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected NAME=CLASS such as genre=2, got {text!r}") from None
 
 
+def byte_size(text: str) -> int:
+    from arspec.resources import parse_bytes
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
@@ -149,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", action="append", default=[], type=context_value, metavar="NAME=CLASS",
                    help="a global conditioning value for every item (when the data have none)")
     p.add_argument("--context-file", type=existing_file, help="a .npz with one array per conditioning name, one row per item")
+    p.add_argument("--max-memory", type=byte_size, metavar="SIZE",
+                   help="bytes one batched evaluation may use, e.g. 4GB (order-agnostic likelihoods stack a pass per step; default 4 GiB)")
 
     p = sub.add_parser("sample", help="draw samples: .png (images), .npy (raw values), .wav (audio), .txt (tokens)")
     p.add_argument("checkpoint")

@@ -216,6 +216,7 @@ class TrainingSpec(Strict):
     seed: int = Field(0, description="Seed of the initial weights and the data order.")
     amp: bool = Field(True, description="bf16 autocast on CUDA.")
     compile: bool = Field(False, description="torch.compile the training step (faster steps after a compilation of about a minute).")
+    checkpoint: bool = Field(False, description="Recompute each repeated block's activations in the backward pass instead of keeping them (activation checkpointing: less memory, about a third more time; the same gradients).")
     data: str | None = Field(None, description="Default dataset name or path for this spec.")
     validate_every: int = Field(1, ge=1, description="Epochs between validations.")
 

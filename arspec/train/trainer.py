@@ -85,6 +85,11 @@ class _Objective(nn.Module):
         return self.model.training_loss(x, **context).mean()
 
 
+def _networks(model: Any) -> list[Any]:
+    """The interpreter networks of a model (a model of parts has several)."""
+    return [m for m in model.modules() if hasattr(m, "checkpointing")]
+
+
 def check_output(config: TrainConfig) -> None:
     """OutputInUse where the run cannot start: --resume without a last checkpoint, or a new run
     where a previous run's checkpoints are (unless --overwrite: nothing is replaced unasked)."""
@@ -149,6 +154,8 @@ def evaluate_nll(model, x: torch.Tensor, context: dict[str, torch.Tensor], batch
     estimating = estimate and getattr(model, "agnostic", False)
     # a small set gets several draws per item, so early stopping does not chase the noise
     draws = max(1, min(32, -(-ESTIMATE_DRAWS // max(1, len(x))))) if estimating else 1
+    rows = getattr(model, "rows_within", None)
+    batch_size = max(1, min(batch_size, rows() if rows is not None else batch_size))
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(model.device)
         cb = {k: v[start:start + batch_size].to(model.device) for k, v in context.items()}
@@ -190,6 +197,9 @@ class _Run:
         self.elements = int(torch.tensor(spec.event.shape).prod())
         self.x = data.train[: config.limit] if config.limit else data.train
         self.context = {k: (v[: config.limit] if config.limit else v) for k, v in data.context(spec, "train").items()}
+        if config.checkpoint:
+            for net in _networks(self.model):
+                net.checkpointing = True
         self.objective: nn.Module = _Objective(self.model)
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -36,8 +36,11 @@ class ARModel(nn.Module):
     ordering (one pass per step, batched), `orders[0]` is the ordering it is evaluated and sampled
     in, and `orderings=K` averages p over K random orderings."""
 
-    #: rows (items x passes) an order-agnostic evaluation puts through the network at once
+    #: at most this many rows (items x passes) an order-agnostic evaluation puts through the network
+    #: at once; fewer where `memory_budget` bytes would not hold them (see `rows_within`)
     agnostic_rows = 4096
+    #: bytes one batched evaluation call may use (`arspec eval --max-memory` sets it)
+    memory_budget: int = 4 * 2 ** 30
 
     def __init__(self, net: nn.Module, distribution: Any, event_shape: tuple[int, ...], orders: np.ndarray,
                  conditioning: dict[str, dict[str, Any]], dense_output: bool, incremental: Any = None,
@@ -169,7 +172,7 @@ class ARModel(nn.Module):
         b = x.shape[0]
         steps = torch.unique(order)
         out = torch.zeros(x.shape, dtype=self.dtype, device=self.device)
-        per_call = max(1, self.agnostic_rows // max(1, b))
+        per_call = max(1, min(self.agnostic_rows, self.rows_within()) // max(1, b))
         shape = (-1,) + (1,) * order.dim()
         for i in range(0, len(steps), per_call):
             chunk = steps[i:i + per_call]
@@ -182,6 +185,18 @@ class ARModel(nn.Module):
             lp = self.distribution.log_prob(self.forward(xs, observed=obs, **ctx), xs).reshape(k, b, *order.shape)
             out = out + torch.where(target.unsqueeze(1), lp, torch.zeros((), dtype=lp.dtype, device=lp.device)).sum(0)
         return out
+
+    def row_bytes(self) -> int:
+        """Bytes one item (one row) of a forward pass may hold at most: every value of the network
+        at this dtype (values are dropped after their last use, so the peak is lower)."""
+        positions = int(np.prod(self.internal_shape[1:])) if len(self.internal_shape) > 1 else 1
+        channels = sum(int(getattr(c, "channels", 0)) for c in getattr(self.net, "calls", []))
+        itemsize = torch.finfo(self.dtype).bits // 8 if self.dtype.is_floating_point else 8
+        return max(1, (channels + 2 * self.internal_shape[0]) * positions * itemsize)
+
+    def rows_within(self, budget: int | None = None) -> int:
+        """How many rows a batched evaluation call may stack within the memory budget."""
+        return max(1, int(budget or self.memory_budget) // self.row_bytes())
 
     def log_prob_in_order(self, x: torch.Tensor, order: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
         """Order-agnostic models: the exact log p(x) in nats, (B,), for the ordering `order` (the

@@ -2,6 +2,7 @@
 Parameters and buffers are registered under their canonical names (`<node>__<call>__<name>`)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,6 +42,41 @@ def nade_chains(calls: list[StepCall], kept: set[str]) -> dict[int, list[StepCal
     return chains
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Calls start..stop-1, one iteration of a repeated block: the values they read from before
+    (`inputs`) and the values later calls read (`outputs`)."""
+
+    start: int
+    stop: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def repeat_segments(calls: list[StepCall], node_of: dict[str, str], kept: set[str]) -> list[Segment]:
+    """The runs of consecutive calls that belong to one iteration of a repeated node or block
+    (node names `stack[3]` or `stack[3].filt`), in order."""
+    def iteration(call: StepCall) -> str | None:
+        name = node_of.get(call.id, "")
+        return name[:name.index("]") + 1] if "[" in name else None
+    runs: list[tuple[int, int]] = []
+    for k, call in enumerate(calls):
+        key = iteration(call)
+        if key is not None and runs and iteration(calls[runs[-1][1] - 1]) == key and runs[-1][1] == k:
+            runs[-1] = (runs[-1][0], k + 1)
+        elif key is not None:
+            runs.append((k, k + 1))
+    segments = []
+    for start, stop in runs:
+        inside = {c.id for c in calls[start:stop]}
+        inputs = tuple(dict.fromkeys(a for c in calls[start:stop] for a in c.args if a not in inside))
+        later = {a for c in calls[stop:] for a in c.args} | kept
+        outputs = tuple(c.id for c in calls[start:stop] if c.id in later)
+        if outputs:
+            segments.append(Segment(start, stop, inputs, outputs))
+    return segments
+
+
 class Network(nn.Module):
     """forward(raw x, encoded x, context) -> the output value (distribution parameters). `taps`
     names further nodes whose values `forward_taps` returns too (a part read by another part)."""
@@ -71,6 +107,9 @@ class Network(nn.Module):
         self.release = [[a for a, s in last_use.items() if s == i and a not in kept] for i in range(len(self.calls))]
         self.chains = nade_chains(self.calls, kept)      # emptied, the calls run one by one (the tests compare both)
         self.groups = conv_groups(self.calls, kept, self) if rewrite else {}   # the C pass without gradients (emptied: torch)
+        self.segments = repeat_segments(self.calls, {pc.step.id: pc.node.name for pc in plan.calls}, kept)
+        #: recompute each repeated block's values in the backward pass instead of keeping them (training)
+        self.checkpointing = False
 
     def context_values(self, context: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Context inputs by value id: global ones one-hot encoded, local ones as given."""
@@ -90,6 +129,8 @@ class Network(nn.Module):
 
     def _run(self, raw: torch.Tensor, x: torch.Tensor, context: dict[str, Any]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {"x": x, "x_raw": raw, **self.context_values(context, x.dtype)}
+        if self.checkpointing and torch.is_grad_enabled():
+            return self._run_checkpointed(values)
         i = 0
         while i < len(self.calls):
             chain = self.chains.get(i)
@@ -109,6 +150,36 @@ class Network(nn.Module):
                     values.pop(a, None)
             i = done.stop
         return values
+
+    def _run_checkpointed(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The calls with every repeated block's calls under torch.utils.checkpoint: only what
+        crosses a block's boundary is kept; the rest is recomputed in the backward pass (with the
+        random state it had, so dropout draws the same)."""
+        from torch.utils.checkpoint import checkpoint
+        i = 0
+        for segment in self.segments:
+            for k in range(i, segment.start):
+                self._call_one(k, values)
+            inputs = [values[a] for a in segment.inputs]
+
+            def block(*args: torch.Tensor, segment: Segment = segment) -> tuple[torch.Tensor, ...]:
+                local = dict(zip(segment.inputs, args))
+                for k in range(segment.start, segment.stop):
+                    call = self.calls[k]
+                    local[call.id] = run_call(call, self, [local[a] if a in local else values[a] for a in call.args])
+                return tuple(local[o] for o in segment.outputs)
+            for name, value in zip(segment.outputs, checkpoint(block, *inputs, use_reentrant=False)):
+                values[name] = value
+            i = segment.stop
+        for k in range(i, len(self.calls)):
+            self._call_one(k, values)
+        return values
+
+    def _call_one(self, k: int, values: dict[str, torch.Tensor]) -> None:
+        call = self.calls[k]
+        values[call.id] = run_call(call, self, [values[a] for a in call.args])
+        for a in self.release[k]:
+            values.pop(a, None)
 
     def _conv_group(self, group: ConvGroup, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """A group's value through the C pass, or None when it does not apply here (checked first:
