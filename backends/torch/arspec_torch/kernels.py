@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 
 def masked_conv(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -344,6 +345,11 @@ def attention_untokens(t: torch.Tensor, groups: int, spatial: tuple[int, ...]) -
     return t.reshape(b, heads, positions, groups, per).permute(0, 1, 4, 3, 2).reshape(b, heads * per * groups, *spatial)
 
 
+#: allowed-key masks, by the query-rank buffer they come from (an entry dies with it), then its
+#: version, the key ranks, the mask set and the pattern: built once per layer and mask set, not per call
+_ALLOWED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_rank: torch.Tensor, key_rank: torch.Tensor,
            coords: torch.Tensor | None = None, *, groups: int, heads: int, causal: str,
            window: tuple[tuple[int, int], ...] | None, dropout: float, active: int, training: bool,
@@ -357,8 +363,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_rank: torch.
         out = causal_attention(qt, kt, vt, strict=causal == "strict", dropout=p)
     else:
         m = active % query_rank.shape[0]
-        allowed = attention_allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window,
-                                    stride=stride, chunk=chunk)
+        masks = _ALLOWED.setdefault(query_rank, {})
+        key = (query_rank._version, id(key_rank), key_rank._version, m, groups, causal, window, stride, chunk)
+        allowed = masks.get(key)
+        if allowed is None:
+            allowed = attention_allowed(query_rank[m], key_rank[m], coords, groups=groups, causal=causal, window=window,
+                                        stride=stride, chunk=chunk)
+            masks.clear()                                # one mask per layer's rank buffer: its current mask set
+            masks[key] = allowed
         out = attend_tokens(qt, kt, vt, allowed, p)
     return attention_untokens(out, groups, tuple(q.shape[2:]))
 
