@@ -201,7 +201,9 @@ def graph_figure(spec: Any, report: Report, element: tuple[int, ...]) -> Any:
             else:
                 _draw_image_field(ax, codes[c], element, c, codes.shape[0])
         what = " (frames left to right)" if video else ""
-        fig.text(0.3 / fig_w, top + 0.35 / fig_h, f"receptive field of element {tuple(element)}, channel by channel{what}", fontsize=10)
+        order = ", ".join(o.type for o in spec.orderings) if hasattr(spec, "orderings") else "raster"
+        fig.text(0.3 / fig_w, top + 0.35 / fig_h, f"receptive field of element {tuple(element)} in {order} order, channel by channel{what}",
+                 fontsize=10)
     _legend(fig, codes, top - (field_h + 0.1) / fig_h)
     ax_graph = fig.add_axes(((field_w + 0.5) / fig_w, (fig_h - 0.5 - graph_h) / fig_h, graph_w / fig_w, graph_h / fig_h))
     _draw_graph(ax_graph, spec.ir, boxes, report, (min(xs) - 0.3, max(xs) + 0.3), (min(ys) - 0.6, max(ys) + 0.6))
@@ -232,6 +234,9 @@ def _draw_image_field(ax: Any, codes: np.ndarray, element: tuple[int, ...], chan
     if channel == element[0]:
         from matplotlib.patches import Rectangle
         ax.add_patch(Rectangle((element[2] - 0.5, element[1] - 0.5), 1, 1, fill=False, ec=CATEGORY_COLOURS[SELF], lw=2))
+    ax.set_xlabel("column", fontsize=8)
+    if channel == 0:
+        ax.set_ylabel("row", fontsize=8)
     ax.tick_params(labelsize=7)
 
 
