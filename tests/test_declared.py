@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,8 @@ from arspec.dynamic import dynamic_check
 from arspec.primitives.step import StepBuilder, StepError
 from tests.helpers import spec_from
 from tests.strategies import examples
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SPATIAL = """
 name: spatial
@@ -135,3 +138,15 @@ def test_sampling_says_how_it_runs_and_why_not_faster(path, overrides, says):
         pytest.skip("no C compiler here")
     model = arspec.compile(arspec.load_spec(path, overrides=overrides), seed=0)
     assert says in model.sampling_path()
+
+
+def test_the_rgb_spatial_lstm_follows_r_g_b_and_a_mask_b_first_layer_is_caught():
+    """Units in channel groups, a group mask at the pixel itself: measured = derived, the cache
+    equal to the graph; reading its own group in the first layer (mask B on x) is a leak."""
+    small = ["event.shape=[3,3,4]", "params.hidden=6", "graph.mlp.channels=12"]
+    spec = arspec.load_spec(ROOT / "specs" / "spatial_lstm_rgb.yaml", overrides=small)
+    assert arspec.analyze(spec).ok
+    assert dynamic_check(spec, arspec.compile(spec, seed=0), cache=True).agrees
+    wrong = arspec.load_spec(ROOT / "specs" / "spatial_lstm_rgb.yaml", overrides=[*small, "graph.lstm1.mask=B"])
+    report = arspec.analyze(wrong)
+    assert not report.ok and report.errors[0].path.startswith("graph.lstm1")

@@ -141,11 +141,13 @@ class StepBuilder:
 
 # -- what follows from a declaration --------------------------------------------------------------
 
-def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spatial: tuple[int, ...], groups: int = 1) -> Deps:
+def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spatial: tuple[int, ...], groups: int = 1,
+                 buffers: dict[str, np.ndarray] | None = None) -> Deps:
     """The dependency sets of a declared primitive's output: each value of the step followed
     through the domain's rules (a read at an offset is a one-tap convolution, a product a 1x1
-    convolution with the mask's connectivity, elementwise operations unions), the state reads
-    left out, then closed over the state offsets (every channel reading its whole state there)."""
+    convolution with its mask's connectivity, elementwise operations unions), the state reads
+    left out, then closed over the state offsets (every channel reading its whole state there;
+    with channel groups, a channel of group g reads its group's values at its own position)."""
     values: list[Deps] = []
     for op in program.ops:
         if op.kind == "read":
@@ -155,7 +157,9 @@ def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spa
         elif op.kind == "product":
             parts = [values[i] for i in op.inputs]
             joined = parts[0].concat(parts[1:]) if len(parts) > 1 else parts[0]
-            conn = np.ones((op.channels, joined.channels) + (1,) * len(spatial), dtype=bool)
+            mask = (buffers or {}).get(op.mask) if op.mask else None
+            conn = (np.ones((op.channels, joined.channels), dtype=bool) if mask is None else np.asarray(mask) != 0)
+            conn = conn.reshape((op.channels, joined.channels) + (1,) * len(spatial))
             values.append(joined.conv(conn, (1,) * len(spatial), (0,) * len(spatial), spatial))
         elif op.kind in ("add", "mul"):
             acc = values[op.inputs[0]]
@@ -228,4 +232,4 @@ class DeclaredPrimitive(Primitive):
         return self.program.state_offsets
 
     def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
-        return footprint_of(self.program, args, out.channels, out.spatial)
+        return footprint_of(self.program, args, out.channels, out.spatial, int(getattr(self, "groups", 1)), self.buffers())

@@ -22,6 +22,9 @@ class SpatialLstmSpec(NodeSpec):
     hidden: int = Field(ge=1, le=4096, description="Units of the cell and hidden state.")
     window: int = Field(0, ge=0, le=8, description="Rows above and pixels to the left read from the input (0: the pixel itself only).")
     center: bool = Field(True, description="Read the input at the pixel itself (false for a first layer that reads x).")
+    mask: Literal["A", "B"] = Field("B", description=(
+        "With channel groups (R -> G -> B): at the pixel itself, read earlier groups only (A: a first layer that reads x) "
+        "or also its own (B)."))
 
 
 class SpatialLstmOp(Op):
@@ -34,8 +37,11 @@ class SpatialLstmOp(Op):
         offsets = neighbourhood(spec.window, spec.center)
         if not offsets:
             raise ShapeError("window: 0 with center: false reads nothing of the input", "window")
+        if spec.hidden % ctx.groups:
+            raise ShapeError(f"hidden must be a multiple of the {ctx.groups} channel groups (unit u serves group u mod {ctx.groups})", "hidden")
         return TensorType(spec.hidden, inputs[0].spatial), {"offsets": offsets}
 
     def semantics(self, spec: SpatialLstmSpec, attrs: dict[str, Any], b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
-        state = b.call("cell", SpatialLstm(spec.hidden, inputs[0].type.channels, attrs["offsets"]), inputs[0])
+        cell = SpatialLstm(spec.hidden, inputs[0].type.channels, attrs["offsets"], ctx.groups, spec.mask)
+        state = b.call("cell", cell, inputs[0])
         return b.call("h", SelectChannels(np.arange(spec.hidden)), state)
