@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +46,12 @@ def context_from_arguments(model: Any, args: Any, n: int) -> dict[str, torch.Ten
 
 def read_context_file(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a --context-file (.npz), each plain numbers without NaN or infinities."""
-    from arspec.data.files import plain_numbers
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise UsageError(f"--context-file {path}: a single array; expected a .npz with one array per conditioning name")
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise UsageError(f"--context-file {path}: not a readable .npz of plain arrays ({type(err).__name__}: {err})") from None
+    from arspec.data.files import plain_numbers, read_npz
     from arspec.data.splits import DataError
+    label = f"--context-file {path}"
     try:
-        return {k: (v if v.ndim == 0 and v.dtype.kind in "iu" else plain_numbers(k, v, f"--context-file {path}")) for k, v in arrays.items()}
+        arrays = read_npz(path, label)
+        return {k: (v if v.ndim == 0 and v.dtype.kind in "iu" else plain_numbers(k, v, label)) for k, v in arrays.items()}
     except DataError as err:
         raise UsageError(str(err)) from None
 

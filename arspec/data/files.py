@@ -74,17 +74,23 @@ def from_arrays(arrays: dict[str, np.ndarray], name: str) -> Splits:
                     f"with context arrays such as train_label; found {', '.join(sorted(arrays)) or 'nothing'}")
 
 
-def load_npz(path: Path) -> Splits:
-    if not path.exists():
-        raise DataError(f"no such file: {path}")
+def read_npz(path: Path, name: str | None = None) -> dict[str, np.ndarray]:
+    """The named arrays of a .npz archive, read without pickle (a DataError naming `name`, the
+    file by default, for anything else: a single .npy, a damaged archive, an object array)."""
+    name = name or str(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
-                raise DataError(f"{path}: a single .npy array under a .npz name; expected a .npz archive of named arrays")
-            arrays = {k: f[k] for k in f.files}
+                raise DataError(f"{name}: a single .npy array; expected a .npz archive of named arrays")
+            return {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable .npz of plain arrays ({type(err).__name__}: {err})") from None
-    return from_arrays(arrays, str(path))
+        raise DataError(f"{name}: not a readable .npz of plain arrays ({type(err).__name__}: {err})") from None
+
+
+def load_npz(path: Path) -> Splits:
+    if not path.exists():
+        raise DataError(f"no such file: {path}")
+    return from_arrays(read_npz(path), str(path))
 
 
 def load_npy_items(path: Path, event: tuple[int, ...]) -> Splits:

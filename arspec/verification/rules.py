@@ -370,6 +370,14 @@ def ordering_reduction(R: Replay, entry: Any) -> Any:
     return shadows if isinstance(entry.outputs, (list, tuple)) else shadows[0]
 
 
+def per_output(R: Replay, entry: Any, make: Callable[[int, tuple[int, ...]], Shadow]) -> Any:
+    """`make(index, shape)` for each tensor output of an operation (others kept as they are), in
+    the structure of its outputs."""
+    outputs = entry.outputs if isinstance(entry.outputs, (list, tuple)) else [entry.outputs]
+    shadows = [make(i, R.shape(o)) if isinstance(o, Ref) else o for i, o in enumerate(outputs)]
+    return shadows if isinstance(entry.outputs, (list, tuple)) else shadows[0]
+
+
 def _false(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool)
 
@@ -527,20 +535,11 @@ def attention(R: Replay, entry: Any) -> Any:
     out = R.sr.plus(qd, read)
     if extra is not None:
         out = R.sr.plus(out, extra)
-    shadows = []
-    outputs = entry.outputs if isinstance(entry.outputs, (list, tuple)) else [entry.outputs]
-    for index, o in enumerate(outputs):
-        if not isinstance(o, Ref):
-            shadows.append(o)
-            continue
-        oshape = R.shape(o)
+    def make(index: int, shape: tuple[int, ...]) -> Shadow:
         if index == 0:
-            shadows.append(Shadow(out[..., None].expand(oshape).clone(), *_false(oshape)))
-        elif oshape == tuple(out.shape):
-            shadows.append(Shadow(out.clone(), *_false(oshape)))
-        else:
-            shadows.append(R.none(oshape))
-    return shadows if isinstance(entry.outputs, (list, tuple)) else shadows[0]
+            return Shadow(out[..., None].expand(shape).clone(), *_false(shape))
+        return Shadow(out.clone(), *_false(shape)) if shape == tuple(out.shape) else R.none(shape)
+    return per_output(R, entry, make)
 
 
 # -- indexing ----------------------------------------------------------------------------------
@@ -730,20 +729,14 @@ def _sequence(R: Replay, entry: Any, x: torch.Tensor, time_dim: int, states: lis
     else:
         steps = R.sr.prefix(per_step, time_dim)
     final = R.sr.reduce(per_step, (time_dim,))                              # (B,)
-    outputs = entry.outputs if isinstance(entry.outputs, (list, tuple)) else [entry.outputs]
-    shadows: list[Any] = []
-    for index, o in enumerate(outputs):
-        if not isinstance(o, Ref):
-            shadows.append(o)
-            continue
-        shape = R.shape(o)
+
+    def make(index: int, shape: tuple[int, ...]) -> Shadow:
         if index == 0:
-            shadows.append(Shadow(steps[..., None].expand(shape).clone(), *_false(shape)))
-        elif len(shape) >= 2 and shape[-2] == final.shape[0]:
-            shadows.append(Shadow(final.reshape(*([1] * (len(shape) - 2)), -1, 1).expand(shape).clone(), *_false(shape)))
-        else:
-            shadows.append(R.none(shape))
-    return shadows
+            return Shadow(steps[..., None].expand(shape).clone(), *_false(shape))
+        if len(shape) >= 2 and shape[-2] == final.shape[0]:
+            return Shadow(final.reshape(*([1] * (len(shape) - 2)), -1, 1).expand(shape).clone(), *_false(shape))
+        return R.none(shape)
+    return per_output(R, entry, make)
 
 
 @rule("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d",
