@@ -3,13 +3,13 @@ the op graph. Leaking specs are drawn too: the elements read too early and the e
 them in are red."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from arspec.analysis.report import Report
+from arspec.graph_layout import FONT_POINTS, GraphLayout, graph_layout
 from arspec.ordering import internal_event
 
 # categories of the receptive-field map, drawn in this order (later wins)
@@ -18,15 +18,10 @@ CATEGORY_COLOURS = {LATER: "#ebebeb", EARLIER: "#aaaaaa", BLIND: "#d33682", SEEN
                     GAP: "#ffffff"}
 CATEGORY_NAMES = {SELF: "the element", SEEN: "read by it", LEAK: "read too early (leak)", BLIND: "blind spot",
                   EARLIER: "earlier, not read", LATER: "later"}
-KIND_COLOURS = {"data": "#93c5fd", "context": "#fde68a", "op": "#a7f3d0"}
+KIND_COLOURS = {"data": "#93c5fd", "context": "#fde68a", "op": "#a7f3d0", "folded": "#d9f5e8"}
 CHANNEL_NAMES = {3: "RGB"}
 MAX_CHANNEL_PANELS = 4
 
-FONT_POINTS = 7.0
-CHAR_INCHES = 0.602 * FONT_POINTS / 72          # advance of one DejaVu Sans Mono character
-BOX_PAD_INCHES = 0.3 * FONT_POINTS / 72 * 2     # the text box's padding on both sides
-NODE_GAP_INCHES = 0.18
-LAYER_INCHES = 0.62
 
 
 def internal_shape(event_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -124,55 +119,30 @@ def _blind(read: np.ndarray, earlier: np.ndarray, index: tuple[int, ...]) -> np.
     return box[None] & earlier & ~read
 
 
-@dataclass(frozen=True)
-class NodeBox:
-    """Where an op-graph node is drawn, in inches from the panel's origin."""
-
-    x: float
-    y: float
-    width: float
-    label: str
-
-
-def graph_layout(ir: Any) -> dict[str, NodeBox]:
-    """Layered layout of the op graph, top to bottom by depth; within a layer nodes sit side by
-    side in the order of their inputs' positions, each as wide as its label, so labels never overlap."""
-    depth: dict[str, int] = {}
-    for node in ir:
-        depth[node.name] = 1 + max((depth[i] for i in node.all_inputs), default=-1)
-    layers: dict[int, list[str]] = {}
-    for name, d in depth.items():
-        layers.setdefault(d, []).append(name)
-    boxes: dict[str, NodeBox] = {}
-    for d in sorted(layers):
-        def anchor(name: str) -> float:
-            xs = [boxes[i].x for i in ir.node(name).all_inputs if i in boxes]
-            return float(np.mean(xs)) if xs else 0.0
-        names = sorted(layers[d], key=anchor)
-        labels = [_label(ir.node(n)) for n in names]
-        widths = [max(len(line) for line in label.split("\n")) * CHAR_INCHES + BOX_PAD_INCHES for label in labels]
-        total = sum(widths) + NODE_GAP_INCHES * (len(widths) - 1)
-        left = -total / 2
-        for name, label, width in zip(names, labels, widths):
-            boxes[name] = NodeBox(left + width / 2, -d * LAYER_INCHES, width, label)
-            left += width + NODE_GAP_INCHES
-    return boxes
+def leak_route(ir: Any, report: Report) -> list[str]:
+    """The IR nodes a leak travels through, from the data node to the output (empty if none)."""
+    if not report.leaks:
+        return []
+    chain = list(report.leaks[0]["route"])
+    if chain and ir.output != chain[0]:
+        chain = [i for i in ir.node(chain[0]).all_inputs if ir.node(i).kind == "data"][:1] + chain
+    return chain
 
 
-def _label(node: Any) -> str:
-    kind = node.op.name if node.op is not None else node.kind
-    return f"{node.name}\n{kind}"
-
-
-def graph_figure(spec: Any, report: Report, element: tuple[int, ...]) -> Any:
-    """The whole picture as a matplotlib Figure (the caller saves or inspects it)."""
+def graph_figure(spec: Any, report: Report, element: tuple[int, ...], fold: bool = True) -> Any:
+    """The whole picture as a matplotlib Figure (the caller saves or inspects it). `fold`: draw
+    the middle repeats of a long repeated block as one box (a leak's repeat always stays drawn)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    boxes = graph_layout(spec.ir)
-    xs = [b.x - b.width / 2 for b in boxes.values()] + [b.x + b.width / 2 for b in boxes.values()]
-    ys = [b.y for b in boxes.values()]
+    leak = report.leaks[0] if report.leaks else None
+    keep = set(leak_route(spec.ir, report)) | ({leak["culprit"], leak["via"]} - {None} if leak else set())
+    layout = graph_layout(spec.ir, keep=keep, fold=fold)
+    boxes = layout.boxes.values()
+    bends = [point for route in layout.routes.values() for point in route]
+    xs = [b.x - b.width / 2 for b in boxes] + [b.x + b.width / 2 for b in boxes] + [x for x, _ in bends]
+    ys = [b.y for b in boxes]
     spread = max(max(xs) - min(xs), 4.0)            # room for the panel's title
     centre = (max(xs) + min(xs)) / 2
     xs = [centre - spread / 2, centre + spread / 2]
@@ -181,9 +151,11 @@ def graph_figure(spec: Any, report: Report, element: tuple[int, ...]) -> Any:
     one_dim = len(report.event_shape) == 1
     video = len(report.event_shape) == 4
     panels = 1 if one_dim else min(codes.shape[0], MAX_CHANNEL_PANELS)
-    field_w = 9.0 if one_dim else (max(3.2, 1.2 * codes.shape[1]) if video else 3.2) * panels
+    field_w = 9.0 if one_dim else max(4.0, (max(3.2, 1.2 * codes.shape[1]) if video else 3.2) * panels)
     field_h = 2.6 if one_dim else 4.2
-    fig_w, fig_h = field_w + graph_w + 0.8, max(field_h + 1.4, graph_h + 0.8)
+    summary = summary_lines(spec, report, element, codes, layout)
+    summary_h = 0.2 * len(summary) + 0.9
+    fig_w, fig_h = field_w + graph_w + 0.8, max(field_h + 1.4 + summary_h, graph_h + 1.3)
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=110)
     title = f"{spec.name}: " + ("not autoregressive" if report.leaks else "autoregressive")
     fig.text(0.3 / fig_w, 1 - 0.2 / fig_h, title, va="top", fontsize=11, color="#dc322f" if report.leaks else "black")
@@ -191,29 +163,62 @@ def graph_figure(spec: Any, report: Report, element: tuple[int, ...]) -> Any:
     if one_dim:
         _draw_sequence_field(fig.add_axes((0.4 / fig_w, top - field_h * 0.45 / fig_h, (field_w - 0.6) / fig_w, field_h * 0.45 / fig_h)), codes[0], element[0])
     else:
-        width = (field_w - 0.4) / panels
+        width = (field_w - 0.6) / panels
         index = internal_index(element, report.event_shape)
         for c in range(panels):
-            ax = fig.add_axes(((0.3 + c * width) / fig_w, top - field_h / fig_h + 0.9 / fig_h, (width - 0.25) / fig_w, (field_h - 1.2) / fig_h))
+            ax = fig.add_axes(((0.55 + c * width) / fig_w, top - field_h / fig_h + 0.9 / fig_h, (width - 0.25) / fig_w, (field_h - 1.2) / fig_h))
             if video:
                 strip, at = frame_strip(codes[c], index[1:])
                 _draw_image_field(ax, strip, (index[0], *at), c, codes.shape[0])
             else:
                 _draw_image_field(ax, codes[c], element, c, codes.shape[0])
         what = " (frames left to right)" if video else ""
-        order = ", ".join(o.type for o in spec.orderings) if hasattr(spec, "orderings") else "raster"
-        fig.text(0.3 / fig_w, top + 0.35 / fig_h, f"receptive field of element {tuple(element)} in {order} order, channel by channel{what}",
-                 fontsize=10)
+        fig.text(0.3 / fig_w, top + 0.5 / fig_h, f"receptive field of element {tuple(element)}\nin {_order_name(spec)} order, channel by channel{what}",
+                 fontsize=10, va="top", linespacing=1.4)
     _legend(fig, codes, top - (field_h + 0.1) / fig_h)
-    ax_graph = fig.add_axes(((field_w + 0.5) / fig_w, (fig_h - 0.5 - graph_h) / fig_h, graph_w / fig_w, graph_h / fig_h))
-    _draw_graph(ax_graph, spec.ir, boxes, report, (min(xs) - 0.3, max(xs) + 0.3), (min(ys) - 0.6, max(ys) + 0.6))
+    fig.text(0.3 / fig_w, top - (field_h + 0.8) / fig_h, "\n".join(summary), va="top", fontsize=8.5, linespacing=1.6)
+    ax_graph = fig.add_axes(((field_w + 0.5) / fig_w, (fig_h - 1.0 - graph_h) / fig_h, graph_w / fig_w, graph_h / fig_h))
+    _draw_graph(ax_graph, spec.ir, layout, report, (min(xs) - 0.3, max(xs) + 0.3), (min(ys) - 0.6, max(ys) + 0.6))
     return fig
 
 
-def draw_graph_figure(path: Path, spec: Any, report: Report, element: tuple[int, ...]) -> None:
+def _order_name(spec: Any) -> str:
+    return ", ".join(o.type for o in spec.orderings) if hasattr(spec, "orderings") else "raster"
+
+
+def _element_text(element: tuple[int, ...], report: Report) -> str:
+    return f"t={element[0]}" if len(report.event_shape) == 1 else str(tuple(element))
+
+
+def summary_lines(spec: Any, report: Report, element: tuple[int, ...], codes: np.ndarray, layout: GraphLayout) -> list[str]:
+    """What the picture shows, in words: the model's size, its distribution and order, how much
+    of the past the element reads, any blind spot, and which repeats are folded."""
+    ir = spec.ir
+    distribution = ir.distribution.kind.replace("_", " ")
+    if ir.distribution.classes and ir.distribution.kind != "bernoulli":
+        distribution += f" over {ir.distribution.classes} classes"
+    read = int((codes == SEEN).sum())
+    earlier = read + int(np.isin(codes, (EARLIER, BLIND)).sum())
+    share = f" ({100 * read / earlier:.1f}%)" if earlier else ""
+    lines = [f"{len(ir.op_nodes())} ops, {ir.parameters:,} parameters; event {list(report.event_shape)}",
+             f"distribution: {distribution}; order: {_order_name(spec)}",
+             f"element {_element_text(element, report)} reads {read} of the {earlier} elements before it{share}"]
+    blind = int((codes == BLIND).sum())
+    if blind:
+        lines.append(f"blind spot: {blind} earlier elements inside the field are never read")
+    leaks = int((codes == LEAK).sum())
+    if leaks:
+        lines.append(f"leak: it also reads {leaks} element(s) not generated before it")
+    folded = [box for box in layout.boxes.values() if box.kind == "folded"]
+    for box in folded:
+        lines.append(f"{box.label.splitlines()[0]}: {len(box.members)} ops drawn as one box (arspec graph --unfold draws them)")
+    return lines
+
+
+def draw_graph_figure(path: Path, spec: Any, report: Report, element: tuple[int, ...], fold: bool = True) -> None:
     """Save the picture as a PNG."""
     import matplotlib.pyplot as plt
-    fig = graph_figure(spec, report, element)
+    fig = graph_figure(spec, report, element, fold=fold)
     fig.savefig(path)
     plt.close(fig)
 
@@ -262,29 +267,29 @@ def _legend(fig: Any, codes: np.ndarray, bottom: float) -> None:
                loc="upper left", bbox_to_anchor=(0.01, bottom), ncol=3, fontsize=8, frameon=False)
 
 
-def _draw_graph(ax: Any, ir: Any, boxes: dict[str, NodeBox], report: Report, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
-    """Nodes as labelled boxes, edges as arrows (residual edges dashed); a leak's route in orange
-    and its culprit edge and node in red."""
+def _draw_graph(ax: Any, ir: Any, layout: GraphLayout, report: Report, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
+    """Nodes as labelled boxes (folded repeats dashed), edges along their routes (residual edges
+    dashed); a leak's route in orange and its culprit edge and node in red."""
     leak = report.leaks[0] if report.leaks else None
-    chain = list(leak["route"]) if leak else []
-    if chain and ir.output != chain[0]:
-        chain = [i for i in ir.node(chain[0]).all_inputs if ir.node(i).kind == "data"][:1] + chain
-    route = set(chain)
-    route_edges = set(zip(chain, chain[1:]))
-    for node in ir:
-        for source in node.all_inputs:
-            edge = (source, node.name)
-            culprit = leak is not None and node.name == leak["culprit"] and source == leak["via"]
-            colour, width = ("#dc322f", 2.2) if culprit else ("#cb4b16", 1.4) if edge in route_edges else ("#657b83", 0.7)
-            ax.annotate("", xy=(boxes[node.name].x, boxes[node.name].y), xytext=(boxes[source].x, boxes[source].y),
-                        arrowprops={"arrowstyle": "-|>", "color": colour, "lw": width, "shrinkA": 11, "shrinkB": 11,
-                                    "linestyle": "--" if source == node.residual else "-"})
-    for node in ir:
-        box = boxes[node.name]
-        is_culprit = leak is not None and node.name == leak["culprit"]
-        edge = "#dc322f" if is_culprit else "#cb4b16" if node.name in route else "#586e75"
-        ax.text(box.x, box.y, box.label, ha="center", va="center", fontsize=FONT_POINTS, family="DejaVu Sans Mono",
-                bbox={"boxstyle": "round,pad=0.3", "fc": KIND_COLOURS[node.kind], "ec": edge, "lw": 2.0 if is_culprit else 0.8})
+    shown = layout.shown
+    chain = [shown[n] for n in leak_route(ir, report)]
+    route_edges = {(a, b) for a, b in zip(chain, chain[1:]) if a != b}
+    culprit = (shown[leak["via"]], shown[leak["culprit"]]) if leak and leak["via"] else None
+    for (source, target), points in layout.routes.items():
+        colour, width = ("#dc322f", 2.2) if (source, target) == culprit else ("#cb4b16", 1.4) if (source, target) in route_edges else ("#657b83", 0.7)
+        style = "--" if (source, target) in layout.residual else "-"
+        if len(points) > 2:
+            ax.plot([p[0] for p in points[:-1]], [p[1] for p in points[:-1]], color=colour, lw=width, linestyle=style, zorder=1)
+        ax.annotate("", xy=points[-1], xytext=points[-2],
+                    arrowprops={"arrowstyle": "-|>", "color": colour, "lw": width, "linestyle": style,
+                                "shrinkA": 0 if len(points) > 2 else 11, "shrinkB": 11}, zorder=1)
+    on_route = set(chain)
+    for name, box in layout.boxes.items():
+        is_culprit = leak is not None and name == shown[leak["culprit"]]
+        edge = "#dc322f" if is_culprit else "#cb4b16" if name in on_route else "#586e75"
+        ax.text(box.x, box.y, box.label, ha="center", va="center", fontsize=FONT_POINTS, family="DejaVu Sans Mono", zorder=3,
+                bbox={"boxstyle": "round,pad=0.3", "fc": KIND_COLOURS[box.kind], "ec": edge, "lw": 2.0 if is_culprit else 0.8,
+                      "linestyle": "--" if box.kind == "folded" else "-"})
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.axis("off")

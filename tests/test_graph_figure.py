@@ -1,6 +1,6 @@
 """`arspec graph` draws what a researcher needs to see: the receptive field per channel, leaks in
 red with the culprit edge, sequences on an absolute axis, every element a random order reads, and
-op-graph labels that never overlap."""
+op-graph labels that never overlap, edges routed around them, and long repeated blocks folded."""
 from __future__ import annotations
 
 import itertools
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import arspec
-from arspec.graph_figure import LEAK, SEEN, SELF, default_element, field_categories, graph_figure, graph_layout
+from arspec.graph_figure import LEAK, SEEN, SELF, default_element, field_categories, graph_figure
+from arspec.graph_layout import BOX_HEIGHT_INCHES, folded_names, graph_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +76,7 @@ def test_a_random_order_shows_every_element_read():
 def test_op_graph_labels_never_overlap(path):
     spec, report = _spec_and_report(path)
     layout = graph_layout(spec.ir)
-    assert set(layout) == {n.name for n in spec.ir}
+    assert set(layout.shown) == {n.name for n in spec.ir}
     fig = graph_figure(spec, report, default_element(report))
     fig.canvas.draw()                                   # places the label boxes
     renderer = fig.canvas.get_renderer()
@@ -93,4 +94,65 @@ def test_an_order_agnostic_model_is_drawn_in_raster_order_with_the_past_observed
     view = in_raster_order(spec, report, (0, 3, 2))
     codes = field_categories(view, (0, 3, 2))
     assert (codes == SEEN).sum() == 3 * 6 + 2 and codes[0, 3, 2] == SELF
+    assert not (codes == LEAK).any()
+
+
+def _wavenet_ir():
+    return arspec.load_spec(ROOT / "specs/wavenet.yaml", overrides=["event.shape=[512]"]).ir
+
+
+def test_a_long_repeated_block_is_folded_beyond_its_first_and_last_repeat():
+    ir = _wavenet_ir()
+    shown = folded_names(ir)
+    assert shown["stack[0].filt"] == "stack[0].filt" and shown["stack[29].res"] == "stack[29].res"
+    assert shown["stack[1].filt"] == shown["stack[28].skip"] == "stack[1..28]"
+    kept = folded_names(ir, keep={"stack[7].res"})                 # a leak's repeat stays drawn
+    assert kept["stack[7].filt"] == "stack[7].filt"
+    assert kept["stack[6].res"] == "stack[1..6]" and kept["stack[8].res"] == "stack[8..28]"
+    layout = graph_layout(ir)
+    folded = layout["stack[1..28]"]
+    assert folded.kind == "folded" and len(folded.members) == 28 * 3
+    assert sum(len(box.members) for box in layout.boxes.values()) == len(list(ir))
+    assert len(graph_layout(ir, fold=False)) == len(list(ir))
+
+
+def test_every_edge_between_boxes_is_drawn_and_only_those():
+    ir = _wavenet_ir()
+    layout = graph_layout(ir)
+    expected = {(layout.shown[s], layout.shown[n.name]) for n in ir for s in n.all_inputs} - {(b, b) for b in layout.boxes}
+    assert set(layout.routes) == expected
+
+
+@pytest.mark.parametrize("path", ["specs/gated_pixelcnn.yaml", "specs/wavenet.yaml", "specs/video_pixel_network.yaml", "specs/pixelsnail.yaml"])
+def test_edges_never_pass_through_a_label_they_do_not_join(path):
+    layout = graph_layout(arspec.load_spec(ROOT / path).ir)
+    half_h = BOX_HEIGHT_INCHES / 2
+    for (source, target), route in layout.routes.items():
+        for (x0, y0), (x1, y1) in zip(route, route[1:]):
+            for t in np.linspace(0, 1, 41):
+                x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+                for name, box in layout.boxes.items():
+                    if name in (source, target):
+                        continue
+                    inside = abs(x - box.x) < box.width / 2 and abs(y - box.y) < half_h
+                    assert not inside, f"edge {source} -> {target} crosses the label of {name}"
+
+
+def test_unfold_draws_every_repeat(tmp_path):
+    out = tmp_path / "wavenet.png"
+    result = subprocess.run([sys.executable, "-m", "arspec", "graph", "specs/wavenet.yaml", "--set", "event.shape=[512]", "--unfold",
+                             "-o", str(out)], capture_output=True, text=True, cwd=ROOT, env={**os.environ}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_video_report_names_the_dependencies_of_an_element_in_its_frames():
+    spec, report = _spec_and_report("specs/video_pixel_network_small.yaml")
+    assert report.dependencies is None                             # the offset domain answers
+    t, c, h, w = report.event_shape
+    element = (t - 1, 0, h // 2, w // 2)
+    codes = field_categories(report, element)
+    assert codes.shape == (c, t, h, w)
+    assert (codes[:, : t - 1] == SEEN).all()                       # every earlier frame is read whole
+    assert codes[0, t - 1, h // 2, w // 2] == SELF
     assert not (codes == LEAK).any()

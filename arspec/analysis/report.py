@@ -12,7 +12,7 @@ from arspec.analysis.propagate import concrete_data, offset_data, propagate, ter
 from arspec.domains import ConcreteDeps, NotTranslationEquivariant, OffsetDeps
 from arspec.errors import Location, Problem
 from arspec.ir.graph import IRGraph
-from arspec.ordering import order_period, to_user_layout
+from arspec.ordering import internal_event, order_period, to_user_layout
 
 CONCRETE_LIMIT = 2048          # events up to this many elements are analysed position by position
 CONCRETE_MAX = 16384           # beyond this, only translation-equivariant models can be analysed
@@ -49,7 +49,7 @@ class Report:
         if self.dependencies is not None:
             return set(np.nonzero(self.dependencies[element])[0].tolist())
         assert self.offsets is not None and self.offset_origin is not None
-        event = _internal(self.event_shape)
+        event = internal_event(self.event_shape)
         c, *pos = np.unravel_index(element, event)
         phase = tuple(int(q) % self.offset_fold for q in pos)
         table = self.offsets[c, int(np.ravel_multi_index(phase, (self.offset_fold,) * len(pos)))]
@@ -79,10 +79,6 @@ class Report:
 
 def _problem_json(p: Problem) -> dict[str, Any]:
     return {"file": p.location.file, "line": p.location.line, "column": p.location.column, "path": p.path, "message": p.message}
-
-
-def _internal(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (1, shape[0]) if len(shape) == 1 else tuple(shape)
 
 
 def element_name(flat: int, event: tuple[int, ...], user_shape: tuple[int, ...]) -> str:

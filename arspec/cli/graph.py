@@ -42,7 +42,7 @@ def run(args) -> int:
     element = _element(args.element, report)
     if report.agnostic:
         report = in_raster_order(spec, report, element)
-    draw_graph_figure(Path(args.output), spec, report, element)
+    draw_graph_figure(Path(args.output), spec, report, element, fold=not args.unfold)
     shape = internal_shape(report.event_shape)
     flat = int(np.ravel_multi_index(internal_index(element, tuple(report.event_shape)), shape))
     name = element_name(flat, shape, tuple(report.event_shape))

@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("-o", "--output", default="graph.png")
     p.add_argument("--element", type=element_index, help="element index in the event's shape, e.g. 0,14,14 or 100 for a sequence (default: a leaking element, else the centre)")
+    p.add_argument("--unfold", action="store_true", help="draw every repeat of a repeated block (default: the middle repeats of a block "
+                                                         "repeated 4 or more times are one box; a leak's repeat is always drawn)")
     _add_set(p)
 
     p = sub.add_parser("verify", help="prove a hand-written PyTorch module autoregressive (FILE.py:NAME)")
