@@ -17,6 +17,9 @@ def run(args: Any) -> int:
     config = TrainConfig.from_spec(spec, Path(args.out), device=args.device, resume=args.resume, limit=args.limit,
                                    quiet=args.quiet, backend=args.backend, overwrite=args.overwrite, **flags)
     check_output(config)                       # before the data are read: a folder in use, nothing to resume
+    if config.log == "tensorboard":
+        from arspec.train.tensorboard import require_tensorboard
+        require_tensorboard()
     data = load_data(spec, args.data)          # a DataError is reported as "data error: ...", exit 2
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:

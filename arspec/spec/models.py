@@ -219,6 +219,8 @@ class TrainingSpec(Strict):
     checkpoint: bool = Field(False, description="Recompute each repeated block's activations in the backward pass instead of keeping them (activation checkpointing: less memory, about a third more time; the same gradients).")
     data: str | None = Field(None, description="Default dataset name or path for this spec.")
     validate_every: int = Field(1, ge=1, description="Epochs between validations.")
+    log: Literal["none", "tensorboard"] = Field("none", description="Also log to OUT/tensorboard: training and validation NLL, the learning rate, and sample grids of image models (the tensorboard extra).")
+    log_samples: int = Field(16, ge=0, le=256, description="Samples in each validation's grid in the TensorBoard log (0: none).")
 
 
 def _as_list(value: Any) -> Any:

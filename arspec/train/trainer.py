@@ -25,6 +25,7 @@ from arspec.train.averaging import WeightAverage
 from arspec.train.batches import epoch_batches
 from arspec.train.curves import append_steps, keep_steps_through, write_epochs, write_loss_curve
 from arspec.train.lock import RunLock
+from arspec.train.tensorboard import TensorBoardLog, forget_log
 
 LAST, BEST, DIVERGED = "last.safetensors", "best.safetensors", "diverged.safetensors"
 
@@ -221,6 +222,7 @@ class _Run:
             self._resume()
         elif self.writer:
             self._start_afresh()
+        self.log = TensorBoardLog(self.out, self.state["step"], config.log_samples) if config.log == "tensorboard" and self.writer else None
 
     def _start_afresh(self) -> None:
         """A new run in `out` (see check_output): the previous run's curves removed."""
@@ -228,6 +230,7 @@ class _Run:
         self.out.mkdir(parents=True, exist_ok=True)
         for name in ("loss.csv", "epochs.csv", DIVERGED):
             (self.out / name).unlink(missing_ok=True)
+        forget_log(self.out)
 
     def batches(self, epoch: int) -> list[torch.Tensor]:
         return epoch_batches(len(self.x), self.config.batch_size, epoch, self.config.seed, self.config.shuffle, self.rank, self.world)
@@ -330,6 +333,8 @@ class _Run:
         self.state["step"] += 1
         self.state["since"] = [self.state["since"][0] + value, self.state["since"][1] + 1]
         self.step_rows.append({"step": self.state["step"], "epoch": self.state["epoch"] + 1, "train_nats": value, "lr": lr})
+        if self.log is not None:
+            self.log.step(self.state["step"], value, lr, self.elements, self.model.distribution.discrete)
         return value
 
     def epoch(self) -> None:
@@ -377,6 +382,9 @@ class _Run:
                 state["stopped"] = f"no improvement in {state['stale']} validations"
         if self.writer:
             write_epochs(self.out, state["history"], state["best_step"])
+        if self.log is not None:
+            self.log.validation(state["step"], val, self.elements, self.model.distribution.discrete)
+            self.log.sample_grid(state["step"], model, tuple(self.spec.event.shape), self.data.context(self.spec, "validation"), config.seed)
 
     def finish(self) -> None:
         """Validate the final state if the last validation was earlier; write the curves."""
@@ -403,6 +411,9 @@ def train(spec: Any, data: Splits, config: TrainConfig) -> dict[str, Any]:
             if run.writer:
                 print(f"\ninterrupted at step {run.state['step']}: saved {run.out / LAST} (continue with --resume)")
             raise
+        finally:
+            if run.log is not None:
+                run.log.close()
     if run.distributed:
         dist.barrier()
         dist.destroy_process_group()
