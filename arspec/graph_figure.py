@@ -21,6 +21,7 @@ CATEGORY_NAMES = {SELF: "the element", SEEN: "read by it", LEAK: "read too early
 KIND_COLOURS = {"data": "#93c5fd", "context": "#fde68a", "op": "#a7f3d0", "folded": "#d9f5e8"}
 CHANNEL_NAMES = {3: "RGB"}
 MAX_CHANNEL_PANELS = 4
+MAX_FRAMES_BEFORE = 4                            # a video's field: frames drawn before the element's
 
 
 
@@ -101,6 +102,12 @@ def frame_strip(codes: np.ndarray, position: tuple[int, ...]) -> tuple[np.ndarra
     return strip, (y, t * (width + 1) + x)
 
 
+def frame_window(frames: int, t: int, before: int = MAX_FRAMES_BEFORE, after: int = 1) -> tuple[int, int]:
+    """The frames [lo, hi) a video's field is drawn over: the element's frame, a few before it and
+    one after (a long clip side by side would be too wide to read)."""
+    return max(0, t - before), min(frames, t + after + 1)
+
+
 def _raster_like(order: np.ndarray) -> bool:
     """Whether positions are generated one after another (all channels of a position before the
     next): only then does the bounding box of what is read frame a meaningful blind spot."""
@@ -151,7 +158,8 @@ def graph_figure(spec: Any, report: Report, element: tuple[int, ...], fold: bool
     one_dim = len(report.event_shape) == 1
     video = len(report.event_shape) == 4
     panels = 1 if one_dim else min(codes.shape[0], MAX_CHANNEL_PANELS)
-    field_w = 9.0 if one_dim else max(4.0, (max(3.2, 1.2 * codes.shape[1]) if video else 3.2) * panels)
+    frames = frame_window(codes.shape[1], internal_index(element, report.event_shape)[1]) if video else (0, 0)
+    field_w = 9.0 if one_dim else max(4.0, (max(3.2, 1.2 * (frames[1] - frames[0])) if video else 3.2) * panels)
     field_h = 2.6 if one_dim else 4.2
     summary = summary_lines(spec, report, element, codes, layout)
     summary_h = 0.2 * len(summary) + 0.9
@@ -167,12 +175,14 @@ def graph_figure(spec: Any, report: Report, element: tuple[int, ...], fold: bool
         index = internal_index(element, report.event_shape)
         for c in range(panels):
             ax = fig.add_axes(((0.55 + c * width) / fig_w, top - field_h / fig_h + 0.9 / fig_h, (width - 0.25) / fig_w, (field_h - 1.2) / fig_h))
+            read = int(np.isin(codes[c], (SEEN, LEAK)).sum())
             if video:
-                strip, at = frame_strip(codes[c], index[1:])
-                _draw_image_field(ax, strip, (index[0], *at), c, codes.shape[0])
+                lo, hi = frames
+                strip, at = frame_strip(codes[c][lo:hi], (index[1] - lo, *index[2:]))
+                _draw_image_field(ax, strip, (index[0], *at), c, codes.shape[0], read)
             else:
-                _draw_image_field(ax, codes[c], element, c, codes.shape[0])
-        what = " (frames left to right)" if video else ""
+                _draw_image_field(ax, codes[c], element, c, codes.shape[0], read)
+        what = f" (frames {frames[0]}-{frames[1] - 1} of {codes.shape[1]}, left to right)" if video else ""
         fig.text(0.3 / fig_w, top + 0.5 / fig_h, f"receptive field of element {tuple(element)}\nin {_order_name(spec)} order, channel by channel{what}",
                  fontsize=10, va="top", linespacing=1.4)
     _legend(fig, codes, top - (field_h + 0.1) / fig_h)
@@ -229,13 +239,13 @@ def _colours(codes: np.ndarray) -> np.ndarray:
     return table[codes]
 
 
-def _draw_image_field(ax: Any, codes: np.ndarray, element: tuple[int, ...], channel: int, channels: int) -> None:
+def _draw_image_field(ax: Any, codes: np.ndarray, element: tuple[int, ...], channel: int, channels: int, read: int) -> None:
     """One channel's map: which of its elements the chosen element reads."""
     ax.imshow(_colours(codes), interpolation="nearest")
     names = CHANNEL_NAMES.get(channels)
     which = f"channel {names[channel]}" if names else f"channel {channel}"
     more = f" (first {MAX_CHANNEL_PANELS} of {channels})" if channels > MAX_CHANNEL_PANELS and channel == 0 else ""
-    ax.set_title(f"{which}{more}: {int(np.isin(codes, (SEEN, LEAK)).sum())} read", fontsize=9)
+    ax.set_title(f"{which}{more}: {read} read", fontsize=9)
     if channel == element[0]:
         from matplotlib.patches import Rectangle
         ax.add_patch(Rectangle((element[2] - 0.5, element[1] - 0.5), 1, 1, fill=False, ec=CATEGORY_COLOURS[SELF], lw=2))

@@ -156,3 +156,13 @@ def test_a_video_report_names_the_dependencies_of_an_element_in_its_frames():
     assert (codes[:, : t - 1] == SEEN).all()                       # every earlier frame is read whole
     assert codes[0, t - 1, h // 2, w // 2] == SELF
     assert not (codes == LEAK).any()
+
+
+def test_a_long_video_is_drawn_over_the_frames_around_the_element():
+    from arspec.graph_figure import frame_window
+    assert frame_window(20, 10) == (6, 12) and frame_window(20, 0) == (0, 2) and frame_window(20, 19) == (15, 20)
+    spec, report = _spec_and_report("specs/video_pixel_network_small.yaml", ["event.shape=[12,1,8,8]"])
+    fig = graph_figure(spec, report, (9, 0, 4, 4))
+    texts = [t.get_text() for t in fig.texts]
+    assert any("frames 5-10 of 12" in t for t in texts), texts
+    assert fig.get_size_inches()[0] < 20
