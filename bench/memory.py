@@ -2,9 +2,10 @@
 PyTorch of the same size, each measurement in a fresh process (peak RSS is per process), at
 growing lengths: how cost grows, not one size.
 
-    python bench/memory.py [--quick] [--forward]
+    python bench/memory.py [--quick] [--forward] [--models transformer,wavenet,made]
 Target (issue #36): training step >= 1.0x the hand-written model's speed and <= 1.1x its peak
-memory; the transformer at 256, 1,024 and 4,096 tokens, WaveNet at 16,000 samples."""
+memory; the transformer at 256, 1,024 and 4,096 tokens, WaveNet at 16,000 samples, MADE (against
+zuko's MaskedMLP) at batch 100, 1,000 and 10,000."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,14 @@ if family == "transformer":
     if side == "reference":
         from bench.reference.decoder import Decoder
         model = Decoder(length)
+elif family == "made":
+    spec = arspec.load_spec({root!r} + "/specs/made.yaml", overrides=["graph.out.direct=false"])
+    if side == "reference":
+        import torch.nn.functional as F
+        import zuko
+        order = torch.arange(784)
+        model = zuko.nn.MaskedMLP(order[:, None] > order[None, :], [500, 500])
+        model.nll = lambda x: F.binary_cross_entropy_with_logits(model(x.flatten(1).float()), x.flatten(1).float(), reduction="none").sum(1).mean()
 else:
     spec = arspec.load_spec({root!r} + "/specs/wavenet.yaml", overrides=[f"event.shape=[{{length}}]"])
     if side == "reference":
@@ -38,7 +47,7 @@ if side == "arspec":
 else:
     loss_of = lambda x: model.nll(x)
 parameters = sum(p.numel() for p in model.parameters())
-x = torch.randint(0, 256, (batch, length))
+x = torch.randint(0, 2, (batch, 1, 28, 28)) if family == "made" else torch.randint(0, 256, (batch, length))
 def step():
     if forward:
         with torch.no_grad():
@@ -69,22 +78,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the smaller sizes only")
     parser.add_argument("--forward", action="store_true", help="forward passes without gradients instead of training steps")
+    parser.add_argument("--models", default="transformer,wavenet,made", help="which of transformer, wavenet, made (comma-separated)")
     args = parser.parse_args()
+    chosen = set(args.models.split(","))
     cases = [("transformer", n, 4) for n in ((256, 1024) if args.quick else (256, 1024, 4096))]
     cases += [("wavenet", 4000 if args.quick else 16000, 4)]
+    try:
+        import zuko  # noqa: F401
+        cases += [("made", 784, b) for b in ((100, 1000) if args.quick else (100, 1000, 10000))]      # MADE grows with the batch
+    except ImportError:
+        print("MADE against zuko skipped (pip install -e \".[bench]\")")
     what = "forward without gradients" if args.forward else "training step"
-    print(f"{what}, batch 4 (16: with activation checkpointing on arspec's side): arspec against the hand-written model (fresh process each; speed = reference time / arspec time)")
-    print(f"{'model':24} {'length':>7} {'params':>10} {'arspec s':>9} {'hand s':>8} {'speed':>6} {'arspec MB':>10} {'hand MB':>8} {'memory':>7}")
+    print(f"{what} (WaveNet at batch 16: with activation checkpointing on arspec's side): arspec against the hand-written model "
+          "(MADE: zuko's MaskedMLP; fresh process each; speed = reference time / arspec time)")
+    print(f"{'model':24} {'length':>7} {'batch':>6} {'params':>10} {'arspec s':>9} {'hand s':>8} {'speed':>6} {'arspec MB':>10} {'hand MB':>8} {'memory':>7}")
     if not args.forward:
         cases.append(("wavenet", 4000 if args.quick else 16000, 16))   # the issue's: batch 16 within 8 GB, with checkpointing
-    for family, length, batch in cases:
-        rounds = 3 if batch <= 4 else 1
-        checkpoint = batch > 4
+    for family, length, batch in [c for c in cases if c[0] in chosen]:
+        checkpoint = family == "wavenet" and batch > 4
+        rounds = 1 if checkpoint else 3
         ours = measure(family, "arspec", length, batch, args.forward, rounds, checkpoint)
         ref = measure(family, "reference", length, batch, args.forward, rounds)
         family = family + (" (checkpointed)" if checkpoint else "")
         same = "" if ours["parameters"] == ref["parameters"] else f"  (parameters differ: {ref['parameters']:,})"
-        print(f"{family:24} {length:7,} {ours['parameters']:10,} {ours['seconds']:9.3f} {ref['seconds']:8.3f} "
+        print(f"{family:24} {length:7,} {batch:6,} {ours['parameters']:10,} {ours['seconds']:9.3f} {ref['seconds']:8.3f} "
               f"{ref['seconds'] / ours['seconds']:5.2f}x {ours['peak_mb']:10.0f} {ref['peak_mb']:8.0f} "
               f"{ours['peak_mb'] / ref['peak_mb']:6.2f}x{same}", flush=True)
 
