@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from arspec.domains.base import shift_array
 from arspec_torch.cstep import CStepProgram, c_step_available, runtime
 from arspec_torch.declared import declared, evaluate, state_offsets, tap_table
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
@@ -201,6 +200,20 @@ def _fronts_within(at: torch.Tensor, offsets: tuple[tuple[int, ...], ...], spati
     return [torch.as_tensor([p for p in positions if group[p] == g], device=at.device) for g in range(count)]
 
 
+def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
+    """out[p] = table[p + offset], -inf where p + offset is outside."""
+    out = np.full_like(table, -np.inf)
+    dst, src = [], []
+    for n, o in zip(table.shape, offset):
+        lo, hi = max(0, -o), min(n, n - o)
+        if hi <= lo:
+            return out
+        dst.append(slice(lo, hi))
+        src.append(slice(lo + o, hi + o))
+    out[tuple(dst)] = table[tuple(src)]
+    return out
+
+
 class WindowCache:
     """Callable attached to an ARModel as `model.incremental` (see ARModel.sample)."""
 
@@ -246,7 +259,7 @@ class WindowCache:
                     continue
                 for offset, used in zip(taps, live):
                     if used:
-                        f = np.maximum(f, shift_array(final[arg], offset, fill=-np.inf))
+                        f = np.maximum(f, _shifted_max(final[arg], offset))
             final[c.id] = _through_state(f, c)
         return final
 
@@ -287,7 +300,7 @@ class WindowCache:
                     continue
                 for offset, used in zip(taps, live):
                     if used:                             # the value at p reads arg at p + offset
-                        read = shift_array(-n, tuple(-o for o in offset), fill=-np.inf)
+                        read = _shifted_max(-n, tuple(-o for o in offset))
                         need[arg] = np.minimum(need[arg], np.where(np.isfinite(read), -read, np.inf))
         return need
 
