@@ -107,16 +107,16 @@ def test_a_nan_loss_stops_with_a_clear_message_and_a_good_checkpoint(tmp_path):
     data = load_data(spec)
     data.train = data.train[:64]
     config = TrainConfig.from_spec(spec, tmp_path, epochs=1, batch_size=16, quiet=True)
-    original = ARModel.log_prob
+    original = ARModel.training_loss
 
-    def poisoned(self, x, ensemble=False, **context):
-        return original(self, x, ensemble, **context) * float("nan")
-    ARModel.log_prob = poisoned
+    def poisoned(self, x, **context):
+        return original(self, x, **context) * float("nan")
+    ARModel.training_loss = poisoned
     try:
         with pytest.raises(TrainingError, match="the loss became nan at step 1; the weights before that update are saved as the last state"):
             train(spec, data, config)
     finally:
-        ARModel.log_prob = original
+        ARModel.training_loss = original
     model = arspec.load_model(tmp_path / "last.safetensors")
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

@@ -256,7 +256,7 @@ class ARModel(nn.Module):
         """What training minimises, per item (B,): -log p(x), or the order-agnostic loss."""
         if self.agnostic:
             return self.agnostic_loss(x, **context)
-        return -self.log_prob(x, **context)
+        return self.distribution.nll(self.forward(x, **context), x.to(self.device)).flatten(1).sum(dim=1)
 
     def example_inputs(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Random valid data of event_shape and a dict of valid context tensors."""

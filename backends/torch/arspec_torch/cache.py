@@ -201,7 +201,9 @@ def _fronts_within(at: torch.Tensor, offsets: tuple[tuple[int, ...], ...], spati
 
 
 def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
-    """out[p] = table[p + offset], -inf where p + offset is outside."""
+    """out[p] = table[p + offset], -inf where p + offset is outside. (arspec.domains.base's
+    shift_array does the same, but `arspec export --with-fast-sampler` copies this module's source
+    into a file that runs without arspec, so it may not import the core.)"""
     out = np.full_like(table, -np.inf)
     dst, src = [], []
     for n, o in zip(table.shape, offset):

@@ -28,6 +28,11 @@ class Distribution:
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log_prob: what training minimises. Distributions with a fused loss override it (one
+        pass, and no negated copy kept for the backward)."""
+        return -self.log_prob(params, x)
+
     def sample(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """uniforms: (B, *E, noise_per_element) in (0, 1)."""
         raise NotImplementedError
@@ -110,6 +115,10 @@ class Bernoulli(Distribution):
         logits = params.squeeze(-1)          # a view whose backward is one too (indexing [..., 0] allocates a zero gradient)
         return -F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
 
+    def nll(self, params, x):
+        logits = params.squeeze(-1)
+        return F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
+
     def sample(self, params, uniforms):
         return (uniforms[..., 0] < torch.sigmoid(params[..., 0])).long()
 
@@ -134,6 +143,10 @@ class Categorical(Distribution):
 
     def log_prob(self, params, x):
         return torch.log_softmax(params, dim=-1).gather(-1, x.long().unsqueeze(-1)).squeeze(-1)
+
+    def nll(self, params, x):
+        # class-major (B, K, *E): the network's own layout, so no copy; one fused log-softmax + pick
+        return F.cross_entropy(params.movedim(-1, 1), x.long(), reduction="none")
 
     def sample(self, params, uniforms):
         return torch.argmax(params + _gumbel(uniforms.to(params.dtype)), dim=-1)
