@@ -66,7 +66,7 @@ def made_pair() -> tuple[Any, Any, Any, Any]:
         return F.binary_cross_entropy_with_logits(peer(flat), flat, reduction="none").sum(1).mean()
 
     def ours_nll() -> torch.Tensor:
-        return -ours.log_prob(x).mean()
+        return ours.training_loss(x).mean()
     return ours, ours_nll, peer, peer_nll
 
 
