@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from arspec_torch import declared as declared_module
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import arspec
-from arspec.dynamic import dynamic_check
+from arspec.dynamic import cache_disagreement, dynamic_check
 from arspec.primitives.step import StepBuilder, StepError
 from tests.helpers import spec_from
 from tests.strategies import examples
@@ -79,9 +80,9 @@ def test_cached_sampling_and_the_exported_file_equal_the_interpreter(tmp_path):
     cached = model.sample(3, generator=torch.Generator().manual_seed(1))
     naive = model.sample(3, generator=torch.Generator().manual_seed(1), cache=False)
     assert torch.equal(cached, naive)
-    assert "the numpy step" in model.sampling_path() and "spatial_lstm" in model.sampling_path()
-    model.incremental.engine = "torch"                     # the torch engine's step equals them too
-    assert torch.equal(model.sample(3, generator=torch.Generator().manual_seed(1)), naive)
+    for engine in ("static", "torch"):                     # the other engines' steps equal them too
+        model.incremental.engine = engine
+        assert torch.equal(model.sample(3, generator=torch.Generator().manual_seed(1)), naive)
     path = tmp_path / "spatial_model.py"
     path.write_text(arspec.export(spec))
     code = (f"import sys, torch; sys.path.insert(0, {str(tmp_path)!r}); import spatial_model; "
@@ -91,6 +92,48 @@ def test_cached_sampling_and_the_exported_file_equal_the_interpreter(tmp_path):
     imported = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in ast.walk(ast.parse(path.read_text()))
                 if isinstance(n, (ast.Import, ast.ImportFrom)) for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not any(m and m.split(".")[0].startswith("arspec") for m in imported)
+
+
+ENGINES = [("C", "plan", ""), ("numpy", "plan", "numpy"), ("static", "static", ""), ("torch", "torch", "")]
+
+
+@pytest.mark.parametrize("label, engine, step", ENGINES, ids=[e[0] for e in ENGINES])
+@settings(max_examples=examples(4), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(h=st.integers(2, 5), w=st.integers(2, 5), hidden=st.integers(1, 3), window=st.integers(1, 2), rgb=st.booleans())
+def test_every_engine_lowers_the_declared_step_to_the_graphs_values(monkeypatch, label, engine, step, h, w, hidden, window, rgb):
+    """The C interpreter, the numpy step, the static program and the torch steps each lower the
+    step IR: teacher-forced through the cache they give the training graph's parameters (float64,
+    1e-9), and sampling through them draws what the naive loop draws."""
+    from arspec_torch import ccache
+    if label == "C" and ccache.compiler() is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setenv("ARSPEC_STEP", step)
+    if rgb:
+        spec = arspec.load_spec(ROOT / "specs" / "spatial_lstm_rgb.yaml",
+                                overrides=[f"event.shape=[3,{h},{w}]", f"params.hidden={3 * hidden}", "graph.mlp.channels=6"])
+    else:
+        spec = spec_from(spatial(h, w, hidden, window))
+    model = arspec.compile(spec, seed=0).double().eval()
+    model.incremental.engine = engine
+    assert model.incremental.engine_for(model) == engine
+    if label == "C":
+        assert "one C step" in model.sampling_path()
+    assert cache_disagreement(model, tolerance=1e-9) == ""
+    naive = model.sample(2, generator=torch.Generator().manual_seed(3), cache=False)
+    assert torch.equal(model.sample(2, generator=torch.Generator().manual_seed(3)), naive)
+
+
+def test_a_c_lowering_that_drops_a_state_read_is_caught(monkeypatch):
+    """Mutation: the C step's state reads pointed at the zero slot (as if the state were never
+    carried) make the cache disagree with the training graph."""
+    from arspec_torch import ccache, stepplan
+    if ccache.compiler() is None:
+        pytest.skip("no C compiler here")
+    model = arspec.compile(spec_from(spatial(4, 4, 2, 1)), seed=0).double().eval()
+    assert cache_disagreement(model, tolerance=1e-9) == ""
+    monkeypatch.setattr(stepplan.StepPlan, "state_slots", lambda self, call, offset: np.full(self.positions, self.ring[call.id]))
+    mutant = arspec.compile(spec_from(spatial(4, 4, 2, 1)), seed=0).double().eval()
+    assert "disagrees" in cache_disagreement(mutant, tolerance=1e-9)
 
 
 def test_a_state_read_that_is_not_earlier_and_mismatched_channels_are_refused():

@@ -463,7 +463,7 @@ class WindowCache:
             chosen = self.engine
         else:
             chosen = "plan" if model.device.type == "cpu" else "static"
-        if chosen == "static" and (keep is not None or self.plan.declared):      # no static rule for declared steps yet
+        if chosen == "static" and keep is not None:
             return "torch"
         if chosen == "plan" and model.device.type != "cpu":
             return "static"
@@ -474,16 +474,12 @@ class WindowCache:
         engine = self.engine_for(model, keep)
         if engine == "plan":
             dtype = np.dtype(str(model.dtype).removeprefix("torch."))
-            if self.plan is not None and self.plan.declared:
-                return f"cached: the numpy step per position (the C step has no instructions yet for {', '.join(self.plan.declared)}, declared by its step)"
             if c_step_available(dtype):
                 return "cached: one C step per position"
             return "cached: the numpy step per position (the C step is not available here: no C compiler, or ARSPEC_STEP=numpy)"
         if engine == "static":
             return "cached: the static step program on the device"
         why = self.plan_missing or ("completion of given elements" if keep is not None else "")
-        if not why and self.plan is not None and self.plan.declared:
-            why = f"the static program has no instructions yet for {', '.join(self.plan.declared)}, declared by its step"
         return f"cached, on the slower torch path: {why}" if why else "cached: torch steps"
 
     def _planned(self, model: Any) -> bool:
@@ -496,7 +492,7 @@ class WindowCache:
         the same versions: building one packs every weight, ~15 ms for WaveNet."""
         assert self.plan is not None
         dtype = np.dtype(str(model.dtype).removeprefix("torch."))
-        kind = CStepProgram if c_step_available(dtype) and not self.plan.declared else StepProgram
+        kind = CStepProgram if c_step_available(dtype) else StepProgram
         key = None
         if not record and not context and not self.plan.frame_values:
             tensors = [*model.net.parameters(), *model.net.buffers()]

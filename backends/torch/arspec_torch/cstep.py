@@ -44,8 +44,16 @@ RUNTIME = r"""
 #include <unistd.h>
 typedef @REAL@ real;
 typedef long long idx;
-#define VL ((int)(64 / sizeof(real)))
-typedef real vec __attribute__((vector_size(64)));
+/* The CPU's own vector width: a wider generic vector is split by the compiler through memory
+   (measured 6-10x slower steps on an AVX2 machine). Python reads it back (rt_vector_bytes). */
+#if defined(__AVX512F__)
+#define VBYTES 64
+#else
+#define VBYTES 32
+#endif
+#define VL ((int)(VBYTES / sizeof(real)))
+typedef real vec __attribute__((vector_size(VBYTES)));
+int rt_vector_bytes(void) { return VBYTES; }
 
 /* e^x for |x| <= 708: x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor series to r^13 */
 static inline double ar_exp(double x) {
@@ -389,8 +397,9 @@ C_ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "elu": 3}
 
 
 def lanes(dtype: np.dtype) -> int:
-    """Output channels per block of packed weights: one 64-byte vector."""
-    return 64 // np.dtype(dtype).itemsize
+    """Output channels per block of packed weights: one vector of the width the runtime was
+    compiled for (64 bytes with AVX-512, else 32)."""
+    return int(runtime(dtype).rt_vector_bytes()) // np.dtype(dtype).itemsize
 
 
 def c_step_available(dtype: np.dtype) -> bool:
@@ -597,6 +606,8 @@ class CStepProgram(StepProgram):
             total, lo, hi = self.stacked_term[key]
             stack = self._stack_inputs(total)
             return self._op(Op.STACK, self._registers[c.args[0]], self._array(stack), stack.shape[1], lo, hi - lo)
+        if "program" in c.attrs:
+            return self._declared(c, net)
         if kind == "masked_conv":
             return self._conv(c, net, width)
         if kind == "shift":
@@ -623,6 +634,69 @@ class CStepProgram(StepProgram):
             index = self._table(getattr(net, f"{key}__index").cpu().numpy())
             return self._op(Op.SELECT, self._value(c), width, self.plan.channels(c.args[0]), index, *sources[0])
         raise ValueError(f"no step rule for {kind}")
+
+    def _scratch(self, name: str, width: int | None) -> int:
+        """A register for a value inside a call (a declared step's intermediate): with a buffer of
+        `width` channels, or None when an instruction points it into a ring."""
+        register = len(self._own)
+        self._registers[name] = register
+        self._own.append(None if width is None else np.zeros(width * self.batch, dtype=self.dtype))
+        return register
+
+    def _declared(self, c: Any, net: Any) -> list[int]:
+        """A primitive declared by its step (arspec.primitives.step), lowered op by op to the
+        interpreter's instructions: a read or a state read points a register at a ring slot (SHIFT),
+        a product concatenates its parts and multiplies by the packed (masked) weight, activations,
+        sums, products, concatenation and channel ranges map to their instructions. No
+        primitive-specific code: what the numpy step evaluates, in the same order."""
+        program, key = c.attrs["program"], c.id
+        code: list[int] = []
+        values: list[list[int]] = []                       # each step value as a source operand
+        for k, op in enumerate(program.ops):
+            name, width = f"{key}#{k}", op.channels
+            if op.kind == "read":
+                if self.plan.reads[(c.id, op.arg)] != "ring":
+                    values.append(self._source(c, op.arg))
+                    continue
+                tap = self.plan._live(c, op.arg).index(op.offset)
+                register = self._scratch(name, None)
+                code += self._op(Op.SHIFT, register, self._table(self.plan.slots(c, op.arg)[:, tap]),
+                                 self._array(self.rings[c.args[op.arg]]), width)
+            elif op.kind == "state":
+                register = self._scratch(name, None)
+                code += self._op(Op.SHIFT, register, self._table(self.plan.state_slots(c, op.offset)), self._array(self.rings[key]), width)
+            elif op.kind == "act" and op.fn == "identity":
+                values.append(values[op.inputs[0]])
+                continue
+            else:
+                register = self._scratch(name, width)
+                code += self._declared_op(c, net, op, register, [values[i] for i in op.inputs],
+                                          [program.ops[i].channels for i in op.inputs])
+            values.append([0, register, 0, 0])
+        return code + self._op(Op.ALIAS, self._registers[key], *values[program.output])
+
+    def _declared_op(self, c: Any, net: Any, op: Any, register: int, sources: list[list[int]], widths: list[int]) -> list[int]:
+        """One computing op of a declared step into `register`, from its operands' sources."""
+        width = op.channels
+        if op.kind == "product":
+            column, code = sources[0], []
+            if len(sources) > 1:                            # the parts side by side, then one product
+                joined = self._scratch(f"{c.id}#{register}:parts", sum(widths))
+                code = self._op(Op.CONCAT, len(sources), joined, sum(widths), *[x for w, s in zip(widths, sources) for x in (w, *s)])
+                column = [0, joined, 0, 0]
+            weight = self._tensor(c, op.weight, net)
+            if op.mask:
+                weight = weight * self._tensor(c, op.mask, net)
+            bias = self._real(self._tensor(c, op.bias, net)) if op.bias else -1
+            return code + self._op(Op.PRODUCT, width, sum(widths), self._real(packed(weight.T, self.dtype)), bias, register, *column)
+        if op.kind == "act":
+            return self._op(Op.ACT, C_ACTIVATIONS[op.fn], register, width, *sources[0])
+        if op.kind in ("add", "mul"):
+            return self._op(Op.ADD if op.kind == "add" else Op.MUL, len(sources), register, width, *[x for s in sources for x in s])
+        if op.kind == "concat":
+            return self._op(Op.CONCAT, len(sources), register, width, *[x for w, s in zip(widths, sources) for x in (w, *s)])
+        index = self._table(np.arange(op.start, op.start + width))        # slice: channels start..start + width - 1
+        return self._op(Op.SELECT, register, width, widths[0], index, *sources[0])
 
     def _conv(self, c: Any, net: Any, co: int) -> list[int]:
         weight = self._tensor(c, "weight", net) * self._tensor(c, "mask", net)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from arspec_torch.declared import evaluate
 from arspec_torch.kernels import activation
 
 
@@ -73,6 +74,8 @@ class StaticStepProgram:
     def _compute(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
         """Call c's value at position p (a (1,) tensor, clamped into the event), (B, C)."""
         kind = c.kind
+        if "program" in c.attrs:
+            return self._declared(c, net)
         if kind == "masked_conv":
             return self._conv(c, net)
         if kind == "shift":
@@ -112,6 +115,32 @@ class StaticStepProgram:
             index, a = getattr(net, f"{c.id}__index").to(self.device), args[0]
             return lambda p, local: a(p, local).index_select(1, index)
         raise ValueError(f"no step rule for {kind}")
+
+    def _declared(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+        """A primitive declared by its step: the step IR evaluated at position p (the evaluator the
+        whole-tensor kernel uses), its reads from the argument rings through the plan's slot
+        tables, its state reads from its own ring."""
+        program, key = c.attrs["program"], c.id
+        tensors = {name: self._tensor(c, name, net) for name in c.tensors}
+        args = [self._arg(c, i) for i in range(len(c.args))]
+        taps = {i: (self._table(self.plan.slots(c, i)), self.plan._live(c, i)) for i in range(len(c.args))
+                if self.plan.reads[(c.id, i)] == "ring"}
+        states = {off: self._table(self.plan.state_slots(c, off)) for off in {op.offset for op in program.ops if op.kind == "state"}}
+        own = self.rings.get(key)
+
+        def step(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
+            def read(arg: int, offset: tuple[int, ...]) -> torch.Tensor:
+                if arg not in taps:                         # a local or constant value at the position itself
+                    return args[arg](p, local).unsqueeze(2)
+                table, live = taps[arg]
+                slot = table.index_select(0, p)[:, live.index(offset)]
+                return self.rings[c.args[arg]].index_select(1, slot).transpose(1, 2)           # (B, C, 1)
+
+            def state(offset: tuple[int, ...]) -> torch.Tensor:
+                assert own is not None
+                return own.index_select(1, states[offset].index_select(0, p)).transpose(1, 2)
+            return evaluate(program, tensors, read, state).squeeze(2)
+        return step
 
     def _conv(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
         weight = self._tensor(c, "weight", net) * self._tensor(c, "mask", net)

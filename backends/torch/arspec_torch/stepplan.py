@@ -116,12 +116,6 @@ class StepPlan:
         lag = self.lag.get(self.output)
         return not self.opaque and all(_steps_here(c) for c in self.steps) and lag is not None and lag <= 0
 
-    @property
-    def declared(self) -> list[str]:
-        """The kinds of the step's primitives declared by their step (the numpy step evaluates
-        their program; the C step has no instructions for them yet)."""
-        return sorted({c.kind for c in self.steps if "program" in c.attrs})
-
     def channels(self, value: str) -> int:
         """Channels of a value: the data's channel groups, or the call's output channels."""
         return self.groups if value in DATA_VALUES else self.calls[value].channels
