@@ -43,6 +43,7 @@ typedef long long idx;
 #define NV (TILE / VW)           /* vectors per tile row */
 typedef float vf __attribute__((vector_size(VBYTES)));
 typedef float vf_row __attribute__((vector_size(VBYTES), may_alias));   /* a tile row read as vectors (rows are 64-byte aligned) */
+int pass_vector_bytes(void) { return VBYTES; }
 
 static inline float pass_exp(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
