@@ -8,6 +8,8 @@ place, everything the rest of arspec needs to know about one backend operation:
   same code runs in the per-position and the offset domain;
 * `taps` — for cached generation, which input positions the value at a position reads, when the
   primitive is position-local (None otherwise); `scan_role` for the ordered scan of NADE-like models;
+* `step` — what it computes at one position, in the step IR (`arspec.primitives.step`), from which
+  every cached-generation engine lowers it (None where it has no per-position step);
 * `probe` — parameter values that keep every dependency measurable in the dynamic check.
 
 A backend implements each `kind`; an op's semantics is a small program of primitives."""
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from arspec.domains import Deps
 from arspec.types import TensorType
+
+if TYPE_CHECKING:
+    from arspec.primitives.step import StepBuilder
 
 Init = Literal["normal", "uniform", "zeros", "ones"]
 ScanRole = Literal["prefix", "element", "emit"]
@@ -87,6 +92,12 @@ class Primitive:
 
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         """Per argument, the positions read at an output position; None if not position-local."""
+        return None
+
+    def step(self, b: StepBuilder) -> int | None:
+        """The value at one position, declared with `b` (its arguments' channels in
+        `b.arg_channels`); None where the primitive has no per-position step, and an engine needs
+        a rule of its own for its kind or runs it on the torch path."""
         return None
 
     def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from arspec.domains import Deps
 from arspec.primitives.base import Primitive, Taps, same_position
+from arspec.primitives.step import StepBuilder
 from arspec.types import TensorType
 
 ActivationName = Literal["relu", "elu", "tanh", "sigmoid", "identity"]
@@ -36,6 +37,9 @@ class Activation(Primitive):
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return same_position(rank)
 
+    def step(self, b: StepBuilder) -> int:
+        return b.act(self.fn, b.read(0, (0,) * b.rank))
+
 
 @dataclass(eq=False)
 class _Merge(Primitive):
@@ -53,6 +57,10 @@ class _Merge(Primitive):
 
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return same_position(rank, arguments)
+
+    def step(self, b: StepBuilder) -> int:
+        reads = [b.read(i, (0,) * b.rank) for i in range(len(b.arg_channels))]
+        return b.add(*reads) if self.kind == "add" else b.mul(*reads)
 
 
 @dataclass(eq=False)
@@ -86,6 +94,9 @@ class Concat(Primitive):
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return same_position(rank, arguments)
 
+    def step(self, b: StepBuilder) -> int:
+        return b.concat(*[b.read(i, (0,) * b.rank) for i in range(len(b.arg_channels))])
+
 
 @dataclass(eq=False)
 class Gate(Primitive):
@@ -102,6 +113,9 @@ class Gate(Primitive):
 
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return same_position(rank)
+
+    def step(self, b: StepBuilder) -> int:
+        return b.gate(b.read(0, (0,) * b.rank))
 
 
 @dataclass(eq=False)
@@ -123,6 +137,9 @@ class SelectChannels(Primitive):
 
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return same_position(rank)
+
+    def step(self, b: StepBuilder) -> int:
+        return b.pick(b.read(0, (0,) * b.rank), self.index.tolist())
 
 
 @dataclass(eq=False)
@@ -148,6 +165,9 @@ class Shift(Primitive):
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return [Taps((tuple(-b for b in self.by),), (True,))]
 
+    def step(self, b: StepBuilder) -> int:
+        return b.read(0, tuple(-x for x in self.by))
+
 
 @dataclass(eq=False)
 class Dropout(Primitive):
@@ -170,3 +190,6 @@ class Dropout(Primitive):
 
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return same_position(rank)
+
+    def step(self, b: StepBuilder) -> int:
+        return b.read(0, (0,) * b.rank)                           # cached generation runs in eval mode

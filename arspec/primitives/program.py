@@ -28,6 +28,7 @@ class Call:
     primitive: Primitive
     args: tuple[str, ...]
     type: TensorType
+    arg_types: tuple[TensorType, ...] = ()
 
 
 @dataclass
@@ -66,7 +67,7 @@ class ProgramBuilder:
             unique = f"{name}{k}"
         self._names.add(unique)
         out = primitive.out_type([a.type for a in args])
-        self.program.calls.append(Call(unique, primitive, tuple(a.name for a in args), out))
+        self.program.calls.append(Call(unique, primitive, tuple(a.name for a in args), out, tuple(a.type for a in args)))
         return Value(unique, out)
 
     def finish(self, output: Value) -> Program:

@@ -31,9 +31,10 @@ StepFn = Literal["tanh", "sigmoid", "relu", "elu", "identity"]
 @dataclass(frozen=True)
 class StepOp:
     """One operation of a step: `kind` and its operands (indices of earlier values), a tap's
-    argument and offset, a product's parameter names, an activation's name, a channel range."""
+    argument and offset, a product's parameter names, an activation's name, a channel range, the
+    channels a pick takes."""
 
-    kind: Literal["read", "state", "product", "act", "add", "mul", "concat", "slice"]
+    kind: Literal["read", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick"]
     inputs: tuple[int, ...] = ()
     channels: int = 0
     arg: int = 0
@@ -43,6 +44,7 @@ class StepOp:
     bias: str = ""
     fn: StepFn = "identity"
     start: int = 0
+    index: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,19 @@ class StepBuilder:
             raise StepError(f"channels {start}..{stop - 1} of a value of {self.channels(value)}")
         return self._add(StepOp("slice", (value,), stop - start, start=start))
 
+    def gate(self, value: int) -> int:
+        """tanh of the first half of a value's channels times the sigmoid of the second half."""
+        if self.channels(value) % 2:
+            raise StepError(f"a gate needs an even number of channels, got {self.channels(value)}")
+        return self._add(StepOp("gate", (value,), self.channels(value) // 2))
+
+    def pick(self, value: int, index: Sequence[int]) -> int:
+        """Channels index[0], index[1], ... of a value (a subset or a permutation)."""
+        index = tuple(int(i) for i in index)
+        if not index or not all(0 <= i < self.channels(value) for i in index):
+            raise StepError(f"channels {list(index)[:8]} of a value of {self.channels(value)}")
+        return self._add(StepOp("pick", (value,), len(index), index=index))
+
     def _same(self, values: Sequence[int]) -> None:
         if len({self.channels(v) for v in values}) != 1:
             raise StepError(f"operands of different channel counts: {[self.channels(v) for v in values]}")
@@ -171,6 +186,11 @@ def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spa
             values.append(parts[0].concat(parts[1:]) if len(parts) > 1 else parts[0])
         elif op.kind == "slice":
             values.append(values[op.inputs[0]].select(np.arange(op.start, op.start + op.channels)))
+        elif op.kind == "pick":
+            values.append(values[op.inputs[0]].select(np.asarray(op.index, dtype=np.int64)))
+        elif op.kind == "gate":
+            value, half = values[op.inputs[0]], op.channels
+            values.append(value.select(np.arange(half)).union(value.select(np.arange(half, 2 * half))))
         else:                                                     # act
             values.append(values[op.inputs[0]])
     out = values[program.output]
@@ -184,6 +204,15 @@ def _tap(deps: Deps, offset: tuple[int, ...], spatial: tuple[int, ...]) -> Deps:
     c = deps.channels
     conn = np.eye(c, dtype=bool).reshape((c, c) + (1,) * len(spatial))
     return deps.conv(conn, (1,) * len(spatial), tuple(-o for o in offset), spatial)
+
+
+def step_program(primitive: Primitive, args: Sequence[TensorType], out: TensorType) -> DeclaredStep | None:
+    """A primitive's step for arguments of these types (`Primitive.step`), or None where it
+    declares none. The cached-generation engines lower this; its footprint (`footprint_of`) is
+    the primitive's own (a test holds every built-in primitive to that)."""
+    b = StepBuilder(len(out.spatial), out_channels=int(out.channels), arg_channels=tuple(int(a.channels) for a in args))
+    value = primitive.step(b)
+    return None if value is None else b.finish(value)
 
 
 class DeclaredPrimitive(Primitive):

@@ -52,6 +52,7 @@ class StepCall:
     scan_role: str | None = None
     training: bool = False          # the kernel takes the net's training flag (dropout)
     per_element: bool = False       # in the ordered scan the kernel takes the element index
+    step: Any = None                # its step at one position (arspec.primitives.step.DeclaredStep): what the step engines lower
 
 
 DATA = ("x", "x_raw")

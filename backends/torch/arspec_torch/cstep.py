@@ -606,33 +606,14 @@ class CStepProgram(StepProgram):
             total, lo, hi = self.stacked_term[key]
             stack = self._stack_inputs(total)
             return self._op(Op.STACK, self._registers[c.args[0]], self._array(stack), stack.shape[1], lo, hi - lo)
-        if "program" in c.attrs:
+        if c.step is not None:
             return self._declared(c, net)
         if kind == "masked_conv":
             return self._conv(c, net, width)
-        if kind == "shift":
-            arg = c.args[0]
-            return self._op(Op.SHIFT, self._registers[key], self._table(self.plan.slots(c, 0)[:, 0]), self._array(self.rings[arg]),
-                            self.plan.channels(arg))
         if kind == "embedding":                    # per channel group, a (levels, C) table indexed by level
             table = self._tensor(c, "weight", net) * self._tensor(c, "select", net)[:, None, :]
             return self._op(Op.EMBED, self._value(c), width, table.shape[0], self._array(self.rings["x_raw"]), self.plan.ring["x_raw"],
                             *[self._real(table[g]) for g in range(table.shape[0])])
-        sources = [self._source(c, i) for i in range(len(c.args))]
-        if kind == "dropout" or (kind == "activation" and c.attrs["fn"] == "identity"):
-            return self._op(Op.ALIAS, self._registers[key], *sources[0])   # sampling runs in eval mode: the identity
-        if kind == "activation":
-            return self._op(Op.ACT, C_ACTIVATIONS[c.attrs["fn"]], self._value(c), width, *sources[0])
-        if kind in ("add", "multiply"):
-            return self._op(Op.ADD if kind == "add" else Op.MUL, len(sources), self._value(c), width, *[x for s in sources for x in s])
-        if kind == "concat":
-            parts = [x for i, s in enumerate(sources) for x in (self.plan.channels(c.args[i]), *s)]
-            return self._op(Op.CONCAT, len(sources), self._value(c), width, *parts)
-        if kind == "gate":
-            return self._op(Op.GATE, self._value(c), width, *sources[0])
-        if kind == "select":
-            index = self._table(getattr(net, f"{key}__index").cpu().numpy())
-            return self._op(Op.SELECT, self._value(c), width, self.plan.channels(c.args[0]), index, *sources[0])
         raise ValueError(f"no step rule for {kind}")
 
     def _scratch(self, name: str, width: int | None) -> int:
@@ -649,7 +630,7 @@ class CStepProgram(StepProgram):
         a product concatenates its parts and multiplies by the packed (masked) weight, activations,
         sums, products, concatenation and channel ranges map to their instructions. No
         primitive-specific code: what the numpy step evaluates, in the same order."""
-        program, key = c.attrs["program"], c.id
+        program, key = c.step, c.id
         code: list[int] = []
         values: list[list[int]] = []                       # each step value as a source operand
         for k, op in enumerate(program.ops):
@@ -695,8 +676,10 @@ class CStepProgram(StepProgram):
             return self._op(Op.ADD if op.kind == "add" else Op.MUL, len(sources), register, width, *[x for s in sources for x in s])
         if op.kind == "concat":
             return self._op(Op.CONCAT, len(sources), register, width, *[x for w, s in zip(widths, sources) for x in (w, *s)])
-        index = self._table(np.arange(op.start, op.start + width))        # slice: channels start..start + width - 1
-        return self._op(Op.SELECT, register, width, widths[0], index, *sources[0])
+        if op.kind == "gate":
+            return self._op(Op.GATE, register, width, *sources[0])
+        chosen = op.index if op.kind == "pick" else range(op.start, op.start + width)     # a pick, or a slice's channel range
+        return self._op(Op.SELECT, register, width, widths[0], self._table(np.asarray(chosen)), *sources[0])
 
     def _conv(self, c: Any, net: Any, co: int) -> list[int]:
         weight = self._tensor(c, "weight", net) * self._tensor(c, "mask", net)

@@ -44,6 +44,11 @@ def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: A
             values.append(out)
         elif kind == "concat":
             values.append(torch.cat([values[i] for i in op.inputs], dim=1))
+        elif kind == "gate":
+            value, half = values[op.inputs[0]], op.channels
+            values.append(torch.tanh(value[:, :half]) * torch.sigmoid(value[:, half:]))
+        elif kind == "pick":
+            values.append(values[op.inputs[0]][:, list(op.index)])
         else:                                                        # slice
             values.append(values[op.inputs[0]][:, op.start:op.start + op.channels])
     return values[program.output]

@@ -11,6 +11,7 @@ import numpy as np
 from arspec.ir.graph import IRGraph, IRNode
 from arspec.primitives import Param
 from arspec.primitives.program import Call
+from arspec.primitives.step import step_program
 from arspec_torch.cache import StepCall
 
 
@@ -79,7 +80,7 @@ def plan_of(ir: IRGraph) -> Plan:
             step = StepCall(f"{node.ident}__{call.name}", p.kind, args, tuple(p.params()) + tuple(p.buffers()), p.attrs(),
                             call.type.channels, tuple(t.offsets for t in taps) if taps is not None else None,
                             tuple(t.live for t in taps) if taps is not None else None, p.mask_sets, p.scan_role,
-                            p.uses_training_mode, p.per_element)
+                            p.uses_training_mode, p.per_element, step_program(p, call.arg_types, call.type))
             plan.calls.append(PlanCall(step, node, call, p.params(), p.buffers()))
             env[call.name] = step.id
         ids[node.name] = env[program.output]

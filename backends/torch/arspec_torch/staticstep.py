@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from arspec_torch.declared import evaluate
-from arspec_torch.kernels import activation
 
 
 class StaticStepProgram:
@@ -74,13 +73,10 @@ class StaticStepProgram:
     def _compute(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
         """Call c's value at position p (a (1,) tensor, clamped into the event), (B, C)."""
         kind = c.kind
-        if "program" in c.attrs:
+        if c.step is not None:
             return self._declared(c, net)
         if kind == "masked_conv":
             return self._conv(c, net)
-        if kind == "shift":
-            table, ring = self._table(self.plan.slots(c, 0)[:, 0]), self.rings[c.args[0]]
-            return lambda p, local: ring.index_select(1, table.index_select(0, p)).squeeze(1)
         if kind == "embedding":
             weight = self._tensor(c, "weight", net) * self._tensor(c, "select", net).unsqueeze(1)   # (G, K, C)
             raw = self._ring_at("x_raw")
@@ -89,38 +85,13 @@ class StaticStepProgram:
                 levels = raw(p)                                                                  # (B, G)
                 return sum(weight[g].index_select(0, levels[:, g]) for g in range(weight.shape[0]))  # type: ignore[return-value]
             return embed
-        args = [self._arg(c, i) for i in range(len(c.args))]
-        if kind == "activation":
-            fn, a = c.attrs["fn"], args[0]
-            return lambda p, local: activation(a(p, local), fn=fn)
-        if kind == "dropout":                      # sampling runs in eval mode: the identity
-            return args[0]
-        if kind in ("add", "multiply"):
-            def combine(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
-                out = args[0](p, local)
-                for a in args[1:]:
-                    out = out + a(p, local) if kind == "add" else out * a(p, local)
-                return out
-            return combine
-        if kind == "concat":
-            return lambda p, local: torch.cat([a(p, local) for a in args], dim=1)
-        if kind == "gate":
-            half, a = c.channels, args[0]
-
-            def gate(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
-                v = a(p, local)
-                return torch.tanh(v[:, :half]) * torch.sigmoid(v[:, half:])
-            return gate
-        if kind == "select":
-            index, a = getattr(net, f"{c.id}__index").to(self.device), args[0]
-            return lambda p, local: a(p, local).index_select(1, index)
         raise ValueError(f"no step rule for {kind}")
 
     def _declared(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
         """A primitive declared by its step: the step IR evaluated at position p (the evaluator the
         whole-tensor kernel uses), its reads from the argument rings through the plan's slot
         tables, its state reads from its own ring."""
-        program, key = c.attrs["program"], c.id
+        program, key = c.step, c.id
         tensors = {name: self._tensor(c, name, net) for name in c.tensors}
         args = [self._arg(c, i) for i in range(len(c.args))]
         taps = {i: (self._table(self.plan.slots(c, i)), self.plan._live(c, i)) for i in range(len(c.args))

@@ -43,16 +43,13 @@ def gemv_for(dtype: np.dtype) -> Any:
 
 _POINTWISE = {"relu": "np.maximum({0}, 0)", "tanh": "np.tanh({0})", "sigmoid": "expit({0})", "identity": "{0}",
               "elu": "np.where({0} > 0, {0}, np.expm1({0}))"}
-_KINDS = {"masked_conv", "shift", "embedding", "activation", "dropout", "add", "multiply", "concat", "gate", "select", "context_projection"}
+_KINDS = {"masked_conv", "embedding", "context_projection"}     # the kinds with rules of their own here; the rest lower their step
 
 
 def _steps_here(call: Any) -> bool:
-    """Whether the numpy step has code for a call: its kind's, or its declared step (whose reads
-    of constant arguments are at its own position)."""
-    program = call.attrs.get("program")
-    if program is None:
-        return call.kind in _KINDS
-    return True
+    """Whether the numpy step has code for a call: its declared step (arspec.primitives.step), or
+    a rule of its kind's."""
+    return call.step is not None or call.kind in _KINDS
 
 
 def single_threaded_blas() -> Any:
@@ -246,7 +243,7 @@ DATA_VALUES = ("x", "x_raw")
 
 
 def _state_offsets(call: Any) -> list[tuple[int, ...]]:
-    program = call.attrs.get("program")
+    program = call.step
     return [] if program is None else list(dict.fromkeys(op.offset for op in program.ops if op.kind == "state"))
 
 
@@ -379,40 +376,21 @@ class StepProgram:
         if key in self.stacked_term:                   # a term of a stacked sum: its input, copied in
             total, lo, hi = self.stacked_term[key]
             return [f"T_{total}[{lo}:{hi}] = v_{c.args[0]}"]
-        if "program" in c.attrs:
+        if c.step is not None:
             return self._declared(c, net, v)
         if kind == "masked_conv":
             return self._conv(c, net, v)
-        if kind == "shift":
-            self.names[f"S_{key}"] = self.plan.slots(c, 0)[:, 0].tolist()
-            return [f"{v} = r_{c.args[0]}[S_{key}[p]]"]
         if kind == "embedding":                    # per channel group, a (C, levels) table indexed by level
             table = self._tensor(c, "weight", net) * self._tensor(c, "select", net)[:, None, :]
             self.names.update({f"E_{key}_{g}": np.ascontiguousarray(table[g].T) for g in range(table.shape[0])})
             parts = [f"np.take(E_{key}_{g}, r_x_raw[p % {self.plan.ring['x_raw']}, {g}], axis=1)" for g in range(table.shape[0])]
             return [f"{v} = {' + '.join(parts)}"]
-        args = [self._arg(c, i) for i in range(len(c.args))]
-        if kind == "activation":
-            return [f"{v} = {_POINTWISE[c.attrs['fn']].format(args[0])}"]
-        if kind == "dropout":                      # sampling runs in eval mode: the identity
-            return [f"{v} = {args[0]}"]
-        if kind in ("add", "multiply"):
-            return [f"{v} = {(' + ' if kind == 'add' else ' * ').join(args)}"]
-        if kind == "concat":
-            return [f"{v} = np.concatenate(({', '.join(args)},), axis=0)"]
-        if kind == "gate":                         # tanh(a) * sigmoid(b), the sigmoid as (1 + tanh(b / 2)) / 2
-            half = c.channels
-            return [f"a = {args[0]}", f"{v} = a[{half}:] * 0.5; np.tanh({v}, out={v}); {v} *= 0.5; {v} += 0.5; "
-                    f"{v} *= np.tanh(a[:{half}])"]
-        if kind == "select":
-            self.names[f"I_{key}"] = getattr(net, f"{key}__index").cpu().numpy()
-            return [f"{v} = {args[0]}[I_{key}]"]
         raise ValueError(f"no step rule for {kind}")  # context projections of data are not position-local here
 
     def _declared(self, c: Any, net: Any, v: str) -> list[str]:
         """A primitive declared by its step: its program, operation by operation, on (C, B) values
         read from the rings (its arguments at their offsets, its own value at its state offsets)."""
-        program, key = c.attrs["program"], c.id
+        program, key = c.step, c.id
         lines, names = [], []
         for k, op in enumerate(program.ops):
             names.append(f"s_{key}_{k}")
@@ -443,6 +421,14 @@ class StepProgram:
                 expr = (" + " if op.kind == "add" else " * ").join(names[i] for i in op.inputs)
             elif op.kind == "concat":
                 expr = f"np.concatenate(({', '.join(names[i] for i in op.inputs)},), axis=0)"
+            elif op.kind == "gate":                # tanh(a) * sigmoid(b), the sigmoid as (1 + tanh(b / 2)) / 2
+                a, half = names[op.inputs[0]], op.channels
+                lines.append(f"{names[-1]} = {a}[{half}:] * 0.5; np.tanh({names[-1]}, out={names[-1]}); {names[-1]} *= 0.5; "
+                             f"{names[-1]} += 0.5; {names[-1]} *= np.tanh({a}[:{half}])")
+                continue
+            elif op.kind == "pick":
+                self.names[f"I_{key}_{k}"] = np.asarray(op.index, dtype=np.int64)
+                expr = f"{names[op.inputs[0]]}[I_{key}_{k}]"
             else:
                 expr = f"{names[op.inputs[0]]}[{op.start}:{op.start + op.channels}]"
             lines.append(f"{names[-1]} = {expr}")

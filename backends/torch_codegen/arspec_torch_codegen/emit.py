@@ -180,7 +180,7 @@ def _steps(plan: Plan) -> str:
     for pc in plan.calls:
         s = pc.step
         lines.append(f"    StepCall({s.id!r}, {s.kind!r}, {s.args!r}, {s.tensors!r}, {s.attrs!r}, {int(s.channels)}, {s.taps!r}, {s.live!r}, "
-                     f"{s.mask_sets!r}, {s.scan_role!r}, {s.training!r}, {s.per_element!r}),")
+                     f"{s.mask_sets!r}, {s.scan_role!r}, {s.training!r}, {s.per_element!r}, {s.step!r}),")
     lines.append("]")
     return "\n".join(lines)
 
