@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arspec.domains.concrete import ConcreteDeps
+from arspec.primitives.conv import MaskedConv
 from arspec.primitives.pointwise import Activation, Add, Concat, Dropout, Gate, Multiply, SelectChannels, Shift
 from arspec.primitives.step import StepBuilder, footprint_of, step_program
 from arspec.types import TensorType
@@ -27,8 +28,10 @@ def dense(deps: ConcreteDeps) -> np.ndarray:
 
 
 def primitives(draw: st.DrawFn, channels: int, rank: int) -> tuple[object, int]:
-    """A pointwise primitive and how many arguments it takes."""
-    choice = draw(st.sampled_from(["activation", "add", "multiply", "concat", "gate", "select", "shift", "dropout"]))
+    """A built-in primitive that declares its step, and how many arguments it takes."""
+    choice = draw(st.sampled_from(["activation", "add", "multiply", "concat", "gate", "select", "shift", "dropout", "conv"]))
+    if choice == "conv":
+        return conv(draw, channels, rank), 1
     if choice == "activation":
         return Activation(draw(st.sampled_from(["relu", "elu", "tanh", "sigmoid", "identity"]))), 1
     if choice in ("add", "multiply", "concat"):
@@ -40,6 +43,19 @@ def primitives(draw: st.DrawFn, channels: int, rank: int) -> tuple[object, int]:
     if choice == "shift":
         return Shift(tuple(draw(st.integers(-2, 2)) for _ in range(rank))), 1
     return Dropout(0.5), 1
+
+
+def conv(draw: st.DrawFn, channels: int, rank: int) -> MaskedConv:
+    """A convolution that keeps the positions (pad before + after = the dilated kernel's reach),
+    with a random connectivity that leaves at least one tap."""
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    before = tuple(draw(st.integers(0, d * (k - 1))) for d, k in zip(dilation, kernel))
+    after = tuple(d * (k - 1) - b for d, k, b in zip(dilation, kernel, before))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    connectivity = rng.random((draw(st.integers(1, 4)), channels, *kernel)) < 0.5
+    connectivity.flat[0] = True
+    return MaskedConv(connectivity, dilation, before, after, bias=draw(st.booleans()))
 
 
 @st.composite
@@ -56,17 +72,18 @@ def cases(draw: st.DrawFn) -> tuple[object, list[ConcreteDeps], TensorType, list
 
 @settings(max_examples=examples(60), deadline=None)
 @given(case=cases())
-def test_each_pointwise_primitives_step_has_exactly_its_own_footprint(case):
+def test_each_built_in_primitives_step_has_exactly_its_own_footprint(case):
     primitive, args, out, arg_types = case
     program = step_program(primitive, arg_types, out)
     assert program is not None
-    derived = footprint_of(program, args, out.channels, tuple(out.spatial))
+    derived = footprint_of(program, args, out.channels, tuple(out.spatial), buffers=primitive.buffers())
     assert np.array_equal(dense(derived), dense(primitive.footprint(args, out, 0)))
 
 
 @pytest.mark.parametrize("wrong", ["offset", "channels"])
 def test_a_step_that_reads_the_wrong_offset_or_channels_is_caught(wrong):
-    """Mutants of Shift's and Gate's steps: the derived footprint no longer matches."""
+    """Mutants of Shift's and Gate's steps: the derived footprint no longer matches (a convolution
+    whose taps are read at the wrong offsets is the same mutation as the Shift's)."""
     rng = np.random.default_rng(0)
     spatial, channels = (5,), 4
     args = [random_deps(rng, channels, spatial, 7)]

@@ -14,6 +14,7 @@ import numpy as np
 
 from arspec.domains import Deps
 from arspec.primitives.base import Param, Primitive, Taps
+from arspec.primitives.step import StepBuilder
 from arspec.types import TensorType
 
 
@@ -74,3 +75,14 @@ class MaskedConv(Primitive):
         taps = list(np.ndindex(*self.kernel))
         offsets = tuple(tuple(int(t) * d - b for t, d, b in zip(tap, self.dilation, self.pad_before)) for tap in taps)
         return [Taps(offsets, tuple(bool(used[tap]) for tap in taps))]
+
+    def step(self, b: StepBuilder) -> int | None:
+        """Its live taps gathered (offset-major), times the masked weight's columns of those taps.
+        None for a strided convolution (not position-local) or one whose mask leaves no tap."""
+        taps = self.taps(b.rank, 1)
+        if taps is None or not any(taps[0].live):
+            return None
+        live = [k for k, used in enumerate(taps[0].live) if used]
+        gathered = b.gather(0, [taps[0].offsets[k] for k in live])
+        return b.product([gathered], "weight", int(self.connectivity.shape[0]), mask="mask", bias="bias" if self.bias else "",
+                         taps=live)

@@ -31,10 +31,11 @@ StepFn = Literal["tanh", "sigmoid", "relu", "elu", "identity"]
 @dataclass(frozen=True)
 class StepOp:
     """One operation of a step: `kind` and its operands (indices of earlier values), a tap's
-    argument and offset, a product's parameter names, an activation's name, a channel range, the
-    channels a pick takes."""
+    argument and offset (a gather's offsets), a product's parameter names (and, for a convolution's
+    weight, the kernel taps its parts are), an activation's name, a channel range, the channels a
+    pick takes."""
 
-    kind: Literal["read", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick"]
+    kind: Literal["read", "gather", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick"]
     inputs: tuple[int, ...] = ()
     channels: int = 0
     arg: int = 0
@@ -45,6 +46,17 @@ class StepOp:
     fn: StepFn = "identity"
     start: int = 0
     index: tuple[int, ...] = ()
+    offsets: tuple[tuple[int, ...], ...] = ()
+    taps: tuple[int, ...] = ()
+
+    def matrix(self, weight: Any) -> Any:
+        """A product's parameter as the (channels, inputs) matrix it multiplies by: as it is, or
+        for a convolution's (Co, Ci, *kernel) weight its taps `taps`, tap-major (numpy or torch
+        alike; every engine calls this, so none has its own idea of the layout)."""
+        if not self.taps:
+            return weight
+        co, ci = weight.shape[0], weight.shape[1]
+        return weight.reshape(co, ci, -1)[:, :, list(self.taps)].swapaxes(1, 2).reshape(co, len(self.taps) * ci)
 
 
 @dataclass(frozen=True)
@@ -61,11 +73,12 @@ class DeclaredStep:
         return tuple(dict.fromkeys(op.offset for op in self.ops if op.kind == "state"))
 
     def input_offsets(self, arg: int) -> tuple[tuple[int, ...], ...]:
-        return tuple(dict.fromkeys(op.offset for op in self.ops if op.kind == "read" and op.arg == arg))
+        return tuple(dict.fromkeys(o for op in self.ops if op.kind in ("read", "gather") and op.arg == arg
+                                   for o in (op.offsets if op.kind == "gather" else (op.offset,))))
 
     @property
     def arguments(self) -> int:
-        return 1 + max((op.arg for op in self.ops if op.kind == "read"), default=-1)
+        return 1 + max((op.arg for op in self.ops if op.kind in ("read", "gather")), default=-1)
 
 
 class StepError(ValueError):
@@ -96,6 +109,13 @@ class StepBuilder:
             raise StepError(f"read({arg}, {offset}) does not fit {len(self.arg_channels)} argument(s) of rank {self.rank}")
         return self._add(StepOp("read", channels=self.arg_channels[arg], arg=arg, offset=offset))
 
+    def gather(self, arg: int, offsets: Sequence[Sequence[int]]) -> int:
+        """Argument `arg` at each p + offset, side by side (offset-major: a convolution's taps)."""
+        taps = tuple(tuple(int(o) for o in off) for off in offsets)
+        if arg >= len(self.arg_channels) or any(len(off) != self.rank for off in taps):
+            raise StepError(f"gather({arg}, ...) does not fit {len(self.arg_channels)} argument(s) of rank {self.rank}")
+        return self._add(StepOp("gather", channels=len(taps) * self.arg_channels[arg], arg=arg, offsets=taps))
+
     def state(self, offset: Sequence[int]) -> int:
         """This primitive's own value at p + offset, an earlier position in raster order (zero
         outside the tensor)."""
@@ -106,10 +126,14 @@ class StepBuilder:
             raise StepError("state reads need the output's channels (StepBuilder(out_channels=...))")
         return self._add(StepOp("state", channels=self.out_channels, offset=offset))
 
-    def product(self, parts: Sequence[int], weight: str, channels: int, mask: str = "", bias: str = "") -> int:
+    def product(self, parts: Sequence[int], weight: str, channels: int, mask: str = "", bias: str = "",
+                taps: Sequence[int] = ()) -> int:
         """(weight * mask) @ concat(parts) + bias: a parameter matrix (channels, sum of parts'
-        channels), an optional 0/1 buffer of the same shape, an optional bias parameter."""
-        return self._add(StepOp("product", tuple(parts), channels, weight=weight, mask=mask, bias=bias))
+        channels), an optional 0/1 buffer of the same shape, an optional bias parameter. With
+        `taps`, the weight is a convolution's (channels, Ci, *kernel) and the parts are its kernel
+        taps `taps` (flat indices), Ci channels each, in that order (`StepOp.matrix`)."""
+        return self._add(StepOp("product", tuple(parts), int(channels), weight=weight, mask=mask, bias=bias,
+                                taps=tuple(int(t) for t in taps)))
 
     def act(self, fn: StepFn, value: int) -> int:
         return self._add(StepOp("act", (value,), self.channels(value), fn=fn))
@@ -167,14 +191,21 @@ def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spa
     for op in program.ops:
         if op.kind == "read":
             values.append(_tap(args[op.arg], op.offset, spatial))
+        elif op.kind == "gather":
+            taps = [_tap(args[op.arg], off, spatial) for off in op.offsets]
+            values.append(taps[0].concat(taps[1:]) if taps else args[op.arg].empty(0, spatial))
         elif op.kind == "state":
             values.append(args[0].empty(op.channels, spatial))
         elif op.kind == "product":
             parts = [values[i] for i in op.inputs]
+            width = sum(program.ops[i].channels for i in op.inputs)
+            if width == 0:                                           # no input at all: the bias alone
+                values.append(args[0].empty(op.channels, spatial))
+                continue
             joined = parts[0].concat(parts[1:]) if len(parts) > 1 else parts[0]
             mask = (buffers or {}).get(op.mask) if op.mask else None
-            conn = (np.ones((op.channels, joined.channels), dtype=bool) if mask is None else np.asarray(mask) != 0)
-            conn = conn.reshape((op.channels, joined.channels) + (1,) * len(spatial))
+            conn = (np.ones((op.channels, width), dtype=bool) if mask is None else op.matrix(np.asarray(mask)) != 0)
+            conn = conn.reshape((op.channels, width) + (1,) * len(spatial))
             values.append(joined.conv(conn, (1,) * len(spatial), (0,) * len(spatial), spatial))
         elif op.kind in ("add", "mul"):
             acc = values[op.inputs[0]]

@@ -608,8 +608,6 @@ class CStepProgram(StepProgram):
             return self._op(Op.STACK, self._registers[c.args[0]], self._array(stack), stack.shape[1], lo, hi - lo)
         if c.step is not None:
             return self._declared(c, net)
-        if kind == "masked_conv":
-            return self._conv(c, net, width)
         if kind == "embedding":                    # per channel group, a (levels, C) table indexed by level
             table = self._tensor(c, "weight", net) * self._tensor(c, "select", net)[:, None, :]
             return self._op(Op.EMBED, self._value(c), width, table.shape[0], self._array(self.rings["x_raw"]), self.plan.ring["x_raw"],
@@ -635,6 +633,17 @@ class CStepProgram(StepProgram):
         values: list[list[int]] = []                       # each step value as a source operand
         for k, op in enumerate(program.ops):
             name, width = f"{key}#{k}", op.channels
+            if op.kind == "gather":
+                if self.plan.reads[(c.id, op.arg)] != "ring":       # a value of this step: one tap, at its own position
+                    values.append(self._source(c, op.arg))
+                    continue
+                live = self.plan._live(c, op.arg)
+                columns = [live.index(off) for off in op.offsets]
+                gathered = self._array(np.zeros(width * self.batch, dtype=self.dtype))          # (B, taps x Ci)
+                code += self._op(Op.GATHER, len(columns), self._table(self.plan.slots(c, op.arg)[:, columns]),
+                                 self._array(self.rings[c.args[op.arg]]), self.plan.channels(c.args[op.arg]), gathered)
+                values.append([2, gathered, 0, 0])
+                continue
             if op.kind == "read":
                 if self.plan.reads[(c.id, op.arg)] != "ring":
                     values.append(self._source(c, op.arg))
@@ -669,7 +678,7 @@ class CStepProgram(StepProgram):
             if op.mask:
                 weight = weight * self._tensor(c, op.mask, net)
             bias = self._real(self._tensor(c, op.bias, net)) if op.bias else -1
-            return code + self._op(Op.PRODUCT, width, sum(widths), self._real(packed(weight.T, self.dtype)), bias, register, *column)
+            return code + self._op(Op.PRODUCT, width, sum(widths), self._real(packed(op.matrix(weight).T, self.dtype)), bias, register, *column)
         if op.kind == "act":
             return self._op(Op.ACT, C_ACTIVATIONS[op.fn], register, width, *sources[0])
         if op.kind in ("add", "mul"):
@@ -680,23 +689,6 @@ class CStepProgram(StepProgram):
             return self._op(Op.GATE, register, width, *sources[0])
         chosen = op.index if op.kind == "pick" else range(op.start, op.start + width)     # a pick, or a slice's channel range
         return self._op(Op.SELECT, register, width, widths[0], self._table(np.asarray(chosen)), *sources[0])
-
-    def _conv(self, c: Any, net: Any, co: int) -> list[int]:
-        weight = self._tensor(c, "weight", net) * self._tensor(c, "mask", net)
-        ci = weight.shape[1]
-        live = [k for k, used in enumerate(c.live[0]) if used]
-        bias = self._real(self._tensor(c, "bias", net)) if "bias" in c.tensors else -1
-        register = self._value(c)
-        if not live:
-            return self._op(Op.FILL, register, co, bias)
-        taps = weight.reshape(co, ci, -1)[:, :, live]                       # (Co, Ci, K live)
-        w = self._real(packed(taps.transpose(2, 1, 0).reshape(len(live) * ci, co), self.dtype))
-        k = len(live) * ci
-        if self.plan.reads[(c.id, 0)] == "local":
-            return self._op(Op.PRODUCT, co, k, w, bias, register, *self._source(c, 0))
-        gathered = self._array(np.zeros(k * self.batch, dtype=self.dtype))      # (B, live taps x Ci)
-        return (self._op(Op.GATHER, len(live), self._table(self.plan.slots(c, 0)), self._array(self.rings[c.args[0]]), ci, gathered)
-                + self._op(Op.PRODUCT, co, k, w, bias, register, 2, gathered, 0, 0))
 
     def _stack_inputs(self, total: str) -> np.ndarray:
         """The side-by-side inputs of a stacked sum, (B, width), made once."""

@@ -28,11 +28,13 @@ def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: A
         kind = op.kind
         if kind == "read":
             values.append(read(op.arg, op.offset))
+        elif kind == "gather":
+            values.append(torch.cat([read(op.arg, off) for off in op.offsets], dim=1))
         elif kind == "state":
             values.append(state(op.offset))
         elif kind == "product":
             x = torch.cat([values[i] for i in op.inputs], dim=1) if len(op.inputs) > 1 else values[op.inputs[0]]
-            weight = tensors[op.weight] * tensors[op.mask] if op.mask else tensors[op.weight]
+            weight = op.matrix(tensors[op.weight] * tensors[op.mask] if op.mask else tensors[op.weight])
             y = torch.einsum("oc,bcn->bon", weight.to(x.dtype), x)
             values.append(y + tensors[op.bias][None, :, None] if op.bias else y)
         elif kind == "act":

@@ -75,8 +75,6 @@ class StaticStepProgram:
         kind = c.kind
         if c.step is not None:
             return self._declared(c, net)
-        if kind == "masked_conv":
-            return self._conv(c, net)
         if kind == "embedding":
             weight = self._tensor(c, "weight", net) * self._tensor(c, "select", net).unsqueeze(1)   # (G, K, C)
             raw = self._ring_at("x_raw")
@@ -112,29 +110,6 @@ class StaticStepProgram:
                 return own.index_select(1, states[offset].index_select(0, p)).transpose(1, 2)
             return evaluate(program, tensors, read, state).squeeze(2)
         return step
-
-    def _conv(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
-        weight = self._tensor(c, "weight", net) * self._tensor(c, "mask", net)
-        co, ci = weight.shape[:2]
-        live = [k for k, used in enumerate(c.live[0]) if used]
-        taps = weight.reshape(co, ci, -1)[:, :, live]                                   # (Co, Ci, K live)
-        w = taps.permute(2, 1, 0).reshape(len(live) * ci, co).contiguous()
-        bias = self._tensor(c, "bias", net) if "bias" in c.tensors else None
-        batch = self.batch
-        if not live:
-            zero = torch.zeros((batch, co), dtype=self.dtype, device=self.device) if bias is None else bias.expand(batch, co)
-            return lambda p, local: zero
-        if self.plan.reads[(c.id, 0)] == "local":
-            arg = c.args[0]
-            if bias is None:
-                return lambda p, local: local[arg] @ w
-            return lambda p, local: torch.addmm(bias, local[arg], w)
-        table, ring = self._table(self.plan.slots(c, 0)), self.rings[c.args[0]]
-
-        def conv(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
-            window = ring.index_select(1, table.index_select(0, p).view(-1)).reshape(batch, -1)   # (B, K live * Ci)
-            return window @ w if bias is None else torch.addmm(bias, window, w)
-        return conv
 
     def step(self, q: torch.Tensor, only: set[str] | None = None) -> None:
         """One generation step: every call (`only`: those named) at position q - lag, written into

@@ -43,7 +43,7 @@ def gemv_for(dtype: np.dtype) -> Any:
 
 _POINTWISE = {"relu": "np.maximum({0}, 0)", "tanh": "np.tanh({0})", "sigmoid": "expit({0})", "identity": "{0}",
               "elu": "np.where({0} > 0, {0}, np.expm1({0}))"}
-_KINDS = {"masked_conv", "embedding", "context_projection"}     # the kinds with rules of their own here; the rest lower their step
+_KINDS = {"embedding", "context_projection"}     # the kinds with rules of their own here; the rest lower their step
 
 
 def _steps_here(call: Any) -> bool:
@@ -378,8 +378,6 @@ class StepProgram:
             return [f"T_{total}[{lo}:{hi}] = v_{c.args[0]}"]
         if c.step is not None:
             return self._declared(c, net, v)
-        if kind == "masked_conv":
-            return self._conv(c, net, v)
         if kind == "embedding":                    # per channel group, a (C, levels) table indexed by level
             table = self._tensor(c, "weight", net) * self._tensor(c, "select", net)[:, None, :]
             self.names.update({f"E_{key}_{g}": np.ascontiguousarray(table[g].T) for g in range(table.shape[0])})
@@ -401,6 +399,11 @@ class StepProgram:
                     self.names[f"G_{key}_{op.arg}"] = self.plan.slots(c, op.arg)
                     tap = self.plan._live(c, op.arg).index(op.offset)
                     expr = f"r_{c.args[op.arg]}[G_{key}_{op.arg}[p, {tap}]]"
+            elif op.kind == "gather":
+                if self.plan.reads[(c.id, op.arg)] != "ring":       # a value of this step: one tap, at its own position
+                    expr = self._arg(c, op.arg)
+                else:
+                    expr = self._gather(c, op, f"{key}_{k}", lines)
             elif op.kind == "state":
                 self.names[f"H_{key}_{k}"] = self.plan.state_slots(c, op.offset)
                 expr = f"r_{key}[H_{key}_{k}[p]]"
@@ -408,13 +411,13 @@ class StepProgram:
                 weight = self._tensor(c, op.weight, net)
                 if op.mask:
                     weight = weight * self._tensor(c, op.mask, net)
-                self.names[f"W_{key}_{k}"] = np.ascontiguousarray(weight)
+                self.names[f"W_{key}_{k}"] = np.ascontiguousarray(op.matrix(weight).T)          # (inputs, channels)
+                if op.bias:
+                    self.names[f"b_{key}_{k}"] = self._tensor(c, op.bias, net)
                 parts = [names[i] for i in op.inputs]
                 column = parts[0] if len(parts) == 1 else f"np.concatenate(({', '.join(parts)},), axis=0)"
-                expr = f"np.dot(W_{key}_{k}, {column})"
-                if op.bias:
-                    self.names[f"b_{key}_{k}"] = self._tensor(c, op.bias, net)[:, None]
-                    expr += f" + b_{key}_{k}"
+                lines += self._product(names[-1], f"{key}_{k}", column, bool(op.bias))
+                continue
             elif op.kind == "act":
                 expr = _POINTWISE[op.fn].format(names[op.inputs[0]])
             elif op.kind in ("add", "mul"):
@@ -434,25 +437,18 @@ class StepProgram:
             lines.append(f"{names[-1]} = {expr}")
         return [*lines, f"{v} = {names[program.output]}"]
 
-    def _conv(self, c: Any, net: Any, v: str) -> list[str]:
-        key = c.id
-        weight = self._tensor(c, "weight", net) * self._tensor(c, "mask", net)
-        co, ci = weight.shape[:2]
-        live = [k for k, used in enumerate(c.live[0]) if used]
-        taps = weight.reshape(co, ci, -1)[:, :, live]                       # (Co, Ci, K live)
-        self.names[f"W_{key}"] = np.ascontiguousarray(taps.transpose(2, 1, 0).reshape(len(live) * ci, co))
-        bias = "bias" in c.tensors
-        if bias:
-            self.names[f"b_{key}"] = self._tensor(c, "bias", net)
-        if not live:
-            return [f"{v} = np.zeros(({co}, B), dtype=W_{key}.dtype)" + (f"; {v} += b_{key}[:, None]" if bias else "")]
-        if self.plan.reads[(c.id, 0)] == "local":
-            return self._product(v, key, f"v_{c.args[0]}", bias)
-        self.names[f"G_{key}"] = self.plan.slots(c, 0)
-        gathered = np.zeros((len(live) * ci, self.batch), dtype=self.dtype)               # the live taps, stacked
-        self.names.update({f"X_{key}": gathered, f"XT_{key}": gathered.reshape(len(live), ci, self.batch)})   # XT: a view
-        return [f"np.take(r_{c.args[0]}, G_{key}[p], axis=0, out=XT_{key}, mode='clip')",
-                *self._product(v, key, f"X_{key}", bias)]
+    def _gather(self, c: Any, op: Any, name: str, lines: list[str]) -> str:
+        """A gather's taps from the argument's ring into a buffer of this program, (taps x C, B)."""
+        arg = c.args[op.arg]
+        live = self.plan._live(c, op.arg)
+        columns = [live.index(off) for off in op.offsets]
+        table = self.plan.slots(c, op.arg)
+        self.names[f"G_{name}"] = table if columns == list(range(table.shape[1])) else np.ascontiguousarray(table[:, columns])
+        ci = self.plan.channels(arg)
+        gathered = np.zeros((len(columns) * ci, self.batch), dtype=self.dtype)
+        self.names.update({f"X_{name}": gathered, f"XT_{name}": gathered.reshape(len(columns), ci, self.batch)})   # XT: a view
+        lines.append(f"np.take(r_{arg}, G_{name}[p], axis=0, out=XT_{name}, mode='clip')")
+        return f"X_{name}"
 
     def _product(self, v: str, key: str, columns: str, bias: bool) -> list[str]:
         """`v = W_key^T columns (+ b_key)` on (C, B) values; for one item with a bias one BLAS call
