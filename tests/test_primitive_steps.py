@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from arspec.domains.concrete import ConcreteDeps
 from arspec.primitives.conv import MaskedConv
+from arspec.primitives.embedding import Embedding
 from arspec.primitives.pointwise import Activation, Add, Concat, Dropout, Gate, Multiply, SelectChannels, Shift
 from arspec.primitives.step import StepBuilder, footprint_of, step_program
 from arspec.types import TensorType
@@ -29,9 +30,11 @@ def dense(deps: ConcreteDeps) -> np.ndarray:
 
 def primitives(draw: st.DrawFn, channels: int, rank: int) -> tuple[object, int]:
     """A built-in primitive that declares its step, and how many arguments it takes."""
-    choice = draw(st.sampled_from(["activation", "add", "multiply", "concat", "gate", "select", "shift", "dropout", "conv"]))
+    choice = draw(st.sampled_from(["activation", "add", "multiply", "concat", "gate", "select", "shift", "dropout", "conv", "embedding"]))
     if choice == "conv":
         return conv(draw, channels, rank), 1
+    if choice == "embedding":                         # `channels` data channel groups, read as class indices
+        return Embedding(channels, draw(st.integers(2, 4)), draw(st.integers(1, 8))), 1
     if choice == "activation":
         return Activation(draw(st.sampled_from(["relu", "elu", "tanh", "sigmoid", "identity"]))), 1
     if choice in ("add", "multiply", "concat"):

@@ -9,6 +9,7 @@ import numpy as np
 
 from arspec.domains import Deps
 from arspec.primitives.base import Param, Primitive, Taps, same_position
+from arspec.primitives.step import StepBuilder
 from arspec.types import TensorType
 
 
@@ -45,3 +46,6 @@ class Embedding(Primitive):
 
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return same_position(rank)
+
+    def step(self, b: StepBuilder) -> int:
+        return b.embed(0, "weight", self.channels, select="select")

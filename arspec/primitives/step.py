@@ -35,7 +35,7 @@ class StepOp:
     weight, the kernel taps its parts are), an activation's name, a channel range, the channels a
     pick takes."""
 
-    kind: Literal["read", "gather", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick"]
+    kind: Literal["read", "gather", "embed", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick"]
     inputs: tuple[int, ...] = ()
     channels: int = 0
     arg: int = 0
@@ -116,6 +116,14 @@ class StepBuilder:
             raise StepError(f"gather({arg}, ...) does not fit {len(self.arg_channels)} argument(s) of rank {self.rank}")
         return self._add(StepOp("gather", channels=len(taps) * self.arg_channels[arg], arg=arg, offsets=taps))
 
+    def embed(self, arg: int, table: str, channels: int, select: str = "") -> int:
+        """Argument `arg` read at the position as class indices (one per data channel group g),
+        each looked up in its group's rows of a parameter `table` (G, classes, channels), optionally
+        times a 0/1 buffer `select` (G, channels) saying which channels group g feeds, summed over g."""
+        if arg >= len(self.arg_channels):
+            raise StepError(f"embed({arg}, ...) does not fit {len(self.arg_channels)} argument(s)")
+        return self._add(StepOp("embed", channels=int(channels), arg=arg, weight=table, mask=select))
+
     def state(self, offset: Sequence[int]) -> int:
         """This primitive's own value at p + offset, an earlier position in raster order (zero
         outside the tensor)."""
@@ -194,6 +202,12 @@ def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spa
         elif op.kind == "gather":
             taps = [_tap(args[op.arg], off, spatial) for off in op.offsets]
             values.append(taps[0].concat(taps[1:]) if taps else args[op.arg].empty(0, spatial))
+        elif op.kind == "embed":                                  # channel j reads the groups its select row names
+            select = (buffers or {}).get(op.mask) if op.mask else None
+            groups = args[op.arg].channels
+            conn = np.ones((op.channels, groups), dtype=bool) if select is None else np.asarray(select).T != 0
+            values.append(args[op.arg].conv(conn.reshape(conn.shape + (1,) * len(spatial)), (1,) * len(spatial),
+                                            (0,) * len(spatial), spatial))
         elif op.kind == "state":
             values.append(args[0].empty(op.channels, spatial))
         elif op.kind == "product":

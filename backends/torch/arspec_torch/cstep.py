@@ -608,10 +608,6 @@ class CStepProgram(StepProgram):
             return self._op(Op.STACK, self._registers[c.args[0]], self._array(stack), stack.shape[1], lo, hi - lo)
         if c.step is not None:
             return self._declared(c, net)
-        if kind == "embedding":                    # per channel group, a (levels, C) table indexed by level
-            table = self._tensor(c, "weight", net) * self._tensor(c, "select", net)[:, None, :]
-            return self._op(Op.EMBED, self._value(c), width, table.shape[0], self._array(self.rings["x_raw"]), self.plan.ring["x_raw"],
-                            *[self._real(table[g]) for g in range(table.shape[0])])
         raise ValueError(f"no step rule for {kind}")
 
     def _scratch(self, name: str, width: int | None) -> int:
@@ -643,6 +639,16 @@ class CStepProgram(StepProgram):
                 code += self._op(Op.GATHER, len(columns), self._table(self.plan.slots(c, op.arg)[:, columns]),
                                  self._array(self.rings[c.args[op.arg]]), self.plan.channels(c.args[op.arg]), gathered)
                 values.append([2, gathered, 0, 0])
+                continue
+            if op.kind == "embed":                          # per channel group, a (levels, C) table indexed by the level at p
+                table = self._tensor(c, op.weight, net)
+                if op.mask:
+                    table = table * self._tensor(c, op.mask, net)[:, None, :]
+                register = self._scratch(name, width)
+                raw = c.args[op.arg]
+                code += self._op(Op.EMBED, register, width, table.shape[0], self._array(self.rings[raw]), self.plan.ring[raw],
+                                 *[self._real(table[g]) for g in range(table.shape[0])])
+                values.append([0, register, 0, 0])
                 continue
             if op.kind == "read":
                 if self.plan.reads[(c.id, op.arg)] != "ring":

@@ -30,6 +30,11 @@ def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: A
             values.append(read(op.arg, op.offset))
         elif kind == "gather":
             values.append(torch.cat([read(op.arg, off) for off in op.offsets], dim=1))
+        elif kind == "embed":                                        # levels (B, G, n) -> (B, C, n)
+            levels = read(op.arg, (0,) * program.rank).long()
+            table = tensors[op.weight] * tensors[op.mask][:, None, :] if op.mask else tensors[op.weight]   # (G, K, C)
+            looked = sum(table[g][levels[:, g]] for g in range(table.shape[0]))                         # (B, n, C)
+            values.append(looked.transpose(1, 2))
         elif kind == "state":
             values.append(state(op.offset))
         elif kind == "product":

@@ -75,14 +75,6 @@ class StaticStepProgram:
         kind = c.kind
         if c.step is not None:
             return self._declared(c, net)
-        if kind == "embedding":
-            weight = self._tensor(c, "weight", net) * self._tensor(c, "select", net).unsqueeze(1)   # (G, K, C)
-            raw = self._ring_at("x_raw")
-
-            def embed(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
-                levels = raw(p)                                                                  # (B, G)
-                return sum(weight[g].index_select(0, levels[:, g]) for g in range(weight.shape[0]))  # type: ignore[return-value]
-            return embed
         raise ValueError(f"no step rule for {kind}")
 
     def _declared(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:

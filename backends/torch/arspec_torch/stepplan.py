@@ -43,7 +43,7 @@ def gemv_for(dtype: np.dtype) -> Any:
 
 _POINTWISE = {"relu": "np.maximum({0}, 0)", "tanh": "np.tanh({0})", "sigmoid": "expit({0})", "identity": "{0}",
               "elu": "np.where({0} > 0, {0}, np.expm1({0}))"}
-_KINDS = {"embedding", "context_projection"}     # the kinds with rules of their own here; the rest lower their step
+_KINDS = {"context_projection"}     # computed once as a constant (its context), never in a step; the rest lower their step
 
 
 def _steps_here(call: Any) -> bool:
@@ -378,11 +378,6 @@ class StepProgram:
             return [f"T_{total}[{lo}:{hi}] = v_{c.args[0]}"]
         if c.step is not None:
             return self._declared(c, net, v)
-        if kind == "embedding":                    # per channel group, a (C, levels) table indexed by level
-            table = self._tensor(c, "weight", net) * self._tensor(c, "select", net)[:, None, :]
-            self.names.update({f"E_{key}_{g}": np.ascontiguousarray(table[g].T) for g in range(table.shape[0])})
-            parts = [f"np.take(E_{key}_{g}, r_x_raw[p % {self.plan.ring['x_raw']}, {g}], axis=1)" for g in range(table.shape[0])]
-            return [f"{v} = {' + '.join(parts)}"]
         raise ValueError(f"no step rule for {kind}")  # context projections of data are not position-local here
 
     def _declared(self, c: Any, net: Any, v: str) -> list[str]:
@@ -404,6 +399,13 @@ class StepProgram:
                     expr = self._arg(c, op.arg)
                 else:
                     expr = self._gather(c, op, f"{key}_{k}", lines)
+            elif op.kind == "embed":                   # per channel group, a (C, levels) table indexed by the level at p
+                table = self._tensor(c, op.weight, net)
+                if op.mask:
+                    table = table * self._tensor(c, op.mask, net)[:, None, :]
+                self.names.update({f"E_{key}_{k}_{g}": np.ascontiguousarray(table[g].T) for g in range(table.shape[0])})
+                raw = self.plan.ring[c.args[op.arg]]
+                expr = " + ".join(f"np.take(E_{key}_{k}_{g}, r_{c.args[op.arg]}[p % {raw}, {g}], axis=1)" for g in range(table.shape[0]))
             elif op.kind == "state":
                 self.names[f"H_{key}_{k}"] = self.plan.state_slots(c, op.offset)
                 expr = f"r_{key}[H_{key}_{k}[p]]"
