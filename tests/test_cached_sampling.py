@@ -162,6 +162,27 @@ def _static(model):
     return model
 
 
+def test_the_static_step_issues_the_kernels_its_step_needs_and_no_more():
+    """Every kernel of a step is a kernel of the captured CUDA graph: lowering the step IR must not
+    cost more than rules written per kind did (WaveNet: about 20 per residual layer; a generic
+    whole-tensor evaluator at one position had cost 103)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+    model = arspec.compile(arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[64]"]), seed=0).eval()
+    program = model.incremental._static_program(model, 2, {}, record=False)
+    with torch.no_grad():
+        program.step(torch.tensor([5]))
+        with Count():
+            program.step(torch.tensor([5]))
+    assert Count.calls <= 24 * 30, Count.calls
+
+
 @pytest.mark.parametrize("name,overrides", STATIC_CASES, ids=[c[0] for c in STATIC_CASES])
 def test_the_static_step_program_matches_the_training_graph_and_naive_sampling(name, overrides):
     spec = arspec.load_spec(ROOT / "specs" / name, overrides=overrides)

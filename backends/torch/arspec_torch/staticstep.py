@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from arspec_torch.declared import evaluate
+from arspec_torch.declared import ACTIVATIONS
 
 
 class StaticStepProgram:
@@ -78,30 +78,72 @@ class StaticStepProgram:
         raise ValueError(f"no step rule for {kind}")
 
     def _declared(self, c: Any, net: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
-        """A primitive declared by its step: the step IR evaluated at position p (the evaluator the
-        whole-tensor kernel uses), its reads from the argument rings through the plan's slot
-        tables, its state reads from its own ring."""
-        program, key = c.step, c.id
-        tensors = {name: self._tensor(c, name, net) for name in c.tensors}
-        args = [self._arg(c, i) for i in range(len(c.args))]
-        taps = {i: (self._table(self.plan.slots(c, i)), self.plan._live(c, i)) for i in range(len(c.args))
-                if self.plan.reads[(c.id, i)] == "ring"}
-        states = {off: self._table(self.plan.state_slots(c, off)) for off in {op.offset for op in program.ops if op.kind == "state"}}
-        own = self.rings.get(key)
+        """A call's step (arspec.primitives.step), each operation lowered once to a kernel on (B, C)
+        values at position p: reads and gathers through the plan's slot tables, products by the
+        weight matrix made once (`StepOp.matrix`), so a step costs the kernels it needs and no more."""
+        program = c.step
+        lowered = [self._lower(c, net, op) for op in program.ops]
+        output = program.output
 
         def step(p: torch.Tensor, local: dict[str, torch.Tensor]) -> torch.Tensor:
-            def read(arg: int, offset: tuple[int, ...]) -> torch.Tensor:
-                if arg not in taps:                         # a local or constant value at the position itself
-                    return args[arg](p, local).unsqueeze(2)
-                table, live = taps[arg]
-                slot = table.index_select(0, p)[:, live.index(offset)]
-                return self.rings[c.args[arg]].index_select(1, slot).transpose(1, 2)           # (B, C, 1)
-
-            def state(offset: tuple[int, ...]) -> torch.Tensor:
-                assert own is not None
-                return own.index_select(1, states[offset].index_select(0, p)).transpose(1, 2)
-            return evaluate(program, tensors, read, state).squeeze(2)
+            values: list[torch.Tensor] = []
+            for fn in lowered:
+                values.append(fn(p, local, values))
+            return values[output]
         return step
+
+    def _lower(self, c: Any, net: Any, op: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]], torch.Tensor]:
+        """One operation of a step as a closure over the program's buffers."""
+        kind, inputs, batch = op.kind, op.inputs, self.batch
+        if kind in ("read", "gather"):
+            if self.plan.reads[(c.id, op.arg)] != "ring":               # a value of this step, or a constant, at p
+                a = self._arg(c, op.arg)
+                return lambda p, local, v: a(p, local)
+            live = self.plan._live(c, op.arg)
+            offsets = (op.offset,) if kind == "read" else op.offsets
+            table = self._table(self.plan.slots(c, op.arg)[:, [live.index(o) for o in offsets]])
+            ring = self.rings[c.args[op.arg]]
+            return lambda p, local, v: ring.index_select(1, table.index_select(0, p).view(-1)).reshape(batch, -1)   # taps x C
+        if kind == "state":
+            own, slots = self.rings[c.id], self._table(self.plan.state_slots(c, op.offset))
+            return lambda p, local, v: own.index_select(1, slots.index_select(0, p)).squeeze(1)
+        if kind == "embed":
+            table = self._tensor(c, op.weight, net)
+            if op.mask:
+                table = table * self._tensor(c, op.mask, net).unsqueeze(1)                              # (G, K, C)
+            raw = self._ring_at(c.args[op.arg])
+            return lambda p, local, v: sum(table[g].index_select(0, raw(p)[:, g]) for g in range(table.shape[0]))  # type: ignore[return-value]
+        if kind == "product":
+            weight = self._tensor(c, op.weight, net)
+            if op.mask:
+                weight = weight * self._tensor(c, op.mask, net)
+            w = op.matrix(weight).t().contiguous()                                                     # (inputs, channels)
+            bias = self._tensor(c, op.bias, net) if op.bias else None
+
+            def product(p: torch.Tensor, local: dict[str, torch.Tensor], v: list[torch.Tensor]) -> torch.Tensor:
+                x = v[inputs[0]] if len(inputs) == 1 else torch.cat([v[i] for i in inputs], dim=1)
+                return x @ w if bias is None else torch.addmm(bias, x, w)
+            return product
+        if kind == "act":
+            fn = ACTIVATIONS[op.fn]
+            return lambda p, local, v: fn(v[inputs[0]])
+        if kind in ("add", "mul"):
+            def combine(p: torch.Tensor, local: dict[str, torch.Tensor], v: list[torch.Tensor]) -> torch.Tensor:
+                out = v[inputs[0]]
+                for i in inputs[1:]:
+                    out = out + v[i] if kind == "add" else out * v[i]
+                return out
+            return combine
+        if kind == "concat":
+            return lambda p, local, v: torch.cat([v[i] for i in inputs], dim=1)
+        if kind == "gate":
+            half = op.channels
+            return lambda p, local, v: torch.tanh(v[inputs[0]][:, :half]) * torch.sigmoid(v[inputs[0]][:, half:])
+        if kind == "pick":
+            index = self._table(list(op.index))
+            return lambda p, local, v: v[inputs[0]].index_select(1, index)
+        start, stop = op.start, op.start + op.channels                                                 # slice
+        return lambda p, local, v: v[inputs[0]][:, start:stop]
 
     def step(self, q: torch.Tensor, only: set[str] | None = None) -> None:
         """One generation step: every call (`only`: those named) at position q - lag, written into
