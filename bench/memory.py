@@ -89,6 +89,8 @@ def main() -> None:
     except ImportError:
         print("MADE against zuko skipped (pip install -e \".[bench]\")")
     what = "forward without gradients" if args.forward else "training step"
+    from machine import describe  # bench/, this script's folder (imports torch: not before the children are planned)
+    print(describe())
     print(f"{what} (WaveNet at batch 16: with activation checkpointing on arspec's side): arspec against the hand-written model "
           "(MADE: zuko's MaskedMLP; fresh process each; speed = reference time / arspec time)")
     print(f"{'model':24} {'length':>7} {'batch':>6} {'params':>10} {'arspec s':>9} {'hand s':>8} {'speed':>6} {'arspec MB':>10} {'hand MB':>8} {'memory':>7}")

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import arspec  # noqa: E402
+from bench.machine import describe  # noqa: E402
 
 arspec.tune_allocator()        # freed memory kept for reuse; every side of a comparison runs in such a process
 
@@ -160,7 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     args.length = 256 if args.quick else 1024
     args.rounds = 2 if args.quick and args.rounds == 3 else args.rounds
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratios are peer time / arspec time (higher: arspec faster)")
+    print(f"{describe()}; ratios are peer time / arspec time (higher: arspec faster)")
     ratios = wavenet(args) + made(args)
     print("median ratios (arspec faster by; of an even count, the mean of the middle two):")
     for name in dict.fromkeys(n for n, _ in ratios):

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe  # bench/, this script's folder
 
 import arspec
 
@@ -95,6 +96,7 @@ def main() -> None:
         return
     device = args.device
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(describe())
     print(f"{'model':>28} {'naive s':>12} {'cached s':>10} {'speedup':>9} {'ms/element':>12} {'cache MiB':>10}")
     lengths = (256, 1024) if args.quick else (1000, 4000, 16000)
     for length in lengths:
