@@ -78,7 +78,7 @@ def running_sums(calls: list[StepCall]) -> list[StepCall]:
         total = terms[0]
         for k, term in enumerate(terms[1:], start=1):
             last = k == len(terms) - 1
-            step = replace(c, id=c.id if last else f"{c.id}__sum{k}", args=(total, term))
+            step = replace(c, id=c.id if last else f"{c.id}__sum{k}", args=(total, term), step=None)   # whole-tensor only: the step engines read the plan's own calls
             inserted.setdefault(max(made.get(total, -1), made.get(term, -1)), []).append(step)
             total = step.id
         replaced.add(c.id)
