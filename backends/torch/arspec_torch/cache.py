@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arspec.domains.base import shift_array
 from arspec_torch.cstep import CStepProgram, c_step_available, runtime
 from arspec_torch.declared import declared, evaluate, state_offsets, tap_table
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
@@ -202,19 +203,9 @@ def _fronts_within(at: torch.Tensor, offsets: tuple[tuple[int, ...], ...], spati
 
 
 def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
-    """out[p] = table[p + offset], -inf where p + offset is outside. (arspec.domains.base's
-    shift_array does the same, but `arspec export --with-fast-sampler` copies this module's source
-    into a file that runs without arspec, so it may not import the core.)"""
-    out = np.full_like(table, -np.inf)
-    dst, src = [], []
-    for n, o in zip(table.shape, offset):
-        lo, hi = max(0, -o), min(n, n - o)
-        if hi <= lo:
-            return out
-        dst.append(slice(lo, hi))
-        src.append(slice(lo + o, hi + o))
-    out[tuple(dst)] = table[tuple(src)]
-    return out
+    """out[p] = table[p + offset], -inf where p + offset is outside (the exporter copies
+    `shift_array` beside this module's source, so generated files need no arspec)."""
+    return shift_array(table, offset, fill=-np.inf)
 
 
 class WindowCache:

@@ -598,17 +598,9 @@ class CStepProgram(StepProgram):
             code += self._op(Op.RING_WRITE, self._registers[c.id], self._array(self._full), 0, c.channels)  # type: ignore[arg-type]
         return code
 
-    def _compute(self, c: Any, net: Any, width: int) -> list[int]:
-        kind, key = c.kind, c.id
-        if key in self.stacked:
-            return self._stacked(c, net, width)
-        if key in self.stacked_term:                   # a term of a stacked sum: its input, copied in
-            total, lo, hi = self.stacked_term[key]
-            stack = self._stack_inputs(total)
-            return self._op(Op.STACK, self._registers[c.args[0]], self._array(stack), stack.shape[1], lo, hi - lo)
-        if c.step is not None:
-            return self._declared(c, net)
-        raise ValueError(f"no step rule for {kind}")
+    def _stack_term(self, c: Any, total: str, lo: int, hi: int) -> list[Any]:
+        stack = self._stack_inputs(total)
+        return self._op(Op.STACK, self._registers[c.args[0]], self._array(stack), stack.shape[1], lo, hi - lo)
 
     def _scratch(self, name: str, width: int | None) -> int:
         """A register for a value inside a call (a declared step's intermediate): with a buffer of
@@ -618,7 +610,7 @@ class CStepProgram(StepProgram):
         self._own.append(None if width is None else np.zeros(width * self.batch, dtype=self.dtype))
         return register
 
-    def _declared(self, c: Any, net: Any) -> list[int]:
+    def _declared(self, c: Any, net: Any, width: Any = None) -> list[Any]:
         """A primitive declared by its step (arspec.primitives.step), lowered op by op to the
         interpreter's instructions: a read or a state read points a register at a ring slot (SHIFT),
         a product concatenates its parts and multiplies by the packed (masked) weight, activations,
@@ -703,7 +695,7 @@ class CStepProgram(StepProgram):
             self._stacks[total] = np.zeros((self.batch, width), dtype=self.dtype)
         return self._stacks[total]
 
-    def _stacked(self, c: Any, net: Any, co: int) -> list[int]:
+    def _stacked_sum(self, c: Any, net: Any, co: Any) -> list[Any]:
         """A sum of 1x1 convolutions of local values as one product of the stacked weights."""
         weights, bias = [], 0.0
         for a in c.args:

@@ -369,18 +369,22 @@ class StepProgram:
             body.append(f"        FULL[p] = {v}")
         return body
 
-    def _compute(self, c: Any, net: Any, v: str) -> list[str]:
-        kind, key = c.kind, c.id
-        if key in self.stacked:
-            return self._stacked_sum(c, net, v)
-        if key in self.stacked_term:                   # a term of a stacked sum: its input, copied in
-            total, lo, hi = self.stacked_term[key]
-            return [f"T_{total}[{lo}:{hi}] = v_{c.args[0]}"]
-        if c.step is not None:
-            return self._declared(c, net, v)
-        raise ValueError(f"no step rule for {kind}")  # context projections of data are not position-local here
+    def _compute(self, c: Any, net: Any, out: Any) -> list[Any]:
+        """A call's code: a stacked sum, a term copied into one, or its declared step lowered.
+        `out` says where the value goes (the numpy step's variable, the C step's width); the
+        subclass's hooks write the code for its target."""
+        if c.id in self.stacked:
+            return self._stacked_sum(c, net, out)
+        if c.id in self.stacked_term:                  # a term of a stacked sum: its input, copied in
+            return self._stack_term(c, *self.stacked_term[c.id])
+        if c.step is None:                             # context projections of data are not position-local here
+            raise ValueError(f"no step rule for {c.kind}")
+        return self._declared(c, net, out)
 
-    def _declared(self, c: Any, net: Any, v: str) -> list[str]:
+    def _stack_term(self, c: Any, total: str, lo: int, hi: int) -> list[Any]:
+        return [f"T_{total}[{lo}:{hi}] = v_{c.args[0]}"]
+
+    def _declared(self, c: Any, net: Any, v: Any) -> list[Any]:
         """A primitive declared by its step: its program, operation by operation, on (C, B) values
         read from the rings (its arguments at their offsets, its own value at its state offsets)."""
         program, key = c.step, c.id
@@ -463,7 +467,7 @@ class StepProgram:
             self.names[f"bB_{key}"] = np.ascontiguousarray(np.broadcast_to(b[:, None], (len(b), self.batch)))
         return [f"{v} = np.dot(WT_{key}, {columns})" + (f"; {v} += bB_{key}" if bias else "")]
 
-    def _stacked_sum(self, c: Any, net: Any, v: str) -> list[str]:
+    def _stacked_sum(self, c: Any, net: Any, v: Any) -> list[Any]:
         """A sum of 1x1 convolutions of local values (WaveNet's skip connections) as one product:
         the inputs side by side (each copied in where its convolution was) times the stacked weights."""
         key, terms = c.id, self.stacked[c.id]

@@ -14,6 +14,7 @@ from arspec_torch.compile import orders_of
 from arspec_torch.plan import Plan, PlanCall, conditioning_of, plan_of
 
 import arspec
+import arspec.domains.base as domains_base
 import arspec.primitives.step as step_ir
 from arspec.identifiers import is_python_name
 from arspec.ir.graph import IRGraph, IRNode
@@ -259,6 +260,7 @@ the model itself — the `Network` below is straight-line code, node by node."""
             extract(ccache, {"load_library", "compiler"}),
             extract(cstep, {"CStepProgram", "c_step_available"}),
             extract(staticstep, {"StaticStepProgram", "GraphedLoop"}),
+            extract(domains_base, {"shift_array"}),
             extract(cache, {"StepCall", "cache_for", "run_call"}),
         ]
     sections += [_banner("constant arrays"), ARRAY_HELPER, _banner(f"the model: {ir.name}"), _network(ir, plan)]
