@@ -38,3 +38,8 @@ def tune_allocator() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _tuned = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _tuned
+
+
+def allocator_tuned() -> bool:
+    """Whether this process keeps freed memory for reuse (`tune_allocator` took effect)."""
+    return bool(_tuned)

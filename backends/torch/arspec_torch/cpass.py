@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import os
 import subprocess
 
 import numpy as np
 import torch
 
+from arspec.allocator import allocator_tuned
 from arspec_torch import cstep
 from arspec_torch.ccache import load_library
 
@@ -223,6 +225,22 @@ def pass_threads() -> int:
     return max(1, min(torch.get_num_threads(), _cores()))
 
 
+#: outputs of at least this many bytes get pages of their own (see `_output`)
+OWN_PAGES = 1 << 20
+
+
+def _output(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The pass's output. Under glibc's default settings a freed output of a few megabytes raises
+    the allocator's mmap threshold, so the next ones come from the heap and fragment it: a
+    WaveNet forward at 16,000 samples held 1.4 GB of RSS for 156 MiB of live tensors (measured).
+    Unless the process chose to keep freed memory (`arspec.tune_allocator()`), a large output is
+    its own anonymous mapping, returned to the system when the tensor is freed."""
+    nbytes = 4 * shape[0] * shape[1] * shape[2]
+    if nbytes < OWN_PAGES or allocator_tuned():
+        return x.new_empty(shape)
+    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=torch.float32).view(shape)
+
+
 def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, dilation: int,
          context: torch.Tensor | None = None, factor: int = 1, residual: torch.Tensor | None = None,
          gate: bool = False, back: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
@@ -238,7 +256,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, di
     w2, bias2 = back if back is not None else (None, None)
     tensors = [t.detach().contiguous() if t is not None else None for t in (x, weight, bias, context, residual, w2, bias2)]
     channels = cin if back is not None else cout // 2 if gate else cout
-    out = x.new_empty(batch, channels, length)
+    out = _output(x, (batch, channels, length))
     lib.pass_conv(*(t.data_ptr() if t is not None else None for t in tensors), out.data_ptr(), batch, cin, length,
                   cout, kernel, dilation, factor, cin if back is not None else 0, int(gate or back is not None),
                   pass_threads())
