@@ -22,7 +22,7 @@ import torch
 
 from arspec.domains.base import shift_array
 from arspec_torch.cstep import CStepProgram, c_step_available, runtime
-from arspec_torch.declared import declared, evaluate, state_offsets, tap_table
+from arspec_torch.declared import declared, evaluate, tap_table
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
 from arspec_torch.stepplan import (
@@ -32,6 +32,7 @@ from arspec_torch.stepplan import (
     constant_values,
     data_dependent,
     single_threaded_blas,
+    state_offsets_of,
     update_frame_values,
 )
 
@@ -149,16 +150,10 @@ class LazyCache:
         setattr(self.cache, name, value)
 
 
-def _state_offsets(call: StepCall) -> tuple[tuple[int, ...], ...]:
-    """The offsets a declared primitive reads its own earlier values at (none for others)."""
-    program = call.attrs.get("program")
-    return state_offsets(program) if program is not None else ()
-
-
 def _through_state(final: np.ndarray, call: StepCall) -> np.ndarray:
     """A value that reads its own earlier positions is final only once those are: the maximum
     over the state offsets, carried in raster order (they point backwards)."""
-    offsets = _state_offsets(call)
+    offsets = state_offsets_of(call)
     if not offsets:
         return final
     flat = final.reshape(-1).copy()
@@ -175,7 +170,7 @@ def _through_state(final: np.ndarray, call: StepCall) -> np.ndarray:
 def _state_needs(need: np.ndarray, call: StepCall) -> np.ndarray:
     """A value read by its own later positions is needed no later than they are computed: the
     minimum carried backwards over the state offsets."""
-    offsets = _state_offsets(call)
+    offsets = state_offsets_of(call)
     if not offsets:
         return need
     flat = need.reshape(-1).copy()
@@ -424,7 +419,7 @@ class WindowCache:
         evaluated on the argument buffers and its own (the state it carries)."""
         program, spatial = call.attrs["program"], self.spatial
 
-        offsets = state_offsets(program)
+        offsets = program.state_offsets
 
         def one_front(at: torch.Tensor) -> None:
             def read(arg: int, offset: tuple[int, ...]) -> torch.Tensor:

@@ -621,15 +621,19 @@ class CStepProgram(StepProgram):
         values: list[list[int]] = []                       # each step value as a source operand
         for k, op in enumerate(program.ops):
             name, width = f"{key}#{k}", op.channels
-            if op.kind == "gather":
-                if self.plan.reads[(c.id, op.arg)] != "ring":       # a value of this step: one tap, at its own position
+            if op.kind in ("read", "gather"):                 # a read is a gather of one tap
+                if self.plan.reads[(c.id, op.arg)] != "ring":       # a value of this step or a constant, at p itself
                     values.append(self._source(c, op.arg))
                     continue
-                live = self.plan._live(c, op.arg)
-                columns = [live.index(off) for off in op.offsets]
+                offsets = (op.offset,) if op.kind == "read" else op.offsets
+                slots, ring = self._table(self.plan.tap_slots(c, op.arg, offsets)), self._array(self.rings[c.args[op.arg]])
+                if len(offsets) == 1:                           # one tap: a register pointed at its ring slot, no copy
+                    register = self._scratch(name, None)
+                    code += self._op(Op.SHIFT, register, slots, ring, width)
+                    values.append([0, register, 0, 0])
+                    continue
                 gathered = self._array(np.zeros(width * self.batch, dtype=self.dtype))          # (B, taps x Ci)
-                code += self._op(Op.GATHER, len(columns), self._table(self.plan.slots(c, op.arg)[:, columns]),
-                                 self._array(self.rings[c.args[op.arg]]), self.plan.channels(c.args[op.arg]), gathered)
+                code += self._op(Op.GATHER, len(offsets), slots, ring, self.plan.channels(c.args[op.arg]), gathered)
                 values.append([2, gathered, 0, 0])
                 continue
             if op.kind == "embed":                          # per channel group, a (levels, C) table indexed by the level at p
@@ -642,15 +646,7 @@ class CStepProgram(StepProgram):
                                  *[self._real(table[g]) for g in range(table.shape[0])])
                 values.append([0, register, 0, 0])
                 continue
-            if op.kind == "read":
-                if self.plan.reads[(c.id, op.arg)] != "ring":
-                    values.append(self._source(c, op.arg))
-                    continue
-                tap = self.plan._live(c, op.arg).index(op.offset)
-                register = self._scratch(name, None)
-                code += self._op(Op.SHIFT, register, self._table(self.plan.slots(c, op.arg)[:, tap]),
-                                 self._array(self.rings[c.args[op.arg]]), width)
-            elif op.kind == "state":
+            if op.kind == "state":
                 register = self._scratch(name, None)
                 code += self._op(Op.SHIFT, register, self._table(self.plan.state_slots(c, op.offset)), self._array(self.rings[key]), width)
             elif op.kind == "act" and op.fn == "identity":

@@ -16,10 +16,6 @@ ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
                "identity": lambda x: x}
 
 
-def state_offsets(program: Any) -> tuple[tuple[int, ...], ...]:
-    return tuple(dict.fromkeys(op.offset for op in program.ops if op.kind == "state"))
-
-
 def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: Any) -> torch.Tensor:
     """The step's output for a set of positions: `read(arg, offset)` and `state(offset)` give the
     operands as (B, C, n) tensors; products, activations, sums and channel ranges follow the IR."""
@@ -103,7 +99,7 @@ def declared(*args: torch.Tensor, program: Any, **tensors: torch.Tensor) -> torc
 
     def reader(positions: torch.Tensor) -> Any:
         return lambda arg, offset: sources[arg][:, :, tap_table(offset, spatial).to(positions.device)[positions]]
-    offsets = state_offsets(program)
+    offsets = program.state_offsets
     if not offsets:
         value = evaluate(program, tensors, reader(every), None)
         return value.reshape(value.shape[0], value.shape[1], *spatial)

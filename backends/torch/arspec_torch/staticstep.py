@@ -99,9 +99,8 @@ class StaticStepProgram:
             if self.plan.reads[(c.id, op.arg)] != "ring":               # a value of this step, or a constant, at p
                 a = self._arg(c, op.arg)
                 return lambda p, local, v: a(p, local)
-            live = self.plan._live(c, op.arg)
             offsets = (op.offset,) if kind == "read" else op.offsets
-            table = self._table(self.plan.slots(c, op.arg)[:, [live.index(o) for o in offsets]])
+            table = self._table(self.plan.tap_slots(c, op.arg, offsets))
             ring = self.rings[c.args[op.arg]]
             return lambda p, local, v: ring.index_select(1, table.index_select(0, p).view(-1)).reshape(batch, -1)   # taps x C
         if kind == "state":

@@ -202,7 +202,7 @@ class StepPlan:
                     continue
                 span = max([self.lag[c.id] - self._flat(off) - self.lag[arg] for off in self._live(c, i)] or [0])  # type: ignore[operator]
                 ring[arg] = max(ring.get(arg, 1), span + 1)
-            for off in _state_offsets(c):                           # a declared step reads its own earlier values
+            for off in state_offsets_of(c):                           # a declared step reads its own earlier values
                 ring[c.id] = max(ring.get(c.id, 1), -self._flat(off) + 1)
         return ring
 
@@ -217,6 +217,13 @@ class StepPlan:
             table[ok] = np.ravel_multi_index(tuple(coords[ok].T), self.spatial) % size
             self._slots[key] = table
         return self._slots[key]
+
+    def tap_slots(self, call: Any, i: int, offsets: tuple[tuple[int, ...], ...]) -> np.ndarray:
+        """(P, len(offsets)): the columns of `slots(call, i)` for these live offsets, in their order."""
+        live = self._live(call, i)
+        columns = [live.index(off) for off in offsets]
+        table = self.slots(call, i)
+        return table if columns == list(range(table.shape[1])) else np.ascontiguousarray(table[:, columns])
 
     def slots(self, call: Any, i: int) -> np.ndarray:
         """(P, live taps): the ring slot each live tap of argument i reads at every position (the
@@ -242,9 +249,9 @@ class StepPlan:
 DATA_VALUES = ("x", "x_raw")
 
 
-def _state_offsets(call: Any) -> list[tuple[int, ...]]:
-    program = call.step
-    return [] if program is None else list(dict.fromkeys(op.offset for op in program.ops if op.kind == "state"))
+def state_offsets_of(call: Any) -> tuple[tuple[int, ...], ...]:
+    """The offsets a call's step reads its own earlier values at (none without a step)."""
+    return call.step.state_offsets if call.step is not None else ()
 
 
 def data_dependent(calls: list[Any]) -> dict[str, bool]:
@@ -391,15 +398,8 @@ class StepProgram:
         lines, names = [], []
         for k, op in enumerate(program.ops):
             names.append(f"s_{key}_{k}")
-            if op.kind == "read":
-                if self.plan.reads[(c.id, op.arg)] != "ring":
-                    expr = self._arg(c, op.arg)
-                else:
-                    self.names[f"G_{key}_{op.arg}"] = self.plan.slots(c, op.arg)
-                    tap = self.plan._live(c, op.arg).index(op.offset)
-                    expr = f"r_{c.args[op.arg]}[G_{key}_{op.arg}[p, {tap}]]"
-            elif op.kind == "gather":
-                if self.plan.reads[(c.id, op.arg)] != "ring":       # a value of this step: one tap, at its own position
+            if op.kind in ("read", "gather"):          # a read is a gather of one tap
+                if self.plan.reads[(c.id, op.arg)] != "ring":       # a value of this step or a constant, at p itself
                     expr = self._arg(c, op.arg)
                 else:
                     expr = self._gather(c, op, f"{key}_{k}", lines)
@@ -444,15 +444,15 @@ class StepProgram:
         return [*lines, f"{v} = {names[program.output]}"]
 
     def _gather(self, c: Any, op: Any, name: str, lines: list[str]) -> str:
-        """A gather's taps from the argument's ring into a buffer of this program, (taps x C, B)."""
-        arg = c.args[op.arg]
-        live = self.plan._live(c, op.arg)
-        columns = [live.index(off) for off in op.offsets]
-        table = self.plan.slots(c, op.arg)
-        self.names[f"G_{name}"] = table if columns == list(range(table.shape[1])) else np.ascontiguousarray(table[:, columns])
+        """A read's or a gather's taps from the argument's ring: one tap is its ring slot itself
+        (no copy), several are copied side by side into a buffer of this program, (taps x C, B)."""
+        arg, offsets = c.args[op.arg], ((op.offset,) if op.kind == "read" else op.offsets)
+        self.names[f"G_{name}"] = self.plan.tap_slots(c, op.arg, offsets)
+        if len(offsets) == 1:
+            return f"r_{arg}[G_{name}[p, 0]]"
         ci = self.plan.channels(arg)
-        gathered = np.zeros((len(columns) * ci, self.batch), dtype=self.dtype)
-        self.names.update({f"X_{name}": gathered, f"XT_{name}": gathered.reshape(len(columns), ci, self.batch)})   # XT: a view
+        gathered = np.zeros((len(offsets) * ci, self.batch), dtype=self.dtype)
+        self.names.update({f"X_{name}": gathered, f"XT_{name}": gathered.reshape(len(offsets), ci, self.batch)})   # XT: a view
         lines.append(f"np.take(r_{arg}, G_{name}[p], axis=0, out=XT_{name}, mode='clip')")
         return f"X_{name}"
 
