@@ -257,18 +257,19 @@ def agnostic_specs(draw, bypass: bool = False):
 
 
 @st.composite
-def attention_stacks(draw, strict_on_raw: bool = True, pixel_tokens: bool = True):
+def attention_stacks(draw, strict_on_raw: bool = True, pixel_tokens: bool = True, raster: bool = False):
     """Attention mixed with masked convolutions under every ordering type: a first layer that
     does not read its own element (mask A), then attention layers (strict / non-strict / none,
     heads, windows, grouped or pixel tokens, keys from the layer below, learned positions and
     optionally the raw input) between mask-B convolutions and layer norms (per channel group).
 
     With `strict_on_raw` False, attention reading the raw input is non-strict (a leak); with
-    `pixel_tokens` False every attention layer keeps the channel groups."""
+    `pixel_tokens` False every attention layer keeps the channel groups; with `raster` the ordering
+    is raster (what cached generation serves)."""
     groups = draw(st.integers(1, 3))
     h, w = draw(st.integers(2, 4)), draw(st.integers(2, 4))
     shape = (groups, h, w)
-    ordering = draw(orderings(groups * h * w, shape, allow_groups=True))
+    ordering = "{type: raster}" if raster else draw(orderings(groups * h * w, shape, allow_groups=True))
     classes = draw(st.sampled_from([2, 3]))
     width = groups * draw(st.integers(1, 2))
     lines = [f"name: attention\nevent: {{shape: {list(shape)}}}\ndistribution: {{type: categorical, classes: {classes}}}\n"

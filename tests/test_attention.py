@@ -289,18 +289,19 @@ def test_a_fused_strict_path_that_keeps_the_diagonal_is_caught(monkeypatch):
 def test_top_left_alignment_in_cached_decoding_is_caught_against_the_training_graph(monkeypatch):
     """is_causal aligns a rectangular mask top-left: one new query over p + 1 cached keys then
     attends to key 0 only. The training graph (square mask) is unaffected; the check that runs
-    the cache teacher-forced against it catches the mutant."""
-    from arspec_torch.cache import AttentionRows
+    the cache teacher-forced against it catches the mutant (in the key history every cached
+    engine reads)."""
+    from arspec_torch.stepplan import KeyHistory
     spec = spec_from(text(8))
     assert dynamic_check(spec, arspec.compile(spec, seed=0), cache=True).agrees
-    init = AttentionRows.__init__
+    history = KeyHistory.__init__
 
-    def top_left(self, *args):
-        init(self, *args)
-        self.allowed = [torch.arange(a.shape[1])[None, :] <= torch.zeros(a.shape[0], 1, dtype=torch.long) for a in self.allowed]
-        self.full = [bool(a.all()) for a in self.allowed]
+    def first_key_only(self, *args):
+        history(self, *args)
+        self.hi = np.minimum(self.hi, self.lo + 1)
+        self.masks = [None if m is None else m[:, :1] for m in self.masks]
 
-    monkeypatch.setattr(AttentionRows, "__init__", top_left)
+    monkeypatch.setattr(KeyHistory, "__init__", first_key_only)
     result = dynamic_check(spec, arspec.compile(spec, seed=0), cache=True)
     assert "cached generation disagrees" in result.cache_problem
     model = arspec.compile(spec, seed=0).eval()

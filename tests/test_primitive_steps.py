@@ -10,8 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arspec.domains.concrete import ConcreteDeps
+from arspec.domains.pattern import AttentionPattern, token_ranks
+from arspec.primitives.attention import Attend
 from arspec.primitives.conv import MaskedConv
 from arspec.primitives.embedding import Embedding
+from arspec.primitives.norm import ChannelNorm
 from arspec.primitives.pointwise import Activation, Add, Concat, Dropout, Gate, Multiply, SelectChannels, Shift
 from arspec.primitives.step import StepBuilder, footprint_of, step_program
 from arspec.types import TensorType
@@ -30,7 +33,10 @@ def dense(deps: ConcreteDeps) -> np.ndarray:
 
 def primitives(draw: st.DrawFn, channels: int, rank: int) -> tuple[object, int]:
     """A built-in primitive that declares its step, and how many arguments it takes."""
-    choice = draw(st.sampled_from(["activation", "add", "multiply", "concat", "gate", "select", "shift", "dropout", "conv", "embedding"]))
+    choice = draw(st.sampled_from(["activation", "add", "multiply", "concat", "gate", "select", "shift", "dropout", "conv", "embedding",
+                                   "norm"]))
+    if choice == "norm":                              # channels are even: one group or two
+        return ChannelNorm(channels, draw(st.sampled_from([1, 2]))), 1
     if choice == "conv":
         return conv(draw, channels, rank), 1
     if choice == "embedding":                         # `channels` data channel groups, read as class indices
@@ -81,6 +87,57 @@ def test_each_built_in_primitives_step_has_exactly_its_own_footprint(case):
     assert program is not None
     derived = footprint_of(program, args, out.channels, tuple(out.spatial), buffers=primitive.buffers())
     assert np.array_equal(dense(derived), dense(primitive.footprint(args, out, 0)))
+
+
+def raster_pattern(groups: int, heads: int, spatial: tuple[int, ...], causal: str, window, stride, chunk) -> AttentionPattern:
+    """An attention's pattern under the raster ordering of `groups` channels per position."""
+    positions = int(np.prod(spatial))
+    order = np.arange(positions)[None, :] * groups + np.arange(groups)[:, None]
+    query, key = token_ranks(order, groups)
+    return AttentionPattern(groups, heads, spatial, query[None], key[None], causal, window, True, stride, chunk)
+
+
+@st.composite
+def attentions(draw: st.DrawFn) -> tuple[Attend, list[ConcreteDeps], TensorType, list[TensorType]]:
+    rank = draw(st.integers(1, 2))
+    spatial = tuple(draw(st.integers(1, 4)) for _ in range(rank))
+    groups, heads = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
+    channels = groups * heads * draw(st.integers(1, 2))
+    window = (tuple((-draw(st.integers(0, 2)), draw(st.integers(0, 1))) for _ in range(rank)) if draw(st.booleans()) else None)
+    pattern = raster_pattern(groups, heads, spatial, draw(st.sampled_from(["strict", "non_strict", "none"])), window,
+                             draw(st.sampled_from([None, 2, 3])), draw(st.sampled_from([None, 2, 3])))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    arg_types = [TensorType(channels, spatial)] * 3
+    args = [random_deps(rng, channels, spatial, int(np.prod(spatial)) + 2) for _ in range(3)]
+    primitive = Attend(pattern)
+    return primitive, args, primitive.out_type(arg_types), arg_types
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(case=attentions())
+def test_an_attentions_step_has_exactly_its_own_footprint(case):
+    """The step's attention (the query read at the position, keys and values over their history)
+    follows the domain's rule for the pattern: windows, strides, chunks, grouped tokens."""
+    primitive, args, out, arg_types = case
+    program = step_program(primitive, arg_types, out)
+    assert program is not None and program.history_args == (1, 2)
+    derived = footprint_of(program, args, out.channels, tuple(out.spatial), pattern=primitive.pattern)
+    assert np.array_equal(dense(derived), dense(primitive.footprint(args, out, 0)))
+
+
+def test_an_attention_step_whose_query_is_read_one_position_back_is_caught():
+    rng = np.random.default_rng(1)
+    spatial, channels = (6,), 2
+    primitive = Attend(raster_pattern(1, 1, spatial, "non_strict", None, None, None))
+    mutant = type("Mutant", (Attend,), {"step": lambda self, b: b.attend(b.read(0, (-1,)), 1, 2, 1, 1, "non_strict")})(primitive.pattern)
+    args = [random_deps(rng, channels, spatial, 8) for _ in range(3)]
+    types = [TensorType(channels, spatial)] * 3
+    out = primitive.out_type(types)
+    expected = dense(primitive.footprint(args, out, 0))
+    assert np.array_equal(dense(footprint_of(step_program(primitive, types, out), args, channels, spatial, pattern=primitive.pattern)),
+                          expected)
+    mutated = footprint_of(step_program(mutant, types, out), args, channels, spatial, pattern=primitive.pattern)
+    assert not np.array_equal(dense(mutated), expected)
 
 
 @pytest.mark.parametrize("wrong", ["offset", "channels"])

@@ -16,6 +16,7 @@ import numpy as np
 from arspec.domains import Deps
 from arspec.domains.pattern import AttentionPattern
 from arspec.primitives.base import Param, Primitive
+from arspec.primitives.step import StepBuilder
 from arspec.types import TensorType
 
 PositionKind = Literal["learned", "sinusoidal", "coordinates"]
@@ -61,6 +62,12 @@ class Attend(Primitive):
 
     def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
         return args[0].attend(args[1], args[2], self.pattern, mask)
+
+    def step(self, b: StepBuilder) -> int:
+        """The query at the position against the keys and values of every position the pattern
+        allows (dropout is off in generation)."""
+        p = self.pattern
+        return b.attend(b.read(0, (0,) * b.rank), 1, 2, p.heads, p.groups, p.causal, p.window, p.stride, p.chunk)
 
 
 @dataclass(eq=False)

@@ -11,6 +11,7 @@ import numpy as np
 
 from arspec.domains import Deps
 from arspec.primitives.base import Param, Primitive, Taps, same_position
+from arspec.primitives.step import StepBuilder
 from arspec.types import TensorType
 
 
@@ -40,3 +41,6 @@ class ChannelNorm(Primitive):
 
     def taps(self, rank: int, arguments: int) -> list[Taps] | None:
         return same_position(rank)
+
+    def step(self, b: StepBuilder) -> int:
+        return b.norm(b.read(0, (0,) * b.rank), "weight", "bias", self.groups)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from arspec.domains import Deps
+from arspec.domains.pattern import AttentionPattern
 from arspec.primitives.base import Primitive, Taps
 from arspec.types import TensorType
 
@@ -33,9 +34,12 @@ class StepOp:
     """One operation of a step: `kind` and its operands (indices of earlier values), a tap's
     argument and offset (a gather's offsets), a product's parameter names (and, for a convolution's
     weight, the kernel taps its parts are), an activation's name, a channel range, the channels a
-    pick takes."""
+    pick takes; a norm's channel groups; an attention's heads, channel groups, key argument
+    (`arg`), value argument (`values`) and the rule of its pattern (`rule`: causal, window,
+    stride, chunk, as arspec.domains.pattern.allowed_keys takes them)."""
 
-    kind: Literal["read", "gather", "embed", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick"]
+    kind: Literal["read", "gather", "embed", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick",
+                  "norm", "attend"]
     inputs: tuple[int, ...] = ()
     channels: int = 0
     arg: int = 0
@@ -48,6 +52,10 @@ class StepOp:
     index: tuple[int, ...] = ()
     offsets: tuple[tuple[int, ...], ...] = ()
     taps: tuple[int, ...] = ()
+    groups: int = 1
+    heads: int = 0
+    values: int = 0
+    rule: tuple[Any, ...] = ()
 
     def matrix(self, weight: Any) -> Any:
         """A product's parameter as the (channels, inputs) matrix it multiplies by: as it is, or
@@ -79,6 +87,12 @@ class DeclaredStep:
     @property
     def arguments(self) -> int:
         return 1 + max((op.arg for op in self.ops if op.kind in ("read", "gather")), default=-1)
+
+    @property
+    def history_args(self) -> tuple[int, ...]:
+        """The arguments an attention reads at every position its pattern allows (keys, values):
+        the engines keep their whole history, not a window of fixed offsets."""
+        return tuple(dict.fromkeys(a for op in self.ops if op.kind == "attend" for a in (op.arg, op.values)))
 
 
 class StepError(ValueError):
@@ -176,6 +190,29 @@ class StepBuilder:
             raise StepError(f"channels {list(index)[:8]} of a value of {self.channels(value)}")
         return self._add(StepOp("pick", (value,), len(index), index=index))
 
+    def norm(self, value: int, weight: str, bias: str, groups: int = 1) -> int:
+        """Layer normalisation of a value over the channels of each group (channel j is in group
+        j mod `groups`), times a parameter `weight` plus a parameter `bias` (eps 1e-5)."""
+        if self.channels(value) % groups:
+            raise StepError(f"{self.channels(value)} channels do not split into {groups} groups")
+        return self._add(StepOp("norm", (value,), self.channels(value), weight=weight, bias=bias, groups=int(groups)))
+
+    def attend(self, query: int, keys: int, values: int, heads: int, groups: int, causal: str,
+               window: tuple[tuple[int, int], ...] | None = None, stride: int | None = None, chunk: int | None = None) -> int:
+        """Multi-head scaled dot-product attention of a query value over arguments `keys` and
+        `values` read at every position the pattern allows (arspec.domains.pattern: the ordering's
+        rank rule, a window, a stride, a chunk; tokens are (position, channel group) as in
+        arspec.primitives.attention). A query with no allowed key is exactly zero."""
+        if max(keys, values) >= len(self.arg_channels):
+            raise StepError(f"attend(..., {keys}, {values}) does not fit {len(self.arg_channels)} argument(s)")
+        split = groups * heads
+        if self.channels(query) % split or self.arg_channels[keys] != self.channels(query) or self.arg_channels[values] % split:
+            raise StepError(f"queries of {self.channels(query)}, keys of {self.arg_channels[keys]} and values of "
+                            f"{self.arg_channels[values]} channels do not split into {heads} heads x {groups} groups")
+        window = None if window is None else tuple((int(lo), int(hi)) for lo, hi in window)
+        return self._add(StepOp("attend", (query,), self.arg_channels[values], arg=keys, values=values, heads=int(heads),
+                                groups=int(groups), rule=(causal, window, stride, chunk)))
+
     def _same(self, values: Sequence[int]) -> None:
         if len({self.channels(v) for v in values}) != 1:
             raise StepError(f"operands of different channel counts: {[self.channels(v) for v in values]}")
@@ -189,12 +226,14 @@ class StepBuilder:
 # -- what follows from a declaration --------------------------------------------------------------
 
 def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spatial: tuple[int, ...], groups: int = 1,
-                 buffers: dict[str, np.ndarray] | None = None) -> Deps:
+                 buffers: dict[str, np.ndarray] | None = None, pattern: AttentionPattern | None = None, mask_set: int = 0) -> Deps:
     """The dependency sets of a declared primitive's output: each value of the step followed
     through the domain's rules (a read at an offset is a one-tap convolution, a product a 1x1
     convolution with its mask's connectivity, elementwise operations unions), the state reads
     left out, then closed over the state offsets (every channel reading its whole state there;
-    with channel groups, a channel of group g reads its group's values at its own position)."""
+    with channel groups, a channel of group g reads its group's values at its own position). An
+    attention follows the domain's rule for its `pattern` (under mask set `mask_set`): the pattern's ranks
+    are the ordering's, which the step does not hold."""
     values: list[Deps] = []
     for op in program.ops:
         if op.kind == "read":
@@ -236,6 +275,14 @@ def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spa
         elif op.kind == "gate":
             value, half = values[op.inputs[0]], op.channels
             values.append(value.select(np.arange(half)).union(value.select(np.arange(half, 2 * half))))
+        elif op.kind == "norm":                                   # every channel of a group reads the group
+            group = np.arange(op.channels) % op.groups
+            conn = (group[:, None] == group[None, :]).reshape((op.channels, op.channels) + (1,) * len(spatial))
+            values.append(values[op.inputs[0]].conv(conn, (1,) * len(spatial), (0,) * len(spatial), spatial))
+        elif op.kind == "attend":
+            if pattern is None:
+                raise StepError("an attention's footprint needs its pattern (the ordering's ranks)")
+            values.append(values[op.inputs[0]].attend(args[op.arg], args[op.values], pattern, mask_set))
         else:                                                     # act
             values.append(values[op.inputs[0]])
     out = values[program.output]

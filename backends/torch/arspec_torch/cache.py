@@ -21,16 +21,19 @@ import numpy as np
 import torch
 
 from arspec.domains.base import shift_array
-from arspec_torch.cstep import CStepProgram, c_step_available, runtime
+from arspec_torch.cstep import CStepProgram, c_step_available, c_step_missing, runtime
 from arspec_torch.declared import declared, evaluate, tap_table
-from arspec_torch.kernels import KERNELS, attend_tokens, attention_allowed, attention_tokens, attention_untokens, conv_lstm_step
+from arspec_torch.kernels import KERNELS, attend_tokens, attention_tokens, attention_untokens, conv_lstm_step
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
 from arspec_torch.stepplan import (
+    KeyHistory,
     StepPlan,
     StepProgram,
+    attention_op,
     constant_tensors,
     constant_values,
     data_dependent,
+    history_of,
     single_threaded_blas,
     state_offsets_of,
     update_frame_values,
@@ -58,7 +61,12 @@ class StepCall:
 
 
 DATA = ("x", "x_raw")
-WHOLE_STEP_KINDS = ("attend", "conv_lstm")     # data-dependent calls without taps that the window cache still serves
+
+
+def followed(call: StepCall, data_groups: int) -> bool:
+    """Whether the window cache follows a data-dependent call: fixed taps, an attention over its
+    keys' history, or the recurrence over frames (a frame at a time)."""
+    return call.taps is not None or call.kind == "conv_lstm" or attention_op(call, data_groups) is not None
 
 
 def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor], element: int | None = None) -> torch.Tensor:
@@ -101,7 +109,7 @@ def no_cache_because(calls: list[StepCall], internal: tuple[int, ...], orders: n
     if not is_raster(orders, internal):
         return "its ordering is not raster (the window cache follows raster order)"
     data = data_dependent(calls)
-    opaque = [c.kind for c in calls if data[c.id] and c.taps is None and c.kind not in WHOLE_STEP_KINDS]
+    opaque = [c.kind for c in calls if data[c.id] and not followed(c, internal[0])]
     if opaque:
         return f"{opaque[0]} reads positions no step rule covers"
     return "no cached sampler fits"
@@ -112,7 +120,7 @@ def cache_for(calls: list[StepCall], output: str, internal: tuple[int, ...], ord
     """The cached sampler that fits this model, or None (sampling then runs a pass per step)."""
     data = data_dependent(calls)
     steps = [c for c in calls if data[c.id]]
-    if not dense_output and is_raster(orders, internal) and all(c.taps is not None or c.kind in WHOLE_STEP_KINDS for c in steps):
+    if not dense_output and is_raster(orders, internal) and all(followed(c, internal[0]) for c in steps):
         order = np.asarray(orders).reshape(len(orders), -1)[0]
         return LazyCache(lambda: WindowCache(calls, output, internal, order))
     roles = [c.scan_role for c in steps]
@@ -213,13 +221,12 @@ class WindowCache:
         data = data_dependent(calls)
         self.pre = [c for c in calls if not data[c.id]]
         self.steps = [c for c in calls if data[c.id]]
-        self.attention = {c.id: AttentionRows(c, order.reshape(self.groups, self.positions), self.spatial)
-                          for c in self.steps if c.kind == "attend"}
+        self.histories = {c.id: history_of(c, self.groups, self.spatial) for c in self.steps}
+        self.attention = {name for name, history in self.histories.items() if history is not None}
         final = self._finality()
         self._when = final if self.attention else self._latest(final)
         self._planned_schedule: tuple[list[tuple[int, Any]], list[list[tuple[int, Any]]]] | None = None
-        self.gathers = [self._gather(c) for c in self.steps]
-        plan = StepPlan(calls, output, internal, self._frame_values(final))
+        plan = StepPlan(calls, output, internal, self._frame_values(final), self.histories)
         self.plan = plan if plan.usable else None
         self.plan_missing = plan.unusable_because
         self._kept: tuple[Any, StepProgram] | None = None      # the last program, with what it was built from
@@ -235,8 +242,9 @@ class WindowCache:
         none = np.full(self.spatial, -np.inf)
         final = {name: np.arange(self.positions, dtype=float).reshape(self.spatial) for name in DATA}
         for c in self.steps:
-            if c.id in self.attention:
-                final[c.id] = self.attention[c.id].finality(*[final.get(a, none) for a in c.args])
+            history = self.histories[c.id]
+            if history is not None:
+                final[c.id] = history.finality(*[final.get(a, none) for a in c.args])
                 continue
             if c.kind == "conv_lstm":
                 final[c.id] = frame_scan_finality(final.get(c.args[0], none))
@@ -328,20 +336,6 @@ class WindowCache:
             (initial if step[a] < 0 else schedule[int(step[a])]).append(entry)
         return initial, schedule
 
-    def _gather(self, call: StepCall) -> torch.Tensor | None:
-        """For a call reading other positions: (P, taps) flat source positions (P = outside)."""
-        if call.kind not in ("masked_conv", "shift"):
-            return None
-        assert call.taps is not None
-        offsets = call.taps[0]
-        coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1)
-        idx = np.full((self.positions, len(offsets)), self.positions, dtype=np.int64)
-        for k, off in enumerate(offsets):
-            src = coords + np.array(off)
-            ok = np.all((src >= 0) & (src < np.array(self.spatial)), axis=1)
-            idx[ok, k] = np.ravel_multi_index(tuple(src[ok].T), self.spatial)
-        return torch.as_tensor(idx)
-
     # -- per-call preparation: buffers and one closure per data-dependent call ----------------------
     def _flat(self, value: torch.Tensor, n: int) -> torch.Tensor:
         """A whole tensor as a flat (n, C, P + 1) buffer with the zero slot."""
@@ -358,76 +352,58 @@ class WindowCache:
         for c in self.steps:
             bufs[c.id] = torch.zeros((n, c.channels, self.positions + 1), dtype=dtype, device=device)
         steps = []
-        for c, gather in zip(self.steps, self.gathers):
+        for c in self.steps:
             args = [bufs[a] if a in bufs else self._flat(values[a], n) for a in c.args]
-            steps.append(self._step(c, net, args, bufs[c.id], gather))
+            steps.append(self._step(c, net, args, bufs[c.id]))
         return bufs, steps
 
-    def _step(self, call: StepCall, net: Any, args: list[torch.Tensor], out: torch.Tensor, gather: torch.Tensor | None) -> Callable[[int], None]:
-        """A closure computing `call` at one flat position p and writing it into `out`."""
+    def _step(self, call: StepCall, net: Any, args: list[torch.Tensor], out: torch.Tensor) -> Callable[[Any], None]:
+        """A closure computing `call` at one flat position p (or a tensor of positions) into `out`:
+        its declared step lowered to torch (every built-in primitive on the data path but the
+        recurrence over frames), else its kernel on the position's slices (position-local)."""
         tensors = {name: getattr(net, f"{call.id}__{name}").detach() for name in call.tensors}
-        src = args[0]
-        at: Callable[[int], torch.Tensor]
         if call.kind == "conv_lstm":
-            return frame_scan_step(src, out, tensors, self.spatial)
-        if "program" in call.attrs:
+            return frame_scan_step(args[0], out, tensors, self.spatial)
+        if call.step is not None:
             return self._declared_step(call, args, out, tensors)
-        if call.id in self.attention:
-            one = self.attention[call.id].step(args, call.attrs["heads"])
+        if call.live is not None and not any(any(used) for used in call.live):    # reads no tap: the same whatever the data
+            blank = [torch.zeros_like(a[:, :, :-1]).reshape(a.shape[0], a.shape[1], *self.spatial) for a in args]
+            value = self._flat(run_call(call, net, blank).detach(), out.shape[0])
 
-            def at(p: int | torch.Tensor) -> torch.Tensor:
-                if isinstance(p, int):
-                    return one(p)
-                return torch.stack([one(q) for q in p.tolist()], dim=2)
-        elif call.kind == "masked_conv":
-            weight = (tensors["weight"] * tensors["mask"]).reshape(tensors["weight"].shape[0], -1).t()
-            bias = tensors.get("bias")
-            assert gather is not None
-
-            def at(p: int | torch.Tensor) -> torch.Tensor:
-                if isinstance(p, int):
-                    window = src[:, :, gather[p]].reshape(src.shape[0], -1)
-                    return window @ weight if bias is None else torch.addmm(bias, window, weight)
-                window = src[:, :, gather[p]].permute(0, 2, 1, 3).reshape(src.shape[0], len(p), -1)   # (n, m, Ci*K)
-                value = window @ weight if bias is None else torch.baddbmm(bias.expand(src.shape[0], len(p), -1), window,
-                                                                            weight.expand(src.shape[0], *weight.shape))
-                return value.transpose(1, 2)
-        elif call.kind == "shift":
-            assert gather is not None
-
-            def at(p: int | torch.Tensor) -> torch.Tensor:
-                return src[:, :, gather[p, 0]]
-        elif call.kind == "embedding":
-            table = (tensors["weight"] * tensors["select"].to(tensors["weight"].dtype).unsqueeze(1))   # (G, K, C)
-
-            def at(p: int | torch.Tensor) -> torch.Tensor:
-                value = sum(table[g][src[:, g, p]] for g in range(table.shape[0]))
-                return value if isinstance(p, int) else value.transpose(1, 2)  # type: ignore[union-attr, return-value]
-        else:
-            extra = {"training": False} if call.training else {}
-
-            def at(p: int | torch.Tensor) -> torch.Tensor:
-                return KERNELS[call.kind](*[a[:, :, p] for a in args], **tensors, **call.attrs, **extra)
+            def constant(p: int | torch.Tensor) -> None:
+                out[:, :, p] = value[:, :, p]
+            return constant
+        extra = {"training": False} if call.training else {}
 
         def step(p: int | torch.Tensor) -> None:
-            out[:, :, p] = at(p)
+            out[:, :, p] = KERNELS[call.kind](*[a[:, :, p] for a in args], **tensors, **call.attrs, **extra)
         return step
 
     def _declared_step(self, call: StepCall, args: list[torch.Tensor], out: torch.Tensor,
                        tensors: dict[str, torch.Tensor]) -> Callable[[Any], None]:
-        """A declared primitive's step at position p (or a batch of positions): its program
-        evaluated on the argument buffers and its own (the state it carries)."""
-        program, spatial = call.attrs["program"], self.spatial
-
+        """A call's declared step at position p (or a batch of positions), evaluated on the
+        argument buffers and its own (the state it carries); a gather's taps in one index, an
+        attention over the positions its key history names."""
+        program, spatial, history = call.step, self.spatial, self.histories[call.id]
         offsets = program.state_offsets
 
         def one_front(at: torch.Tensor) -> None:
             def read(arg: int, offset: tuple[int, ...]) -> torch.Tensor:
                 return args[arg][:, :, tap_table(offset, spatial).to(at.device)[at]]
 
+            def gather(arg: int, taps: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+                table = torch.stack([tap_table(o, spatial) for o in taps], dim=1).to(at.device)[at]     # (n, K)
+                x = args[arg][:, :, table]                                                              # (B, C, n, K)
+                return x.permute(0, 3, 1, 2).reshape(x.shape[0], -1, x.shape[2])                      # tap-major
+
             def state(offset: tuple[int, ...]) -> torch.Tensor:
                 return out[:, :, tap_table(offset, spatial).to(at.device)[at]]
-            out[:, :, at] = evaluate(program, tensors, read, state).to(out.dtype)
+
+            def attend(op: Any, query: torch.Tensor) -> torch.Tensor:
+                assert history is not None
+                return torch.cat([history_attention(history, op, query[:, :, i:i + 1], args[op.arg], args[op.values], p)
+                                  for i, p in enumerate(at.tolist())], dim=2)
+            out[:, :, at] = evaluate(program, tensors, read, state, gather, attend).to(out.dtype)
 
         def step(p: int | torch.Tensor) -> None:
             at = torch.as_tensor([p] if isinstance(p, int) else p, device=out.device)
@@ -461,6 +437,9 @@ class WindowCache:
         engine = self.engine_for(model, keep)
         if engine == "plan":
             dtype = np.dtype(str(model.dtype).removeprefix("torch."))
+            missing = c_step_missing(self.plan)
+            if c_step_available(dtype) and missing:
+                return f"cached: the numpy step per position ({missing})"
             if c_step_available(dtype):
                 return "cached: one C step per position"
             return "cached: the numpy step per position (the C step is not available here: no C compiler, or ARSPEC_STEP=numpy)"
@@ -479,7 +458,7 @@ class WindowCache:
         the same versions: building one packs every weight, ~15 ms for WaveNet."""
         assert self.plan is not None
         dtype = np.dtype(str(model.dtype).removeprefix("torch."))
-        kind = CStepProgram if c_step_available(dtype) else StepProgram
+        kind = CStepProgram if c_step_available(dtype) and not c_step_missing(self.plan) else StepProgram
         key = None
         if not record and not context and not self.plan.frame_values:
             tensors = [*model.net.parameters(), *model.net.buffers()]
@@ -801,57 +780,17 @@ def frame_scan_step(src: torch.Tensor, out: torch.Tensor, tensors: dict[str, tor
     return step
 
 
-class AttentionRows:
-    """The key-value cache of one attention call: the projected keys and values are ordinary
-    cached values, written once per position as it becomes final; the call at position p reads
-    only the positions its queries may attend to (the rule of kernels.attention_allowed)."""
-
-    def __init__(self, call: StepCall, order: np.ndarray, spatial: tuple[int, ...]) -> None:
-        groups, positions = call.attrs["groups"], order.shape[1]
-        if groups == 1:
-            query, key = order.min(axis=0), order.max(axis=0)
-        else:
-            query = key = order.T.reshape(-1)
-        coords = torch.as_tensor(np.stack(np.unravel_index(np.arange(positions), spatial), axis=1))
-        allowed = attention_allowed(torch.as_tensor(query), torch.as_tensor(key), coords, groups=groups,
-                                    causal=call.attrs["causal"], window=call.attrs["window"],
-                                    stride=call.attrs.get("stride"), chunk=call.attrs.get("chunk")).numpy()
-        by_position = allowed.reshape(positions, groups, positions, groups)
-        self.groups = groups
-        self.reads = [np.nonzero(by_position[p].any(axis=(0, 2)))[0] for p in range(positions)]   # key positions
-        self.allowed = [torch.as_tensor(by_position[p][:, self.reads[p]].reshape(groups, -1)) for p in range(positions)]
-        self.full = [bool(a.all()) for a in self.allowed]                      # no mask needed at p
-        self.span = [(int(r[0]), int(r[-1]) + 1) if len(r) and int(r[-1]) - int(r[0]) + 1 == len(r) else None
-                     for r in self.reads]                                       # contiguous key positions
-
-    def finality(self, query: np.ndarray, key: np.ndarray, value: np.ndarray) -> np.ndarray:
-        """The last position the value at each position reads: its query's, and its keys' and values'."""
-        kv = np.maximum(key, value).reshape(-1)
-        out = query.reshape(-1).copy()
-        for p, reads in enumerate(self.reads):
-            if len(reads):
-                out[p] = max(out[p], kv[reads].max())
-        return out.reshape(query.shape)
-
-    def step(self, args: list[torch.Tensor], heads: int) -> Callable[[int], torch.Tensor]:
-        q, k, v = args
-        groups = self.groups
-        index = [torch.as_tensor(r, device=q.device) for r in self.reads]
-        allowed_on = [a.to(q.device) for a in self.allowed]
-        span, full = self.span, self.full
-
-        def tokens(t: torch.Tensor, p: int) -> torch.Tensor:
-            """(n, H, L * G, d) of the key positions of p (a slice when they are contiguous)."""
-            part = t[:, :, span[p][0]:span[p][1]] if span[p] is not None else t[:, :, index[p]]
-            return attention_tokens(part, groups, heads)
-
-        def at(p: int) -> torch.Tensor:
-            if not len(self.reads[p]):
-                return q.new_zeros(q.shape[0], v.shape[1])
-            out = attend_tokens(attention_tokens(q[:, :, p:p + 1], groups, heads), tokens(k, p), tokens(v, p),
-                                None if full[p] else allowed_on[p])
-            return attention_untokens(out, groups, (1,))[:, :, 0]
-        return at
+def history_attention(history: KeyHistory, op: Any, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                      p: int) -> torch.Tensor:
+    """The attention at position p on the torch path: query (B, C, 1), the key and value buffers
+    (B, C, P + 1) read at the positions and tokens `history` names -> (B, Cv, 1)."""
+    lo, hi, mask = int(history.lo[p]), int(history.hi[p]), history.masks[p]
+    if hi == lo:
+        return query.new_zeros(query.shape[0], values.shape[1], 1)
+    allowed = None if mask is None else torch.as_tensor(mask.reshape(mask.shape[0], -1), device=query.device)
+    out = attend_tokens(attention_tokens(query, op.groups, op.heads), attention_tokens(keys[:, :, lo:hi], op.groups, op.heads),
+                        attention_tokens(values[:, :, lo:hi], op.groups, op.heads), allowed)
+    return attention_untokens(out, op.groups, (1,))
 
 
 @dataclass

@@ -138,7 +138,70 @@ static void activation(int f, const real *x, real *v, idx i0, idx i1) {
    value count, items B, positions P}; its code a list of instructions {opcode, operand count,
    operands...}. A source operand is 4 integers {mode, a, b, c}: 0 the value register a; 1 the
    ring in array a, of b slots of c reals, at p's slot; 2 the array a; 3 the array a at p * b. */
-enum { GUARD = 1, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS };
+enum { GUARD = 1, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS, NORM,
+       ATTEND };
+
+/* v (B, C) = layer normalisation of s over the channels of each group (channel c in group
+   c mod G), eps 1e-5, times w plus b, for items [j0, j1) */
+static void norm(const real *s, real *v, const real *w, const real *b, idx width, idx groups, idx j0, idx j1) {
+    idx per = width / groups;
+    for (idx j = j0; j < j1; j++)
+        for (idx g = 0; g < groups; g++) {
+            const real *x = s + j * width;
+            double mean = 0, var = 0;
+            for (idx c = g; c < width; c += groups) mean += x[c];
+            mean /= (double)per;
+            for (idx c = g; c < width; c += groups) var += (x[c] - mean) * (x[c] - mean);
+            double inv = 1.0 / sqrt(var / (double)per + 1e-5);
+            for (idx c = g; c < width; c += groups) v[j * width + c] = (real)((x[c] - mean) * inv * w[c] + b[c]);
+        }
+}
+
+/* One position's attention for items [j0, j1): query q (B, H d G), keys and values at key
+   positions lo..hi-1 (arrays of (B, C) per position: a ring holding the whole event, or a
+   constant), `mask` (G, L, G) of the allowed tokens or 0 for all. Channel c of a token's vector is
+   (head h, element e, group g) with c = (h * d + e) * G + g; a query with no allowed key is 0. */
+static void attend(const real *q, const real *keys, const real *vals, const unsigned char *mask, real *v, idx heads,
+                   idx groups, idx d, idx dv, idx lo, idx hi, idx B, idx j0, idx j1) {
+    idx ck = heads * d * groups, cv = heads * dv * groups, L = hi - lo, T = L * groups;
+    double w[T > 0 ? T : 1];
+    double scale = 1.0 / sqrt((double)d);
+    for (idx j = j0; j < j1; j++)
+        for (idx h = 0; h < heads; h++)
+            for (idx g = 0; g < groups; g++) {
+                const real *qj = q + j * ck + h * d * groups + g;
+                double top = -INFINITY;
+                for (idx l = 0; l < L; l++) {
+                    const real *k = keys + (lo + l) * ck * B + j * ck + h * d * groups;
+                    for (idx g2 = 0; g2 < groups; g2++) {
+                        if (mask && !mask[(g * L + l) * groups + g2]) { w[l * groups + g2] = -INFINITY; continue; }
+                        double sum = 0;
+                        for (idx e = 0; e < d; e++) sum += (double)qj[e * groups] * k[e * groups + g2];
+                        sum *= scale;
+                        w[l * groups + g2] = sum;
+                        if (sum > top) top = sum;
+                    }
+                }
+                real *out = v + j * cv + h * dv * groups + g;
+                if (top == -INFINITY) {
+                    for (idx e = 0; e < dv; e++) out[e * groups] = 0;
+                    continue;
+                }
+                double total = 0;
+                for (idx t = 0; t < T; t++) {
+                    w[t] = w[t] == -INFINITY ? 0.0 : ar_exp(w[t] - top);
+                    total += w[t];
+                }
+                for (idx e = 0; e < dv; e++) {
+                    double acc = 0;
+                    for (idx l = 0; l < L; l++) {
+                        const real *x = vals + (lo + l) * cv * B + j * cv + (h * dv + e) * groups;
+                        for (idx g2 = 0; g2 < groups; g2++) acc += w[l * groups + g2] * x[g2];
+                    }
+                    out[e * groups] = (real)(acc / total);
+                }
+            }
+}
 
 static inline real *source(const idx *s, void **A, real **V, idx p) {
     switch (s[0]) {
@@ -250,6 +313,16 @@ static void run(const idx *h, idx q, idx j0, idx j1) {
         case ALIAS:                                    /* {dst, source} */
             V[a[0]] = source(a + 1, A, V, p);
             break;
+        case NORM:                                     /* {dst, width, groups, weight, bias, source} */
+            norm(source(a + 5, A, V, p), V[a[0]], (real *)A[a[3]], (real *)A[a[4]], a[1], a[2], j0, j1);
+            break;
+        case ATTEND: {                                 /* {dst, heads, groups, d, dv, keys, values, lo, hi, mask at, masks, query} */
+            idx at = ((const idx *)A[a[9]])[p];
+            attend(source(a + 11, A, V, p), (real *)A[a[5]], (real *)A[a[6]],
+                   at >= 0 ? (const unsigned char *)A[a[10]] + at : 0, V[a[0]], a[1], a[2], a[3], a[4],
+                   ((const idx *)A[a[7]])[p], ((const idx *)A[a[8]])[p], B, j0, j1);
+            break;
+        }
         }
     }
 }
@@ -390,7 +463,7 @@ idx rt_sample(const idx *program, const idx *redo, idx q, idx p0, idx p1, idx la
 
 class Op:
     """The interpreter's opcodes (RUNTIME's enum)."""
-    GUARD, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS = range(1, 16)
+    GUARD, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS, NORM, ATTEND = range(1, 18)
 
 #: the runtime's activation codes
 C_ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "elu": 3}
@@ -400,6 +473,17 @@ def lanes(dtype: np.dtype) -> int:
     """Output channels per block of packed weights: one vector of the width the runtime was
     compiled for (64 bytes with AVX-512, else 32)."""
     return int(runtime(dtype).rt_vector_bytes()) // np.dtype(dtype).itemsize
+
+
+#: the step operations (arspec.primitives.step) the interpreter has instructions for
+C_STEP_OPS = frozenset({"read", "gather", "embed", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick",
+                        "norm", "attend"})
+
+
+def c_step_missing(plan: Any) -> str:
+    """Why the C step cannot run this plan ('' when it can): step operations it has no instructions for."""
+    kinds = sorted({op.kind for c in plan.steps if c.step is not None for op in c.step.ops} - C_STEP_OPS)
+    return f"the C step has no instructions for {', '.join(kinds)}" if kinds else ""
 
 
 def c_step_available(dtype: np.dtype) -> bool:
@@ -681,8 +765,39 @@ class CStepProgram(StepProgram):
             return self._op(Op.CONCAT, len(sources), register, width, *[x for w, s in zip(widths, sources) for x in (w, *s)])
         if op.kind == "gate":
             return self._op(Op.GATE, register, width, *sources[0])
+        if op.kind == "norm":
+            weight, bias = self._real(self._tensor(c, op.weight, net)), self._real(self._tensor(c, op.bias, net))
+            return self._op(Op.NORM, register, width, op.groups, weight, bias, *sources[0])
+        if op.kind == "attend":
+            return self._attend(c, op, register, sources[0], widths[0])
         chosen = op.index if op.kind == "pick" else range(op.start, op.start + width)     # a pick, or a slice's channel range
         return self._op(Op.SELECT, register, width, widths[0], self._table(np.asarray(chosen)), *sources[0])
+
+    def _attend(self, c: Any, op: Any, register: int, query: list[int], width: int) -> list[int]:
+        """An attention at p: its keys and values where every position has a slot of its own (a
+        ring as long as the event, or a constant made (P, B, C)), the key positions' range and
+        the allowed tokens' mask per position (StepPlan.history)."""
+        history = self.plan.history(c)
+        arrays = []
+        for i in (op.arg, op.values):
+            arg = c.args[i]
+            if self.plan.reads[(c.id, i)] == "constant":
+                value = self.constants[arg]
+                if value.ndim == 2:
+                    value = np.ascontiguousarray(np.broadcast_to(value, (self.plan.positions, *value.shape)))
+                arrays.append(self._array(value))
+            else:
+                arrays.append(self._array(self.rings[arg]))
+        masks = [m for m in history.masks if m is not None]
+        starts = np.cumsum([0] + [m.size for m in masks])
+        at, k = np.full(self.plan.positions, -1, dtype=np.int64), 0
+        for p, m in enumerate(history.masks):
+            if m is not None:
+                at[p], k = starts[k], k + 1
+        flat = np.concatenate([m.reshape(-1) for m in masks]).astype(np.uint8) if masks else np.zeros(1, dtype=np.uint8)
+        split = op.heads * op.groups
+        return self._op(Op.ATTEND, register, op.heads, op.groups, width // split, op.channels // split, *arrays,
+                        self._table(history.lo), self._table(history.hi), self._table(at), self._array(flat), *query)
 
     def _stack_inputs(self, total: str) -> np.ndarray:
         """The side-by-side inputs of a stacked sum, (B, width), made once."""

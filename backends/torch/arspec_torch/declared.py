@@ -16,16 +16,20 @@ ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
                "identity": lambda x: x}
 
 
-def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: Any) -> torch.Tensor:
+def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: Any, gather: Any = None,
+             attend: Any = None) -> torch.Tensor:
     """The step's output for a set of positions: `read(arg, offset)` and `state(offset)` give the
-    operands as (B, C, n) tensors; products, activations, sums and channel ranges follow the IR."""
+    operands as (B, C, n) tensors; products, activations, sums and channel ranges follow the IR.
+    `gather(arg, offsets)` reads a gather's taps at once (default: read by read, side by side);
+    `attend(op, query)` is an attention's value at the positions (it needs the keys' history:
+    only the cached sampler has one)."""
     values: list[torch.Tensor] = []
     for op in program.ops:
         kind = op.kind
         if kind == "read":
             values.append(read(op.arg, op.offset))
         elif kind == "gather":
-            values.append(torch.cat([read(op.arg, off) for off in op.offsets], dim=1))
+            values.append(gather(op.arg, op.offsets) if gather is not None else torch.cat([read(op.arg, off) for off in op.offsets], dim=1))
         elif kind == "embed":                                        # levels (B, G, n) -> (B, C, n)
             levels = read(op.arg, (0,) * program.rank).long()
             table = tensors[op.weight] * tensors[op.mask][:, None, :] if op.mask else tensors[op.weight]   # (G, K, C)
@@ -52,6 +56,16 @@ def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: A
             values.append(torch.tanh(value[:, :half]) * torch.sigmoid(value[:, half:]))
         elif kind == "pick":
             values.append(values[op.inputs[0]][:, list(op.index)])
+        elif kind == "norm":                                         # channels of group g: j = g mod G
+            x = values[op.inputs[0]]
+            grouped = x.reshape(x.shape[0], -1, op.groups, x.shape[2])
+            normal = torch.nn.functional.layer_norm(grouped.movedim(1, -1), (grouped.shape[1],), None, None, 1e-5).movedim(-1, 1)
+            values.append(normal.reshape(x.shape) * tensors[op.weight][None, :, None] + tensors[op.bias][None, :, None])
+        elif kind == "attend":
+            if attend is None:
+                raise ValueError("an attention reads its keys' whole history: the cached samplers lower it (StepPlan.history); "
+                                 "the whole-tensor kernel is its primitive's")
+            values.append(attend(op, values[op.inputs[0]]))
         else:                                                        # slice
             values.append(values[op.inputs[0]][:, op.start:op.start + op.channels])
     return values[program.output]

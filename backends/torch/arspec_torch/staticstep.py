@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from arspec_torch.declared import ACTIVATIONS
+from arspec_torch.kernels import attend_tokens, channel_norm
 
 
 class StaticStepProgram:
@@ -141,8 +142,45 @@ class StaticStepProgram:
         if kind == "pick":
             index = self._table(list(op.index))
             return lambda p, local, v: v[inputs[0]].index_select(1, index)
+        if kind == "norm":
+            weight, bias, groups = self._tensor(c, op.weight, net), self._tensor(c, op.bias, net), op.groups
+            return lambda p, local, v: channel_norm(v[inputs[0]], weight, bias, groups=groups)
+        if kind == "attend":
+            return self._attend(c, op)
         start, stop = op.start, op.start + op.channels                                                 # slice
         return lambda p, local, v: v[inputs[0]][:, start:stop]
+
+    def _attend(self, c: Any, op: Any) -> Callable[[torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]], torch.Tensor]:
+        """An attention at p over every position's keys and values (their rings hold the whole
+        event: slot = position), the positions and tokens its pattern does not allow masked out by
+        row p of the allowed-token table, so the step's shapes do not change with p."""
+        history, positions, heads, groups = self.plan.history(c), self.positions, op.heads, op.groups
+        allowed = torch.zeros((positions, groups, positions, groups), dtype=torch.bool)
+        for p, mask in enumerate(history.masks):
+            allowed[p, :, history.lo[p]:history.hi[p]] = True if mask is None else torch.as_tensor(mask)
+        allowed = allowed.reshape(positions, groups, positions * groups).to(self.device)
+        sources = []
+        for i in (op.arg, op.values):
+            arg = c.args[i]
+            if self.plan.reads[(c.id, i)] == "constant":
+                value = self.constants[arg]
+                value = value.unsqueeze(2).expand(-1, -1, positions) if value.dim() == 2 else value
+                sources.append(lambda value=value: value.transpose(1, 2))              # (B, P, C)
+            else:
+                ring = self.rings[arg]
+                sources.append(lambda ring=ring: ring[:, :positions])
+        keys, values = sources
+        query, batch = op.inputs[0], self.batch
+
+        def tokens(x: torch.Tensor) -> torch.Tensor:
+            """(B, L, H d G) -> (B, H, L G, d): channel (h d + e) G + g of position l is token l G + g."""
+            length = x.shape[1]
+            return x.reshape(batch, length, heads, -1, groups).permute(0, 2, 1, 4, 3).reshape(batch, heads, length * groups, -1)
+
+        def attention(p: torch.Tensor, local: dict[str, torch.Tensor], v: list[torch.Tensor]) -> torch.Tensor:
+            out = attend_tokens(tokens(v[query].unsqueeze(1)), tokens(keys()), tokens(values()), allowed.index_select(0, p)[0])
+            return out.reshape(batch, heads, groups, -1).transpose(2, 3).reshape(batch, -1)      # (B, H dv G)
+        return attention
 
     def step(self, q: torch.Tensor, only: set[str] | None = None) -> None:
         """One generation step: every call (`only`: those named) at position q - lag, written into

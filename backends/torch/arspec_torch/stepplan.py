@@ -17,10 +17,13 @@ the strided columns of (B, C) (measured at batch 16: 14 against 25 us per WaveNe
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import numpy as np
 import torch
+
+from arspec_torch.kernels import attention_allowed
 
 try:
     from scipy.special import expit
@@ -65,12 +68,14 @@ def single_threaded_blas() -> Any:
 class StepPlan:
     """The schedule, ring sizes and index tables of one model at one event shape."""
 
-    def __init__(self, calls: list[Any], output: str, internal: tuple[int, ...], frame_values: frozenset[str] = frozenset()) -> None:
+    def __init__(self, calls: list[Any], output: str, internal: tuple[int, ...], frame_values: frozenset[str] = frozenset(),
+                 histories: dict[str, KeyHistory | None] | None = None) -> None:
         self.groups, self.spatial = internal[0], tuple(internal[1:])
         self.positions = int(np.prod(self.spatial))
         self.strides = [int(np.prod(self.spatial[i + 1:])) for i in range(len(self.spatial))]
         self.output = output
         self.calls = {c.id: c for c in calls}
+        self._histories: dict[str, KeyHistory | None] = dict(histories or {})     # the window cache's, when it made them
         # values of a video that read only earlier frames (the recurrence over frames): computed a
         # frame at a time in torch, just before the frame starts, and read like constants
         self.frame_values = set(frame_values)
@@ -81,7 +86,7 @@ class StepPlan:
         self.frame_values &= needed                                       # those the step reads
         per_position = [c for c in calls if c.id in needed and c.id not in self.frame_values]
         self.steps = [c for c in per_position if self.lag.get(c.id) is not None]
-        self.opaque = [c.id for c in per_position if c.taps is None and data[c.id]]   # data-dependent, no step rule
+        self.opaque = [c.id for c in per_position if c.taps is None and data[c.id] and not self._history_covers(c)]   # no step rule
         frame_set = self._reach(self.frame_values)
         self.frame_calls = [c for c in calls if data[c.id] and c.id in frame_set]
         self.constants = [c for c in calls if self.lag.get(c.id) is None and c.id not in self.opaque
@@ -125,8 +130,28 @@ class StepPlan:
         return sum(o * s for o, s in zip(offset, self.strides))
 
     def _live(self, call: Any, i: int) -> list[tuple[int, ...]]:
-        return [off for off, used in zip(call.taps[i], call.live[i]) if used] if call.taps is not None else []
+        """The offsets argument i is read at: the live taps, or for an attention (no fixed taps) the
+        query's offset and, for its keys and values, the latest offset its pattern reads."""
+        if call.taps is not None:
+            return [off for off, used in zip(call.taps[i], call.live[i]) if used]
+        if call.step is None:
+            return []
+        offsets = list(call.step.input_offsets(i))
+        history = self.history(call)
+        if history is not None and i in call.step.history_args and history.latest is not None:
+            offsets.append((0,) * (len(self.spatial) - 1) + (history.latest,))
+        return offsets
 
+    def history(self, call: Any) -> KeyHistory | None:
+        """The key positions of a call's attention at every position (None: it has none)."""
+        if call.id not in self._histories:
+            self._histories[call.id] = history_of(call, self.groups, self.spatial)
+        return self._histories[call.id]
+
+    def _history_covers(self, call: Any) -> bool:
+        """A call without fixed taps that the plan still follows: one attention over the history
+        of its keys and values, every other read at fixed offsets."""
+        return call.step is not None and self.history(call) is not None
     def _lags(self, calls: list[Any]) -> dict[str, int | None]:
         """Per value, the flat lag after which it is final (None: it never reads the data). A frame
         value is final before its position's frame starts: lag -1 is never too early."""
@@ -186,6 +211,8 @@ class StepPlan:
             for i, arg in enumerate(c.args):
                 if self.lag.get(arg) is None or arg in self.frame_values:
                     out[(c.id, i)] = "constant"
+                elif c.step is not None and i in c.step.history_args:
+                    out[(c.id, i)] = "ring"
                 elif arg not in DATA_VALUES and all(off == (0,) * len(self.spatial) for off in self._live(c, i)) \
                         and self.lag[arg] == self.lag[c.id] and c.kind != "shift":
                     out[(c.id, i)] = "local"
@@ -201,6 +228,8 @@ class StepPlan:
                 if self.reads[(c.id, i)] != "ring":
                     continue
                 span = max([self.lag[c.id] - self._flat(off) - self.lag[arg] for off in self._live(c, i)] or [0])  # type: ignore[operator]
+                if c.step is not None and i in c.step.history_args:
+                    span = max(span, self.positions - 1)        # every position in its own slot: slot = position
                 ring[arg] = max(ring.get(arg, 1), span + 1)
             for off in state_offsets_of(c):                           # a declared step reads its own earlier values
                 ring[c.id] = max(ring.get(c.id, 1), -self._flat(off) + 1)
@@ -247,6 +276,96 @@ class StepPlan:
 
 
 DATA_VALUES = ("x", "x_raw")
+
+
+def attention_op(call: Any, data_groups: int) -> Any:
+    """The attention of a call's step, when it attends once over tokens the engines follow (one
+    per position, or one per data channel group); None otherwise."""
+    ops = [op for op in call.step.ops if op.kind == "attend"] if call.step is not None else []
+    return ops[0] if len(ops) == 1 and ops[0].groups in (1, data_groups) else None
+
+
+def history_of(call: Any, data_groups: int, spatial: tuple[int, ...]) -> KeyHistory | None:
+    """The key history of a call's attention (None: it has none the engines follow)."""
+    op = attention_op(call, data_groups)
+    return None if op is None else KeyHistory(op, data_groups, spatial)
+
+
+class KeyHistory:
+    """Which keys an attention reads at each position of a raster-ordered event: the key positions
+    lo[p]..hi[p]-1, and where not every token among them, a (G, L, G) mask of the allowed ones
+    (query group, key position, key group). Tokens and ranks follow arspec.domains.pattern."""
+
+    def __init__(self, op: Any, data_groups: int, spatial: tuple[int, ...]) -> None:
+        positions, groups = int(np.prod(spatial)), op.groups
+        order = np.arange(positions)[None, :] * data_groups + np.arange(data_groups)[:, None]
+        query, key = (order.min(axis=0), order.max(axis=0)) if groups == 1 else (order.T.reshape(-1), order.T.reshape(-1))
+        coords = np.stack(np.unravel_index(np.arange(positions), spatial), axis=1)
+        causal, window, stride, chunk = op.rule
+        allowed = attention_allowed(torch.as_tensor(query), torch.as_tensor(key), torch.as_tensor(coords), groups=groups,
+                                    causal=causal, window=window, stride=stride, chunk=chunk).numpy()
+        by_position = allowed.reshape(positions, groups, positions, groups)
+        reads = by_position.any(axis=(1, 3))                                   # (P, P): position p reads position l
+        some = reads.any(axis=1)
+        self.lo = np.where(some, reads.argmax(axis=1), 0)
+        self.hi = np.where(some, positions - reads[:, ::-1].argmax(axis=1), 0)
+        self.masks: list[np.ndarray | None] = []
+        for p in range(positions):
+            rows = by_position[p][:, self.lo[p]:self.hi[p]]
+            self.masks.append(None if rows.all() else np.ascontiguousarray(rows))
+        #: the latest key position relative to the query's (flat), over every position; None: no keys
+        self.latest = int((self.hi - 1 - np.arange(positions))[some].max()) if some.any() else None
+        self.groups, self.heads = groups, op.heads
+
+    def positions_read(self, p: int) -> np.ndarray:
+        """The key positions position p reads at all."""
+        span = np.arange(self.lo[p], self.hi[p])
+        mask = self.masks[p]
+        return span if mask is None else span[mask.any(axis=(0, 2))]
+
+    def finality(self, query: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The last position the attention at each position reads (max-plus over the query at the
+        position and the keys and values of every position it reads)."""
+        kv = np.maximum(keys, values).reshape(-1)
+        out = query.reshape(-1).copy()
+        for p in range(out.size):
+            read = self.positions_read(p)
+            if len(read):
+                out[p] = max(out[p], kv[read].max())
+        return out.reshape(query.shape)
+
+
+def norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, groups: int) -> np.ndarray:
+    """Layer normalisation of a channel-major value (C, B) over the channels of each group
+    (channel j in group j mod G), eps 1e-5 as the training kernel's, times weight plus bias (C, 1)."""
+    c, batch = x.shape
+    grouped = x.reshape(c // groups, groups, batch)
+    centred = grouped - grouped.mean(axis=0)
+    scale = 1.0 / np.sqrt((centred * centred).mean(axis=0) + 1e-5)
+    return (centred * scale).reshape(c, batch) * weight + bias
+
+
+def attend_rows(query: np.ndarray, keys: np.ndarray, values: np.ndarray, mask: np.ndarray | None, heads: int,
+                groups: int) -> np.ndarray:
+    """One position's attention on channel-major values: query (C, B), keys (L, C, B) and values
+    (L, Cv, B) of its L key positions, `mask` (G, L, G) the allowed tokens (None: all) -> (Cv, B).
+    Channel j is in group j mod G and head (j // G) // d, as the training kernel lays them out."""
+    length, channels, batch = keys.shape
+    if length == 0:
+        return np.zeros((values.shape[1], batch), dtype=values.dtype)
+    d, dv = channels // (heads * groups), values.shape[1] // (heads * groups)
+    scores = np.einsum("hdgb,lhdkb->hglkb", query.reshape(heads, d, groups, batch),
+                       keys.reshape(length, heads, d, groups, batch)) * (1.0 / np.sqrt(d))
+    if mask is not None:
+        scores = np.where(mask[None, :, :, :, None], scores, -np.inf)
+    scores = scores.reshape(heads, groups, length * groups, batch)
+    top = scores.max(axis=2, keepdims=True)
+    none = ~np.isfinite(top)                                      # a query group with no allowed key: exactly zero
+    weights = np.exp(scores - np.where(none, 0.0, top))
+    weights /= np.where(none, 1.0, weights.sum(axis=2, keepdims=True))
+    out = np.einsum("hglkb,lhdkb->hdgb", weights.reshape(heads, groups, length, groups, batch),
+                    values.reshape(length, heads, dv, groups, batch))
+    return out.reshape(heads * dv * groups, batch).astype(values.dtype, copy=False)
 
 
 def state_offsets_of(call: Any) -> tuple[tuple[int, ...], ...]:
@@ -438,10 +557,35 @@ class StepProgram:
             elif op.kind == "pick":
                 self.names[f"I_{key}_{k}"] = np.asarray(op.index, dtype=np.int64)
                 expr = f"{names[op.inputs[0]]}[I_{key}_{k}]"
+            elif op.kind == "norm":
+                self.names[f"N_{key}_{k}"] = functools.partial(norm_rows, weight=self._tensor(c, op.weight, net)[:, None],
+                                                               bias=self._tensor(c, op.bias, net)[:, None], groups=op.groups)
+                expr = f"N_{key}_{k}({names[op.inputs[0]]})"
+            elif op.kind == "attend":
+                expr = self._attend(c, op, f"{key}_{k}", names[op.inputs[0]])
             else:
                 expr = f"{names[op.inputs[0]]}[{op.start}:{op.start + op.channels}]"
             lines.append(f"{names[-1]} = {expr}")
         return [*lines, f"{v} = {names[program.output]}"]
+
+    def _attend(self, c: Any, op: Any, name: str, query: str) -> str:
+        """An attention at p: the key and value slots of the positions it reads (slot = position:
+        their rings hold the whole event) with, where not every token among them, its mask."""
+        history = self.plan.history(c)
+        sources = []
+        for i in (op.arg, op.values):
+            arg = c.args[i]
+            if self.plan.reads[(c.id, i)] == "constant":              # keys that never read the data: (P, C, B)
+                value = self.names[f"k_{arg}"]
+                self.names[f"K_{name}_{i}"] = (value if value.ndim == 3 else
+                                              np.ascontiguousarray(np.broadcast_to(value, (self.plan.positions, *value.shape))))
+                sources.append(f"K_{name}_{i}")
+            else:
+                sources.append(f"r_{arg}")
+        self.names.update({f"A_{name}": attend_rows, f"L_{name}": history.lo, f"U_{name}": history.hi, f"M_{name}": history.masks})
+        keys, values = sources
+        span = f"L_{name}[p]:U_{name}[p]"
+        return f"A_{name}({query}, {keys}[{span}], {values}[{span}], M_{name}[p], {op.heads}, {op.groups})"
 
     def _gather(self, c: Any, op: Any, name: str, lines: list[str]) -> str:
         """A read's or a gather's taps from the argument's ring: one tap is its ring slot itself

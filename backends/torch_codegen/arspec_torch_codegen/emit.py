@@ -47,6 +47,10 @@ def comment(text: str) -> str:
     return text if text.isascii() and text.isprintable() else ascii(text)[1:-1]
 
 
+#: the kernels the cached samplers call besides the model's own (attention's key history, norms in a step)
+CACHE_KERNELS = {"attend_tokens", "attention_allowed", "attention_tokens", "attention_untokens", "channel_norm", "conv_lstm_step"}
+
+
 def string_literal(text: str) -> str:
     """A Python literal whose value is exactly `text`: a readable triple-quoted string where that
     parses back to `text` and nothing else, repr() otherwise."""
@@ -245,7 +249,7 @@ Sections: runtime (copied from arspec_torch: kernels, distribution, ARModel), co
 the model itself — the `Network` below is straight-line code, node by node.""")
     sections = [
         _banner("runtime: the primitives' kernels"),
-        extract(kernels, set(kinds) | {"init_parameter"}, skip=frozenset({"KERNELS"})),
+        extract(kernels, set(kinds) | {"init_parameter"} | (CACHE_KERNELS if fast_sampler else set()), skip=frozenset({"KERNELS"})),
         "KERNELS: dict[str, Callable[..., torch.Tensor]] = {" + ", ".join(f"{k!r}: {name(k)}" for k in kinds) + "}",
     ]
     if has_declared or fast_sampler:
@@ -258,7 +262,7 @@ the model itself — the `Network` below is straight-line code, node by node."""
             _banner("runtime: cached generation"),
             extract(stepplan, {"StepPlan", "StepProgram", "constant_values", "data_dependent", "single_threaded_blas", "update_frame_values"}),
             extract(ccache, {"load_library", "compiler"}),
-            extract(cstep, {"CStepProgram", "c_step_available"}),
+            extract(cstep, {"CStepProgram", "c_step_available", "c_step_missing"}),
             extract(staticstep, {"StaticStepProgram", "GraphedLoop"}),
             extract(domains_base, {"shift_array"}),
             extract(cache, {"StepCall", "cache_for", "run_call"}),
