@@ -6,11 +6,11 @@ is timed on its first steps and the total extrapolated (marked '~'). Cached samp
 the end: on the CPU through the compiled per-step plan (numpy, ring buffers), elsewhere through
 the torch path. Memory is what the cache holds. Targets: WaveNet <= 1.2 ms per sample at batch 1,
 flat in the length; Gated PixelCNN 1x28x28 >= 20x naive; R->G->B PixelCNN 3x32x32 >= 40x naive;
-the transformer at 512 tokens >= 10x naive (its key-value cache: keys and values of each position
-computed once, the queries of the new position only); the Video Pixel Network at 10 frames of 32x32
+the transformer at 512 tokens and PixelSNAIL at 28x28 >= 25x naive (attention declared by its step:
+keys and values of each position computed once, kept for the whole event, the query of the new
+position attending over them in the C step); the Video Pixel Network at 10 frames of 32x32
 >= 20x naive (frame by frame: the encoder and the recurrence over frames once per frame, the decoder
-per pixel); the Spatial LSTM (declared by its step: the numpy step) at 28x28 >= 100x naive;
-PixelSNAIL's ratio is reported beside them.
+per pixel); the Spatial LSTM (declared by its step) at 28x28 >= 100x naive.
 Then multiscale PixelCNN's O(log N) parallel steps against raster sampling; last, Parallel
 WaveNet's student against its teacher's cached generation for one second of audio (target >= 100x;
 `--parallel-wavenet TEACHER STUDENT` with trained checkpoints adds the teacher's NLL of real audio,
