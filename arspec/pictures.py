@@ -3,7 +3,9 @@ frames (PNG) or animations (GIF)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -125,12 +127,7 @@ def save_sample_sheet(path: Path, images: np.ndarray, title: str, labels: list[s
     cell = width / cols
     fig, axes = plt.subplots(rows, cols, figsize=(width, cell * rows * h / w + 0.6 + (0.25 * rows if labels else 0)), dpi=dpi,
                              squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.axis("off")
-            continue
+    for i, ax in used_panels(axes, n):
         ax.imshow(images[i], interpolation="nearest")
         if labels:
             ax.set_xlabel(labels[i], fontsize=7, labelpad=2)
@@ -138,6 +135,17 @@ def save_sample_sheet(path: Path, images: np.ndarray, title: str, labels: list[s
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path)
     plt.close(fig)
+
+
+def used_panels(axes: Any, n: int) -> Iterator[tuple[int, Any]]:
+    """The first n panels of a matplotlib grid of axes, (index, axes), ticks off; the rest blanked."""
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < n:
+            yield i, ax
+        else:
+            ax.axis("off")
 
 
 def dim_unknown(image: np.ndarray, known: np.ndarray) -> np.ndarray:

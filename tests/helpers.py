@@ -7,7 +7,7 @@ import torch
 import arspec
 from arspec.testing import assert_measured_equals_predicted, spec_from
 
-__all__ = ["all_configurations", "assert_measured_equals_predicted", "compiled", "problems_of", "spec_from"]
+__all__ = ["all_configurations", "assert_measured_equals_predicted", "compiled", "problems_of", "spec_from", "verified"]
 
 
 def problems_of(text: str, overrides=()) -> list[str]:
@@ -16,6 +16,13 @@ def problems_of(text: str, overrides=()) -> list[str]:
     except arspec.SpecError as err:
         return [str(p) for p in err.problems]
     return []
+
+
+def verified(spec):
+    """The static analysis of a spec that must pass it: its report, or a failure listing every error."""
+    report = arspec.analyze(spec)
+    assert report.ok, [str(e) for e in report.errors]
+    return report
 
 
 def compiled(spec, seed: int = 0):

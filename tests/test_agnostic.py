@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 import arspec
 from arspec.dynamic import dynamic_check, generic_parameters, measure_columns, random_observed
 from arspec.testing import assert_measured_equals_predicted
-from tests.helpers import all_configurations, problems_of, spec_from
+from tests.helpers import all_configurations, problems_of, spec_from, verified
 from tests.strategies import agnostic_specs, examples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,8 +173,7 @@ def test_samples_follow_the_model_and_completion_is_exact_for_any_known_set():
 def test_order_agnostic_models_read_exactly_the_observed_elements(case):
     text, _ = case
     spec = spec_from(text)
-    report = arspec.analyze(spec)
-    assert report.ok, [str(e) for e in report.errors]
+    report = verified(spec)
     assert report.agnostic["gates"] == ["seen"] and "inputs" in report.agnostic["mask_inputs"]
     assert_measured_equals_predicted(spec)
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 import arspec
 from arspec.dynamic import dynamic_check
-from tests.helpers import problems_of, spec_from
+from tests.helpers import problems_of, spec_from, verified
 from tests.strategies import examples, flow_students
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +40,7 @@ def _context(student, seed: int = 0) -> dict:
 @given(flow_students())
 def test_every_flow_reads_exactly_the_noise_the_analysis_predicts(text):
     spec = spec_from(text)
-    report = arspec.analyze(spec)
-    assert report.ok, [str(e) for e in report.errors]
+    verified(spec)
     student = arspec.compile(spec, seed=0)
     for flow_spec, flow in zip(spec.ir.flow_specs, student.flows):
         result = dynamic_check(flow_spec, flow)

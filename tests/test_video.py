@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import arspec
 from arspec.dynamic import generic_parameters, measure_columns
-from tests.helpers import all_configurations, assert_measured_equals_predicted, problems_of, spec_from
+from tests.helpers import all_configurations, assert_measured_equals_predicted, problems_of, spec_from, verified
 from tests.strategies import examples, video_networks
 from tests.test_domains import _both_domains
 
@@ -85,8 +85,7 @@ def test_a_coupled_likelihood_over_a_video_is_refused_where_it_is_written():
 @given(video_networks())
 def test_video_networks_measured_equals_predicted_and_are_autoregressive(text):
     spec = spec_from(text)
-    report = arspec.analyze(spec)
-    assert report.ok, [str(e) for e in report.errors]
+    verified(spec)
     assert_measured_equals_predicted(spec)
 
 
@@ -131,8 +130,7 @@ graph:
 
 def test_a_frames_ordering_draws_each_frame_in_one_step_given_the_earlier_frames():
     spec = spec_from(FRAMES.replace("SHIFT", "1"))
-    report = arspec.analyze(spec)
-    assert report.ok, [str(e) for e in report.errors]
+    verified(spec)
     assert_measured_equals_predicted(spec)
     model = arspec.compile(spec, seed=0).eval()
     assert np.array_equal(model.order[:, 0, 0, 0].numpy(), np.arange(4)) and len(model.steps()) == 4

@@ -13,7 +13,7 @@ import yaml
 import arspec
 from arspec.dynamic import dynamic_check
 from arspec.spec.schema import schema_json, spec_schema
-from tests.helpers import all_configurations
+from tests.helpers import all_configurations, verified
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -50,8 +50,7 @@ def tiny_overrides(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
 def test_zoo_spec_is_valid_and_autoregressive(path):
-    report = arspec.analyze(arspec.load_spec(path))
-    assert report.ok, [str(e) for e in report.errors]
+    verified(arspec.load_spec(path))
 
 
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
@@ -176,8 +175,7 @@ def tiny_part_overrides(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", ZOO_PARTS, ids=lambda p: p.stem)
 def test_zoo_latent_variable_model_is_verified_part_by_part(path):
     spec = arspec.load_spec(path)
-    report = arspec.analyze(spec)
-    assert report.ok, [str(e) for e in report.errors]
+    report = verified(spec)
     assert not report.warnings, [str(w) for w in report.warnings]
     promise = "read only the noise before t" if spec.ir.kind == "flows" else "autoregressive over x given z"
     assert any(promise in g for g in report.guarantees)

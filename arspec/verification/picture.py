@@ -51,6 +51,7 @@ def save_picture(report: VerifyReport, path: Path, title: str) -> None:
     from matplotlib.patches import Patch
 
     from arspec.fileio import write_with
+    from arspec.pictures import used_panels
     panels = _panels(categories(report))
     n = panels.shape[0]
     cols = min(n, 4)
@@ -60,12 +61,7 @@ def save_picture(report: VerifyReport, path: Path, title: str) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=size, dpi=120, squeeze=False)
     image = np.array([[COLOURS[c] for c in row] for panel in panels for row in panel]).reshape(*panels.shape, 3)
     names = report.layout.axes
-    for k, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= n:
-            ax.axis("off")
-            continue
+    for k, ax in used_panels(axes, n):
         ax.imshow(image[k], interpolation="nearest", aspect="auto" if sequence else "equal")
         for spine in ax.spines.values():
             spine.set_color("#888888")
