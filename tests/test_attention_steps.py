@@ -102,7 +102,8 @@ def test_an_attention_step_reading_the_wrong_keys_is_caught(how, engine, monkeyp
 
 
 C_MUTANTS = {
-    "scores without the 1/sqrt(d) scale": ("sum *= scale;", ""),
+    "scores without the 1/sqrt(d) scale": ("((s0 + s1) + (s2 + s3)) * scale;", "((s0 + s1) + (s2 + s3));"),
+    "a score whose fourth chain subtracts": ("s3 += (double)", "s3 -= (double)"),
     "a norm without its eps": ("var / (double)per + 1e-5", "var / (double)per"),
     "a norm over every channel, groups ignored": ("for (idx c = g; c < width; c += groups) mean += x[c];",
                                                    "for (idx c = 0; c < width; c++) mean += x[c] / groups;"),

@@ -164,7 +164,7 @@ static void norm(const real *s, real *v, const real *w, const real *b, idx width
 static void attend(const real *q, const real *keys, const real *vals, const unsigned char *mask, real *v, idx heads,
                    idx groups, idx d, idx dv, idx lo, idx hi, idx B, idx j0, idx j1) {
     idx ck = heads * d * groups, cv = heads * dv * groups, L = hi - lo, T = L * groups;
-    double w[T > 0 ? T : 1];
+    double w[T > 0 ? T : 1], acc[dv > 0 ? dv : 1];
     double scale = 1.0 / sqrt((double)d);
     for (idx j = j0; j < j1; j++)
         for (idx h = 0; h < heads; h++)
@@ -175,9 +175,17 @@ static void attend(const real *q, const real *keys, const real *vals, const unsi
                     const real *k = keys + (lo + l) * ck * B + j * ck + h * d * groups;
                     for (idx g2 = 0; g2 < groups; g2++) {
                         if (mask && !mask[(g * L + l) * groups + g2]) { w[l * groups + g2] = -INFINITY; continue; }
-                        double sum = 0;
-                        for (idx e = 0; e < d; e++) sum += (double)qj[e * groups] * k[e * groups + g2];
-                        sum *= scale;
+                        const real *kg = k + g2;
+                        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;   /* four chains: the adds overlap */
+                        idx e = 0;
+                        for (; e + 4 <= d; e += 4) {
+                            s0 += (double)qj[e * groups] * kg[e * groups];
+                            s1 += (double)qj[(e + 1) * groups] * kg[(e + 1) * groups];
+                            s2 += (double)qj[(e + 2) * groups] * kg[(e + 2) * groups];
+                            s3 += (double)qj[(e + 3) * groups] * kg[(e + 3) * groups];
+                        }
+                        for (; e < d; e++) s0 += (double)qj[e * groups] * kg[e * groups];
+                        double sum = ((s0 + s1) + (s2 + s3)) * scale;
                         w[l * groups + g2] = sum;
                         if (sum > top) top = sum;
                     }
@@ -192,14 +200,14 @@ static void attend(const real *q, const real *keys, const real *vals, const unsi
                     w[t] = w[t] == -INFINITY ? 0.0 : ar_exp(w[t] - top);
                     total += w[t];
                 }
-                for (idx e = 0; e < dv; e++) {
-                    double acc = 0;
-                    for (idx l = 0; l < L; l++) {
-                        const real *x = vals + (lo + l) * cv * B + j * cv + (h * dv + e) * groups;
-                        for (idx g2 = 0; g2 < groups; g2++) acc += w[l * groups + g2] * x[g2];
-                    }
-                    out[e * groups] = (real)(acc / total);
+                for (idx e = 0; e < dv; e++) acc[e] = 0;
+                for (idx t = 0; t < T; t++) {                  /* token by token: each value row read once, in order */
+                    double weight = w[t];
+                    if (weight == 0) continue;
+                    const real *x = vals + (lo + t / groups) * cv * B + j * cv + h * dv * groups + t % groups;
+                    for (idx e = 0; e < dv; e++) acc[e] += weight * x[e * groups];
                 }
+                for (idx e = 0; e < dv; e++) out[e * groups] = (real)(acc[e] / total);
             }
 }
 
