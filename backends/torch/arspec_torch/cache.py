@@ -2,7 +2,8 @@
 et al. 2017). Imports nothing from arspec: generated standalone files carry a copy.
 
 `WindowCache` serves every raster-ordered model whose data path is position-local (convolutions,
-shifts, embeddings, pointwise primitives, conditioning — including ops a user or a plugin adds).
+shifts, embeddings, pointwise primitives, conditioning — including ops a user or a plugin adds) or
+attends over earlier positions (the keys' and values' history, `stepplan.KeyHistory`).
 Each value keeps a flat buffer (B, C, P + 1) over the positions, slot P a permanent zero that
 stands for every read outside the event. A max-plus pass over the taps gives, per call and
 position, the last position its value reads; after each position only the values that just became

@@ -139,7 +139,7 @@ class StepPlan:
         offsets = list(call.step.input_offsets(i))
         history = self.history(call)
         if history is not None and i in call.step.history_args and history.latest is not None:
-            offsets.append((0,) * (len(self.spatial) - 1) + (history.latest,))
+            offsets.append((0,) * (len(self.spatial) - 1) + (history.latest,))   # a flat offset: only `_flat` reads it
         return offsets
 
     def history(self, call: Any) -> KeyHistory | None:
@@ -152,6 +152,7 @@ class StepPlan:
         """A call without fixed taps that the plan still follows: one attention over the history
         of its keys and values, every other read at fixed offsets."""
         return call.step is not None and self.history(call) is not None
+
     def _lags(self, calls: list[Any]) -> dict[str, int | None]:
         """Per value, the flat lag after which it is final (None: it never reads the data). A frame
         value is final before its position's frame starts: lag -1 is never too early."""
