@@ -112,7 +112,8 @@ def test_zoo_model_of_several_parts_on_cuda_matches_cpu_and_trains_in_bf16(path)
 
 
 @pytest.mark.parametrize("name,shape", [("wavenet", "[64]"), ("gated_pixelcnn", "[1,12,12]"), ("pixelcnn_rgb", "[3,8,8]"),
-                                        ("video_pixel_network_small", "[3,1,8,8]")])
+                                        ("video_pixel_network_small", "[3,1,8,8]"), ("transformer_text", "[16]"),
+                                        ("pixelsnail", "[1,6,6]"), ("pixelsnail", "[3,4,4]")])
 def test_cached_generation_on_cuda_replays_one_graph_per_step_and_equals_naive_sampling(name, shape):
     spec = arspec.load_spec(ROOT / "specs" / f"{name}.yaml", overrides=[f"event.shape={shape}"])
     model = arspec.compile(spec, seed=0, dtype=torch.float64, device="cuda").eval()
