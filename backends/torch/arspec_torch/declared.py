@@ -111,19 +111,65 @@ def declared(*args: torch.Tensor, program: Any, **tensors: torch.Tensor) -> torc
     out_channels = program.ops[program.output].channels
     every = torch.arange(sources[0].shape[2] - 1, device=args[0].device)
 
-    def reader(positions: torch.Tensor) -> Any:
-        return lambda arg, offset: sources[arg][:, :, tap_table(offset, spatial).to(positions.device)[positions]]
     offsets = program.state_offsets
     if not offsets:
-        value = evaluate(program, tensors, reader(every), None)
+        value = evaluate(program, tensors, lambda arg, offset: sources[arg][:, :, tap_table(offset, spatial).to(every.device)[every]], None)
         return value.reshape(value.shape[0], value.shape[1], *spatial)
-    dtype = torch.result_type(args[0], next(iter(tensors.values()))) if tensors else args[0].dtype
-    out = args[0].new_zeros(args[0].shape[0], out_channels, sources[0].shape[2], dtype=dtype)
-    for positions in wavefronts(offsets, spatial):
-        positions = positions.to(args[0].device)
+    fronts = front_plan(offsets, spatial)
+    device = args[0].device
+    gathered: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, ...]] = {}
+    values: list[torch.Tensor] = []                    # each front's output, (B, C, n_f), in front order
+    for f in range(len(fronts.sizes)):
+        def read(arg: int, offset: tuple[int, ...], f: int = f) -> torch.Tensor:
+            """The argument at p + offset for the front's positions: gathered once for every position
+            in front order and split (one gather, one split in the backward, not one per front)."""
+            key = (arg, offset)
+            if key not in gathered:
+                table = tap_table(offset, spatial)[fronts.order].to(device)
+                gathered[key] = torch.split(sources[arg][:, :, table], fronts.sizes, dim=2)
+            return gathered[key][f]
 
-        def state(offset: tuple[int, ...], at: torch.Tensor = positions) -> torch.Tensor:
-            return out[:, :, tap_table(offset, spatial).to(at.device)[at]]
-        value = evaluate(program, tensors, reader(positions), state)
-        out.index_copy_(2, positions, value)          # in place: earlier reads saved indices, not the buffer
-    return out[:, :, :-1].reshape(out.shape[0], out_channels, *spatial)
+        def state(offset: tuple[int, ...], f: int = f) -> torch.Tensor:
+            """Its own value at p + offset: gathered from the few earlier fronts it lies on (and a
+            zero column for reads outside), so the backward stays as small as the fronts."""
+            source, index = fronts.reads[f][offset]
+            zero = values[0].new_zeros(values[0].shape[0], out_channels, 1) if values else None
+            if not source or zero is None:
+                return sources[0].new_zeros(sources[0].shape[0], out_channels, fronts.sizes[f])
+            return torch.cat([values[g] for g in source] + [zero], dim=2)[:, :, index.to(device)]
+        values.append(evaluate(program, tensors, read, state))
+    out = torch.cat(values, dim=2)[:, :, fronts.inverse.to(device)]                  # back to raster order
+    return out.reshape(out.shape[0], out_channels, *spatial)
+
+
+class FrontPlan:
+    """The wavefronts of a state-reading step and where each front's state reads land: per front
+    and state offset, the earlier fronts read and the index into their concatenation (the last
+    column a zero for reads outside)."""
+
+    def __init__(self, offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -> None:
+        fronts = [f.numpy() for f in wavefronts(offsets, spatial)]
+        positions = int(np.prod(spatial))
+        front_of, slot = np.empty(positions, dtype=np.int64), np.empty(positions, dtype=np.int64)
+        for f, at in enumerate(fronts):
+            front_of[at], slot[at] = f, np.arange(len(at))
+        self.sizes = [len(at) for at in fronts]
+        self.order = torch.as_tensor(np.concatenate(fronts))
+        self.inverse = torch.as_tensor(np.argsort(np.concatenate(fronts)))
+        self.reads: list[dict[tuple[int, ...], tuple[tuple[int, ...], torch.Tensor]]] = []
+        for at in fronts:
+            per_offset = {}
+            for offset in offsets:
+                source = tap_table(offset, spatial).numpy()[at]
+                inside = source < positions
+                read = tuple(sorted(set(front_of[source[inside]].tolist())))
+                start = dict(zip(read, np.cumsum([0] + [self.sizes[g] for g in read]).tolist()))
+                index = np.full(len(at), sum(self.sizes[g] for g in read), dtype=np.int64)
+                index[inside] = [start[int(front_of[q])] + int(slot[q]) for q in source[inside]]
+                per_offset[offset] = (read, torch.as_tensor(index))
+            self.reads.append(per_offset)
+
+
+@functools.lru_cache(maxsize=64)
+def front_plan(offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -> FrontPlan:
+    return FrontPlan(offsets, spatial)
