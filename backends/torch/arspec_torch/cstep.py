@@ -816,13 +816,7 @@ class CStepProgram(StepProgram):
 
     def _stacked_sum(self, c: Any, net: Any, co: Any) -> list[Any]:
         """A sum of 1x1 convolutions of local values as one product of the stacked weights."""
-        weights, bias = [], 0.0
-        for a in c.args:
-            conv = self.plan.calls[a]
-            weight = self._tensor(conv, "weight", net) * self._tensor(conv, "mask", net)
-            weights.append(weight.reshape(weight.shape[0], weight.shape[1]).T)
-            if "bias" in conv.tensors:
-                bias = bias + self._tensor(conv, "bias", net)
+        weights, bias = self._term_weights(c, net)
         stacked = np.concatenate(weights, axis=0)
         total_bias = np.broadcast_to(np.asarray(bias, dtype=self.dtype), (co,))
         inputs = self._array(self._stack_inputs(c.id))

@@ -215,7 +215,7 @@ class StepPlan:
                 elif c.step is not None and i in c.step.history_args:
                     out[(c.id, i)] = "ring"
                 elif arg not in DATA_VALUES and all(off == (0,) * len(self.spatial) for off in self._live(c, i)) \
-                        and self.lag[arg] == self.lag[c.id] and c.kind != "shift":
+                        and self.lag[arg] == self.lag[c.id]:
                     out[(c.id, i)] = "local"
                 else:
                     out[(c.id, i)] = "ring"
@@ -616,17 +616,48 @@ class StepProgram:
         """A sum of 1x1 convolutions of local values (WaveNet's skip connections) as one product:
         the inputs side by side (each copied in where its convolution was) times the stacked weights."""
         key, terms = c.id, self.stacked[c.id]
-        weights, bias = [], 0.0
-        for a in c.args:
-            conv = self.plan.calls[a]
-            weight = self._tensor(conv, "weight", net) * self._tensor(conv, "mask", net)        # (Co, Ci, 1, ...)
-            weights.append(weight.reshape(weight.shape[0], weight.shape[1]).T)
-            if "bias" in conv.tensors:
-                bias = bias + self._tensor(conv, "bias", net)
+        weights, bias = self._term_weights(c, net)
         self.names[f"W_{key}"] = np.ascontiguousarray(np.concatenate(weights, axis=0))
         self.names[f"b_{key}"] = np.broadcast_to(np.asarray(bias, dtype=self.dtype), (weights[0].shape[1],)).copy()
         self.names[f"T_{key}"] = np.zeros((max(hi for _, hi in terms.values()), self.batch), dtype=self.dtype)
         return self._product(v, key, f"T_{key}", bias=True)
+
+
+    def _term_weights(self, c: Any, net: Any) -> tuple[list[np.ndarray], Any]:
+        """A stacked sum's terms' matrices, each (inputs, channels) as its product multiplies
+        (`StepOp.matrix`, masked), and the sum of their biases."""
+        weights, bias = [], 0.0
+        for a in c.args:
+            term = self.plan.calls[a]
+            op = linear_term(term)
+            weight = self._tensor(term, op.weight, net)
+            weights.append(op.matrix(weight * self._tensor(term, op.mask, net) if op.mask else weight).T)
+            if op.bias:
+                bias = bias + self._tensor(term, op.bias, net)
+        return weights, bias
+
+
+def linear_term(call: Any) -> Any:
+    """The product of a call whose step is one parameter matrix times its one argument at the
+    position (a 1x1 convolution), else None."""
+    step = call.step
+    if step is None or len(step.ops) != 2 or step.output != 1:
+        return None
+    read, product = step.ops
+    offsets = (read.offset,) if read.kind == "read" else read.offsets if read.kind == "gather" else ()
+    if read.arg != 0 or offsets != ((0,) * step.rank,) or product.kind != "product" or product.inputs != (0,):
+        return None
+    return product
+
+
+def sum_of_reads(call: Any) -> bool:
+    """Whether a call's step is the sum of its arguments at the position."""
+    step = call.step
+    if step is None or len(step.ops) < 3 or step.output != len(step.ops) - 1:
+        return False
+    *reads, total = step.ops
+    return (total.kind == "add" and total.inputs == tuple(range(len(reads)))
+            and all(op.kind == "read" and op.arg == i and op.offset == (0,) * step.rank for i, op in enumerate(reads)))
 
 
 def in_step_layout(value: np.ndarray, item_major: bool) -> np.ndarray:
@@ -638,23 +669,22 @@ def in_step_layout(value: np.ndarray, item_major: bool) -> np.ndarray:
 
 
 def stacked_sums(plan: StepPlan) -> dict[str, dict[str, tuple[int, int]]]:
-    """The step's additions whose every term is a 1x1 convolution (one live tap, at offset 0) of a
-    local value, computed in the same step and read by nothing else: by addition, each term's
-    column range in the side-by-side inputs."""
+    """The step's additions whose every term is a 1x1 convolution (its step one product of its
+    argument at the position) of a local value, computed in the same step and read by nothing
+    else: by addition, each term's column range in the side-by-side inputs."""
     readers: dict[str, int] = {}
     for c in plan.steps:
         for a in c.args:
             readers[a] = readers.get(a, 0) + 1
     out = {}
     for c in plan.steps:
-        if c.kind != "add" or len(c.args) < 2 or len(set(c.args)) != len(c.args):
+        if not sum_of_reads(c) or len(c.args) < 2 or len(set(c.args)) != len(c.args):
             continue
         terms, width = {}, 0
         for i, a in enumerate(c.args):
             conv = plan.calls.get(a)
-            if (conv is None or conv.kind != "masked_conv" or plan.reads.get((c.id, i)) != "local" or readers[a] != 1
-                    or a in plan.ring or a == plan.output or plan.reads.get((a, 0)) != "local" or len(conv.args) != 1
-                    or plan._live(conv, 0) != [(0,) * len(plan.spatial)] or len(conv.taps[0]) != 1):
+            if (conv is None or linear_term(conv) is None or plan.reads.get((c.id, i)) != "local" or readers[a] != 1
+                    or a in plan.ring or a == plan.output or plan.reads.get((a, 0)) != "local" or len(conv.args) != 1):
                 break
             ci = plan.channels(conv.args[0])
             terms[a] = (width, width + ci)
