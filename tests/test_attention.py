@@ -259,15 +259,27 @@ def test_each_backend_attention_bug_is_caught_by_the_dynamic_check(monkeypatch, 
     assert not result.agrees and result.unexpected
 
 
+@pytest.mark.parametrize("value_channels", [8, 16, 4], ids=["keys as wide as values", "values wider", "keys wider"])
 @pytest.mark.parametrize("causal", ["strict", "non_strict"])
-def test_plain_causal_attention_runs_fused_and_equals_the_masked_path(causal):
-    """Raster tokens under the bare causal rule take the fused kernel (is_causal, no T x T mask);
-    values and gradients equal the explicit-mask path."""
+def test_plain_causal_attention_runs_fused_and_equals_the_masked_path(causal, value_channels, monkeypatch):
+    """Raster tokens under the bare causal rule take the fused kernel (is_causal, no T x T mask),
+    with one head size for queries, keys and values whatever the spec's key and value widths
+    (unequal sizes would send SDPA to its math path, which holds the T x T weights); values and
+    gradients equal the explicit-mask path."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 8, 3, 7, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q, k = (torch.randn(2, 8, 3, 7, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, value_channels, 3, 7, dtype=torch.float64, requires_grad=True)
     ranks = torch.arange(21).reshape(1, -1)
     options = dict(groups=1, heads=2, causal=causal, window=None, dropout=0.0, active=0, training=False)
+    sizes = []
+    fused_kernel = F.scaled_dot_product_attention
+
+    def recorded(query, key, value, **kw):
+        sizes.append({query.shape[-1], key.shape[-1], value.shape[-1]})
+        return fused_kernel(query, key, value, **kw)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recorded)
     fused = kernels.attend(q, k, v, ranks, ranks, None, plain_causal=True, **options)
+    assert sizes and all(len(s) == 1 for s in sizes)
     masked = kernels.attend(q, k, v, ranks, ranks, None, **options)
     assert torch.allclose(fused, masked, atol=1e-12)
     grads = torch.autograd.grad(fused.square().sum(), (q, k, v))
