@@ -21,7 +21,7 @@ from pydantic import Field
 from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError
 from arspec.ops.masks import group_connectivity
 from arspec.ops.registry import register_op
-from arspec.primitives import LstmScan, MaskedConv
+from arspec.primitives import LstmScan, MaskedConv, RowLstm, SelectChannels
 from arspec.primitives.program import ProgramBuilder, Value
 from arspec.types import TensorType
 
@@ -75,7 +75,13 @@ class RowLstmOp(_LstmOp):
         conn[:, :, 0, half] = _gate_layout(spec.hidden, inp.channels, ctx.groups, spec.mask)
         return TensorType(spec.hidden, inp.spatial), {
             "input_to_state": MaskedConv(conn, (1, 1), (0, half), (0, 0), bias=False),
-            "scan": LstmScan(spec.hidden, "rows", spec.kernel, False, ctx.groups)}
+            "scan": RowLstm(spec.hidden, spec.kernel, ctx.groups),
+            "h": SelectChannels(np.arange(spec.hidden))}
+
+    def semantics(self, spec: Any, attrs: dict[str, Any], b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
+        """The cell's value is its state [h, c]; the layer's output is h."""
+        pre = b.call("input_to_state", attrs["input_to_state"], inputs[0])
+        return b.call("h", attrs["h"], b.call("scan", attrs["scan"], pre))
 
 
 @register_op

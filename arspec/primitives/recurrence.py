@@ -4,7 +4,11 @@ The argument holds the input-to-state pre-activations (4·hidden channels, gate 
 `rows` (Row LSTM): one step per row; the state of row i reads the previous row's state through a
 width-k convolution. `diagonal` (Diagonal LSTM): the map is skewed so that each diagonal is a
 column; one step per column, the state at row r reading rows r-1 and r of the previous column
-(a 2x1 convolution). `mirror` flips the width first (the right-to-left direction)."""
+(a 2x1 convolution). `mirror` flips the width first (the right-to-left direction).
+
+row_lstm — the Row LSTM's cell declared by its step (`RowLstm`): what `lstm_scan` computes in
+`rows` mode, the same parameters under the same names, so its footprint, its whole-tensor kernel
+(a scan of the rows) and every cached-generation engine follow from the one declaration."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,6 +19,7 @@ import numpy as np
 
 from arspec.domains import Deps
 from arspec.primitives.base import Param, Primitive
+from arspec.primitives.step import DeclaredPrimitive, StepBuilder
 from arspec.types import TensorType
 
 
@@ -71,6 +76,52 @@ class LstmScan(Primitive):
         if name == "state_bias":
             return np.zeros(4 * h)
         return None
+
+
+@dataclass(eq=False)
+class RowLstm(DeclaredPrimitive):
+    """The Row LSTM cell at pixel (i, j), its value the state [h, c] it carries (the op passes h on):
+
+        [o, f, i, g] = pre(i, j) + gate_bias + W * h(i-1, j-k//2 .. j+k//2) + state_bias [row i > 0]
+        c(i, j) = sigmoid(f) c(i-1, j) + sigmoid(i) tanh(g),   h(i, j) = sigmoid(o) tanh(c(i, j))
+
+    with zeros above the first row, where the state-to-state term and its bias are absent (as in
+    `lstm_scan`, whose trained weights it takes as they are). The argument holds the input-to-state
+    pre-activations (4 hidden channels); with channel groups, unit u serves group u mod G."""
+
+    kind = "row_lstm"
+
+    hidden: int
+    kernel: int                    # odd width of the state-to-state convolution over the row above
+    groups: int = 1
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.hidden
+
+    @property
+    def in_channels(self) -> tuple[int, ...]:
+        return (4 * self.hidden,)
+
+    @property
+    def rank(self) -> int:
+        return 2
+
+    def params(self) -> dict[str, Param]:
+        return LstmScan(self.hidden, "rows", self.kernel, False, self.groups).params()
+
+    def step(self, b: StepBuilder) -> int:
+        h, half = self.hidden, self.kernel // 2
+        above = [b.state((-1, dx)) for dx in range(-half, half + 1)]
+        recurrent = b.product([b.slice(state, 0, h) for state in above], "state_weight", 4 * h, taps=range(self.kernel))
+        gates = b.add(b.read(0, (0, 0)), b.product([b.inside((0, 0))], "gate_bias", 4 * h), recurrent,
+                      b.product([b.inside((-1, 0))], "state_bias", 4 * h))
+        o, f, i, g = (b.slice(gates, k * h, (k + 1) * h) for k in range(4))
+        c = b.add(b.mul(b.act("sigmoid", f), b.slice(above[half], h, 2 * h)), b.mul(b.act("sigmoid", i), b.act("tanh", g)))
+        return b.concat(b.mul(b.act("sigmoid", o), b.act("tanh", c)), c)
+
+    def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
+        return LstmScan(self.hidden, "rows", self.kernel, False, self.groups).probe(name, rng)
 
 
 @dataclass(eq=False)

@@ -38,8 +38,8 @@ class StepOp:
     (`arg`), value argument (`values`) and the rule of its pattern (`rule`: causal, window,
     stride, chunk, as arspec.domains.pattern.allowed_keys takes them)."""
 
-    kind: Literal["read", "gather", "embed", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick",
-                  "norm", "attend"]
+    kind: Literal["read", "gather", "embed", "state", "inside", "product", "act", "add", "mul", "concat", "slice", "gate",
+                  "pick", "norm", "attend"]
     inputs: tuple[int, ...] = ()
     channels: int = 0
     arg: int = 0
@@ -61,6 +61,8 @@ class StepOp:
         """A product's parameter as the (channels, inputs) matrix it multiplies by: as it is, or
         for a convolution's (Co, Ci, *kernel) weight its taps `taps`, tap-major (numpy or torch
         alike; every engine calls this, so none has its own idea of the layout)."""
+        if weight.ndim == 1:                 # a vector: the (channels, 1) matrix of a one-channel part
+            return weight[:, None]
         if not self.taps:
             return weight
         co, ci = weight.shape[0], weight.shape[1]
@@ -148,12 +150,22 @@ class StepBuilder:
             raise StepError("state reads need the output's channels (StepBuilder(out_channels=...))")
         return self._add(StepOp("state", channels=self.out_channels, offset=offset))
 
+    def inside(self, offset: Sequence[int]) -> int:
+        """One channel: 1 where p + offset lies inside the event, 0 outside — what a state read
+        at that offset would find of a value that is 1 everywhere (a bias that a recurrence adds
+        only where its earlier state exists)."""
+        offset = tuple(int(o) for o in offset)
+        if len(offset) != self.rank:
+            raise StepError(f"inside({offset}) does not fit rank {self.rank}")
+        return self._add(StepOp("inside", channels=1, offset=offset))
+
     def product(self, parts: Sequence[int], weight: str, channels: int, mask: str = "", bias: str = "",
                 taps: Sequence[int] = ()) -> int:
         """(weight * mask) @ concat(parts) + bias: a parameter matrix (channels, sum of parts'
         channels), an optional 0/1 buffer of the same shape, an optional bias parameter. With
         `taps`, the weight is a convolution's (channels, Ci, *kernel) and the parts are its kernel
-        taps `taps` (flat indices), Ci channels each, in that order (`StepOp.matrix`)."""
+        taps `taps` (flat indices), Ci channels each, in that order (`StepOp.matrix`); a vector
+        weight (channels,) multiplies a one-channel part."""
         return self._add(StepOp("product", tuple(parts), int(channels), weight=weight, mask=mask, bias=bias,
                                 taps=tuple(int(t) for t in taps)))
 
@@ -247,7 +259,7 @@ def footprint_of(program: DeclaredStep, args: Sequence[Deps], channels: int, spa
             conn = np.ones((op.channels, groups), dtype=bool) if select is None else np.asarray(select).T != 0
             values.append(args[op.arg].conv(conn.reshape(conn.shape + (1,) * len(spatial)), (1,) * len(spatial),
                                             (0,) * len(spatial), spatial))
-        elif op.kind == "state":
+        elif op.kind in ("state", "inside"):
             values.append(args[0].empty(op.channels, spatial))
         elif op.kind == "product":
             parts = [values[i] for i in op.inputs]

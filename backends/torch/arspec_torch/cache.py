@@ -23,7 +23,7 @@ import torch
 
 from arspec.domains.base import shift_array
 from arspec_torch.cstep import CStepProgram, c_step_available, c_step_missing, runtime
-from arspec_torch.declared import declared, evaluate, tap_table
+from arspec_torch.declared import declared, evaluate, inside_flags, tap_table
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_tokens, attention_untokens, conv_lstm_step
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
 from arspec_torch.stepplan import (
@@ -404,7 +404,8 @@ class WindowCache:
                 assert history is not None
                 return torch.cat([history_attention(history, op, query[:, :, i:i + 1], args[op.arg], args[op.values], p)
                                   for i, p in enumerate(at.tolist())], dim=2)
-            out[:, :, at] = evaluate(program, tensors, read, state, gather, attend).to(out.dtype)
+            out[:, :, at] = evaluate(program, tensors, read, state, gather, attend,
+                                     lambda offset: inside_flags(offset, spatial, at, out.dtype)).to(out.dtype)
 
         def step(p: int | torch.Tensor) -> None:
             at = torch.as_tensor([p] if isinstance(p, int) else p, device=out.device)

@@ -484,8 +484,8 @@ def lanes(dtype: np.dtype) -> int:
 
 
 #: the step operations (arspec.primitives.step) the interpreter has instructions for
-C_STEP_OPS = frozenset({"read", "gather", "embed", "state", "product", "act", "add", "mul", "concat", "slice", "gate", "pick",
-                        "norm", "attend"})
+C_STEP_OPS = frozenset({"read", "gather", "embed", "state", "inside", "product", "act", "add", "mul", "concat", "slice", "gate",
+                        "pick", "norm", "attend"})
 
 
 def c_step_missing(plan: Any) -> str:
@@ -737,6 +737,11 @@ class CStepProgram(StepProgram):
                 code += self._op(Op.EMBED, register, width, table.shape[0], self._array(self.rings[raw]), self.plan.ring[raw],
                                  *[self._real(table[g]) for g in range(table.shape[0])])
                 values.append([0, register, 0, 0])
+                continue
+            if op.kind == "inside":                         # a constant (P, B, 1) array read at p
+                flags = self.plan.inside(op.offset).astype(self.dtype)
+                table = self._array(np.ascontiguousarray(np.broadcast_to(flags[:, None, None], (len(flags), self.batch, 1))))
+                values.append([3, table, self.batch, 0])
                 continue
             if op.kind == "state":
                 register = self._scratch(name, None)

@@ -17,12 +17,12 @@ ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
 
 
 def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: Any, gather: Any = None,
-             attend: Any = None) -> torch.Tensor:
+             attend: Any = None, inside: Any = None) -> torch.Tensor:
     """The step's output for a set of positions: `read(arg, offset)` and `state(offset)` give the
     operands as (B, C, n) tensors; products, activations, sums and channel ranges follow the IR.
     `gather(arg, offsets)` reads a gather's taps at once (default: read by read, side by side);
     `attend(op, query)` is an attention's value at the positions (it needs the keys' history:
-    only the cached sampler has one)."""
+    only the cached sampler has one); `inside(offset)` is (n,): 1 where p + offset is inside."""
     values: list[torch.Tensor] = []
     for op in program.ops:
         kind = op.kind
@@ -37,6 +37,9 @@ def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: A
             values.append(looked.transpose(1, 2))
         elif kind == "state":
             values.append(state(op.offset))
+        elif kind == "inside":
+            flags = inside(op.offset)
+            values.append(flags.view(1, 1, -1))
         elif kind == "product":
             x = torch.cat([values[i] for i in op.inputs], dim=1) if len(op.inputs) > 1 else values[op.inputs[0]]
             weight = op.matrix(tensors[op.weight] * tensors[op.mask] if op.mask else tensors[op.weight])
@@ -98,6 +101,11 @@ def wavefronts(offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -
     return tuple(torch.as_tensor(np.flatnonzero(front == f)) for f in range(int(front.max()) + 1))
 
 
+def inside_flags(offset: tuple[int, ...], spatial: tuple[int, ...], at: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(n,): 1 where position at[i] + offset lies inside the event, else 0."""
+    return (tap_table(offset, spatial).to(at.device)[at] < int(np.prod(spatial))).to(dtype)
+
+
 def flat(x: torch.Tensor) -> torch.Tensor:
     """(B, C, *S) -> (B, C, P + 1), the last slot a zero standing for every read outside."""
     b, c = x.shape[:2]
@@ -113,10 +121,12 @@ def declared(*args: torch.Tensor, program: Any, **tensors: torch.Tensor) -> torc
 
     offsets = program.state_offsets
     if not offsets:
-        value = evaluate(program, tensors, lambda arg, offset: sources[arg][:, :, tap_table(offset, spatial).to(every.device)[every]], None)
+        value = evaluate(program, tensors, lambda arg, offset: sources[arg][:, :, tap_table(offset, spatial).to(every.device)[every]],
+                         None, inside=lambda offset: inside_flags(offset, spatial, every, sources[0].dtype))
         return value.reshape(value.shape[0], value.shape[1], *spatial)
     fronts = front_plan(offsets, spatial)
     device = args[0].device
+    dtype = torch.result_type(sources[0], next(iter(tensors.values()))) if tensors else sources[0].dtype
     gathered: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, ...]] = {}
     values: list[torch.Tensor] = []                    # each front's output, (B, C, n_f), in front order
     for f in range(len(fronts.sizes)):
@@ -137,7 +147,8 @@ def declared(*args: torch.Tensor, program: Any, **tensors: torch.Tensor) -> torc
             if not source or zero is None:
                 return sources[0].new_zeros(sources[0].shape[0], out_channels, fronts.sizes[f])
             return torch.cat([values[g] for g in source] + [zero], dim=2)[:, :, index.to(device)]
-        values.append(evaluate(program, tensors, read, state))
+        at = fronts.order[sum(fronts.sizes[:f]):sum(fronts.sizes[:f + 1])].to(device)
+        values.append(evaluate(program, tensors, read, state, inside=lambda offset, at=at: inside_flags(offset, spatial, at, dtype)))
     out = torch.cat(values, dim=2)[:, :, fronts.inverse.to(device)]                  # back to raster order
     return out.reshape(out.shape[0], out_channels, *spatial)
 

@@ -107,6 +107,9 @@ class StaticStepProgram:
         if kind == "state":
             own, slots = self.rings[c.id], self._table(self.plan.state_slots(c, op.offset))
             return lambda p, local, v: own.index_select(1, slots.index_select(0, p)).squeeze(1)
+        if kind == "inside":
+            flags = torch.as_tensor(self.plan.inside(op.offset), device=self.device).to(self.dtype).unsqueeze(1)   # (P, 1)
+            return lambda p, local, v: flags.index_select(0, p).expand(batch, 1)
         if kind == "embed":
             table = self._tensor(c, op.weight, net)
             if op.mask:

@@ -248,6 +248,11 @@ class StepPlan:
             self._slots[key] = table
         return self._slots[key]
 
+    def inside(self, offset: tuple[int, ...]) -> np.ndarray:
+        """(P,) booleans: p + offset lies inside the event."""
+        coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1) + np.array(offset)
+        return np.all((coords >= 0) & (coords < np.array(self.spatial)), axis=1)
+
     def tap_slots(self, call: Any, i: int, offsets: tuple[tuple[int, ...], ...]) -> np.ndarray:
         """(P, len(offsets)): the columns of `slots(call, i)` for these live offsets, in their order."""
         live = self._live(call, i)
@@ -533,6 +538,10 @@ class StepProgram:
             elif op.kind == "state":
                 self.names[f"H_{key}_{k}"] = self.plan.state_slots(c, op.offset)
                 expr = f"r_{key}[H_{key}_{k}[p]]"
+            elif op.kind == "inside":                  # (P, 1, B): one row of ones or zeros per position
+                flags = self.plan.inside(op.offset).astype(self.dtype)
+                self.names[f"Q_{key}_{k}"] = np.ascontiguousarray(np.broadcast_to(flags[:, None, None], (len(flags), 1, self.batch)))
+                expr = f"Q_{key}_{k}[p]"
             elif op.kind == "product":
                 weight = self._tensor(c, op.weight, net)
                 if op.mask:
