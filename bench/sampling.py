@@ -10,7 +10,7 @@ the transformer at 512 tokens and PixelSNAIL at 28x28 >= 25x naive (attention de
 keys and values of each position computed once, kept for the whole event, the query of the new
 position attending over them in the C step); the Video Pixel Network at 10 frames of 32x32
 >= 20x naive (frame by frame: the encoder and the recurrence over frames once per frame, the decoder
-per pixel); the Spatial LSTM (declared by its step) at 28x28 >= 100x naive.
+per pixel); the Spatial LSTM and PixelRNN's Row LSTM (declared by their steps) at 28x28 >= 100x naive.
 Then multiscale PixelCNN's O(log N) parallel steps against raster sampling; last, Parallel
 WaveNet's student against its teacher's cached generation for one second of audio (target >= 100x;
 `--parallel-wavenet TEACHER STUDENT` with trained checkpoints adds the teacher's NLL of real audio,
@@ -105,6 +105,7 @@ def main() -> None:
         row(f"wavenet 30 layers T={length}", model, args.batch, max_steps=32)
     for name, shape in (("gated_pixelcnn", "[1,28,28]"), ("pixelcnn_rgb", "[3,32,32]"), ("pixelsnail", "[1,28,28]"),
                         ("spatial_lstm", "[1,16,16]" if args.quick else "[1,28,28]"),
+                        ("row_lstm", "[1,16,16]" if args.quick else "[1,28,28]"),
                         ("transformer_text", "[128]" if args.quick else "[512]"),
                         ("video_pixel_network_small", "[4,1,16,16]" if args.quick else "[10,1,32,32]")):
         spec = arspec.load_spec(SPECS / f"{name}.yaml", overrides=[f"event.shape={shape}"])

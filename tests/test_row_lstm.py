@@ -1,6 +1,6 @@
-"""PixelRNN's Row LSTM declared by its step (`arspec.primitives.recurrence.RowLstm`): the cell
-equals the `lstm_scan` kernel it replaces, values and gradients, so weights trained before mean
-the same; every cached-generation engine lowers it and agrees with the training graph and the
+"""PixelRNN's Row LSTM declared by its step (`arspec.primitives.recurrence.RowLstm`): the step
+scanned along its rows equals the fast kernel that trains it (`kernels.row_lstm`, the `lstm_scan`
+of before), values and gradients, so weights trained before mean the same; every cached-generation engine lowers it and agrees with the training graph and the
 naive sampler; a step that adds the state bias above the first row as well is caught."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from arspec_torch import cstep
 from arspec_torch.declared import declared
-from arspec_torch.kernels import lstm_scan
+from arspec_torch.kernels import KERNELS, lstm_scan
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,8 @@ from tests.strategies import examples, recurrent_stacks
 
 
 def _scan_and_cell(cell: RowLstm, height: int, width: int, batch: int, seed: int):
-    """The old kernel and the declared one on the same pre-activations and parameters."""
+    """The fast kernel and the declared step scanned row by row, on the same pre-activations and
+    parameters: both states [h, c], and the inputs."""
     generator = torch.Generator().manual_seed(seed)
     h, k = cell.hidden, cell.kernel
     tensors = {"gate_bias": torch.randn(4 * h, generator=generator, dtype=torch.float64),
@@ -31,9 +32,10 @@ def _scan_and_cell(cell: RowLstm, height: int, width: int, batch: int, seed: int
     for t in tensors.values():
         t.requires_grad_(True)
     pre = torch.randn(batch, 4 * h, height, width, generator=generator, dtype=torch.float64, requires_grad=True)
-    old = lstm_scan(pre, **tensors, mode="rows", mirror=False)
-    new = declared(pre, program=cell.program, **tensors)[:, :h]
-    return old, new, [pre, *tensors.values()]
+    assert KERNELS["row_lstm"] is not declared                # the model trains through the fast kernel
+    fast = KERNELS["row_lstm"](pre, **tensors, program=cell.program)
+    assert torch.equal(fast[:, :h], lstm_scan(pre, **tensors, mode="rows", mirror=False))     # the kernel of before
+    return fast, declared(pre, program=cell.program, **tensors), [pre, *tensors.values()]
 
 
 @settings(max_examples=examples(25), deadline=None)

@@ -214,17 +214,9 @@ def lstm_scan(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Te
     """PixelRNN's recurrences over input-to-state pre-activations (B, 4h, H, W): one LSTM step
     per row (`rows`), or per diagonal of the skewed map (`diagonal`, mirrored for right-to-left)."""
     hidden = state_weight.shape[1]
-    pre = pre + gate_bias.view(1, -1, 1, 1)
     if mode == "rows":
-        b, _, height, width = pre.shape
-        h = pre.new_zeros(b, hidden, width)
-        c = torch.zeros_like(h)
-        rows = []
-        for i in range(height):
-            gates = pre[:, :, i] + (F.conv1d(h, state_weight, state_bias, padding=state_weight.shape[-1] // 2) if i else 0)
-            h, c = _lstm_update(gates, c)
-            rows.append(h)
-        return torch.stack(rows, dim=2)
+        return row_lstm(pre, gate_bias, state_weight, state_bias)[:, :hidden]
+    pre = pre + gate_bias.view(1, -1, 1, 1)
     if mirror:
         pre = pre.flip(-1)
     b, _, height, width = pre.shape
@@ -242,6 +234,25 @@ def lstm_scan(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Te
     states = torch.stack(columns, dim=3)
     out = torch.stack([states[:, :, i, i:i + width] for i in range(height)], dim=2)
     return out.flip(-1) if mirror else out
+
+
+def row_lstm(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Tensor, state_bias: torch.Tensor,
+             **_: Any) -> torch.Tensor:
+    """The Row LSTM's cells (arspec.primitives.recurrence.RowLstm), its fast whole-tensor path: one
+    batched LSTM step per row, the row above through a width-k convolution; (B, 4h, H, W)
+    pre-activations -> the state [h, c], (B, 2h, H, W). tests/test_row_lstm.py holds it to the
+    declared step scanned row by row (the `program` the call carries), values and gradients."""
+    pre = pre + gate_bias.view(1, -1, 1, 1)
+    b, _, height, width = pre.shape
+    h = pre.new_zeros(b, state_weight.shape[1], width)
+    c = torch.zeros_like(h)
+    hs, cs = [], []
+    for i in range(height):
+        gates = pre[:, :, i] + (F.conv1d(h, state_weight, state_bias, padding=state_weight.shape[-1] // 2) if i else 0)
+        h, c = _lstm_update(gates, c)
+        hs.append(h)
+        cs.append(c)
+    return torch.cat([torch.stack(hs, dim=2), torch.stack(cs, dim=2)], dim=1)
 
 
 def conv_lstm_step(pre: torch.Tensor, h: torch.Tensor, c: torch.Tensor, gate_bias: torch.Tensor,
@@ -429,7 +440,7 @@ KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "masked_conv": masked_conv, "masked_dense": masked_dense, "embedding": embedding, "shift": shift,
     "activation": activation, "dropout": dropout, "add": add, "add_repeated": add_repeated, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
     "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
-    "upsample": upsample, "lstm_scan": lstm_scan, "conv_lstm": conv_lstm, "ordered_prefix_linear": ordered_prefix_linear,
+    "upsample": upsample, "lstm_scan": lstm_scan, "row_lstm": row_lstm, "conv_lstm": conv_lstm, "ordered_prefix_linear": ordered_prefix_linear,
     "element_linear": element_linear, "element_scale": element_scale,
     "observe": observe, "flatten": flatten, "attend": attend, "positions": positions, "channel_norm": channel_norm,
 }

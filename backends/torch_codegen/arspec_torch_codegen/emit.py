@@ -101,7 +101,8 @@ def _call_expr(pc: PlanCall, prefix: str = "self.") -> str:
         parts.append(f"active={prefix}active")
     if step.training:
         parts.append(f"training={prefix}training")
-    function = "declared" if "program" in step.attrs else name(step.kind)      # a declared primitive: its step, evaluated
+    # a declared primitive without a fast kernel of its own: its step, evaluated
+    function = "declared" if "program" in step.attrs and step.kind not in kernels.KERNELS else name(step.kind)
     return f"{function}({', '.join(parts)})"
 
 
