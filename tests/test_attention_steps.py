@@ -142,3 +142,23 @@ def test_without_c_instructions_for_an_operation_the_numpy_step_runs_and_says_so
     assert model.incremental.describe(model) == "cached: the numpy step per position (the C step has no instructions for attend)"
     assert type(model.incremental._program(model, 2, {}, record=False)) is stepplan.StepProgram
     assert _teacher_forcing_matches(model) and _sampling_matches(model)
+
+
+@settings(max_examples=examples(15), deadline=None)
+@given(source=attention_stacks(raster=True))
+def test_the_key_history_built_a_few_positions_at_a_time_is_the_one_built_at_once(source):
+    """KeyHistory builds the allowed-token table in blocks of query positions (memory bounded at
+    any size): blocks of one and two positions give the same ranges and masks as one block."""
+    model = arspec.compile(spec_from(source), seed=0)
+    plan_calls = [c for c in model.net.calls if c.step is not None and stepplan.attention_op(c, model.internal_shape[0])]
+    assume(plan_calls)
+    internal = tuple(model.internal_shape)
+    histories = []
+    for block in (1 << 22, 1, 2 * internal[0] ** 2 * int(np.prod(internal[1:]))):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setattr(stepplan.KeyHistory, "BLOCK", block)
+            histories.append([stepplan.history_of(c, internal[0], internal[1:]) for c in plan_calls])
+    for whole, *parts in zip(*histories):
+        for part in parts:
+            assert np.array_equal(whole.lo, part.lo) and np.array_equal(whole.hi, part.hi) and whole.latest == part.latest
+            assert all((a is None and b is None) or np.array_equal(a, b) for a, b in zip(whole.masks, part.masks))

@@ -316,27 +316,30 @@ def element_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
 
 def attention_allowed(query_rank: torch.Tensor, key_rank: torch.Tensor, coords: torch.Tensor | None, *, groups: int,
                       causal: str, window: tuple[tuple[int, int], ...] | None, stride: int | None = None,
-                      chunk: int | None = None) -> torch.Tensor:
-    """(T, T) may query token t read key token s (the rule of arspec.domains.pattern)."""
+                      chunk: int | None = None, queries: slice = slice(None)) -> torch.Tensor:
+    """(T, T) may query token t read key token s (the rule of arspec.domains.pattern); `queries`:
+    only those rows, (len, T)."""
     tokens = query_rank.numel()
+    every = torch.arange(tokens, device=query_rank.device)
+    rows = every[queries]
     if causal == "none":
-        allowed = torch.ones((tokens, tokens), dtype=torch.bool, device=query_rank.device)
+        allowed = torch.ones((len(rows), tokens), dtype=torch.bool, device=query_rank.device)
     else:
-        allowed = key_rank[None, :] < query_rank[:, None]
+        allowed = key_rank[None, :] < query_rank[rows][:, None]
         if causal == "non_strict":
-            allowed = allowed | torch.eye(tokens, dtype=torch.bool, device=query_rank.device)
+            allowed = allowed | (rows[:, None] == every[None, :])
     if window is not None:
         assert coords is not None
-        position = coords[torch.arange(tokens, device=coords.device) // groups]
-        rel = position[None, :, :] - position[:, None, :]
+        position = coords[every // groups]
+        rel = position[None, :, :] - position[rows][:, None, :]
         lo = torch.tensor([w[0] for w in window], device=coords.device)
         hi = torch.tensor([w[1] for w in window], device=coords.device)
         allowed = allowed & ((rel >= lo) & (rel <= hi)).all(dim=-1)
-    flat = torch.arange(tokens, device=query_rank.device) // groups
+    flat, flat_rows = every // groups, rows // groups
     if stride is not None:
-        allowed = allowed & ((flat[:, None] - flat[None, :]) % stride == 0)
+        allowed = allowed & ((flat_rows[:, None] - flat[None, :]) % stride == 0)
     if chunk is not None:
-        allowed = allowed & (flat[:, None] // chunk == flat[None, :] // chunk)
+        allowed = allowed & (flat_rows[:, None] // chunk == flat[None, :] // chunk)
     return allowed
 
 

@@ -302,23 +302,34 @@ class KeyHistory:
     lo[p]..hi[p]-1, and where not every token among them, a (G, L, G) mask of the allowed ones
     (query group, key position, key group). Tokens and ranks follow arspec.domains.pattern."""
 
+    #: booleans of the allowed-token table built at a time (a block of query positions): memory
+    #: bounded at any event size, where the whole (T, T) table of a 64 x 64 R->G->B image is 151 MB
+    BLOCK = 1 << 22
+
     def __init__(self, op: Any, data_groups: int, spatial: tuple[int, ...]) -> None:
         positions, groups = int(np.prod(spatial)), op.groups
         order = np.arange(positions)[None, :] * data_groups + np.arange(data_groups)[:, None]
         query, key = (order.min(axis=0), order.max(axis=0)) if groups == 1 else (order.T.reshape(-1), order.T.reshape(-1))
         coords = np.stack(np.unravel_index(np.arange(positions), spatial), axis=1)
         causal, window, stride, chunk = op.rule
-        allowed = attention_allowed(torch.as_tensor(query), torch.as_tensor(key), torch.as_tensor(coords), groups=groups,
-                                    causal=causal, window=window, stride=stride, chunk=chunk).numpy()
-        by_position = allowed.reshape(positions, groups, positions, groups)
-        reads = by_position.any(axis=(1, 3))                                   # (P, P): position p reads position l
-        some = reads.any(axis=1)
-        self.lo = np.where(some, reads.argmax(axis=1), 0)
-        self.hi = np.where(some, positions - reads[:, ::-1].argmax(axis=1), 0)
+        query, key, coords = torch.as_tensor(query), torch.as_tensor(key), torch.as_tensor(coords)
+        self.lo, self.hi = np.zeros(positions, dtype=np.int64), np.zeros(positions, dtype=np.int64)
         self.masks: list[np.ndarray | None] = []
-        for p in range(positions):
-            rows = by_position[p][:, self.lo[p]:self.hi[p]]
-            self.masks.append(None if rows.all() else np.ascontiguousarray(rows))
+        some = np.zeros(positions, dtype=bool)
+        step = max(1, self.BLOCK // max(1, positions * groups * groups))     # positions per block of the allowed table
+        for start in range(0, positions, step):
+            stop = min(positions, start + step)
+            block = attention_allowed(query, key, coords, groups=groups, causal=causal, window=window, stride=stride, chunk=chunk,
+                                      queries=slice(start * groups, stop * groups)).numpy()
+            by_position = block.reshape(stop - start, groups, positions, groups)
+            reads = by_position.any(axis=(1, 3))                               # position p reads position l
+            found = reads.any(axis=1)
+            some[start:stop] = found
+            self.lo[start:stop] = np.where(found, reads.argmax(axis=1), 0)
+            self.hi[start:stop] = np.where(found, positions - reads[:, ::-1].argmax(axis=1), 0)
+            for i in range(stop - start):
+                rows = by_position[i][:, self.lo[start + i]:self.hi[start + i]]
+                self.masks.append(None if rows.all() else np.ascontiguousarray(rows))
         #: the latest key position relative to the query's (flat), over every position; None: no keys
         self.latest = int((self.hi - 1 - np.arange(positions))[some].max()) if some.any() else None
         self.groups, self.heads = groups, op.heads
