@@ -303,7 +303,7 @@ def test_top_left_alignment_in_cached_decoding_is_caught_against_the_training_gr
     attends to key 0 only. The training graph (square mask) is unaffected; the check that runs
     the cache teacher-forced against it catches the mutant (in the key history every cached
     engine reads)."""
-    from arspec_torch.stepplan import KeyHistory
+    from arspec_torch.keyhistory import KeyHistory
     spec = spec_from(text(8))
     assert dynamic_check(spec, arspec.compile(spec, seed=0), cache=True).agrees
     history = KeyHistory.__init__

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arspec_torch import cstep, stepplan
+from arspec_torch import cstep, keyhistory, stepplan
 from hypothesis import HealthCheck, assume, given, settings
 
 import arspec
@@ -74,7 +74,7 @@ def test_random_attention_stacks_sample_through_every_engine_as_the_graph_says(s
 
 def _mutate_history(monkeypatch, how: str) -> None:
     """KeyHistory, corrupted after it is built: what every engine reads its keys through."""
-    built = stepplan.KeyHistory.__init__
+    built = keyhistory.KeyHistory.__init__
 
     def init(self, *args, **kwargs):
         built(self, *args, **kwargs)
@@ -87,7 +87,7 @@ def _mutate_history(monkeypatch, how: str) -> None:
             self.masks = [None if m is None else m[:, 1:] for m in self.masks]
         else:                                                        # the mask dropped: every token in the range
             self.masks = [None] * len(self.masks)
-    monkeypatch.setattr(stepplan.KeyHistory, "__init__", init)
+    monkeypatch.setattr(keyhistory.KeyHistory, "__init__", init)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -150,14 +150,14 @@ def test_the_key_history_built_a_few_positions_at_a_time_is_the_one_built_at_onc
     """KeyHistory builds the allowed-token table in blocks of query positions (memory bounded at
     any size): blocks of one and two positions give the same ranges and masks as one block."""
     model = arspec.compile(spec_from(source), seed=0)
-    plan_calls = [c for c in model.net.calls if c.step is not None and stepplan.attention_op(c, model.internal_shape[0])]
+    plan_calls = [c for c in model.net.calls if c.step is not None and keyhistory.attention_op(c, model.internal_shape[0])]
     assume(plan_calls)
     internal = tuple(model.internal_shape)
     histories = []
     for block in (1 << 22, 1, 2 * internal[0] ** 2 * int(np.prod(internal[1:]))):
         with pytest.MonkeyPatch.context() as monkeypatch:
-            monkeypatch.setattr(stepplan.KeyHistory, "BLOCK", block)
-            histories.append([stepplan.history_of(c, internal[0], internal[1:]) for c in plan_calls])
+            monkeypatch.setattr(keyhistory.KeyHistory, "BLOCK", block)
+            histories.append([keyhistory.history_of(c, internal[0], internal[1:]) for c in plan_calls])
     for whole, *parts in zip(*histories):
         for part in parts:
             assert np.array_equal(whole.lo, part.lo) and np.array_equal(whole.hi, part.hi) and whole.latest == part.latest

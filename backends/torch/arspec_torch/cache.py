@@ -3,7 +3,7 @@ et al. 2017). Imports nothing from arspec: generated standalone files carry a co
 
 `WindowCache` serves every raster-ordered model whose data path is position-local (convolutions,
 shifts, embeddings, pointwise primitives, conditioning — including ops a user or a plugin adds) or
-attends over earlier positions (the keys' and values' history, `stepplan.KeyHistory`).
+attends over earlier positions (the keys' and values' history, `keyhistory.KeyHistory`).
 Each value keeps a flat buffer (B, C, P + 1) over the positions, slot P a permanent zero that
 stands for every read outside the event. A max-plus pass over the taps gives, per call and
 position, the last position its value reads; after each position only the values that just became
@@ -25,16 +25,14 @@ from arspec.domains.base import shift_array
 from arspec_torch.cstep import CStepProgram, c_step_available, c_step_missing, runtime
 from arspec_torch.declared import declared, evaluate, inside_flags, tap_table
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_tokens, attention_untokens, conv_lstm_step
+from arspec_torch.keyhistory import KeyHistory, attention_op, history_of
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
 from arspec_torch.stepplan import (
-    KeyHistory,
     StepPlan,
     StepProgram,
-    attention_op,
     constant_tensors,
     constant_values,
     data_dependent,
-    history_of,
     single_threaded_blas,
     state_offsets_of,
     update_frame_values,

@@ -9,7 +9,7 @@ import zlib
 from typing import Any
 
 import numpy as np
-from arspec_torch import armodel, cache, ccache, cstep, declared, distributions, kernels, staticstep, stepplan
+from arspec_torch import armodel, cache, ccache, cstep, declared, distributions, kernels, keyhistory, staticstep, stepplan
 from arspec_torch.compile import orders_of
 from arspec_torch.plan import Plan, PlanCall, conditioning_of, plan_of
 
@@ -261,6 +261,7 @@ the model itself — the `Network` below is straight-line code, node by node."""
     if fast_sampler:
         sections += [
             _banner("runtime: cached generation"),
+            extract(keyhistory, {"KeyHistory", "attention_op", "history_of", "attend_rows"}),
             extract(stepplan, {"StepPlan", "StepProgram", "constant_values", "data_dependent", "single_threaded_blas", "update_frame_values"}),
             extract(ccache, {"load_library", "compiler"}),
             extract(cstep, {"CStepProgram", "c_step_available", "c_step_missing"}),
