@@ -56,7 +56,7 @@ def test_zoo_attention_models_sample_through_every_step_engine_as_the_graph_says
     assert _teacher_forcing_matches(model) and _sampling_matches(model)
 
 
-@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(36), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=attention_stacks(raster=True))
 def test_random_attention_stacks_sample_through_every_engine_as_the_graph_says(source):
     """Strict, non-strict and unmasked attention, windows, strides, chunks, grouped and pixel

@@ -73,7 +73,7 @@ def _reads_no_data(model) -> bool:
         return torch.equal(model(x), model(1 - x.clamp(max=1)))
 
 
-@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(source=recurrent_stacks().filter(lambda text: "diagonal_lstm" not in text))
 def test_random_row_lstm_stacks_sample_through_every_engine_as_the_graph_says(source):
     """One or two channel groups (R -> G -> B with the state of the row above shared by every
