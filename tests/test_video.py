@@ -300,3 +300,28 @@ def test_train_on_moving_mnist_then_continue_a_clip_and_write_a_gif_and_a_strip(
     code, out, err = _cli(capsys, "graph", str(SMALL), "--set", "event.shape=[3,1,8,8]", "--element", "1,0,4,4",
                           "-o", str(tmp_path / "field.png"))
     assert code == 0 and "element frame 1 (c=0, y=4, x=4) reads 100 elements" in out, out + err
+
+
+@settings(max_examples=examples(15), deadline=None)
+@given(hidden=st.integers(1, 3), kernel=st.sampled_from([1, 3]), frames=st.integers(1, 3), side=st.integers(1, 4),
+       seed=st.integers(0, 1000))
+def test_the_conv_lstm_kernel_equals_its_declared_step_scanned_frame_by_frame(hidden, kernel, frames, side, seed):
+    """The fast kernel that trains the recurrence over frames (one batched step per frame) is held
+    to the declared step (arspec.primitives.recurrence.ConvLstm) scanned along its wavefronts,
+    values and gradients: the step is what every cached engine lowers."""
+    from arspec_torch.declared import declared
+    from arspec_torch.kernels import KERNELS
+
+    from arspec.primitives.recurrence import ConvLstm
+    cell = ConvLstm(hidden, kernel)
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {"gate_bias": torch.randn(4 * hidden, generator=generator, dtype=torch.float64, requires_grad=True),
+               "state_weight": (torch.randn(4 * hidden, hidden, kernel, kernel, generator=generator, dtype=torch.float64)
+                                / kernel).requires_grad_()}
+    pre = torch.randn(2, 4 * hidden, frames, side, side, generator=generator, dtype=torch.float64, requires_grad=True)
+    fast, stepped = KERNELS["conv_lstm"](pre, **tensors), declared(pre, program=cell.program, **tensors)
+    assert torch.allclose(fast, stepped, atol=1e-12)
+    weights = torch.randn_like(fast)
+    inputs = [pre, *tensors.values()]
+    for a, b in zip(*[torch.autograd.grad((out * weights).sum(), inputs, allow_unused=True) for out in (fast, stepped)]):
+        assert (a is None and (b is None or not b.any())) or (b is None and not a.any()) or torch.allclose(a, b, atol=1e-12)

@@ -17,7 +17,7 @@ from pydantic import Field
 from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError
 from arspec.ops.fields import guard_layer, odd_kernel
 from arspec.ops.registry import register_op
-from arspec.primitives import ConvLstm, MaskedConv, Shift
+from arspec.primitives import ConvLstm, MaskedConv, SelectChannels, Shift
 from arspec.primitives.program import ProgramBuilder, Value
 from arspec.types import TensorType
 
@@ -45,10 +45,11 @@ class ConvLstmOp(Op):
         conn = np.ones((4 * spec.hidden, inp.channels, 1, k, k), dtype=bool)
         return TensorType(spec.hidden, inp.spatial), {
             "input_to_state": MaskedConv(conn, (1, 1, 1), (0, half, half), (0, half, half), bias=False),
-            "scan": ConvLstm(spec.hidden, k)}
+            "scan": ConvLstm(spec.hidden, k), "h": SelectChannels(np.arange(spec.hidden))}
 
     def semantics(self, spec: ConvLstmSpec, attrs: dict[str, Any], b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
-        state = b.call("scan", attrs["scan"], b.call("input_to_state", attrs["input_to_state"], inputs[0]))
+        cell = b.call("scan", attrs["scan"], b.call("input_to_state", attrs["input_to_state"], inputs[0]))     # [h, c]
+        state = b.call("h", attrs["h"], cell)
         return b.call("shift", Shift((spec.shift, 0, 0)), state) if spec.shift else state
 
     def requires_shift(self, spec: ConvLstmSpec) -> tuple[int, ...] | None:

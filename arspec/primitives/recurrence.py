@@ -125,33 +125,50 @@ class RowLstm(DeclaredPrimitive):
 
 
 @dataclass(eq=False)
-class ConvLstm(Primitive):
+class ConvLstm(DeclaredPrimitive):
     """A convolutional LSTM over time (Shi et al. 2015), the leading spatial axis of a video: the
     argument holds the input-to-state pre-activations (4·hidden channels, chunks [o, f, i, g]) of
     every frame; the state of frame t reads its own pre-activations and the state of frame t-1
-    through a k×k convolution. So the state at (t, y, x) reads frames ≤ t only, its spatial reach
-    growing by k//2 per frame — the closure of those taps, exact at the borders."""
+    through a k×k convolution. Declared by its step at (t, y, x), its value the state [h, c] it
+    carries (the op passes h on):
+
+        [o, f, i, g] = pre(t, y, x) + gate_bias + W * h(t-1, y-k//2 .. y+k//2, x-k//2 .. x+k//2)
+        c = sigmoid(f) c(t-1, y, x) + sigmoid(i) tanh(g),   h = sigmoid(o) tanh(c)
+
+    with zeros before the first frame and outside it. So the state at (t, y, x) reads frames ≤ t
+    only, its spatial reach growing by k//2 per frame."""
 
     kind = "conv_lstm"
 
     hidden: int
     kernel: int                    # odd size of the state-to-state convolution
 
-    def out_type(self, args: Sequence[TensorType]) -> TensorType:
-        return TensorType(self.hidden, args[0].spatial)
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.hidden
 
-    def state_offsets(self) -> list[tuple[int, int, int]]:
-        """The state positions (relative) that the state at a position reads directly."""
-        half = self.kernel // 2
-        return [(-1, dy, dx) for dy in range(-half, half + 1) for dx in range(-half, half + 1)]
+    @property
+    def in_channels(self) -> tuple[int, ...]:
+        return (4 * self.hidden,)
+
+    @property
+    def rank(self) -> int:
+        return 3
 
     def params(self) -> dict[str, Param]:
         h, k = self.hidden, self.kernel
         bound = 1.0 / (h * k * k) ** 0.5
         return {"gate_bias": Param((4 * h,), "zeros"), "state_weight": Param((4 * h, h, k, k), "uniform", bound)}
 
-    def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
-        return args[0].closure(self.state_offsets(), 1, out.channels, out.spatial)
+    def step(self, b: StepBuilder) -> int:
+        h, k, half = self.hidden, self.kernel, self.kernel // 2
+        before = [b.state((-1, dy - half, dx - half)) for dy in range(k) for dx in range(k)]     # the kernel's taps, row-major
+        recurrent = b.product([b.slice(state, 0, h) for state in before], "state_weight", 4 * h, taps=range(k * k))
+        gates = b.add(b.read(0, (0, 0, 0)), b.product([b.inside((0, 0, 0))], "gate_bias", 4 * h), recurrent)
+        o, f, i, g = (b.slice(gates, j * h, (j + 1) * h) for j in range(4))
+        same = before[half * k + half]
+        c = b.add(b.mul(b.act("sigmoid", f), b.slice(same, h, 2 * h)), b.mul(b.act("sigmoid", i), b.act("tanh", g)))
+        return b.concat(b.mul(b.act("sigmoid", o), b.act("tanh", c)), c)
 
     def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
         """Input and output gates open, the forget gate half open and a state-to-state map of gain

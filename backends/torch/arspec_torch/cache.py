@@ -24,7 +24,7 @@ import torch
 from arspec.domains.base import shift_array
 from arspec_torch.cstep import CStepProgram, c_step_available, c_step_missing, runtime
 from arspec_torch.declared import declared, evaluate, inside_flags, tap_table
-from arspec_torch.kernels import KERNELS, attend_tokens, attention_tokens, attention_untokens, conv_lstm_step
+from arspec_torch.kernels import KERNELS, attend_tokens, attention_tokens, attention_untokens
 from arspec_torch.keyhistory import KeyHistory, attention_op, history_of
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
 from arspec_torch.stepplan import (
@@ -63,9 +63,9 @@ DATA = ("x", "x_raw")
 
 
 def followed(call: StepCall, data_groups: int) -> bool:
-    """Whether the window cache follows a data-dependent call: fixed taps, an attention over its
-    keys' history, or the recurrence over frames (a frame at a time)."""
-    return call.taps is not None or call.kind == "conv_lstm" or attention_op(call, data_groups) is not None
+    """Whether the window cache follows a data-dependent call: fixed taps (and state taps, for a
+    recurrence) or an attention over its keys' history."""
+    return call.taps is not None or attention_op(call, data_groups) is not None
 
 
 def run_call(call: StepCall, net: torch.nn.Module, args: list[torch.Tensor], element: int | None = None) -> torch.Tensor:
@@ -245,9 +245,6 @@ class WindowCache:
             if history is not None:
                 final[c.id] = history.finality(*[final.get(a, none) for a in c.args])
                 continue
-            if c.kind == "conv_lstm":
-                final[c.id] = frame_scan_finality(final.get(c.args[0], none))
-                continue
             f = none.copy()
             assert c.taps is not None and c.live is not None
             for arg, taps, live in zip(c.args, c.taps, c.live):
@@ -281,12 +278,6 @@ class WindowCache:
         for c in reversed(self.steps):
             n = np.where(np.isfinite(need[c.id]), need[c.id], final[c.id])
             n = np.maximum(n, final[c.id])
-            if c.kind == "conv_lstm":                    # one step per frame, frames in order
-                per_frame = n.reshape(n.shape[0], -1).min(axis=1)
-                per_frame = np.minimum.accumulate(per_frame[::-1])[::-1]
-                n = np.broadcast_to(per_frame.reshape((-1,) + (1,) * (n.ndim - 1)), n.shape).copy()
-                if c.args[0] in need:
-                    need[c.args[0]] = np.minimum(need[c.args[0]], n)
             need[c.id] = _state_needs(n, c)
             n = need[c.id]
             if c.taps is None or c.live is None:
@@ -358,11 +349,9 @@ class WindowCache:
 
     def _step(self, call: StepCall, net: Any, args: list[torch.Tensor], out: torch.Tensor) -> Callable[[Any], None]:
         """A closure computing `call` at one flat position p (or a tensor of positions) into `out`:
-        its declared step lowered to torch (every built-in primitive on the data path but the
-        recurrence over frames), else its kernel on the position's slices (position-local)."""
+        its declared step lowered to torch (every built-in primitive on the data path), else its
+        kernel on the position's slices (position-local)."""
         tensors = {name: getattr(net, f"{call.id}__{name}").detach() for name in call.tensors}
-        if call.kind == "conv_lstm":
-            return frame_scan_step(args[0], out, tensors, self.spatial)
         if call.step is not None:
             return self._declared_step(call, args, out, tensors)
         if call.live is not None and not any(any(used) for used in call.live):    # reads no tap: the same whatever the data
@@ -745,39 +734,6 @@ def noise_ahead(model: Any, n: int, count: int, generator: Any, dtype: np.dtype)
     `model.uniforms(n, 1, generator)` would give), `Distribution.noise_numpy` vectorized over them."""
     uniforms = model._draw_uniforms(n * count, 1, generator).reshape(count, n, -1).numpy()
     return model.distribution.noise_numpy(uniforms, dtype)
-
-
-def frame_scan_finality(arg: np.ndarray) -> np.ndarray:
-    """A recurrence over frames (the leading spatial axis): its value in frame t reads the argument
-    in frames <= t, so the whole frame is final once all of those are."""
-    per_frame = arg.reshape(arg.shape[0], -1).max(axis=1)
-    return np.broadcast_to(np.maximum.accumulate(per_frame)[:, None], (arg.shape[0], int(np.prod(arg.shape[1:])))).reshape(arg.shape).copy()
-
-
-def frame_scan_step(src: torch.Tensor, out: torch.Tensor, tensors: dict[str, torch.Tensor],
-                    spatial: tuple[int, ...]) -> Callable[[int], None]:
-    """The cached convolutional LSTM: when the first position of frame t is scheduled (all of the
-    frame becomes final at once), one recurrent step computes the whole frame from the previous
-    frame's state, which the closure carries; the frame's other positions are then no-ops."""
-    frame = int(np.prod(spatial[1:]))
-    n = src.shape[0]
-    state: dict[str, torch.Tensor] = {}
-
-    def step(p: int | torch.Tensor) -> None:
-        if not isinstance(p, int):
-            for q in p.tolist():
-                step(q)
-            return
-        if p % frame:
-            return
-        t = p // frame
-        pre = src[:, :, t * frame:(t + 1) * frame].reshape(n, src.shape[1], *spatial[1:])
-        if t == 0 or not state:
-            state["h"] = pre.new_zeros(n, tensors["state_weight"].shape[1], *spatial[1:])
-            state["c"] = torch.zeros_like(state["h"])
-        state["h"], state["c"] = conv_lstm_step(pre, state["h"], state["c"], tensors["gate_bias"], tensors["state_weight"])
-        out[:, :, t * frame:(t + 1) * frame] = state["h"].reshape(n, -1, frame)
-    return step
 
 
 def history_attention(history: KeyHistory, op: Any, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,

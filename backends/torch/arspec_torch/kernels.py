@@ -263,16 +263,20 @@ def conv_lstm_step(pre: torch.Tensor, h: torch.Tensor, c: torch.Tensor, gate_bia
     return _lstm_update(gates, c)
 
 
-def conv_lstm(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Tensor) -> torch.Tensor:
-    """A convolutional LSTM over the frames of (B, 4h, T, H, W) pre-activations: (B, h, T, H, W)."""
+def conv_lstm(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Tensor, **_: Any) -> torch.Tensor:
+    """A convolutional LSTM over the frames of (B, 4h, T, H, W) pre-activations, its fast
+    whole-tensor path (one batched step per frame): the state [h, c], (B, 2h, T, H, W).
+    tests/test_video.py holds it to the declared step (arspec.primitives.recurrence.ConvLstm)
+    scanned frame by frame, values and gradients."""
     b, _, frames, height, width = pre.shape
     h = pre.new_zeros(b, state_weight.shape[1], height, width)
     c = torch.zeros_like(h)
-    states = []
+    hs, cs = [], []
     for t in range(frames):
         h, c = conv_lstm_step(pre[:, :, t], h, c, gate_bias, state_weight)
-        states.append(h)
-    return torch.stack(states, dim=2)
+        hs.append(h)
+        cs.append(c)
+    return torch.cat([torch.stack(hs, dim=2), torch.stack(cs, dim=2)], dim=1)
 
 
 def ordered_prefix_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, perms: torch.Tensor, *,
