@@ -79,7 +79,31 @@ class LstmScan(Primitive):
 
 
 @dataclass(eq=False)
-class RowLstm(DeclaredPrimitive):
+class LstmCell(DeclaredPrimitive):
+    """A recurrent LSTM cell declared by its step: the argument holds its input-to-state
+    pre-activations (4 hidden channels, chunks [o, f, i, g]), its value is the state [h, c] it
+    carries (the op passes h on). A subclass says where its state is read (`rank`, `step`)."""
+
+    hidden: int
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.hidden
+
+    @property
+    def in_channels(self) -> tuple[int, ...]:
+        return (4 * self.hidden,)
+
+    def update(self, b: StepBuilder, gates: int, c_before: int) -> int:
+        """c = sigmoid(f) c_before + sigmoid(i) tanh(g), h = sigmoid(o) tanh(c): the state [h, c]."""
+        h = self.hidden
+        o, f, i, g = (b.slice(gates, k * h, (k + 1) * h) for k in range(4))
+        c = b.add(b.mul(b.act("sigmoid", f), c_before), b.mul(b.act("sigmoid", i), b.act("tanh", g)))
+        return b.concat(b.mul(b.act("sigmoid", o), b.act("tanh", c)), c)
+
+
+@dataclass(eq=False)
+class RowLstm(LstmCell):
     """The Row LSTM cell at pixel (i, j), its value the state [h, c] it carries (the op passes h on):
 
         [o, f, i, g] = pre(i, j) + gate_bias + W * h(i-1, j-k//2 .. j+k//2) + state_bias [row i > 0]
@@ -91,17 +115,8 @@ class RowLstm(DeclaredPrimitive):
 
     kind = "row_lstm"
 
-    hidden: int
     kernel: int                    # odd width of the state-to-state convolution over the row above
     groups: int = 1
-
-    @property
-    def out_channels(self) -> int:
-        return 2 * self.hidden
-
-    @property
-    def in_channels(self) -> tuple[int, ...]:
-        return (4 * self.hidden,)
 
     @property
     def rank(self) -> int:
@@ -116,16 +131,14 @@ class RowLstm(DeclaredPrimitive):
         recurrent = b.product([b.slice(state, 0, h) for state in above], "state_weight", 4 * h, taps=range(self.kernel))
         gates = b.add(b.read(0, (0, 0)), b.product([b.inside((0, 0))], "gate_bias", 4 * h), recurrent,
                       b.product([b.inside((-1, 0))], "state_bias", 4 * h))
-        o, f, i, g = (b.slice(gates, k * h, (k + 1) * h) for k in range(4))
-        c = b.add(b.mul(b.act("sigmoid", f), b.slice(above[half], h, 2 * h)), b.mul(b.act("sigmoid", i), b.act("tanh", g)))
-        return b.concat(b.mul(b.act("sigmoid", o), b.act("tanh", c)), c)
+        return self.update(b, gates, b.slice(above[half], h, 2 * h))
 
     def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
         return LstmScan(self.hidden, "rows", self.kernel, False, self.groups).probe(name, rng)
 
 
 @dataclass(eq=False)
-class ConvLstm(DeclaredPrimitive):
+class ConvLstm(LstmCell):
     """A convolutional LSTM over time (Shi et al. 2015), the leading spatial axis of a video: the
     argument holds the input-to-state pre-activations (4·hidden channels, chunks [o, f, i, g]) of
     every frame; the state of frame t reads its own pre-activations and the state of frame t-1
@@ -140,16 +153,7 @@ class ConvLstm(DeclaredPrimitive):
 
     kind = "conv_lstm"
 
-    hidden: int
     kernel: int                    # odd size of the state-to-state convolution
-
-    @property
-    def out_channels(self) -> int:
-        return 2 * self.hidden
-
-    @property
-    def in_channels(self) -> tuple[int, ...]:
-        return (4 * self.hidden,)
 
     @property
     def rank(self) -> int:
@@ -165,10 +169,7 @@ class ConvLstm(DeclaredPrimitive):
         before = [b.state((-1, dy - half, dx - half)) for dy in range(k) for dx in range(k)]     # the kernel's taps, row-major
         recurrent = b.product([b.slice(state, 0, h) for state in before], "state_weight", 4 * h, taps=range(k * k))
         gates = b.add(b.read(0, (0, 0, 0)), b.product([b.inside((0, 0, 0))], "gate_bias", 4 * h), recurrent)
-        o, f, i, g = (b.slice(gates, j * h, (j + 1) * h) for j in range(4))
-        same = before[half * k + half]
-        c = b.add(b.mul(b.act("sigmoid", f), b.slice(same, h, 2 * h)), b.mul(b.act("sigmoid", i), b.act("tanh", g)))
-        return b.concat(b.mul(b.act("sigmoid", o), b.act("tanh", c)), c)
+        return self.update(b, gates, b.slice(before[half * k + half], h, 2 * h))
 
     def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
         """Input and output gates open, the forget gate half open and a state-to-state map of gain

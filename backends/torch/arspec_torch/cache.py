@@ -374,14 +374,15 @@ class WindowCache:
         attention over the positions its key history names."""
         program, spatial, history = call.step, self.spatial, self.histories[call.id]
         offsets = program.state_offsets
+        tables = {op.offsets: torch.stack([tap_table(o, spatial) for o in op.offsets], dim=1).to(out.device)
+                  for op in program.ops if op.kind == "gather"}                    # (P, K) per gather, made once
 
         def one_front(at: torch.Tensor) -> None:
             def read(arg: int, offset: tuple[int, ...]) -> torch.Tensor:
                 return args[arg][:, :, tap_table(offset, spatial).to(at.device)[at]]
 
             def gather(arg: int, taps: tuple[tuple[int, ...], ...]) -> torch.Tensor:
-                table = torch.stack([tap_table(o, spatial) for o in taps], dim=1).to(at.device)[at]     # (n, K)
-                x = args[arg][:, :, table]                                                              # (B, C, n, K)
+                x = args[arg][:, :, tables[taps][at]]                                                    # (B, C, n, K)
                 return x.permute(0, 3, 1, 2).reshape(x.shape[0], -1, x.shape[2])                      # tap-major
 
             def state(offset: tuple[int, ...]) -> torch.Tensor:

@@ -739,9 +739,7 @@ class CStepProgram(StepProgram):
                 values.append([0, register, 0, 0])
                 continue
             if op.kind == "inside":                         # a constant (P, B, 1) array read at p
-                flags = self.plan.inside(op.offset).astype(self.dtype)
-                table = self._array(np.ascontiguousarray(np.broadcast_to(flags[:, None, None], (len(flags), self.batch, 1))))
-                values.append([3, table, self.batch, 0])
+                values.append([3, self._array(self._inside_rows(op.offset)), self.batch, 0])
                 continue
             if op.kind == "state":
                 register = self._scratch(name, None)
@@ -791,16 +789,7 @@ class CStepProgram(StepProgram):
         ring as long as the event, or a constant made (P, B, C)), the key positions' range and
         the allowed tokens' mask per position (StepPlan.history)."""
         history = self.plan.history(c)
-        arrays = []
-        for i in (op.arg, op.values):
-            arg = c.args[i]
-            if self.plan.reads[(c.id, i)] == "constant":
-                value = self.constants[arg]
-                if value.ndim == 2:
-                    value = np.ascontiguousarray(np.broadcast_to(value, (self.plan.positions, *value.shape)))
-                arrays.append(self._array(value))
-            else:
-                arrays.append(self._array(self.rings[arg]))
+        arrays = [self._array(self._whole_event(c, i)) for i in (op.arg, op.values)]
         masks = [m for m in history.masks if m is not None]
         starts = np.cumsum([0] + [m.size for m in masks])
         at, k = np.full(self.plan.positions, -1, dtype=np.int64), 0

@@ -66,7 +66,7 @@ def evaluate(program: Any, tensors: dict[str, torch.Tensor], read: Any, state: A
             values.append(normal.reshape(x.shape) * tensors[op.weight][None, :, None] + tensors[op.bias][None, :, None])
         elif kind == "attend":
             if attend is None:
-                raise ValueError("an attention reads its keys' whole history: the cached samplers lower it (StepPlan.history); "
+                raise ValueError("an attention reads its keys' whole history: the cached samplers lower it (keyhistory.KeyHistory); "
                                  "the whole-tensor kernel is its primitive's")
             values.append(attend(op, values[op.inputs[0]]))
         else:                                                        # slice
@@ -147,7 +147,7 @@ def declared(*args: torch.Tensor, program: Any, **tensors: torch.Tensor) -> torc
             if not source or zero is None:
                 return sources[0].new_zeros(sources[0].shape[0], out_channels, fronts.sizes[f])
             return torch.cat([values[g] for g in source] + [zero], dim=2)[:, :, index.to(device)]
-        at = fronts.order[sum(fronts.sizes[:f]):sum(fronts.sizes[:f + 1])].to(device)
+        at = fronts.positions[f].to(device)
         values.append(evaluate(program, tensors, read, state, inside=lambda offset, at=at: inside_flags(offset, spatial, at, dtype)))
     out = torch.cat(values, dim=2)[:, :, fronts.inverse.to(device)]                  # back to raster order
     return out.reshape(out.shape[0], out_channels, *spatial)
@@ -165,6 +165,7 @@ class FrontPlan:
         for f, at in enumerate(fronts):
             front_of[at], slot[at] = f, np.arange(len(at))
         self.sizes = [len(at) for at in fronts]
+        self.positions = tuple(torch.as_tensor(at) for at in fronts)
         self.order = torch.as_tensor(np.concatenate(fronts))
         self.inverse = torch.as_tensor(np.argsort(np.concatenate(fronts)))
         self.reads: list[dict[tuple[int, ...], tuple[tuple[int, ...], torch.Tensor]]] = []

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from arspec_torch.declared import ACTIVATIONS
-from arspec_torch.kernels import attend_tokens, channel_norm
+from arspec_torch.kernels import attend_tokens, attention_tokens, attention_untokens, channel_norm
 
 
 class StaticStepProgram:
@@ -165,24 +165,20 @@ class StaticStepProgram:
         sources = []
         for i in (op.arg, op.values):
             arg = c.args[i]
-            if self.plan.reads[(c.id, i)] == "constant":
+            if self.plan.reads[(c.id, i)] == "constant":                                # (B, C, P) or (B, C)
                 value = self.constants[arg]
-                value = value.unsqueeze(2).expand(-1, -1, positions) if value.dim() == 2 else value
-                sources.append(lambda value=value: value.transpose(1, 2))              # (B, P, C)
+                whole = value.unsqueeze(2).expand(-1, -1, positions) if value.dim() == 2 else value     # a view: rewrites show
+                sources.append(lambda whole=whole: whole)
             else:
                 ring = self.rings[arg]
-                sources.append(lambda ring=ring: ring[:, :positions])
+                sources.append(lambda ring=ring: ring[:, :positions].transpose(1, 2))     # (B, C, P)
         keys, values = sources
-        query, batch = op.inputs[0], self.batch
-
-        def tokens(x: torch.Tensor) -> torch.Tensor:
-            """(B, L, H d G) -> (B, H, L G, d): channel (h d + e) G + g of position l is token l G + g."""
-            length = x.shape[1]
-            return x.reshape(batch, length, heads, -1, groups).permute(0, 2, 1, 4, 3).reshape(batch, heads, length * groups, -1)
+        query = op.inputs[0]
 
         def attention(p: torch.Tensor, local: dict[str, torch.Tensor], v: list[torch.Tensor]) -> torch.Tensor:
-            out = attend_tokens(tokens(v[query].unsqueeze(1)), tokens(keys()), tokens(values()), allowed.index_select(0, p)[0])
-            return out.reshape(batch, heads, groups, -1).transpose(2, 3).reshape(batch, -1)      # (B, H dv G)
+            out = attend_tokens(attention_tokens(v[query].unsqueeze(2), groups, heads), attention_tokens(keys(), groups, heads),
+                                attention_tokens(values(), groups, heads), allowed.index_select(0, p)[0])
+            return attention_untokens(out, groups, (1,))[:, :, 0]                          # (B, H dv G)
         return attention
 
     def step(self, q: torch.Tensor, only: set[str] | None = None) -> None:

@@ -236,22 +236,30 @@ class StepPlan:
                 ring[c.id] = max(ring.get(c.id, 1), -self._flat(off) + 1)
         return ring
 
+    def sources(self, offset: tuple[int, ...]) -> np.ndarray:
+        """(P,): the flat position p + offset for every position p, -1 where it falls outside (the
+        one rule the slot tables and the `inside` flags read)."""
+        coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1) + np.array(offset)
+        ok = np.all((coords >= 0) & (coords < np.array(self.spatial)), axis=1)
+        flat = np.full(self.positions, -1, dtype=np.int64)
+        flat[ok] = np.ravel_multi_index(tuple(coords[ok].T), self.spatial)
+        return flat
+
+    def _ring_slots(self, offset: tuple[int, ...], size: int) -> np.ndarray:
+        """(P,): the slot of p + offset in a ring of `size` slots (slot `size`, the zero, outside)."""
+        source = self.sources(offset)
+        return np.where(source >= 0, source % size, size)
+
     def state_slots(self, call: Any, offset: tuple[int, ...]) -> np.ndarray:
         """(P,): the ring slot of a call's own value at p + offset (the zero slot outside)."""
         key = (call.id, offset)
         if key not in self._slots:
-            size = self.ring[call.id]
-            coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1) + np.array(offset)
-            ok = np.all((coords >= 0) & (coords < np.array(self.spatial)), axis=1)
-            table = np.full(self.positions, size, dtype=np.int64)
-            table[ok] = np.ravel_multi_index(tuple(coords[ok].T), self.spatial) % size
-            self._slots[key] = table
+            self._slots[key] = self._ring_slots(offset, self.ring[call.id])
         return self._slots[key]
 
     def inside(self, offset: tuple[int, ...]) -> np.ndarray:
         """(P,) booleans: p + offset lies inside the event."""
-        coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1) + np.array(offset)
-        return np.all((coords >= 0) & (coords < np.array(self.spatial)), axis=1)
+        return self.sources(offset) >= 0
 
     def tap_slots(self, call: Any, i: int, offsets: tuple[tuple[int, ...], ...]) -> np.ndarray:
         """(P, len(offsets)): the columns of `slots(call, i)` for these live offsets, in their order."""
@@ -272,14 +280,9 @@ class StepPlan:
     def _slot_table(self, call: Any, i: int) -> np.ndarray:
         arg, offsets = call.args[i], self._live(call, i)
         size = self.ring[arg]
-        coords = np.stack(np.unravel_index(np.arange(self.positions), self.spatial), axis=1)
-        table = np.full((self.positions, max(1, len(offsets))), size, dtype=np.int64)
-        for k, off in enumerate(offsets):
-            src = coords + np.array(off)
-            ok = np.all((src >= 0) & (src < np.array(self.spatial)), axis=1)
-            table[ok, k] = np.ravel_multi_index(tuple(src[ok].T), self.spatial) % size
-        return table
-
+        if not offsets:
+            return np.full((self.positions, 1), size, dtype=np.int64)
+        return np.stack([self._ring_slots(off, size) for off in offsets], axis=1)
 
 DATA_VALUES = ("x", "x_raw")
 
@@ -458,9 +461,8 @@ class StepProgram:
             elif op.kind == "state":
                 self.names[f"H_{key}_{k}"] = self.plan.state_slots(c, op.offset)
                 expr = f"r_{key}[H_{key}_{k}[p]]"
-            elif op.kind == "inside":                  # (P, 1, B): one row of ones or zeros per position
-                flags = self.plan.inside(op.offset).astype(self.dtype)
-                self.names[f"Q_{key}_{k}"] = np.ascontiguousarray(np.broadcast_to(flags[:, None, None], (len(flags), 1, self.batch)))
+            elif op.kind == "inside":                  # one row of ones or zeros per position
+                self.names[f"Q_{key}_{k}"] = self._inside_rows(op.offset)
                 expr = f"Q_{key}_{k}[p]"
             elif op.kind == "product":
                 weight = self._tensor(c, op.weight, net)
@@ -504,18 +506,26 @@ class StepProgram:
         history = self.plan.history(c)
         sources = []
         for i in (op.arg, op.values):
-            arg = c.args[i]
-            if self.plan.reads[(c.id, i)] == "constant":              # keys that never read the data: (P, C, B)
-                value = self.names[f"k_{arg}"]
-                self.names[f"K_{name}_{i}"] = (value if value.ndim == 3 else
-                                              np.ascontiguousarray(np.broadcast_to(value, (self.plan.positions, *value.shape))))
-                sources.append(f"K_{name}_{i}")
-            else:
-                sources.append(f"r_{arg}")
+            self.names[f"K_{name}_{i}"] = self._whole_event(c, i)
+            sources.append(f"K_{name}_{i}")
         self.names.update({f"A_{name}": attend_rows, f"L_{name}": history.lo, f"U_{name}": history.hi, f"M_{name}": history.masks})
         keys, values = sources
         span = f"L_{name}[p]:U_{name}[p]"
         return f"A_{name}({query}, {keys}[{span}], {values}[{span}], M_{name}[p], {op.heads}, {op.groups})"
+
+    def _whole_event(self, c: Any, i: int) -> np.ndarray:
+        """Argument i of call c at every position, one slot per position (what an attention reads
+        its keys and values from): its ring, as long as the event, or a constant made (P, ...)."""
+        arg = c.args[i]
+        if self.plan.reads[(c.id, i)] != "constant":
+            return self.rings[arg]
+        value = self.constants[arg]
+        return value if value.ndim == 3 else np.ascontiguousarray(np.broadcast_to(value, (self.plan.positions, *value.shape)))
+
+    def _inside_rows(self, offset: tuple[int, ...]) -> np.ndarray:
+        """(P, value shape of one channel): 1 where p + offset lies inside the event, else 0."""
+        flags = self.plan.inside(offset).astype(self.dtype)
+        return np.ascontiguousarray(np.broadcast_to(flags[:, None, None], (len(flags), *self._value_shape(1))))
 
     def _gather(self, c: Any, op: Any, name: str, lines: list[str]) -> str:
         """A read's or a gather's taps from the argument's ring: one tap is its ring slot itself
@@ -550,7 +560,6 @@ class StepProgram:
         self.names[f"b_{key}"] = np.broadcast_to(np.asarray(bias, dtype=self.dtype), (weights[0].shape[1],)).copy()
         self.names[f"T_{key}"] = np.zeros((max(hi for _, hi in terms.values()), self.batch), dtype=self.dtype)
         return self._product(v, key, f"T_{key}", bias=True)
-
 
     def _term_weights(self, c: Any, net: Any) -> tuple[list[np.ndarray], Any]:
         """A stacked sum's terms' matrices, each (inputs, channels) as its product multiplies
