@@ -63,13 +63,23 @@ def test_random_attention_stacks_sample_through_every_engine_as_the_graph_says(s
     tokens, layer norms per channel group, keys with learned positions and the raw input."""
     spec = spec_from(source)
     assume(arspec.analyze(spec).ok)                        # unmasked attention over the data is a leak, not a model
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        for engine in ENGINES:
-            if engine == "c" and not cstep.c_step_available(np.dtype(np.float64)):
-                continue
-            model = _model(spec, engine, monkeypatch)
-            assert _teacher_forcing_matches(model), engine
-            assert _sampling_matches(model), engine
+    planned = arspec.compile(spec, seed=0).incremental
+    if planned.plan is None:
+        # the plan's lags count an attention's query as read even where no position has two keys
+        # (so its scores never matter: a leaking layer below it is harmless): the torch path serves it
+        assert "not final" in planned.plan_missing, planned.plan_missing
+        model = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
+        generic_parameters(model, 0, spec.ir)
+        assert model.incremental.engine_for(model) == "torch"
+        assert _teacher_forcing_matches(model) and _sampling_matches(model)
+    else:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            for engine in ENGINES:
+                if engine == "c" and not cstep.c_step_available(np.dtype(np.float64)):
+                    continue
+                model = _model(spec, engine, monkeypatch)
+                assert _teacher_forcing_matches(model), engine
+                assert _sampling_matches(model), engine
 
 
 def _mutate_history(monkeypatch, how: str) -> None:

@@ -45,6 +45,9 @@ class KeyHistory:
         self.lo, self.hi = np.zeros(positions, dtype=np.int64), np.zeros(positions, dtype=np.int64)
         self.masks: list[np.ndarray | None] = []
         some = np.zeros(positions, dtype=bool)
+        #: per position: some query token there has two allowed keys or more, so its scores (hence
+        #: its query) matter; with one key the weight is 1, with none the value is 0 (the domains' rule)
+        self.scored = np.zeros(positions, dtype=bool)
         step = max(1, self.BLOCK // max(1, positions * groups * groups))     # positions per block of the allowed table
         for start in range(0, positions, step):
             stop = min(positions, start + step)
@@ -53,6 +56,7 @@ class KeyHistory:
             by_position = block.reshape(stop - start, groups, positions, groups)
             reads = by_position.any(axis=(1, 3))                               # position p reads position l
             found = reads.any(axis=1)
+            self.scored[start:stop] = (by_position.sum(axis=(2, 3)) >= 2).any(axis=1)
             some[start:stop] = found
             self.lo[start:stop] = np.where(found, reads.argmax(axis=1), 0)
             self.hi[start:stop] = np.where(found, positions - reads[:, ::-1].argmax(axis=1), 0)
@@ -70,10 +74,10 @@ class KeyHistory:
         return span if mask is None else span[mask.any(axis=(0, 2))]
 
     def finality(self, query: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """The last position the attention at each position reads (max-plus over the query at the
-        position and the keys and values of every position it reads)."""
+        """The last position the attention at each position reads (max-plus over the keys and values
+        of every position it reads, and the query at the position where its scores matter)."""
         kv = np.maximum(keys, values).reshape(-1)
-        out = query.reshape(-1).copy()
+        out = np.where(self.scored, query.reshape(-1), -np.inf)
         for p in range(out.size):
             read = self.positions_read(p)
             if len(read):
