@@ -60,9 +60,9 @@ def made_pair() -> tuple[Any, Any, Any, Any]:
     order = torch.arange(784)
     peer = zuko.nn.MaskedMLP(order[:, None] > order[None, :], [500, 500])
     x = torch.randint(0, 2, (100, 1, 28, 28))
-    flat = x.flatten(1).float()
 
-    def peer_nll() -> torch.Tensor:
+    def peer_nll() -> torch.Tensor:                 # from the same integer batch as arspec's
+        flat = x.flatten(1).float()
         return F.binary_cross_entropy_with_logits(peer(flat), flat, reduction="none").sum(1).mean()
 
     def ours_nll() -> torch.Tensor:

@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arspec_torch.distributions import Bernoulli, Categorical, CoupledLogisticMixture, DiscretizedLogisticMixture, LogisticMixture
+from arspec_torch.distributions import (
+    Bernoulli,
+    Categorical,
+    CoupledLogisticMixture,
+    DiscretizedLogisticMixture,
+    Distribution,
+    LogisticMixture,
+)
 
 import arspec
 
@@ -89,3 +96,18 @@ def test_a_flows_locations_and_log_scales_are_its_components_without_the_weights
     _, means, log_scales = d.components(params)
     located, scaled = d.locations_and_log_scales(params)
     assert torch.equal(located, means) and torch.equal(scaled, log_scales)
+
+
+@pytest.mark.parametrize("spec_name, overrides", [
+    ("made.yaml", ["params.hidden=16", "event.shape=[1,4,4]"]),                    # Bernoulli, a flat network output
+    ("pixelcnn_rgb.yaml", ["event.shape=[3,6,6]", "params.channels=12", "params.double=24"]),   # 256 classes, R, G, B
+    ("video_pixel_network_small.yaml", ["event.shape=[3,1,4,4]", "params.channels=4", "params.state=4"]),              # frames and channels swapped inside
+])
+def test_the_training_loss_read_in_the_networks_layout_is_minus_log_p(spec_name, overrides):
+    """The loss sums `nll_terms` over the network's own layout; it must equal -log p(x) summed
+    element by element in the user's layout."""
+    spec = arspec.load_spec(ROOT / "specs" / spec_name, overrides=overrides)
+    model = arspec.compile(spec, seed=0).double().eval()
+    x, context = model.example_inputs(3, generator=torch.Generator().manual_seed(1))
+    assert type(model.distribution).nll_terms is not Distribution.nll_terms       # the layout-free path is taken
+    assert torch.allclose(model.training_loss(x, **context), -model.log_prob(x, **context), rtol=0, atol=1e-9)

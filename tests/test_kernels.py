@@ -84,3 +84,48 @@ def test_channel_norm_is_layer_normalisation_over_each_groups_channels(groups, s
     want = torch.autograd.grad((expected * seed).sum(), (x, weight, bias))
     have = torch.autograd.grad((got * seed).sum(), (x, weight, bias))
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(have, want))
+
+
+class _Calls(torch.utils._python_dispatch.TorchDispatchMode):
+    """The ATen operators called while active, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func._schema.name.removeprefix("aten::"))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_cpu_gates_backward_makes_no_zero_gradients_for_its_saved_factors():
+    x = torch.randn(2, 8, 5, requires_grad=True)
+    out = kernels.gate(x)
+    with _Calls() as calls:
+        out.sum().backward()
+    assert "zeros" not in calls.names and "zeros_like" not in calls.names
+    assert torch.allclose(x.grad, torch.autograd.grad(written_gate(x).sum(), x)[0], atol=1e-6)
+
+
+def test_an_all_ones_mask_multiplies_nothing_and_a_changed_mask_is_seen_at_the_next_call():
+    weight = torch.nn.Parameter(torch.randn(4, 3, 1))
+    dense = torch.ones(4, 3, 1)
+    assert kernels.masked(weight, dense) is weight
+    dense[0, 0, 0] = 0.0                               # an in-place change moves the buffer's version
+    product = kernels.masked(weight, dense)
+    assert product is not weight and product[0, 0, 0] == 0 and torch.equal(product[1:], weight[1:])
+    with torch.no_grad():                              # without gradients the product is kept ...
+        kept = kernels.masked(weight, dense)
+        assert kernels.masked(weight, dense) is kept
+        weight.add_(1.0)                               # ... until the weight changes
+        assert torch.equal(kernels.masked(weight, dense), weight * dense)
+
+
+def test_a_shift_is_one_pad_that_zero_fills_and_crops():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    with _Calls() as calls:
+        out = kernels.shift(x, by=(1, -2))
+    assert calls.names == ["constant_pad_nd", "constant_pad_nd"]
+    assert torch.equal(out[:, :, 1:, :3], x[:, :, :3, 2:])
+    assert (out[:, :, 0] == 0).all() and (out[..., 3:] == 0).all()
+    assert (kernels.shift(x, by=(9, 0)) == 0).all()    # moved past the edge: all zeros

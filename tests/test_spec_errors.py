@@ -49,7 +49,8 @@ BROKEN = [
     ("billions of parameters", VALID.replace("channels: 8", "channels: 100000").replace("  out:", "  h2: {op: conv1x1, channels: 100000}\n  out:"),
      ["test.yaml:6:21: graph.h2.channels: layer too large: 100,000 channels, 10,000,000,000 weights"]),
     ("output of the wrong size", VALID.replace("channels: output", "channels: 3"),
-     ["test.yaml:6:3: graph.out: the output node 'out' has shape [3, 4, 4], but a bernoulli over [1, 4, 4] needs [1, 4, 4]"]),
+     ["test.yaml:6:3: graph.out: the output node 'out' has shape [3, 4, 4], but a bernoulli over [1, 4, 4] needs [1, 4, 4] "
+      "(1 parameter per element; use channels: output)"]),
     ("residual of the wrong shape", VALID.replace("channels: output}", "channels: output, residual: h}"),
      ["test.yaml:6:40: graph.out.residual: residual 'h' has shape [8, 4, 4], the op produces [1, 4, 4]"]),
     ("unknown block", VALID + "  more: {block: nope}\n",

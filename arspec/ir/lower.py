@@ -252,7 +252,7 @@ class _Lowering:
         if out.type.shape != want and not (dense and out.type.numel == want[0]):
             self.problems.add(out.location or self.source.locate(()), out.spec_path or "output",
                               f"the output node {out_name!r} has shape {list(out.type.shape)}, but a {spec.distribution.type} over "
-                              f"{list(spec.event.shape)} needs {list(want)} ({p} parameters per element; use channels: output)")
+                              f"{list(spec.event.shape)} needs {list(want)} ({p} parameter{'s' if p != 1 else ''} per element; use channels: output)")
             return None
         if dense and ctx.couples_channels:
             self.problems.add(self.source.locate(("distribution", "coupled")), "distribution.coupled",

@@ -256,7 +256,14 @@ class ARModel(nn.Module):
         """What training minimises, per item (B,): -log p(x), or the order-agnostic loss."""
         if self.agnostic:
             return self.agnostic_loss(x, **context)
-        return self.distribution.nll(self.forward(x, **context), x.to(self.device)).flatten(1).sum(dim=1)
+        x = x.to(self.device)
+        raw = self.to_internal(x)
+        encoded = self.distribution.encode(raw, self.dtype)
+        out = self.net(raw, encoded, self._check_context(context))
+        terms = self.distribution.nll_terms(out, raw, encoded)        # summed: the network's layout will do
+        if terms is None:
+            terms = self.distribution.nll(self.user_params(out), x)
+        return terms.sum(dim=tuple(range(1, terms.dim())))
 
     def example_inputs(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Random valid data of event_shape and a dict of valid context tensors."""

@@ -19,6 +19,7 @@ import torch
 from arspec_torch import cpass
 from arspec_torch.cache import StepCall
 from arspec_torch.fusion import readers_of
+from arspec_torch.kernels import masked
 
 #: input rows (channels x taps) and output channels above which the calls stay in torch: a tile keeps
 #: its buffers on the thread's stack (at most about 230 KiB at these limits)
@@ -115,29 +116,15 @@ def run_group(group: ConvGroup, net: torch.nn.Module, values: dict[str, torch.Te
     if project is not None and (project.dtype != torch.float32 or project.shape[-1] * group.factor != x.shape[2]):
         return None
     conv = group.conv
-    weight = masked_weight(net, conv.id)
+    weight = _masked_weight(net, conv.id)
     bias = getattr(net, f"{conv.id}__bias") if "bias" in conv.tensors else None
     back = None
     if group.back is not None:
-        back = (masked_weight(net, group.back.id), getattr(net, f"{group.back.id}__bias") if "bias" in group.back.tensors else None)
+        back = (_masked_weight(net, group.back.id), getattr(net, f"{group.back.id}__bias") if "bias" in group.back.tensors else None)
     return cpass.conv(x, weight, bias, dilation=conv.attrs["dilation"][0], context=project, factor=group.factor,
                       residual=residual, gate=group.gate, back=back)
 
 
-def masked_weight(net: torch.nn.Module, call_id: str) -> torch.Tensor:
-    """weight * mask of a convolution call, computed again only when either tensor has changed
-    (kept on the net by call id; a version counter moves with every in-place update)."""
-    weight, mask = getattr(net, f"{call_id}__weight"), getattr(net, f"{call_id}__mask")
-    key = (weight.data_ptr(), _version(weight), mask.data_ptr(), _version(mask), weight.dtype)
-    kept = net.__dict__.setdefault("_masked_weights", {})
-    if call_id not in kept or kept[call_id][0] != key or None in key:
-        kept[call_id] = (key, (weight * mask).detach())
-    return kept[call_id][1]
-
-
-def _version(t: torch.Tensor) -> int | None:
-    """The tensor's version counter; None for a tensor made under inference_mode (it has none)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
+def _masked_weight(net: torch.nn.Module, call_id: str) -> torch.Tensor:
+    """weight * mask of a convolution call (kept while neither changes: no gradient is wanted here)."""
+    return masked(getattr(net, f"{call_id}__weight"), getattr(net, f"{call_id}__mask"))

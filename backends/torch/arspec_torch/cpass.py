@@ -254,7 +254,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, di
     batch, cin, length = x.shape
     cout, _, kernel = weight.shape
     w2, bias2 = back if back is not None else (None, None)
-    tensors = [t.detach().contiguous() if t is not None else None for t in (x, weight, bias, context, residual, w2, bias2)]
+    tensors = [t.contiguous() if t is not None else None for t in (x, weight, bias, context, residual, w2, bias2)]
     channels = cin if back is not None else cout // 2 if gate else cout
     out = _output(x, (batch, channels, length))
     lib.pass_conv(*(t.data_ptr() if t is not None else None for t in tensors), out.data_ptr(), batch, cin, length,

@@ -33,6 +33,13 @@ class Distribution:
         pass, and no negated copy kept for the backward)."""
         return -self.log_prob(params, x)
 
+    def nll_terms(self, out: torch.Tensor, raw: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor | None:
+        """-log p of every element straight from the network's parameter-major output
+        (B, P * C, *S), given the data in the network's layout (`raw`, and `encoded` as the graph
+        read it), the elements in any order: what a summed loss needs, without the layout changes
+        to (B, *E, P). None where the distribution needs that layout."""
+        return None
+
     def sample(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """uniforms: (B, *E, noise_per_element) in (0, 1)."""
         raise NotImplementedError
@@ -119,6 +126,12 @@ class Bernoulli(Distribution):
         logits = params.squeeze(-1)
         return F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
 
+    def nll_terms(self, out, raw, encoded):
+        target = encoded if encoded.dtype == out.dtype else encoded.to(out.dtype)    # the data as 0/1 floats already
+        if target.shape != out.shape:
+            target = target.reshape(out.shape)             # the data's view, not the logits': nothing to undo in the backward
+        return F.binary_cross_entropy_with_logits(out, target, reduction="none")
+
     def sample(self, params, uniforms):
         return (uniforms[..., 0] < torch.sigmoid(params[..., 0])).long()
 
@@ -147,6 +160,10 @@ class Categorical(Distribution):
     def nll(self, params, x):
         # class-major (B, K, *E): the network's own layout, so no copy; one fused log-softmax + pick
         return F.cross_entropy(params.movedim(-1, 1), x.long(), reduction="none")
+
+    def nll_terms(self, out, raw, encoded):
+        # parameter-major (B, K * C, *S) is class-major per channel: (B, K, C, *S) against raw (B, C, *S)
+        return F.cross_entropy(out.reshape(out.shape[0], self.classes, *raw.shape[1:]), raw.long(), reduction="none")
 
     def sample(self, params, uniforms):
         return torch.argmax(params + _gumbel(uniforms.to(params.dtype)), dim=-1)

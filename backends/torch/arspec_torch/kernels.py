@@ -24,13 +24,54 @@ def masked_conv(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias:
     if any(pads):
         x = F.pad(x, pads)
     conv = (F.conv1d, F.conv2d, F.conv3d)[len(dilation) - 1]
-    return conv(x, weight * mask, bias, stride=stride, dilation=dilation)
+    return conv(x, masked(weight, mask), bias, stride=stride, dilation=dilation)
 
 
 def masked_dense(x: torch.Tensor, weight: torch.Tensor, masks: torch.Tensor, bias: torch.Tensor | None = None, *,
                  active: int) -> torch.Tensor:
-    """MADE's layer: weight times the active mask set's mask (built from degrees by arspec)."""
-    return F.linear(x.flatten(1), weight * masks[active % masks.shape[0]], bias)
+    """MADE's layer: weight times the active mask set's mask (built from degrees by arspec); the
+    sets as views made once (indexing the buffer is one more operator call per layer)."""
+    rows = masks if torch.compiler.is_compiling() else kept(masks, "rows", lambda: masks.unbind(0))
+    return F.linear(x.flatten(1), masked(weight, rows[active % masks.shape[0]]), bias)
+
+
+def masked(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """weight * mask, or the weight itself where the mask is all ones (a 1x1 or causally padded
+    convolution): hand-written code multiplies by nothing there, and each product is two calls a
+    step (its forward and its backward). Without gradients the product is kept with the weight."""
+    if torch.compiler.is_compiling():              # traced (torch.compile, torch.export): as written
+        return weight * mask
+    if kept(mask, "dense", lambda: bool((mask != 0).all())):
+        return weight
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return weight * mask
+    return kept(weight, ("masked", id(mask), version_of(mask)), lambda: weight * mask)
+
+
+#: values derived from a tensor, by the tensor (an entry dies with it), for one version of it
+_KEPT: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def kept(t: torch.Tensor, key: Any, make: Callable[[], Any]) -> Any:
+    """make(), kept with `t` while t is unchanged: an in-place update (a training step, a load, a
+    test corrupting a mask bit) moves its version and the value is made again."""
+    version = version_of(t)
+    if version is None or (isinstance(key, tuple) and None in key):
+        return make()
+    entry = _KEPT.get(t)
+    if entry is None or entry[0] != version:
+        entry = _KEPT[t] = (version, {})
+    if key not in entry[1]:
+        entry[1][key] = make()
+    return entry[1][key]
+
+
+def version_of(t: torch.Tensor) -> int | None:
+    """The tensor's version counter; None for a tensor made under inference_mode (it has none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 def embedding(x: torch.Tensor, weight: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
@@ -46,13 +87,9 @@ def shift(x: torch.Tensor, *, by: tuple[int, ...]) -> torch.Tensor:
         if step == 0:
             continue
         dim = 2 + axis
-        size = x.shape[dim]
-        moved = min(abs(step), size)
-        zeros = out.new_zeros([*out.shape[:dim], moved, *out.shape[dim + 1:]])
-        if step > 0:
-            out = torch.cat([zeros, out.narrow(dim, 0, size - moved)], dim=dim)
-        else:
-            out = torch.cat([out.narrow(dim, moved, size - moved), zeros], dim=dim)
+        moved = min(abs(step), x.shape[dim])
+        pads = [0, 0] * (x.dim() - 1 - dim) + ([moved, -moved] if step > 0 else [-moved, moved])
+        out = F.pad(out, pads)             # zeros in on one side, cropped on the other: one call, one in the backward
     return out
 
 
@@ -122,11 +159,14 @@ class SigmoidGate(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         _, t, s = output
         ctx.mark_non_differentiable(t, s)
+        ctx.set_materialize_grads(False)       # the factors' gradients are never read: no zero tensors made for them
         ctx.save_for_backward(t, s)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> torch.Tensor | None:
+        if grad is None:
+            return None
         t, s = ctx.saved_tensors
         return torch.cat([torch.ops.aten.tanh_backward(grad * s, t), torch.ops.aten.sigmoid_backward(grad * t, s)], dim=1)
 
