@@ -103,3 +103,28 @@ def test_graph_command_draws_the_receptive_field(tmp_path):
     result = run("graph", "specs/pixelcnn.yaml", "-o", str(out), "--element", "0,10,10")
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sigterm_saves_the_exact_state_and_the_run_resumes(tmp_path):
+    """A scheduler's preemption (SIGTERM) is handled like Ctrl-C: exit 143, last.safetensors holds
+    the state at the step it stopped, and --resume goes on from there."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    args = ["train", "specs/made.yaml", "--set", "params.hidden=16", "--data", "binarized-mnist-5k", "--limit", "64",
+            "--batch-size", "32", "--epochs", "100000", "--quiet", "--out", str(out)]
+    process = subprocess.Popen([*ARSPEC, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "epochs.csv").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stdout + stderr
+    assert "terminated (SIGTERM) at step" in stdout and "Traceback" not in stderr
+    from arspec.checkpoint import read_checkpoint
+    _, metadata = read_checkpoint(out / "last.safetensors")
+    assert "terminated" in json.dumps(metadata)
+    step = int(re.search(r"terminated \(SIGTERM\) at step (\d+)", stdout).group(1))
+    resumed = run(*args[:-5], "--epochs", str(step // 2 + 1), "--quiet", "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from step {step}" in resumed.stdout

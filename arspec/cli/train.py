@@ -12,6 +12,7 @@ def run(args: Any) -> int:
     from arspec.data import load_data
     from arspec.train import TrainConfig, TrainingError, evaluate_nll, train
     from arspec.train.trainer import check_output, per_dim_text
+    from arspec.train.termination import Terminated
     spec = load_spec(args.spec, overrides=args.overrides)
     flags = {k.removeprefix("training_"): v for k, v in vars(args).items() if k.startswith("training_")}
     config = TrainConfig.from_spec(spec, Path(args.out), device=args.device, resume=args.resume, limit=args.limit,
@@ -32,6 +33,8 @@ def run(args: Any) -> int:
     except TrainingError as err:
         print(f"arspec train: {err}", file=sys.stderr)
         return 1
+    except Terminated:
+        return 143                                  # 128 + SIGTERM, as a shell reports a process it killed
     except KeyboardInterrupt:
         return 130
     if rank != 0:

@@ -26,6 +26,7 @@ from arspec.train.batches import epoch_batches
 from arspec.train.curves import append_steps, keep_steps_through, write_epochs, write_loss_curve
 from arspec.train.lock import RunLock
 from arspec.train.tensorboard import TensorBoardLog, forget_log
+from arspec.train.termination import Terminated, sigterm_interrupts
 
 LAST, BEST, DIVERGED = "last.safetensors", "best.safetensors", "diverged.safetensors"
 
@@ -397,19 +398,21 @@ class _Run:
 
 
 def train(spec: Any, data: Splits, config: TrainConfig) -> dict[str, Any]:
-    """Train `spec` on `data`; returns the final figures. Ctrl-C saves the exact state to resume from."""
+    """Train `spec` on `data`; returns the final figures. Ctrl-C or SIGTERM saves the exact state to resume from."""
     writer = int(os.environ.get("RANK", "0")) == 0
     with RunLock(config.out) if writer else contextlib.nullcontext():
         run = _Run(spec, data, config)
         start_time = time.time()
         try:
-            while run.state["step"] < run.total_steps and not run.state["stopped"]:
-                run.epoch()
-            run.finish()
-        except KeyboardInterrupt:
-            run.checkpoint(LAST, {"stopped": "interrupted"})
+            with sigterm_interrupts():
+                while run.state["step"] < run.total_steps and not run.state["stopped"]:
+                    run.epoch()
+                run.finish()
+        except KeyboardInterrupt as stop:
+            how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+            run.checkpoint(LAST, {"stopped": how})
             if run.writer:
-                print(f"\ninterrupted at step {run.state['step']}: saved {run.out / LAST} (continue with --resume)")
+                print(f"\n{how} at step {run.state['step']}: saved {run.out / LAST} (continue with --resume)")
             raise
         finally:
             if run.log is not None:
