@@ -11,8 +11,8 @@ def run(args: Any) -> int:
     from arspec import load_spec
     from arspec.data import load_data
     from arspec.train import TrainConfig, TrainingError, evaluate_nll, train
-    from arspec.train.trainer import check_output, per_dim_text
     from arspec.train.termination import Terminated
+    from arspec.train.trainer import check_output, per_dim_text
     spec = load_spec(args.spec, overrides=args.overrides)
     flags = {k.removeprefix("training_"): v for k, v in vars(args).items() if k.startswith("training_")}
     config = TrainConfig.from_spec(spec, Path(args.out), device=args.device, resume=args.resume, limit=args.limit,
