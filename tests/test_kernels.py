@@ -129,3 +129,22 @@ def test_a_shift_is_one_pad_that_zero_fills_and_crops():
     assert torch.equal(out[:, :, 1:, :3], x[:, :, :3, 2:])
     assert (out[:, :, 0] == 0).all() and (out[..., 3:] == 0).all()
     assert (kernels.shift(x, by=(9, 0)) == 0).all()    # moved past the edge: all zeros
+
+
+def test_the_kept_mask_facts_do_not_keep_a_freed_model_alive():
+    import gc
+    import weakref
+    from pathlib import Path
+
+    import arspec
+    spec = arspec.load_spec(Path(__file__).resolve().parent.parent / "specs" / "made.yaml",
+                            overrides=["params.hidden=8", "event.shape=[1,4,4]", "connectivity.masks=3"])
+    model = arspec.compile(spec, seed=0)
+    masks = [t for name, t in model.net.named_buffers() if name.endswith("masks")]
+    assert masks
+    with torch.no_grad():
+        model.log_prob(torch.zeros(2, 1, 4, 4))        # the mask views and the masked weights are made and kept
+    refs = [weakref.ref(m) for m in masks] + [weakref.ref(p) for p in model.parameters()]
+    del model, masks
+    gc.collect()
+    assert all(r() is None for r in refs)

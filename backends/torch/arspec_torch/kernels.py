@@ -29,10 +29,16 @@ def masked_conv(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias:
 
 def masked_dense(x: torch.Tensor, weight: torch.Tensor, masks: torch.Tensor, bias: torch.Tensor | None = None, *,
                  active: int) -> torch.Tensor:
-    """MADE's layer: weight times the active mask set's mask (built from degrees by arspec); the
-    sets as views made once (indexing the buffer is one more operator call per layer)."""
-    rows = masks if torch.compiler.is_compiling() else kept(masks, "rows", lambda: masks.unbind(0))
-    return F.linear(x.flatten(1), masked(weight, rows[active % masks.shape[0]]), bias)
+    """MADE's layer: weight times the active mask set's mask (built from degrees by arspec)."""
+    m = active % masks.shape[0]
+    mask = masks[m] if torch.compiler.is_compiling() else kept(masks, m, lambda: storage_row(masks, m))
+    return F.linear(x.flatten(1), masked(weight, mask), bias)
+
+
+def storage_row(t: torch.Tensor, m: int) -> torch.Tensor:
+    """t[m] on t's storage but not a view of t (a view holds its base: kept in a table keyed weakly
+    by t, it would keep t alive); made once, it saves an indexing call on every use."""
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset() + m * t.stride(0), t.shape[1:], t.stride()[1:])
 
 
 def masked(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -45,7 +51,7 @@ def masked(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return weight
     if torch.is_grad_enabled() and weight.requires_grad:
         return weight * mask
-    return kept(weight, ("masked", id(mask), version_of(mask)), lambda: weight * mask)
+    return kept(weight, (id(mask), None if mask.is_inference() else mask._version), lambda: weight * mask)
 
 
 #: values derived from a tensor, by the tensor (an entry dies with it), for one version of it
@@ -54,24 +60,16 @@ _KEPT: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 def kept(t: torch.Tensor, key: Any, make: Callable[[], Any]) -> Any:
     """make(), kept with `t` while t is unchanged: an in-place update (a training step, a load, a
-    test corrupting a mask bit) moves its version and the value is made again."""
-    version = version_of(t)
-    if version is None or (isinstance(key, tuple) and None in key):
+    test corrupting a mask bit) moves its version and it is made again. An inference tensor has no
+    version: made every time. The value must not refer to t (see `storage_row`)."""
+    if t.is_inference() or (isinstance(key, tuple) and None in key):
         return make()
     entry = _KEPT.get(t)
-    if entry is None or entry[0] != version:
-        entry = _KEPT[t] = (version, {})
+    if entry is None or entry[0] != t._version:
+        entry = _KEPT[t] = (t._version, {})
     if key not in entry[1]:
         entry[1][key] = make()
     return entry[1][key]
-
-
-def version_of(t: torch.Tensor) -> int | None:
-    """The tensor's version counter; None for a tensor made under inference_mode (it has none)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
 
 
 def embedding(x: torch.Tensor, weight: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
