@@ -5,6 +5,7 @@ the figure is the mean and standard error over the folds, beside the published o
 2013: RNADE-MoG -9.36; Uria et al. 2014: ensembles of deep order-agnostic RNADE -8.76).
 
     python bench/red_wine.py [--folds 1-10] [--orderings 16] [--epochs N] [--models rnade,deep_rnade]
+                             [--set KEY=VALUE ...] [--seed S]
 
 Our runs are CPU runs with Adam and early stopping on one fold, far shorter than the papers'."""
 from __future__ import annotations
@@ -46,13 +47,16 @@ def main() -> None:
     parser.add_argument("--orderings", type=int, default=16, help="orderings in the deep RNADE ensemble")
     parser.add_argument("--epochs", type=int, default=None, help="cap on the epochs (default: the spec's, with early stopping)")
     parser.add_argument("--models", default="rnade,deep_rnade")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec value in every model run, e.g. --set distribution.mixtures=20 (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the data order")
     args = parser.parse_args()
     results: dict[str, list[tuple[float, ...]]] = {}
     for name in args.models.split(","):
-        spec = arspec.load_spec(ROOT / "specs" / f"{name}.yaml")
+        spec = arspec.load_spec(ROOT / "specs" / f"{name}.yaml", overrides=args.set)
         for k in folds(args.folds):
             data = load_data(spec, f"red-wine:{k}")
-            flags = {"quiet": True, **({"epochs": args.epochs} if args.epochs else {})}
+            flags = {"quiet": True, "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
             with tempfile.TemporaryDirectory() as out:
                 result = train(spec, data, TrainConfig.from_spec(spec, Path(out), **flags))
                 model = arspec.load_model(out)
