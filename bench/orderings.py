@@ -93,7 +93,7 @@ def main() -> None:
     print(f"\n{model.spec.name} ({weights.name}, sha256 {digest}), {len(items):,} test items: exact NLL in nats, ensembles "
           f"over k orderings (± the standard error over items)")
     print(f"  {'k':>4}  {'own ordering first':>22}  {'random orderings only':>22}")
-    for k in sorted({*(2 ** i for i in range(len(rows).bit_length())), len(rows)}):
+    for k in sorted({*(2 ** i for i in range(len(rows).bit_length())), len(rows) - 1, len(rows)} - {0}):
         first = "{:8.2f} (± {:.2f})".format(*ensemble_nll(terms[:k])) if k <= len(rows) else ""
         random = "{:8.2f} (± {:.2f})".format(*ensemble_nll(terms[1:k + 1])) if k + 1 <= len(rows) else ""
         print(f"  {k:4d}  {first:>22}  {random:>22}")
