@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +30,19 @@ import arspec  # noqa: E402
 from arspec.checkpoint import load_model, resolve  # noqa: E402
 from arspec.cli.parser import byte_size  # noqa: E402
 from arspec.data import load_data  # noqa: E402
+from arspec.fileio import write_with  # noqa: E402
 
 
-def kept_terms(path: Path, compute: callable) -> np.ndarray:  # type: ignore[valid-type]
+def kept_terms(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """The array at `path`, or compute() written there atomically (a stopped run loses nothing)."""
     if path.exists():
-        return np.load(path)
+        return np.load(path, allow_pickle=False)
     values = compute()
-    partial = path.with_suffix(".partial.npy")
-    with open(partial, "wb") as f:
-        np.save(f, values)
-        f.flush()
-        os.fsync(f.fileno())
-    partial.replace(path)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:              # a file object: np.save would add ".npy" to a path
+            np.save(f, values, allow_pickle=False)
+    write_with(path, save)
     return values
 
 

@@ -45,13 +45,13 @@ def masked(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """weight * mask, or the weight itself where the mask is all ones (a 1x1 or causally padded
     convolution): hand-written code multiplies by nothing there, and each product is two calls a
     step (its forward and its backward). Without gradients the product is kept with the weight."""
-    if torch.compiler.is_compiling():              # traced (torch.compile, torch.export): as written
+    if torch.compiler.is_compiling() or mask.is_inference():    # traced, or a mask without a version: as written
         return weight * mask
     if kept(mask, "dense", lambda: bool((mask != 0).all())):
         return weight
     if torch.is_grad_enabled() and weight.requires_grad:
         return weight * mask
-    return kept(weight, (id(mask), None if mask.is_inference() else mask._version), lambda: weight * mask)
+    return kept(weight, (id(mask), mask._version), lambda: weight * mask)
 
 
 #: values derived from a tensor, by the tensor (an entry dies with it), for one version of it
@@ -62,7 +62,7 @@ def kept(t: torch.Tensor, key: Any, make: Callable[[], Any]) -> Any:
     """make(), kept with `t` while t is unchanged: an in-place update (a training step, a load, a
     test corrupting a mask bit) moves its version and it is made again. An inference tensor has no
     version: made every time. The value must not refer to t (see `storage_row`)."""
-    if t.is_inference() or (isinstance(key, tuple) and None in key):
+    if t.is_inference():
         return make()
     entry = _KEPT.get(t)
     if entry is None or entry[0] != t._version:
