@@ -129,6 +129,7 @@ class ARModel(nn.Module):
         is, so every element is predicted from nothing)."""
         x = x.to(self.device)
         context = self._check_context(context)
+        raw = self.to_internal(x)
         if self.agnostic:
             shape = (x.shape[0], *self.event_shape)
             if observed is None:
@@ -141,14 +142,7 @@ class ARModel(nn.Module):
             context = {**context, "observed": self.to_internal(mask)}
         elif observed is not None:
             raise ValueError("observed= is only for order-agnostic models (ordering: {type: agnostic})")
-        return self.user_params(self._network(x, context)[2])
-
-    def _network(self, x: torch.Tensor, context: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The data in the network's layout (`raw`, and `encoded` as the graph reads it) and the
-        network's parameter-major output (B, P * C, *S); x on the device, the context checked."""
-        raw = self.to_internal(x)
-        encoded = self.distribution.encode(raw, self.dtype)
-        return raw, encoded, self.net(raw, encoded, context)
+        return self.user_params(self.net(raw, self.distribution.encode(raw, self.dtype), context))
 
     def log_prob_elements(self, x: torch.Tensor, **context: torch.Tensor) -> torch.Tensor:
         """log p(x_e | earlier steps) for every element, natural log: (B, *event_shape)."""
@@ -263,7 +257,9 @@ class ARModel(nn.Module):
         if self.agnostic:
             return self.agnostic_loss(x, **context)
         x = x.to(self.device)
-        raw, encoded, out = self._network(x, self._check_context(context))
+        raw = self.to_internal(x)
+        encoded = self.distribution.encode(raw, self.dtype)
+        out = self.net(raw, encoded, self._check_context(context))
         terms = self.distribution.nll_terms(out, raw, encoded)        # summed: the network's layout will do
         if terms is None:
             terms = self.distribution.nll(self.user_params(out), x)
