@@ -106,6 +106,7 @@ def main() -> None:
     for name, shape in (("gated_pixelcnn", "[1,28,28]"), ("pixelcnn_rgb", "[3,32,32]"), ("pixelsnail", "[1,28,28]"),
                         ("spatial_lstm", "[1,16,16]" if args.quick else "[1,28,28]"),
                         ("row_lstm", "[1,16,16]" if args.quick else "[1,28,28]"),
+                        ("diagonal_bilstm", "[1,16,16]" if args.quick else "[1,28,28]"),
                         ("transformer_text", "[128]" if args.quick else "[512]"),
                         ("video_pixel_network_small", "[4,1,16,16]" if args.quick else "[10,1,32,32]")):
         spec = arspec.load_spec(SPECS / f"{name}.yaml", overrides=[f"event.shape={shape}"])

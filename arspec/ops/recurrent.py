@@ -4,10 +4,9 @@ Row LSTM: an input-to-state convolution over the current row up to the current p
 channel group, A or B), and a state-to-state convolution of width k over the previous row; one
 batched LSTM step per row. Its context is a triangle above the pixel.
 
-Diagonal LSTM: a 1x1 masked input-to-state convolution, then the map is skewed so that each
-diagonal becomes a column and a 2x1 state-to-state convolution runs over the previous column. In
-image coordinates the state at (i, j) reads the states at (i, j-1) and (i-1, j): the whole quadrant
-up and to the left. `direction: right` mirrors it (up and to the right, including the current row
+Diagonal LSTM: a 1x1 masked input-to-state convolution, then PixelRNN's 2x1 state-to-state
+convolution over the previous column of the skewed map (each diagonal a column), unskewed: the
+state at (i, j) reads the states at (i, j-1) and (i-1, j), the whole quadrant up and to the left. `direction: right` mirrors it (up and to the right, including the current row
 — so its output must be shifted down one row before it joins the other direction, as in the
 Diagonal BiLSTM)."""
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pydantic import Field
 from arspec.ops.base import LowerContext, NodeSpec, Op, ShapeError
 from arspec.ops.masks import group_connectivity
 from arspec.ops.registry import register_op
-from arspec.primitives import LstmScan, MaskedConv, RowLstm, SelectChannels
+from arspec.primitives import DiagonalLstm, MaskedConv, RowLstm, SelectChannels
 from arspec.primitives.program import ProgramBuilder, Value
 from arspec.types import TensorType
 
@@ -56,8 +55,9 @@ class _LstmOp(Op):
             raise ShapeError(f"layer too large: hidden {spec.hidden}", "hidden")
 
     def semantics(self, spec: Any, attrs: dict[str, Any], b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
+        """The cell's value is its state [h, c]; the layer's output is h."""
         pre = b.call("input_to_state", attrs["input_to_state"], inputs[0])
-        return b.call("scan", attrs["scan"], pre)
+        return b.call("h", attrs["h"], b.call("scan", attrs["scan"], pre))
 
 
 @register_op
@@ -78,11 +78,6 @@ class RowLstmOp(_LstmOp):
             "scan": RowLstm(spec.hidden, spec.kernel, ctx.groups),
             "h": SelectChannels(np.arange(spec.hidden))}
 
-    def semantics(self, spec: Any, attrs: dict[str, Any], b: ProgramBuilder, inputs: Sequence[Value], ctx: LowerContext) -> Value:
-        """The cell's value is its state [h, c]; the layer's output is h."""
-        pre = b.call("input_to_state", attrs["input_to_state"], inputs[0])
-        return b.call("h", attrs["h"], b.call("scan", attrs["scan"], pre))
-
 
 @register_op
 class DiagonalLstmOp(_LstmOp):
@@ -95,7 +90,8 @@ class DiagonalLstmOp(_LstmOp):
         conn = _gate_layout(spec.hidden, inp.channels, ctx.groups, spec.mask)[:, :, None, None]
         return TensorType(spec.hidden, inp.spatial), {
             "input_to_state": MaskedConv(conn, (1, 1), (0, 0), (0, 0), bias=False),
-            "scan": LstmScan(spec.hidden, "diagonal", 2, spec.direction == "right", ctx.groups)}
+            "scan": DiagonalLstm(spec.hidden, spec.direction == "right", ctx.groups),
+            "h": SelectChannels(np.arange(spec.hidden))}
 
     def requires_shift(self, spec: DiagonalLstmSpec) -> tuple[int, ...] | None:
         return (1, 0) if spec.direction == "right" else None

@@ -10,14 +10,14 @@ from arspec.primitives.norm import ChannelNorm
 from arspec.primitives.observe import ObserveGate
 from arspec.primitives.ordered import ElementLinear, ElementScale, OrderedPrefixLinear
 from arspec.primitives.pointwise import Activation, Add, Concat, Dropout, Gate, Multiply, SelectChannels, Shift
-from arspec.primitives.recurrence import ConvLstm, LstmScan, RowLstm
+from arspec.primitives.recurrence import ConvLstm, DiagonalLstm, RowLstm
 from arspec.primitives.resolution import DepthToSpace, SpaceToDepth, interleave_index
 
 PRIMITIVES: dict[str, type[Primitive]] = {p.kind: p for p in (
     MaskedConv, MaskedDense, Embedding, Shift, Activation, Add, Multiply, Concat, Gate, SelectChannels, Dropout,
-    SpaceToDepth, DepthToSpace, ContextProjection, Upsample, LstmScan, RowLstm, ConvLstm, OrderedPrefixLinear, ElementLinear, ElementScale, ObserveGate, Flatten, Attend, Positions, ChannelNorm)}
+    SpaceToDepth, DepthToSpace, ContextProjection, Upsample, RowLstm, DiagonalLstm, ConvLstm, OrderedPrefixLinear, ElementLinear, ElementScale, ObserveGate, Flatten, Attend, Positions, ChannelNorm)}
 
 __all__ = ["PRIMITIVES", "Activation", "Add", "Attend", "ChannelNorm", "Concat", "ContextProjection", "DepthToSpace", "Dropout", "ElementLinear", "ElementScale", "Embedding", "Flatten",
-           "ConvLstm", "Gate", "LstmScan", "MaskedConv", "RowLstm", "MaskedDense", "Multiply", "ObserveGate", "OrderedPrefixLinear", "Param", "Positions", "Primitive",
+           "ConvLstm", "DiagonalLstm", "Gate", "MaskedConv", "RowLstm", "MaskedDense", "Multiply", "ObserveGate", "OrderedPrefixLinear", "Param", "Positions", "Primitive",
            "SelectChannels", "Shift", "SpaceToDepth", "Taps", "Upsample", "channel_group", "degree_mask",
            "interleave_index", "same_position"]

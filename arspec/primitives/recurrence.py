@@ -1,26 +1,19 @@
-"""lstm_scan — the spatial LSTM recurrences of PixelRNN (van den Oord et al. 2016a).
+"""The recurrent LSTM cells of PixelRNN (van den Oord et al. 2016a) and the Video Pixel Network,
+each declared by its step, so its footprint, its whole-tensor kernel and every cached-generation
+engine follow from the one declaration.
 
-The argument holds the input-to-state pre-activations (4·hidden channels, gate chunks [o, f, i, g]).
-`rows` (Row LSTM): one step per row; the state of row i reads the previous row's state through a
-width-k convolution. `diagonal` (Diagonal LSTM): the map is skewed so that each diagonal is a
-column; one step per column, the state at row r reading rows r-1 and r of the previous column
-(a 2x1 convolution). `mirror` flips the width first (the right-to-left direction).
-
-row_lstm — the Row LSTM's cell declared by its step (`RowLstm`): what `lstm_scan` computes in
-`rows` mode, the same parameters under the same names, so its footprint, its whole-tensor kernel
-(a scan of the rows) and every cached-generation engine follow from the one declaration."""
+row_lstm — the Row LSTM: the state of row i reads the row above through a width-k convolution.
+diagonal_lstm — the Diagonal LSTM: the state at (i, j) reads (i, j-1) and (i-1, j), what the
+skewed map's 2x1 convolution over the previous column reads; mirrored, (i, j+1) and (i-1, j).
+conv_lstm — the convolutional LSTM over a video's frames."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 
-from arspec.domains import Deps
-from arspec.primitives.base import Param, Primitive
+from arspec.primitives.base import Param
 from arspec.primitives.step import DeclaredPrimitive, StepBuilder
-from arspec.types import TensorType
 
 
 def open_gates_bias(hidden: int) -> np.ndarray:
@@ -30,52 +23,6 @@ def open_gates_bias(hidden: int) -> np.ndarray:
     bias[:hidden] = 4.0
     bias[2 * hidden:3 * hidden] = 4.0
     return bias
-
-
-@dataclass(eq=False)
-class LstmScan(Primitive):
-    kind = "lstm_scan"
-
-    hidden: int
-    mode: Literal["rows", "diagonal"]
-    kernel: int                    # width of the state-to-state convolution (2 for diagonal)
-    mirror: bool
-    groups: int                    # data channel groups: channel j of a gate chunk serves group j mod G
-
-    def out_type(self, args: Sequence[TensorType]) -> TensorType:
-        return TensorType(self.hidden, args[0].spatial)
-
-    def state_offsets(self) -> list[tuple[int, int]]:
-        """The state positions (relative) that the state at a position reads directly."""
-        if self.mode == "rows":
-            half = self.kernel // 2
-            return [(-1, dx) for dx in range(-half, half + 1)]
-        return [(0, 1 if self.mirror else -1), (-1, 0)]
-
-    def params(self) -> dict[str, Param]:
-        h = self.hidden
-        bound = 1.0 / (h * self.kernel) ** 0.5
-        return {"gate_bias": Param((4 * h,), "zeros"),
-                "state_weight": Param((4 * h, h, self.kernel), "uniform", bound),
-                "state_bias": Param((4 * h,), "uniform", bound)}
-
-    def attrs(self) -> dict[str, Any]:
-        return {"mode": self.mode, "mirror": self.mirror}
-
-    def footprint(self, args: Sequence[Deps], out: TensorType, mask: int) -> Deps:
-        return args[0].closure(self.state_offsets(), self.groups, out.channels, out.spatial)
-
-    def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
-        """Input and output gates open, forget gate half open, and a state-to-state map of gain
-        about one, so a perturbation still shows after a whole image of recurrent steps."""
-        h = self.hidden
-        if name == "gate_bias":
-            return open_gates_bias(h)
-        if name == "state_weight":
-            return rng.standard_normal((4 * h, h, self.kernel)) * (2.0 / (h * self.kernel)) ** 0.5
-        if name == "state_bias":
-            return np.zeros(4 * h)
-        return None
 
 
 @dataclass(eq=False)
@@ -101,6 +48,26 @@ class LstmCell(DeclaredPrimitive):
         c = b.add(b.mul(b.act("sigmoid", f), c_before), b.mul(b.act("sigmoid", i), b.act("tanh", g)))
         return b.concat(b.mul(b.act("sigmoid", o), b.act("tanh", c)), c)
 
+    def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
+        """Input and output gates open, the forget gate half open and a state-to-state map of gain
+        about one, so a perturbation still shows after a whole image (or video) of steps."""
+        shape = self.params()[name].shape
+        if name == "gate_bias":
+            return open_gates_bias(self.hidden)
+        if name == "state_weight":
+            return rng.standard_normal(shape) * (2.0 / int(np.prod(shape[1:]))) ** 0.5
+        if name == "state_bias":
+            return np.zeros(shape)
+        return None
+
+
+def _state_params(hidden: int, kernel: int) -> dict[str, Param]:
+    """The gate bias and a state-to-state map of `kernel` taps with its bias (uniform init)."""
+    bound = 1.0 / (hidden * kernel) ** 0.5
+    return {"gate_bias": Param((4 * hidden,), "zeros"),
+            "state_weight": Param((4 * hidden, hidden, kernel), "uniform", bound),
+            "state_bias": Param((4 * hidden,), "uniform", bound)}
+
 
 @dataclass(eq=False)
 class RowLstm(LstmCell):
@@ -109,8 +76,7 @@ class RowLstm(LstmCell):
         [o, f, i, g] = pre(i, j) + gate_bias + W * h(i-1, j-k//2 .. j+k//2) + state_bias [row i > 0]
         c(i, j) = sigmoid(f) c(i-1, j) + sigmoid(i) tanh(g),   h(i, j) = sigmoid(o) tanh(c(i, j))
 
-    with zeros above the first row, where the state-to-state term and its bias are absent (as in
-    `lstm_scan`, whose trained weights it takes as they are). The argument holds the input-to-state
+    with zeros above the first row, where the state-to-state term and its bias are absent. The argument holds the input-to-state
     pre-activations (4 hidden channels); with channel groups, unit u serves group u mod G."""
 
     kind = "row_lstm"
@@ -123,7 +89,7 @@ class RowLstm(LstmCell):
         return 2
 
     def params(self) -> dict[str, Param]:
-        return LstmScan(self.hidden, "rows", self.kernel, False, self.groups).params()
+        return _state_params(self.hidden, self.kernel)
 
     def step(self, b: StepBuilder) -> int:
         h, half = self.hidden, self.kernel // 2
@@ -133,8 +99,40 @@ class RowLstm(LstmCell):
                       b.product([b.inside((-1, 0))], "state_bias", 4 * h))
         return self.update(b, gates, b.slice(above[half], h, 2 * h))
 
-    def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
-        return LstmScan(self.hidden, "rows", self.kernel, False, self.groups).probe(name, rng)
+
+@dataclass(eq=False)
+class DiagonalLstm(LstmCell):
+    """The Diagonal LSTM cell at pixel (i, j), its value the state [h, c] it carries (the op passes
+    h on); `mirror` runs the rows right to left (s = +1, else s = -1):
+
+        [o, f, i, g] = pre(i, j) + gate_bias + W0 h(i-1, j) + W1 h(i, j+s) + state_bias
+        c(i, j) = sigmoid(f) c(i, j+s) + sigmoid(i) tanh(g),   h(i, j) = sigmoid(o) tanh(c(i, j))
+
+    with zero state outside the image: PixelRNN's 2x1 convolution over the previous column of the
+    skewed map, unskewed. Its context is the quadrant up and to the left (mirrored: up and to the
+    right, the current row included, so the op's output must move down a row). The argument holds
+    the input-to-state pre-activations (4 hidden channels); with channel groups, unit u serves
+    group u mod G."""
+
+    kind = "diagonal_lstm"
+
+    mirror: bool = False
+    groups: int = 1
+
+    @property
+    def rank(self) -> int:
+        return 2
+
+    def params(self) -> dict[str, Param]:
+        return _state_params(self.hidden, 2)
+
+    def step(self, b: StepBuilder) -> int:
+        h = self.hidden
+        above, beside = b.state((-1, 0)), b.state((0, 1 if self.mirror else -1))
+        recurrent = b.product([b.slice(above, 0, h), b.slice(beside, 0, h)], "state_weight", 4 * h, taps=range(2))
+        here = b.inside((0, 0))
+        gates = b.add(b.read(0, (0, 0)), b.product([here], "gate_bias", 4 * h), recurrent, b.product([here], "state_bias", 4 * h))
+        return self.update(b, gates, b.slice(beside, h, 2 * h))
 
 
 @dataclass(eq=False)
@@ -170,13 +168,3 @@ class ConvLstm(LstmCell):
         recurrent = b.product([b.slice(state, 0, h) for state in before], "state_weight", 4 * h, taps=range(k * k))
         gates = b.add(b.read(0, (0, 0, 0)), b.product([b.inside((0, 0, 0))], "gate_bias", 4 * h), recurrent)
         return self.update(b, gates, b.slice(before[half * k + half], h, 2 * h))
-
-    def probe(self, name: str, rng: np.random.Generator) -> np.ndarray | None:
-        """Input and output gates open, the forget gate half open and a state-to-state map of gain
-        about one, so a perturbation of the first frame still shows in the last."""
-        h, k = self.hidden, self.kernel
-        if name == "gate_bias":
-            return open_gates_bias(h)
-        if name == "state_weight":
-            return rng.standard_normal((4 * h, h, k, k)) * (2.0 / (h * k * k)) ** 0.5
-        return None

@@ -1,8 +1,9 @@
 """The step IR: a primitive declared once, by what it computes at one position.
 
 A declared primitive writes its per-position step with a `StepBuilder`: reads of its arguments at
-fixed offsets (its input taps), reads of its own value at earlier positions (its state taps: a
-Spatial LSTM's (h, c) to the left and above), and a few operations on the vectors read —
+fixed offsets (its input taps), reads of its own value at other positions (its state taps: a
+Spatial LSTM's (h, c) to the left and above; a mirrored Diagonal LSTM's to the right and above,
+earlier in a raster order whose columns run right to left), and a few operations on the vectors read —
 products with a parameter matrix (masked or not), activations, sums, products, concatenation and
 channel ranges. From that one declaration follow:
 
@@ -15,6 +16,7 @@ The IR holds plain data only (names, offsets, shapes), so it is framework-free l
 the core, and it can be written into generated code with `repr()`."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -98,8 +100,19 @@ class DeclaredStep:
 
 
 class StepError(ValueError):
-    """A step that cannot be declared that way (channels that do not match, a state read that is
-    not strictly earlier in raster order)."""
+    """A step that cannot be declared that way (channels that do not match, state reads that no
+    scan order can compute)."""
+
+
+def scan_order(offsets: Sequence[tuple[int, ...]], rank: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """A raster order in which every state offset points to an earlier position: the axes from
+    slowest to fastest and, per axis, +1 (ascending) or -1 (reversed); the plain raster order when
+    it serves, None when none does (reads that would form a cycle, such as left and right)."""
+    for axes in itertools.permutations(range(rank)):
+        for signs in itertools.product((1, -1), repeat=rank):
+            if all(tuple(signs[a] * off[a] for a in axes) < (0,) * rank for off in offsets):
+                return axes, signs
+    return None
 
 
 @dataclass
@@ -141,11 +154,12 @@ class StepBuilder:
         return self._add(StepOp("embed", channels=int(channels), arg=arg, weight=table, mask=select))
 
     def state(self, offset: Sequence[int]) -> int:
-        """This primitive's own value at p + offset, an earlier position in raster order (zero
-        outside the tensor)."""
+        """This primitive's own value at p + offset (zero outside the tensor). The state offsets
+        together must point earlier in some raster order (axes permuted or reversed; `scan_order`):
+        the order the engines compute the positions in."""
         offset = tuple(int(o) for o in offset)
-        if len(offset) != self.rank or not offset < (0,) * self.rank:
-            raise StepError(f"a state read must be at an earlier position in raster order, got offset {offset}")
+        if len(offset) != self.rank or not any(offset):
+            raise StepError(f"a state read must be at another position of rank {self.rank}, got offset {offset}")
         if self.out_channels is None:
             raise StepError("state reads need the output's channels (StepBuilder(out_channels=...))")
         return self._add(StepOp("state", channels=self.out_channels, offset=offset))
@@ -232,6 +246,10 @@ class StepBuilder:
     def finish(self, output: int) -> DeclaredStep:
         if self.out_channels is not None and self.channels(output) != self.out_channels:
             raise StepError(f"the step's output has {self.channels(output)} channels, the primitive {self.out_channels}")
+        states = list(dict.fromkeys(op.offset for op in self.ops if op.kind == "state"))
+        if states and scan_order(states, self.rank) is None:
+            raise StepError(f"state reads at {states} point earlier in no raster order (axes permuted or reversed): "
+                            "no position could be computed first")
         return DeclaredStep(tuple(self.ops), output, self.rank)
 
 

@@ -23,7 +23,7 @@ import torch
 
 from arspec.domains.base import shift_array
 from arspec_torch.cstep import CStepProgram, c_step_available, c_step_missing, runtime
-from arspec_torch.declared import declared, evaluate, inside_flags, tap_table
+from arspec_torch.declared import declared, evaluate, inside_flags, scan_order, tap_table
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_tokens, attention_untokens
 from arspec_torch.keyhistory import KeyHistory, attention_op, history_of
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
@@ -158,15 +158,15 @@ class LazyCache:
 
 
 def _through_state(final: np.ndarray, call: StepCall) -> np.ndarray:
-    """A value that reads its own earlier positions is final only once those are: the maximum
-    over the state offsets, carried in raster order (they point backwards)."""
+    """A value that reads its own value elsewhere is final only once that is: the maximum over
+    the state offsets, carried along its scan order (a read position comes first)."""
     offsets = state_offsets_of(call)
     if not offsets:
         return final
     flat = final.reshape(-1).copy()
     shape = final.shape
     tables = [tap_table(o, shape).numpy() for o in offsets]
-    for p in range(flat.size):
+    for p in scan_order(offsets, shape):
         for table in tables:
             q = table[p]
             if q < flat.size:
@@ -175,14 +175,14 @@ def _through_state(final: np.ndarray, call: StepCall) -> np.ndarray:
 
 
 def _state_needs(need: np.ndarray, call: StepCall) -> np.ndarray:
-    """A value read by its own later positions is needed no later than they are computed: the
-    minimum carried backwards over the state offsets."""
+    """A value read by its own value elsewhere is needed no later than its reader is computed:
+    the minimum carried backwards along the scan order."""
     offsets = state_offsets_of(call)
     if not offsets:
         return need
     flat = need.reshape(-1).copy()
     tables = [tap_table(o, need.shape).numpy() for o in offsets]
-    for p in range(flat.size - 1, -1, -1):
+    for p in scan_order(offsets, need.shape)[::-1]:
         for table in tables:
             q = table[p]
             if q < flat.size:
@@ -192,16 +192,17 @@ def _state_needs(need: np.ndarray, call: StepCall) -> np.ndarray:
 
 def _fronts_within(at: torch.Tensor, offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -> list[torch.Tensor]:
     """Positions computed together, split so that none reads the state of another of the same
-    batch before it is computed (in raster order; one group when there is no state)."""
+    batch before it is computed (along the scan order; one group when there is no state)."""
     if not offsets or at.numel() < 2:
         return [at]
-    positions = sorted(at.tolist())
+    chosen = set(at.tolist())
+    positions = [int(p) for p in scan_order(offsets, spatial) if int(p) in chosen]
     group: dict[int, int] = {}
     tables = [tap_table(o, spatial).numpy() for o in offsets]
     for p in positions:
         group[p] = 1 + max([group[int(t[p])] for t in tables if int(t[p]) in group], default=-1)
     count = max(group.values()) + 1
-    return [torch.as_tensor([p for p in positions if group[p] == g], device=at.device) for g in range(count)]
+    return [torch.as_tensor(sorted(p for p in positions if group[p] == g), device=at.device) for g in range(count)]
 
 
 def _shifted_max(table: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Primitives declared by their step (arspec.primitives.step), lowered to torch: the whole-tensor
 kernel is the step evaluated at every position at once, or, for a primitive that reads its own
-earlier values, scanned along its wavefronts (a front's positions read no state of each other:
+values elsewhere, scanned along its wavefronts (a front's positions read no state of each other:
 one batched step per front, 2H - 1 fronts for an H x W Spatial LSTM); the cached sampler's step is
 the same evaluation at the positions it computes. No primitive-specific code: adding a declared
 primitive adds nothing here. Imports nothing from arspec (generated files carry a copy)."""
@@ -87,18 +87,27 @@ def tap_table(offset: tuple[int, ...], spatial: tuple[int, ...]) -> torch.Tensor
 
 @functools.lru_cache(maxsize=64)
 def wavefronts(offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """The positions of each front, in order (see the module docstring)."""
+    """The positions of each front, in order: a position's front is one past the latest front of
+    the positions whose state it reads. The state offsets point earlier in some raster order (the
+    declaration checks it: to the left or to the right, above), so the fronts are found by
+    relaxing every position at once until nothing changes, at most once per front."""
     positions = int(np.prod(spatial))
-    front = np.zeros(positions, dtype=np.int64)
+    front = np.zeros(positions + 1, dtype=np.int64)            # the last entry: reads outside, front -1 + 1
     tables = [tap_table(o, spatial).numpy() for o in offsets]
-    for p in range(positions):                         # state offsets point to earlier positions
-        best = -1
-        for table in tables:
-            q = table[p]
-            if q < positions:
-                best = max(best, int(front[q]))
-        front[p] = best + 1
-    return tuple(torch.as_tensor(np.flatnonzero(front == f)) for f in range(int(front.max()) + 1))
+    for _ in range(positions + 1):
+        reads = np.max([np.where(t < positions, front[t], -1) for t in tables], axis=0) + 1
+        if np.array_equal(reads, front[:positions]):
+            break
+        front[:positions] = reads
+    else:
+        raise ValueError(f"state offsets {list(offsets)} read each other in a cycle")
+    return tuple(torch.as_tensor(np.flatnonzero(front[:positions] == f)) for f in range(int(front[:positions].max()) + 1))
+
+
+def scan_order(offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -> np.ndarray:
+    """Every position, in an order where each comes after the positions whose state it reads
+    (front by front, raster order within a front)."""
+    return np.concatenate([f.numpy() for f in wavefronts(offsets, spatial)])
 
 
 def inside_flags(offset: tuple[int, ...], spatial: tuple[int, ...], at: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

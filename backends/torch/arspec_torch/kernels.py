@@ -247,33 +247,6 @@ def _lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, to
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def lstm_scan(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Tensor, state_bias: torch.Tensor, *,
-              mode: str, mirror: bool) -> torch.Tensor:
-    """PixelRNN's recurrences over input-to-state pre-activations (B, 4h, H, W): one LSTM step
-    per row (`rows`), or per diagonal of the skewed map (`diagonal`, mirrored for right-to-left)."""
-    hidden = state_weight.shape[1]
-    if mode == "rows":
-        return row_lstm(pre, gate_bias, state_weight, state_bias)[:, :hidden]
-    pre = pre + gate_bias.view(1, -1, 1, 1)
-    if mirror:
-        pre = pre.flip(-1)
-    b, _, height, width = pre.shape
-    skewed = pre.new_zeros(b, pre.shape[1], height, width + height - 1)
-    for i in range(height):
-        skewed[:, :, i, i:i + width] = pre[:, :, i]
-    h = pre.new_zeros(b, hidden, height)
-    c = torch.zeros_like(h)
-    columns = []
-    for j in range(skewed.shape[-1]):
-        # the state at row r reads the previous column's rows r-1 and r (a 2x1 convolution)
-        gates = skewed[:, :, :, j] + (F.conv1d(F.pad(h, (1, 0)), state_weight, state_bias) if j else 0)
-        h, c = _lstm_update(gates, c)
-        columns.append(h)
-    states = torch.stack(columns, dim=3)
-    out = torch.stack([states[:, :, i, i:i + width] for i in range(height)], dim=2)
-    return out.flip(-1) if mirror else out
-
-
 def row_lstm(pre: torch.Tensor, gate_bias: torch.Tensor, state_weight: torch.Tensor, state_bias: torch.Tensor,
              **_: Any) -> torch.Tensor:
     """The Row LSTM's cells (arspec.primitives.recurrence.RowLstm), its fast whole-tensor path: one
@@ -485,7 +458,7 @@ KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "masked_conv": masked_conv, "masked_dense": masked_dense, "embedding": embedding, "shift": shift,
     "activation": activation, "dropout": dropout, "add": add, "add_repeated": add_repeated, "multiply": multiply, "concat": concat, "gate": gate, "select": select,
     "space_to_depth": space_to_depth, "depth_to_space": depth_to_space, "context_projection": context_projection,
-    "upsample": upsample, "lstm_scan": lstm_scan, "row_lstm": row_lstm, "conv_lstm": conv_lstm, "ordered_prefix_linear": ordered_prefix_linear,
+    "upsample": upsample, "row_lstm": row_lstm, "conv_lstm": conv_lstm, "ordered_prefix_linear": ordered_prefix_linear,
     "element_linear": element_linear, "element_scale": element_scale,
     "observe": observe, "flatten": flatten, "attend": attend, "positions": positions, "channel_norm": channel_norm,
 }

@@ -105,6 +105,10 @@ class StepPlan:
         kinds = sorted({c.kind for c in self.steps if not _steps_here(c)})
         if kinds:
             return f"the step plan has no instructions for {', '.join(kinds)}"
+        ahead = self._state_ahead()
+        if ahead:
+            return (f"{ahead.kind} reads its own state ahead in raster order (a mirrored scan: a row computed "
+                    "once it is complete), the plan computes one position a step")
         lag = self.lag.get(self.output)
         if lag is None or lag > 0:
             return "a position's parameters are not final before its element is drawn (a reach that wraps past a row)"
@@ -115,8 +119,11 @@ class StepPlan:
         """Every call that reads the data has a step rule, and a position's parameters are final
         before its element is drawn (with few columns, a vertical stack's reach can wrap past the
         end of a row; such models use the torch path)."""
-        lag = self.lag.get(self.output)
-        return not self.opaque and all(_steps_here(c) for c in self.steps) and lag is not None and lag <= 0
+        return not self.unusable_because
+
+    def _state_ahead(self) -> Any:
+        """A step call reading its own value at a later position in raster order (None: none)."""
+        return next((c for c in self.steps if any(self._flat(off) > 0 for off in state_offsets_of(c))), None)
 
     def channels(self, value: str) -> int:
         """Channels of a value: the data's channel groups, or the call's output channels."""
