@@ -17,7 +17,14 @@ from torch.utils.weak import WeakIdKeyDictionary
 def masked_conv(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None, *,
                 dilation: tuple[int, ...], pad_before: tuple[int, ...], pad_after: tuple[int, ...],
                 stride: tuple[int, ...]) -> torch.Tensor:
-    """An N-d convolution (N = 1, 2, 3) of the zero-padded input with weight * mask."""
+    """An N-d convolution (N = 1, 2, 3) of the zero-padded input with weight * mask. A 1x1 one on
+    an input whose channels are its innermost axis (a layer norm's or an attention's output) is
+    the matrix product hand-written code makes there: no copy into the channel-major layout, and
+    its output keeps the input's layout for the next one."""
+    if x.dim() > 2 and weight[0, 0].numel() == 1 and not any(pad_before) and not any(pad_after) and all(s == 1 for s in stride):
+        last = x.movedim(1, -1)
+        if last.is_contiguous() and not x.is_contiguous():
+            return F.linear(last, masked(weight, mask).flatten(1), bias).movedim(-1, 1)
     pads: list[int] = []
     for before, after in reversed(list(zip(pad_before, pad_after))):
         pads += [before, after]
@@ -415,7 +422,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, stric
         return q.new_zeros(*q.shape[:3], v.shape[-1])
     d, dv = q.shape[-1], v.shape[-1]
     width = max(d, dv)                   # the fused kernels want one head size: zero columns change no score
-    q, k, v = (t.contiguous() if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1])) for t in (q, k, v))
+    q, k, v = ((t if t.stride(-1) == 1 else t.contiguous()) if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
+               for t in (q, k, v))
     if strict:
         q, k, v = q[:, :, 1:], k[:, :, :-1], v[:, :, :-1]
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=d ** -0.5)[..., :dv]
