@@ -148,3 +148,27 @@ def test_the_kept_mask_facts_do_not_keep_a_freed_model_alive():
     del model, masks
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+@pytest.mark.parametrize("spatial", [(7,), (3, 5)])
+def test_a_1x1_convolution_of_a_channels_innermost_input_is_the_convolution_and_keeps_the_layout(spatial):
+    """After a layer norm the channels lie innermost: the 1x1 convolution is then a matrix
+    product (no copy into the channel-major layout), equal to the convolution in values and
+    gradients, masked as written, its output in the input's layout."""
+    generator = torch.Generator().manual_seed(0)
+    inner = torch.randn(2, *spatial, 4, generator=generator, dtype=torch.float64)
+    x = inner.movedim(-1, 1).requires_grad_()                     # (2, 4, *S), channels innermost in memory
+    weight = torch.randn(6, 4, *(1,) * len(spatial), generator=generator, dtype=torch.float64, requires_grad=True)
+    mask = (torch.rand(6, 4, *(1,) * len(spatial), generator=generator) > 0.3).double()
+    bias = torch.randn(6, generator=generator, dtype=torch.float64, requires_grad=True)
+    attrs = {"dilation": (1,) * len(spatial), "pad_before": (0,) * len(spatial), "pad_after": (0,) * len(spatial),
+             "stride": (1,) * len(spatial)}
+    fast = kernels.masked_conv(x, weight, mask, bias, **attrs)
+    plain = kernels.masked_conv(x.contiguous(), weight, mask, bias, **attrs)
+    assert not x.is_contiguous() and fast.movedim(1, -1).is_contiguous() and plain.is_contiguous()
+    assert torch.allclose(fast, plain, atol=1e-12)
+    weights = torch.randn_like(plain)
+    grads = [torch.autograd.grad((out * weights).sum(), (x, weight, bias)) for out in (fast, plain)]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert torch.equal(grads[0][1] * (1 - mask), torch.zeros_like(weight))      # a masked weight gets no gradient
