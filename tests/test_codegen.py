@@ -185,3 +185,23 @@ def test_a_plain_export_reads_like_a_hand_written_file_and_matches_the_interpret
     assert model.incremental is None
     assert torch.equal(model.sample(2, generator=torch.Generator().manual_seed(3)),
                        reference.sample(2, generator=torch.Generator().manual_seed(3), cache=False))
+
+
+def test_the_exported_forward_adds_wavenets_skips_as_they_come():
+    """Memory planning in the generated file: the sum of the 30 skip outputs is a running sum, so
+    at no line of `Network.forward` are more than two skip outputs alive (all 30 were before)."""
+    spec = arspec.load_spec(ROOT / "specs" / "wavenet.yaml", overrides=["event.shape=[64]"])
+    tree = ast.parse(arspec.export(spec))
+    forward = next(f for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == "Network"
+                   for f in c.body if isinstance(f, ast.FunctionDef) and f.name == "forward")
+    live: set[str] = set()
+    most = 0
+    for statement in forward.body:
+        if isinstance(statement, ast.Assign):
+            live |= {t.id for t in statement.targets if isinstance(t, ast.Name) and t.id.endswith("skip__conv")}
+        elif isinstance(statement, ast.Delete):
+            live -= {t.id for t in statement.targets if isinstance(t, ast.Name)}
+        most = max(most, len(live))
+    assert most == 2
+    sums = [s for s in forward.body if isinstance(s, ast.Assign) and s.targets[0].id == "stack_skip__add"]
+    assert len(sums) == 29 and all(isinstance(s.value, ast.BinOp) for s in sums)

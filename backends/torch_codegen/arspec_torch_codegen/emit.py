@@ -129,19 +129,39 @@ def _reset_parameters(plan: Plan) -> list[str]:
 
 
 def _forward(plan: Plan) -> list[str]:
-    last_use: dict[str, int] = {}
+    """Network.forward: one line per call, each value deleted after its last reader. A sum of
+    three values or more (WaveNet's skips) is a running sum, each term added as soon as it and the
+    sum so far exist (as hand-written code writes `skip = skip + s`), so the terms are never all
+    alive at once."""
+    made = {pc.step.id: i for i, pc in enumerate(plan.calls)}
+    running = {pc.step.id: sorted(pc.step.args, key=lambda a: made.get(a, -1)) for pc in plan.calls
+               if pc.step.kind == "add" and len(pc.step.args) >= 3 and len(set(pc.step.args)) == len(pc.step.args)}
+    after: dict[int, list[tuple[str, str, tuple[str, ...]]]] = {}           # statements after call i: (target, expression, reads)
+    for total, terms in running.items():
+        so_far, ready = terms[0], made.get(terms[0], -1)
+        for term in terms[1:]:
+            ready = max(ready, made.get(term, -1))                      # the sum so far and this term both exist
+            after.setdefault(ready, []).append((total, f"{name(so_far)} + {name(term)}", (so_far, term)))
+            so_far = total
+    statements: list[tuple[Any, str, str, tuple[str, ...]]] = list((None, *entry) for entry in after.get(-1, []))
     for i, pc in enumerate(plan.calls):
-        for a in pc.step.args:
-            last_use[a] = i
+        if pc.step.id not in running:
+            statements.append((pc.node, pc.step.id, _call_expr(pc), tuple(pc.step.args)))
+        statements += [(None, *entry) for entry in after.get(i, [])]
+    last_use: dict[str, int] = {}
+    for k, (_, target, _, reads) in enumerate(statements):
+        for a in reads:
+            if a != target:
+                last_use[a] = k
     lines, current = [], None
     for c in plan.contexts:
         lines.append(f"        {name(c.id)} = {_context_value(c, 'x.dtype')}")
-    for i, pc in enumerate(plan.calls):
-        if pc.node.name != current:
-            current = pc.node.name
-            lines.append(f"        {_where(pc.node)}")
-        lines.append(f"        {name(pc.step.id)} = {_call_expr(pc)}")
-        dead = [name(a) for a in dict.fromkeys(pc.step.args) if last_use.get(a) == i and a != plan.output and a not in ("x", "x_raw")]
+    for k, (node, target, expression, reads) in enumerate(statements):
+        if node is not None and node.name != current:
+            current = node.name
+            lines.append(f"        {_where(node)}")
+        lines.append(f"        {name(target)} = {expression}")
+        dead = [name(a) for a in dict.fromkeys(reads) if last_use.get(a) == k and a != plan.output and a not in ("x", "x_raw")]
         if dead:
             lines.append(f"        del {', '.join(dead)}")
     lines.append(f"        return {name(plan.output)}")
