@@ -28,6 +28,9 @@ def check_one(path: str, args) -> tuple[int, dict]:
         else:
             probe_spec = _probe_size(spec, report, path, args.overrides)
             pairs = [(probe_spec, compile(probe_spec, backend=args.backend, seed=0))]
+        if args.max_memory:                     # the rows one measuring call stacks (perturbed and reference)
+            for _, m in pairs:
+                m.memory_budget = args.max_memory
         results = [(s, dynamic_check(s, m, cache=True)) for s, m in pairs]
         failed = [(s, d) for s, d in results if not d.agrees]
         probe_spec, dyn = failed[0] if failed else results[0]

@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="warnings (blind spots, dead context) fail the check")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--dynamic", action="store_true", help="also measure the compiled module's dependencies and compare")
+    p.add_argument("--max-memory", type=byte_size, metavar="SIZE",
+                   help="with --dynamic: bytes one measuring call may use, e.g. 2GB (it stacks perturbed inputs; default 4 GiB)")
     p.add_argument("--backend", default="torch")
     _add_set(p)
 
