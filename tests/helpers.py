@@ -7,7 +7,8 @@ import torch
 import arspec
 from arspec.testing import assert_measured_equals_predicted, spec_from
 
-__all__ = ["all_configurations", "assert_measured_equals_predicted", "compiled", "problems_of", "spec_from", "verified"]
+__all__ = ["all_configurations", "assert_measured_equals_predicted", "compiled", "compiled_for_engine", "engines_here", "problems_of",
+           "spec_from", "verified"]
 
 
 def problems_of(text: str, overrides=()) -> list[str]:
@@ -33,3 +34,22 @@ def all_configurations(shape, classes: int) -> torch.Tensor:
     n = int(np.prod(shape))
     grids = torch.cartesian_prod(*[torch.arange(classes)] * n) if n > 1 else torch.arange(classes)[:, None]
     return grids.reshape(-1, *shape)
+
+
+def engines_here() -> list[str]:
+    """The cached-generation engines that run on this machine: the C step (where a compiler is),
+    the numpy step, the static program and the torch path."""
+    from arspec_torch import cstep
+    return [e for e in ("c", "numpy", "static", "torch") if e != "c" or cstep.c_step_available(np.dtype(np.float64))]
+
+
+def compiled_for_engine(spec, engine: str, monkeypatch):
+    """The spec compiled in float64 with generic parameters (no dependency behind an exact zero),
+    its cached generation forced onto `engine` where it has a plan."""
+    from arspec.dynamic import generic_parameters
+    monkeypatch.setenv("ARSPEC_STEP", "numpy" if engine == "numpy" else "c")
+    model = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
+    generic_parameters(model, 0, spec.ir)
+    if model.incremental is not None and model.incremental.plan is not None:
+        model.incremental.engine = {"c": "plan", "numpy": "plan"}.get(engine, engine)
+    return model

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from arspec_torch import cache as cache_module
-from arspec_torch import cstep
 from arspec_torch.declared import declared, evaluate, inside_flags, scan_order, tap_table, wavefronts
 from arspec_torch.kernels import KERNELS
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 import arspec
 from arspec.dynamic import cache_disagreement, generic_parameters
 from arspec.primitives.recurrence import DiagonalLstm
-from tests.helpers import spec_from
+from tests.helpers import compiled_for_engine, engines_here, spec_from
 from tests.strategies import examples, recurrent_stacks
 
 
@@ -117,14 +116,9 @@ def _diagonal_stack(direction: str, groups: int = 1) -> str:
 def test_a_left_diagonal_lstm_samples_through_every_engine_as_the_graph_says(groups):
     spec = spec_from(_diagonal_stack("left", groups))
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for engine in ("c", "numpy", "static", "torch"):
-            if engine == "c" and not cstep.c_step_available(np.dtype(np.float64)):
-                continue
-            monkeypatch.setenv("ARSPEC_STEP", "numpy" if engine == "numpy" else "c")
-            model = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
-            generic_parameters(model, 0, spec.ir)
+        for engine in engines_here():
+            model = compiled_for_engine(spec, engine, monkeypatch)
             assert model.incremental.plan is not None, model.incremental.plan_missing
-            model.incremental.engine = {"c": "plan", "numpy": "plan"}.get(engine, engine)
             assert cache_disagreement(model, tolerance=1e-9) == "", engine
             fast = model.sample(2, generator=torch.Generator().manual_seed(4), cache=True)
             assert torch.equal(fast, model.sample(2, generator=torch.Generator().manual_seed(4), cache=False)), engine

@@ -4,20 +4,16 @@ gradients; every cached-generation engine lowers it and agrees with the training
 naive sampler; a step that adds the state bias on the first row as well is caught."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from arspec_torch import cstep
 from arspec_torch.declared import declared
 from arspec_torch.kernels import KERNELS
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import arspec
-from arspec.dynamic import generic_parameters
 from arspec.primitives.recurrence import RowLstm
 from arspec.primitives.step import StepBuilder
-from tests.helpers import spec_from
+from tests.helpers import compiled_for_engine, engines_here, spec_from
 from tests.strategies import examples, recurrent_stacks
 
 
@@ -80,17 +76,12 @@ def test_random_row_lstm_stacks_sample_through_every_engine_as_the_graph_says(so
     torch path."""
     spec = spec_from(source)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for engine in ("c", "numpy", "static", "torch"):
-            if engine == "c" and not cstep.c_step_available(np.dtype(np.float64)):
-                continue
-            monkeypatch.setenv("ARSPEC_STEP", "numpy" if engine == "numpy" else "c")
-            model = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
-            generic_parameters(model, 0, spec.ir)
+        for engine in engines_here():
+            model = compiled_for_engine(spec, engine, monkeypatch)
             assert model.incremental is not None
             if model.incremental.plan is None:      # only where a first layer that reads nothing (1x1, mask A, one group)
                 assert _reads_no_data(model), model.incremental.plan_missing    # leaves a model of no data
                 assume(False)
-            model.incremental.engine = {"c": "plan", "numpy": "plan"}.get(engine, engine)
             x, _ = model.example_inputs(2, torch.Generator().manual_seed(3))
             with torch.no_grad():
                 assert torch.allclose(model.incremental.teacher_forced(model, x), model(x), atol=1e-9, rtol=1e-9), engine
