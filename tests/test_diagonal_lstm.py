@@ -146,6 +146,7 @@ def test_an_engine_that_scans_the_mirrored_row_left_to_right_is_caught(monkeypat
     generic_parameters(model, 0, spec.ir)
     assert cache_disagreement(model, tolerance=1e-9) == ""
     monkeypatch.setattr(cache_module, "scan_order", lambda offsets, spatial: np.arange(int(np.prod(spatial))))
+    monkeypatch.setattr(cache_module, "scan_rank", lambda offsets, spatial: np.arange(int(np.prod(spatial))))
     mutant = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
     generic_parameters(mutant, 0, spec.ir)
     assert "disagrees" in cache_disagreement(mutant, tolerance=1e-9)

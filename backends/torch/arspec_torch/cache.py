@@ -23,7 +23,7 @@ import torch
 
 from arspec.domains.base import shift_array
 from arspec_torch.cstep import CStepProgram, c_step_available, c_step_missing, runtime
-from arspec_torch.declared import declared, evaluate, inside_flags, scan_order, tap_table
+from arspec_torch.declared import declared, evaluate, inside_flags, scan_order, scan_rank, tap_table
 from arspec_torch.kernels import KERNELS, attend_tokens, attention_tokens, attention_untokens
 from arspec_torch.keyhistory import KeyHistory, attention_op, history_of
 from arspec_torch.staticstep import GraphedLoop, StaticStepProgram
@@ -195,8 +195,8 @@ def _fronts_within(at: torch.Tensor, offsets: tuple[tuple[int, ...], ...], spati
     batch before it is computed (along the scan order; one group when there is no state)."""
     if not offsets or at.numel() < 2:
         return [at]
-    chosen = set(at.tolist())
-    positions = [int(p) for p in scan_order(offsets, spatial) if int(p) in chosen]
+    rank = scan_rank(offsets, spatial)
+    positions = sorted(at.tolist(), key=lambda p: rank[p])
     group: dict[int, int] = {}
     tables = [tap_table(o, spatial).numpy() for o in offsets]
     for p in positions:

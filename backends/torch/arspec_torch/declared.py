@@ -110,6 +110,14 @@ def scan_order(offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -
     return np.concatenate([f.numpy() for f in wavefronts(offsets, spatial)])
 
 
+@functools.lru_cache(maxsize=64)
+def scan_rank(offsets: tuple[tuple[int, ...], ...], spatial: tuple[int, ...]) -> np.ndarray:
+    """(P,): each position's place in `scan_order` (sorting a few positions by it orders them)."""
+    rank = np.empty(int(np.prod(spatial)), dtype=np.int64)
+    rank[scan_order(offsets, spatial)] = np.arange(rank.size)
+    return rank
+
+
 def inside_flags(offset: tuple[int, ...], spatial: tuple[int, ...], at: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(n,): 1 where position at[i] + offset lies inside the event, else 0."""
     return (tap_table(offset, spatial).to(at.device)[at] < int(np.prod(spatial))).to(dtype)

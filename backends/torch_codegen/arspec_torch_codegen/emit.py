@@ -275,7 +275,7 @@ the model itself — the `Network` below is straight-line code, node by node."""
     ]
     if has_declared or fast_sampler:
         sections += [_banner("runtime: primitives declared by their step"), extract(step_ir, {"StepOp", "DeclaredStep"}),
-                     extract(declared, {"declared", "evaluate", "tap_table", "wavefronts", "flat"} | ({"scan_order"} if fast_sampler else set()))]
+                     extract(declared, {"declared", "evaluate", "tap_table", "wavefronts", "flat"} | ({"scan_order", "scan_rank"} if fast_sampler else set()))]
     sections += [_banner("runtime: the distribution"), extract(distributions, {dist_class}),
                  _banner("runtime: the autoregressive model"), extract(armodel, {"ARModel"})]
     if fast_sampler:
