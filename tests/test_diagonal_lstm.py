@@ -16,8 +16,7 @@ from arspec_torch.kernels import KERNELS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import arspec
-from arspec.dynamic import cache_disagreement, generic_parameters
+from arspec.dynamic import cache_disagreement
 from arspec.primitives.recurrence import DiagonalLstm
 from tests.helpers import compiled_for_engine, engines_here, spec_from
 from tests.strategies import examples, recurrent_stacks
@@ -126,27 +125,48 @@ def test_a_left_diagonal_lstm_samples_through_every_engine_as_the_graph_says(gro
 
 @settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(source=recurrent_stacks().filter(lambda text: "diagonal_lstm" in text))
-def test_random_diagonal_bilstm_stacks_sample_cached_as_the_graph_says(source):
-    """The mirrored direction through the torch path (the plan says why not): teacher forcing
-    equals the graph and cached samples equal naive ones, one or two channel groups."""
+def test_random_diagonal_bilstm_stacks_sample_through_every_engine_as_the_graph_says(source):
+    """The mirrored direction a row at a time, right to left, at the step its last pixel is drawn
+    (the C step and the numpy step; the torch path along its scan order; the static program
+    steps aside): teacher forcing equals the graph and cached samples equal naive ones. With
+    channel groups the plans step aside and say why."""
     spec = spec_from(source)
-    model = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
-    generic_parameters(model, 0, spec.ir)
-    assert model.incremental.plan is None and "ahead in raster order" in model.incremental.plan_missing
-    assert cache_disagreement(model, tolerance=1e-9) == ""
-    fast = model.sample(2, generator=torch.Generator().manual_seed(4), cache=True)
-    assert torch.equal(fast, model.sample(2, generator=torch.Generator().manual_seed(4), cache=False))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for engine in engines_here():
+            model = compiled_for_engine(spec, engine, monkeypatch)
+            if model.incremental.plan is None:
+                assert spec.event.shape[0] == 2 and "channel groups" in model.incremental.plan_missing
+            elif engine == "static":
+                assert model.incremental.engine_for(model) == "torch" and "a row at a time" in model.sampling_path()
+            assert cache_disagreement(model, tolerance=1e-9) == "", engine
+            fast = model.sample(2, generator=torch.Generator().manual_seed(4), cache=True)
+            assert torch.equal(fast, model.sample(2, generator=torch.Generator().manual_seed(4), cache=False)), engine
 
 
-def test_an_engine_that_scans_the_mirrored_row_left_to_right_is_caught(monkeypatch):
+def test_a_plan_whose_row_ring_is_one_row_short_is_caught(monkeypatch):
+    """Mutation: a row computed at once is written up to W - 1 steps before its readers' lag says;
+    without those slots in its ring, later rows overwrite values still to be read."""
+    from arspec_torch import stepplan
+    spec = spec_from(_diagonal_stack("right"))
+    model = compiled_for_engine(spec, "numpy", monkeypatch)
+    assert model.incremental.plan.burst_lag and cache_disagreement(model, tolerance=1e-9) == ""
+    rings = stepplan.StepPlan._rings
+
+    def short(self):
+        ring = rings(self)
+        for name in self.burst_lag:
+            ring[name] -= self.width - 1
+        return ring
+    monkeypatch.setattr(stepplan.StepPlan, "_rings", short)
+    mutant = compiled_for_engine(spec, "numpy", monkeypatch)
+    assert "disagrees" in cache_disagreement(mutant, tolerance=1e-9)
+
+
+def test_a_torch_path_that_scans_the_mirrored_row_left_to_right_is_caught(monkeypatch):
     """Mutation: the torch path's scan order taken as plain raster order (the mirrored state read
     before it is computed) makes the cache disagree with the graph."""
     spec = spec_from(_diagonal_stack("right"))
-    model = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
-    generic_parameters(model, 0, spec.ir)
-    assert cache_disagreement(model, tolerance=1e-9) == ""
+    assert cache_disagreement(compiled_for_engine(spec, "torch", monkeypatch), tolerance=1e-9) == ""
     monkeypatch.setattr(cache_module, "scan_order", lambda offsets, spatial: np.arange(int(np.prod(spatial))))
     monkeypatch.setattr(cache_module, "scan_rank", lambda offsets, spatial: np.arange(int(np.prod(spatial))))
-    mutant = arspec.compile(spec, seed=0, dtype=torch.float64).eval()
-    generic_parameters(mutant, 0, spec.ir)
-    assert "disagrees" in cache_disagreement(mutant, tolerance=1e-9)
+    assert "disagrees" in cache_disagreement(compiled_for_engine(spec, "torch", monkeypatch), tolerance=1e-9)

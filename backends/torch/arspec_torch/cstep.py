@@ -139,7 +139,7 @@ static void activation(int f, const real *x, real *v, idx i0, idx i1) {
    operands...}. A source operand is 4 integers {mode, a, b, c}: 0 the value register a; 1 the
    ring in array a, of b slots of c reals, at p's slot; 2 the array a; 3 the array a at p * b. */
 enum { GUARD = 1, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS, NORM,
-       ATTEND };
+       ATTEND, BURST };
 
 /* v (B, C) = layer normalisation of s over the channels of each group (channel c in group
    c mod G), eps 1e-5, times w plus b, for items [j0, j1) */
@@ -226,8 +226,14 @@ static void run(const idx *h, idx q, idx j0, idx j1) {
     void **A = (void **)h[2];
     real *V[nv > 0 ? nv : 1];
     memcpy(V, (real **)h[3], sizeof(real *) * (size_t)nv);
-    idx p = 0;
-    for (idx pc = 0; pc < n;) {
+    idx p = 0, burst_pc = -1, burst_end = -1, burst_left = 0;
+    for (idx pc = 0;;) {
+        if (pc == burst_end && burst_left > 0) {       /* a row burst: its block again, one position to the left */
+            burst_left--;
+            p--;
+            pc = burst_pc;
+        }
+        if (pc >= n) break;
         idx op = code[pc];
         const idx *a = code + pc + 2;
         pc += 2 + code[pc + 1];
@@ -235,6 +241,16 @@ static void run(const idx *h, idx q, idx j0, idx j1) {
         case GUARD:                                    /* {lag, code length of the block} */
             p = q - a[0];
             if (p < 0 || p >= P) pc += a[1];
+            break;
+        case BURST:                                    /* {lag, row width, code length of the block}: at the step the */
+            p = q - a[0];                              /* row's last position is final, the block at each position of */
+            if (p < 0 || p >= P || (p + 1) % a[1]) {   /* the row, right to left */
+                pc += a[2];
+                break;
+            }
+            burst_pc = pc;
+            burst_end = pc + a[2];
+            burst_left = a[1] - 1;
             break;
         case PRODUCT:                                  /* {co, k, packed W, bias or -1, dst, source} */
             product((int)a[0], (int)a[1], (real *)A[a[2]], source(a + 5, A, V, p), V[a[4]],
@@ -471,7 +487,7 @@ idx rt_sample(const idx *program, const idx *redo, idx q, idx p0, idx p1, idx la
 
 class Op:
     """The interpreter's opcodes (RUNTIME's enum)."""
-    GUARD, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS, NORM, ATTEND = range(1, 18)
+    GUARD, PRODUCT, GATHER, RING_WRITE, SHIFT, EMBED, ACT, ADD, MUL, CONCAT, GATE, SELECT, STACK, FILL, ALIAS, NORM, ATTEND, BURST = range(1, 19)
 
 #: the runtime's activation codes
 C_ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "elu": 3}
@@ -664,6 +680,13 @@ class CStepProgram(StepProgram):
         block: list[int] = []
         current = None
         for c in calls:
+            if c.id in self.plan.burst_lag:            # a row at a time, right to left (see StepPlan.burst_lag)
+                if current is not None:
+                    code += [Op.GUARD, 2, current, len(block), *block]
+                row = self._prepare(c, net)
+                code += [Op.BURST, 3, self.plan.burst_lag[c.id], self.plan.width, len(row), *row]
+                current, block = None, []
+                continue
             if self.plan.lag[c.id] != current:
                 if current is not None:
                     code += [Op.GUARD, 2, current, len(block), *block]

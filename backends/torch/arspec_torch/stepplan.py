@@ -81,6 +81,10 @@ class StepPlan:
         self.frame_values = set(frame_values)
         self.frame = int(np.prod(self.spatial[1:])) if self.frame_values else self.positions
         data = data_dependent(calls)
+        #: calls that read their own state ahead in raster order along the row (a mirrored Diagonal
+        #: LSTM): computed a whole row at a time, right to left, at the step the row's inputs are
+        #: final; by call, the lag of that step (the row's last position), see `_lags`
+        self.burst_lag: dict[str, int] = {}
         self.lag = self._lags(calls)
         needed = self._reach({output}, stop=self.frame_values)          # what the output reads per position
         self.frame_values &= needed                                       # those the step reads
@@ -106,9 +110,10 @@ class StepPlan:
         if kinds:
             return f"the step plan has no instructions for {', '.join(kinds)}"
         ahead = self._state_ahead()
-        if ahead:
-            return (f"{ahead.kind} reads its own state ahead in raster order (a mirrored scan: a row computed "
-                    "once it is complete), the plan computes one position a step")
+        if ahead is not None and not self._row_burst(ahead):
+            return f"{ahead.kind} reads its own state ahead in raster order other than along its row"
+        if self.burst_lag and self.groups > 1:
+            return f"{self.calls[next(iter(self.burst_lag))].kind} is computed a row at a time, which the plan does not do with channel groups"
         lag = self.lag.get(self.output)
         if lag is None or lag > 0:
             return "a position's parameters are not final before its element is drawn (a reach that wraps past a row)"
@@ -124,6 +129,18 @@ class StepPlan:
     def _state_ahead(self) -> Any:
         """A step call reading its own value at a later position in raster order (None: none)."""
         return next((c for c in self.steps if any(self._flat(off) > 0 for off in state_offsets_of(c))), None)
+
+    def _row_burst(self, call: Any) -> bool:
+        """Whether a call's state reads point earlier when the rows run down and each row right to
+        left (to the right on its row, or on rows above): its rows can be computed whole."""
+        offsets = state_offsets_of(call)
+        return (len(self.spatial) == 2 and any(self._flat(off) > 0 for off in offsets)
+                and all(off[0] < 0 or (off[0] == 0 and off[1] > 0) for off in offsets))
+
+    @property
+    def width(self) -> int:
+        """Positions per row (the last spatial axis)."""
+        return self.spatial[-1]
 
     def channels(self, value: str) -> int:
         """Channels of a value: the data's channel groups, or the call's output channels."""
@@ -175,6 +192,9 @@ class StepPlan:
                 for off in self._live(c, i):
                     value = lag[arg] + self._flat(off)           # type: ignore[operator]
                     best = value if best is None else max(best, value)
+            if best is not None and self._row_burst(c):          # a row at once, when its last position's inputs are final:
+                self.burst_lag[c.id] = best                      # position (i, j) is final W - 1 - j steps after its own lag
+                best += self.width - 1
             lag[c.id] = best
         return lag
 
@@ -221,8 +241,8 @@ class StepPlan:
                     out[(c.id, i)] = "constant"
                 elif c.step is not None and i in c.step.history_args:
                     out[(c.id, i)] = "ring"
-                elif arg not in DATA_VALUES and all(off == (0,) * len(self.spatial) for off in self._live(c, i)) \
-                        and self.lag[arg] == self.lag[c.id]:
+                elif arg not in DATA_VALUES and arg not in self.burst_lag and all(off == (0,) * len(self.spatial) for off in self._live(c, i)) \
+                        and self.lag[arg] == self.lag[c.id]:               # (a row computed at once is read from its ring)
                     out[(c.id, i)] = "local"
                 else:
                     out[(c.id, i)] = "ring"
@@ -241,6 +261,8 @@ class StepPlan:
                 ring[arg] = max(ring.get(arg, 1), span + 1)
             for off in state_offsets_of(c):                           # a declared step reads its own earlier values
                 ring[c.id] = max(ring.get(c.id, 1), -self._flat(off) + 1)
+        for name in self.burst_lag:                                   # a row is written up to W - 1 steps before its lag says
+            ring[name] = ring.get(name, 1) + self.width - 1
         return ring
 
     def sources(self, offset: tuple[int, ...]) -> np.ndarray:
@@ -399,6 +421,12 @@ class StepProgram:
         lines = [f"def {name}(q):", "    pass"]
         current = None
         for c in calls:
+            if c.id in self.plan.burst_lag:                # a row, right to left, once its last position's inputs are final
+                width = self.plan.width
+                lines += [f"    p0 = q - ({self.plan.burst_lag[c.id]})", f"    if 0 <= p0 < P and p0 % {width} == {width - 1}:",
+                          f"      for p in range(p0, p0 - {width}, -1):", *(f"  {line}" for line in self._emit(c, net))]
+                current = None
+                continue
             if self.plan.lag[c.id] != current:
                 current = self.plan.lag[c.id]
                 lines += [f"    p = q - ({current})", "    if 0 <= p < P:"]
