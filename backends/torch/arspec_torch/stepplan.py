@@ -109,8 +109,8 @@ class StepPlan:
         kinds = sorted({c.kind for c in self.steps if not _steps_here(c)})
         if kinds:
             return f"the step plan has no instructions for {', '.join(kinds)}"
-        ahead = self._state_ahead()
-        if ahead is not None and not self._row_burst(ahead):
+        ahead = next((c for c in self.steps if any(self._flat(off) > 0 for off in state_offsets_of(c)) and not self._row_burst(c)), None)
+        if ahead is not None:
             return f"{ahead.kind} reads its own state ahead in raster order other than along its row"
         if self.burst_lag and self.groups > 1:
             return f"{self.calls[next(iter(self.burst_lag))].kind} is computed a row at a time, which the plan does not do with channel groups"
@@ -125,10 +125,6 @@ class StepPlan:
         before its element is drawn (with few columns, a vertical stack's reach can wrap past the
         end of a row; such models use the torch path)."""
         return not self.unusable_because
-
-    def _state_ahead(self) -> Any:
-        """A step call reading its own value at a later position in raster order (None: none)."""
-        return next((c for c in self.steps if any(self._flat(off) > 0 for off in state_offsets_of(c))), None)
 
     def _row_burst(self, call: Any) -> bool:
         """Whether a call's state reads point earlier when the rows run down and each row right to
