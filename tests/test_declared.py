@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import arspec
 from arspec.dynamic import cache_disagreement, dynamic_check
-from arspec.primitives.step import StepBuilder, StepError, scan_order
+from arspec.primitives.step import StepBuilder, StepError, scan_axes
 from tests.helpers import spec_from
 from tests.strategies import examples
 
@@ -148,10 +148,10 @@ def test_state_reads_that_no_scan_order_computes_and_mismatched_channels_are_ref
 
 
 def test_the_scan_order_is_the_raster_order_with_axes_reversed_or_swapped_where_needed():
-    assert scan_order([(0, -1), (-1, 0)], 2) == ((0, 1), (1, 1))             # raster
-    assert scan_order([(0, 1), (-1, 0)], 2) == ((0, 1), (1, -1))             # rows down, columns right to left
-    assert scan_order([(1, 0), (1, 1)], 2) == ((0, 1), (-1, 1))              # rows bottom up
-    assert scan_order([(-1, 1), (1, -1)], 2) is None
+    assert scan_axes([(0, -1), (-1, 0)], 2) == ((0, 1), (1, 1))             # raster
+    assert scan_axes([(0, 1), (-1, 0)], 2) == ((0, 1), (1, -1))             # rows down, columns right to left
+    assert scan_axes([(1, 0), (1, 1)], 2) == ((0, 1), (-1, 1))              # rows bottom up
+    assert scan_axes([(-1, 1), (1, -1)], 2) is None
 
 
 def test_a_first_layer_that_reads_its_own_pixel_is_a_located_leak():

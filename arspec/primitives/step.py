@@ -104,7 +104,7 @@ class StepError(ValueError):
     scan order can compute)."""
 
 
-def scan_order(offsets: Sequence[tuple[int, ...]], rank: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+def scan_axes(offsets: Sequence[tuple[int, ...]], rank: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """A raster order in which every state offset points to an earlier position: the axes from
     slowest to fastest and, per axis, +1 (ascending) or -1 (reversed); the plain raster order when
     it serves, None when none does (reads that would form a cycle, such as left and right)."""
@@ -155,7 +155,7 @@ class StepBuilder:
 
     def state(self, offset: Sequence[int]) -> int:
         """This primitive's own value at p + offset (zero outside the tensor). The state offsets
-        together must point earlier in some raster order (axes permuted or reversed; `scan_order`):
+        together must point earlier in some raster order (axes permuted or reversed; `scan_axes`):
         the order the engines compute the positions in."""
         offset = tuple(int(o) for o in offset)
         if len(offset) != self.rank or not any(offset):
@@ -247,7 +247,7 @@ class StepBuilder:
         if self.out_channels is not None and self.channels(output) != self.out_channels:
             raise StepError(f"the step's output has {self.channels(output)} channels, the primitive {self.out_channels}")
         states = list(dict.fromkeys(op.offset for op in self.ops if op.kind == "state"))
-        if states and scan_order(states, self.rank) is None:
+        if states and scan_axes(states, self.rank) is None:
             raise StepError(f"state reads at {states} point earlier in no raster order (axes permuted or reversed): "
                             "no position could be computed first")
         return DeclaredStep(tuple(self.ops), output, self.rank)
