@@ -64,29 +64,35 @@ def drop_unread(calls: list[StepCall], kept: set[str]) -> list[StepCall]:
     return out[::-1]
 
 
+def running_sum_terms(ids: list[str], sums: dict[str, tuple[str, ...]]) -> dict[str, list[tuple[str, int]]]:
+    """Which sums run as running sums, and in what order: an addition of three distinct values or
+    more (`sums`: by id, its terms), its terms sorted by the index in `ids` of what makes them
+    (-1: made before the first), each with that index. The interpreter's rewrite below and the
+    exporter's forward both follow this one rule."""
+    made = {name: i for i, name in enumerate(ids)}
+    return {total: sorted(((a, made.get(a, -1)) for a in terms), key=lambda term: term[1])
+            for total, terms in sums.items() if len(terms) >= 3 and len(set(terms)) == len(terms)}
+
+
 def running_sums(calls: list[StepCall]) -> list[StepCall]:
     """An `add` of three values or more -> binary adds, each right after the later of its two terms
     is computed (the last one keeps the sum's id). Terms are added in the order they appear, so the
     sum is the same up to float rounding; each term can be dropped once it is added."""
-    made = {c.id: i for i, c in enumerate(calls)}
+    by_id = {c.id: c for c in calls}
+    running = running_sum_terms([c.id for c in calls], {c.id: c.args for c in calls if c.kind == "add"})
     inserted: dict[int, list[StepCall]] = {}
-    replaced: set[str] = set()
-    for c in calls:
-        if c.kind != "add" or len(c.args) < 3 or len(set(c.args)) != len(c.args):
-            continue
-        terms = sorted(c.args, key=lambda a: made.get(a, -1))
-        total = terms[0]
-        for k, term in enumerate(terms[1:], start=1):
+    for sum_id, terms in running.items():
+        total = terms[0][0]
+        for k, (term, at) in enumerate(terms[1:], start=1):
             last = k == len(terms) - 1
-            step = replace(c, id=c.id if last else f"{c.id}__sum{k}", args=(total, term), step=None)   # whole-tensor only: the step engines read the plan's own calls
-            inserted.setdefault(max(made.get(total, -1), made.get(term, -1)), []).append(step)
+            step = replace(by_id[sum_id], id=sum_id if last else f"{sum_id}__sum{k}", args=(total, term), step=None)   # whole-tensor only: the step engines read the plan's own calls
+            inserted.setdefault(at, []).append(step)
             total = step.id
-        replaced.add(c.id)
-    if not replaced:
+    if not running:
         return calls
     out = [step for step in inserted.get(-1, [])]
     for i, c in enumerate(calls):
-        if c.id not in replaced:
+        if c.id not in running:
             out.append(c)
         out.extend(inserted.get(i, []))
     return out

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from arspec_torch import armodel, cache, ccache, cstep, declared, distributions, kernels, keyhistory, staticstep, stepplan
 from arspec_torch.compile import orders_of
+from arspec_torch.fusion import running_sum_terms
 from arspec_torch.plan import Plan, PlanCall, conditioning_of, plan_of
 
 import arspec
@@ -133,15 +134,12 @@ def _forward(plan: Plan) -> list[str]:
     three values or more (WaveNet's skips) is a running sum, each term added as soon as it and the
     sum so far exist (as hand-written code writes `skip = skip + s`), so the terms are never all
     alive at once."""
-    made = {pc.step.id: i for i, pc in enumerate(plan.calls)}
-    running = {pc.step.id: sorted(pc.step.args, key=lambda a: made.get(a, -1)) for pc in plan.calls
-               if pc.step.kind == "add" and len(pc.step.args) >= 3 and len(set(pc.step.args)) == len(pc.step.args)}
+    running = running_sum_terms([pc.step.id for pc in plan.calls], {pc.step.id: pc.step.args for pc in plan.calls if pc.step.kind == "add"})
     after: dict[int, list[tuple[str, str, tuple[str, ...]]]] = {}           # statements after call i: (target, expression, reads)
     for total, terms in running.items():
-        so_far, ready = terms[0], made.get(terms[0], -1)
-        for term in terms[1:]:
-            ready = max(ready, made.get(term, -1))                      # the sum so far and this term both exist
-            after.setdefault(ready, []).append((total, f"{name(so_far)} + {name(term)}", (so_far, term)))
+        so_far = terms[0][0]
+        for term, at in terms[1:]:                                     # at: the sum so far and this term both exist
+            after.setdefault(at, []).append((total, f"{name(so_far)} + {name(term)}", (so_far, term)))
             so_far = total
     statements: list[tuple[Any, str, str, tuple[str, ...]]] = list((None, *entry) for entry in after.get(-1, []))
     for i, pc in enumerate(plan.calls):
