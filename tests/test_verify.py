@@ -15,7 +15,7 @@ import torch
 
 from arspec.cli.main import main
 from arspec.verification import verify
-from arspec.verification.analysis import fields
+from arspec.verification.analysis import BACKWARD_FACTOR, field_rows, fields
 from arspec.verification.api import make_input
 from arspec.verification.perturb import measured_dependencies
 from arspec.verification.tape import record
@@ -70,6 +70,25 @@ def test_traced_dependencies_equal_the_measured_ones(name, shape, kind, output, 
     latest = report.modes[0].latest.reshape(-1)
     expected = np.array([steps[row].max() if row.any() else -np.inf for row in traced])
     assert np.array_equal(latest, expected)               # the max replay agrees with the fields, element by element
+
+
+def test_fields_are_the_same_however_many_rows_a_backward_pass_stacks():
+    model = hw.pixelcnn_rgb().eval()
+    shape = (3, 4, 4)
+    tape = record(model, make_input("categorical:4", shape, 2, torch.float32, 0))
+    layout = verify(model, shape, input="categorical:4", output="b (k c) h w", order="rgb", mode="eval", blind="none").layout
+    elements = [tuple(int(i) for i in np.unravel_index(k, shape)) for k in range(48)]
+    assert field_rows(tape, 2, 1) == 1 and field_rows(tape, 2, 2 ** 40) > 1
+    assert np.array_equal(fields(tape, layout, 2, elements, budget=1), fields(tape, layout, 2, elements, budget=2 ** 40))
+
+
+def test_the_fields_backward_stacks_only_as_many_rows_as_the_budget_allows():
+    model = hw.WaveNet(classes=16, channels=8, dilations=(1, 2, 4, 8)).eval()
+    tape = record(model, make_input("categorical:16", (256,), 2, torch.float32, 0))
+    per_row = BACKWARD_FACTOR * 8 * (tape.peak_data_elements() // 2)
+    assert tape.peak_data_elements() >= 2 * 8 * 256          # at least the hidden channels of both items
+    for rows in (1, 2, 3):
+        assert field_rows(tape, 2, rows * per_row) == rows
 
 
 @pytest.mark.parametrize("name, shape, kind, output, order, element, reads", [
@@ -153,7 +172,7 @@ def test_verify_command_exit_codes_report_json_and_picture(tmp_path, capsys):
     code, out, _ = cli(capsys, "verify", f"{FIXTURE}:pixelcnn_mask_b_first", "--event-shape", "1,6,6", "--picture", str(tmp_path / "f.png"))
     assert code == 1 and "leak: element (0, 0, 0) (step 0) reads (0, 0, 0) (step 0), itself; 36 of 36" in out
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
-    code, out, _ = cli(capsys, "verify", f"{FIXTURE}:pixelcnn", "--event-shape", "1,6,6", "--strict", "--json")
+    code, out, _ = cli(capsys, "verify", f"{FIXTURE}:pixelcnn", "--event-shape", "1,6,6", "--strict", "--json", "--max-memory", "1MB")
     data = json.loads(out)
     assert code == 1 and data["autoregressive"] and not data["ok"] and data["blind_spots"]["affected"] > 0
     code, out, _ = cli(capsys, "verify", f"{FIXTURE}:transformer", "--event-shape", "24", "--input", "categorical:12",

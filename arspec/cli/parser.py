@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or not; auto: sample for events of up to 4,096 elements")
     p.add_argument("--step", metavar="FILE.py:FN", help="an incremental sampler FN(model, x) teacher-forced on x: checked against the full pass")
     p.add_argument("--picture", metavar="PNG", help="draw what the first leaking element (else a middle one) reads")
+    p.add_argument("--max-memory", type=byte_size, metavar="SIZE",
+                   help="bytes one batched backward may use when computing fields, e.g. 2GB (each field is a float64 row; default 4 GiB)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--seed", type=int, default=0)
 

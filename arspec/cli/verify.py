@@ -31,7 +31,7 @@ def run(args: Any) -> int:
     try:
         report = verify(module, event_shape(args.event_shape), input=args.input, output=args.output, order=args.order,
                         strict=args.strict, mode=args.mode, step=step, event_axes=args.event_axes, blind=args.blind_spots,
-                        seed=args.seed, picture=bool(args.picture))
+                        seed=args.seed, picture=bool(args.picture), max_memory=args.max_memory)
     except VerifyError as err:
         raise UsageError(str(err)) from None
     if args.picture:

@@ -145,11 +145,14 @@ def layout_for(event_shape: tuple[int, ...], output: str | None, order: str, eve
 
 def verify(module: torch.nn.Module, event_shape: tuple[int, ...] | list[int], input: str = "binary", output: str | None = None,
            order: str = "raster", strict: bool = False, mode: str = "both", step: Callable[..., Any] | None = None,
-           event_axes: str | None = None, blind: str = "auto", seed: int = 0, picture: bool = False) -> VerifyReport:
+           event_axes: str | None = None, blind: str = "auto", seed: int = 0, picture: bool = False,
+           max_memory: int | None = None) -> VerifyReport:
     """Verify `module` (see the module docstring). `mode`: eval, train or both; `blind`: none,
     sample (the fields of 64 elements spread over the order), all, or auto (sample for events of
     up to 4,096 elements, else none: each field costs a backward pass); `picture`: also compute the
-    field of the first leaking element (else the centre one) for `arspec verify --picture`."""
+    field of the first leaking element (else the centre one) for `arspec verify --picture`;
+    `max_memory`: bytes one batched backward of the fields may use (default: the process's
+    budget, `arspec.resources.memory_budget()`)."""
     start = time.perf_counter()
     shape = tuple(int(s) for s in event_shape)
     if not shape or any(s < 1 for s in shape):
@@ -186,7 +189,7 @@ def verify(module: torch.nn.Module, event_shape: tuple[int, ...] | list[int], in
             notes.append(f"blind spots not looked for: the event has more than {AUTO_BLIND_SPOTS:,} elements (--blind-spots sample or all)")
     chosen = sample_elements(layout, BLIND_SPOT_SAMPLE if blind == "sample" else int(np.prod(shape))) if blind != "none" else []
     drawn = [leak[0] if leak else tuple(s // 2 for s in shape)] if picture else []
-    found = fields(tape, layout, BATCH_SIZE, [*chosen, *drawn])
+    found = fields(tape, layout, BATCH_SIZE, [*chosen, *drawn], budget=max_memory)
     if blind != "none":
         report.blind = blind_spots(layout, chosen, found[:len(chosen)])
     if drawn:

@@ -93,7 +93,7 @@ class Replay:
     # -- running the tape -------------------------------------------------------------------------
     def run(self) -> Any:
         from arspec.verification.rules import rule_for
-        last_use = self._last_uses()
+        last_use = self.tape.last_uses()
         for index, entry in enumerate(self.tape.entries):
             outputs = [o for o in tree_flatten(entry.outputs)[0] if isinstance(o, Ref)]
             if not outputs:
@@ -160,22 +160,3 @@ class Replay:
         current.dep.copy_(new.dep)
         current.zero.copy_(new.zero)
         current.ninf.copy_(new.ninf)
-
-    def _last_uses(self) -> dict[int, list[int]]:
-        """Per entry, the tensors (by id) no later entry and no output reads (dropped then). A
-        tensor that shares storage with another (a view) is kept while any of them is used."""
-        last: dict[int, int] = {}
-        roots: dict[int, int] = {tid: info.root for tid, info in self.tape.tensors.items()}
-        keep = {roots.get(r.id, r.id) for r in tree_flatten(self.tape.output)[0] if isinstance(r, Ref)}
-        for index, entry in enumerate(self.tape.entries):
-            for r in tree_flatten((entry.args, entry.kwargs, entry.outputs))[0]:
-                if isinstance(r, Ref):
-                    last[roots.get(r.id, r.id)] = index
-        out: dict[int, list[int]] = {}
-        for tid, root in roots.items():
-            if root in keep or tid == self.tape.data:
-                continue
-            final = last.get(root)
-            if final is not None:
-                out.setdefault(final, []).append(tid)
-        return out

@@ -10,6 +10,7 @@ module is recorded whatever Python it is written in. Values read back into Pytho
 `.tolist()`, `.numpy()`) are noted: what the module does with them is not recorded."""
 from __future__ import annotations
 
+import math
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -76,6 +77,49 @@ class Tape:
     def value(self, ref: Ref) -> torch.Tensor | None:
         """The value a constant or integer tensor had when it was read (None for others)."""
         return self.values.get((ref.id, ref.version))
+
+    def last_uses(self) -> dict[int, list[int]]:
+        """Per entry, the tensors (by id) no later entry and no output reads (dropped then). A
+        tensor that shares storage with another (a view) is kept while any of them is used."""
+        last: dict[int, int] = {}
+        roots = {tid: info.root for tid, info in self.tensors.items()}
+        keep = {roots.get(r.id, r.id) for r in tree_flatten(self.output)[0] if isinstance(r, Ref)}
+        for index, entry in enumerate(self.entries):
+            for r in tree_flatten((entry.args, entry.kwargs, entry.outputs))[0]:
+                if isinstance(r, Ref):
+                    last[roots.get(r.id, r.id)] = index
+        out: dict[int, list[int]] = {}
+        for tid, root in roots.items():
+            if root in keep or tid == self.data:
+                continue
+            final = last.get(root)
+            if final is not None:
+                out.setdefault(final, []).append(tid)
+        return out
+
+    def peak_data_elements(self) -> int:
+        """The most elements of values that depend on the data (the data itself, and what was
+        computed from it) alive at once in the pass, each dropped after its last use: what a
+        replay of the pass, and each row of its backward, hold at their peak."""
+        uses = self.last_uses()
+        dependent = {self.data}
+        live = {self.data}
+        now = peak = math.prod(self.tensors[self.data].shape)
+        for index, entry in enumerate(self.entries):
+            reads = {self.tensors[r.id].root for r in tree_flatten((entry.args, entry.kwargs))[0] if isinstance(r, Ref)}
+            if reads & dependent:
+                for r in tree_flatten(entry.outputs)[0]:
+                    root = self.tensors[r.id].root if isinstance(r, Ref) else None
+                    if root is not None and root not in live:
+                        dependent.add(root)
+                        live.add(root)
+                        now += math.prod(self.tensors[root].shape)
+            peak = max(peak, now)
+            for tid in uses.get(index, ()):
+                if tid in live:
+                    live.discard(tid)
+                    now -= math.prod(self.tensors[tid].shape)
+        return peak
 
 
 def _user_line() -> str:
