@@ -417,7 +417,7 @@ class WindowCache:
             chosen = self.engine
         else:
             chosen = "plan" if model.device.type == "cpu" else "static"
-        if chosen == "static" and (keep is not None or self.plan.burst_lag):   # completion; rows computed at once
+        if chosen == "static" and keep is not None:                # completion
             return "torch"
         if chosen == "plan" and model.device.type != "cpu":
             return "static"
@@ -436,8 +436,7 @@ class WindowCache:
             return "cached: the numpy step per position (the C step is not available here: no C compiler, or ARSPEC_STEP=numpy)"
         if engine == "static":
             return "cached: the static step program on the device"
-        why = self.plan_missing or ("completion of given elements" if keep is not None else "") or \
-            ("the static program does not compute a row at a time (a mirrored scan)" if self.plan and self.plan.burst_lag else "")
+        why = self.plan_missing or ("completion of given elements" if keep is not None else "")
         return f"cached, on the slower torch path: {why}" if why else "cached: torch steps"
 
     def _planned(self, model: Any) -> bool:

@@ -195,6 +195,9 @@ class StaticStepProgram:
             for c, compute in calls:
                 if only is not None and c.id not in only:
                     continue
+                if c.id in plan.burst_lag:
+                    self._burst(c, compute, q, local)
+                    continue
                 value = compute(clamped, local)
                 local[c.id] = value
                 if c.id in self.rings:
@@ -203,6 +206,21 @@ class StaticStepProgram:
                     self.rings[c.id].index_copy_(1, slot, value.unsqueeze(1))
                 if self.full is not None and c.id == plan.output:
                     self.full.index_copy_(2, torch.where(inside, p, self.positions), value.unsqueeze(2))
+
+    def _burst(self, c: Any, compute: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor], q: torch.Tensor,
+               local: dict[str, torch.Tensor]) -> None:
+        """A call computed a row at a time (`StepPlan.burst_lag`): at the step where a row's last
+        position is final, every position of the row from right to left. A graph cannot branch,
+        so every step runs the row's W positions, writing to the scratch slot when no row is due."""
+        size, width, positions = self.plan.ring[c.id], self.plan.width, self.positions
+        last = q - self.plan.burst_lag[c.id]
+        due = (last >= 0) & (last < positions) & (last.remainder(width) == width - 1)
+        for j in range(width):
+            p = torch.where(due, last - j, 0)
+            value = compute(p, local)
+            self.rings[c.id].index_copy_(1, torch.where(due, p.remainder(size), size + 1), value.unsqueeze(1))
+            if self.full is not None and c.id == self.plan.output:
+                self.full.index_copy_(2, torch.where(due, p, positions), value.unsqueeze(2))
 
     def redo(self, q: torch.Tensor) -> None:
         """The calls the output at q reads through step q's own values (`StepPlan.redo`): what must
