@@ -82,6 +82,26 @@ def test_fields_are_the_same_however_many_rows_a_backward_pass_stacks():
     assert np.array_equal(fields(tape, layout, 2, elements, budget=1), fields(tape, layout, 2, elements, budget=2 ** 40))
 
 
+class _NeedsTwoItems(torch.nn.Module):
+    """A PixelCNN that refuses a batch of one (as a module calling x.squeeze() would break)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = hw.pixelcnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] < 2:
+            raise RuntimeError("a batch of one")
+        return self.inner(x)
+
+
+def test_fields_come_from_one_item_and_from_the_whole_batch_where_one_item_fails():
+    alone = verify(hw.pixelcnn(), (1, 6, 6), blind="all", mode="eval")
+    batched = verify(_NeedsTwoItems(), (1, 6, 6), blind="all", mode="eval")
+    assert alone.blind is not None and batched.blind is not None and alone.blind.affected > 0
+    assert (alone.blind.affected, alone.blind.example) == (batched.blind.affected, batched.blind.example)
+
+
 def test_the_fields_backward_stacks_only_as_many_rows_as_the_budget_allows():
     model = hw.WaveNet(classes=16, channels=8, dilations=(1, 2, 4, 8)).eval()
     tape = record(model, make_input("categorical:16", (256,), 2, torch.float32, 0))

@@ -25,7 +25,7 @@ from arspec.verification.analysis import (
 )
 from arspec.verification.orders import event_steps
 from arspec.verification.pattern import BATCH, PARAMS, PatternError, parse_pattern, to_elements
-from arspec.verification.tape import record
+from arspec.verification.tape import Tape, record
 
 DEFAULT_AXES = {1: "t", 2: "c t", 3: "c h w", 4: "t c h w"}
 BLIND_SPOT_SAMPLE = 64
@@ -180,6 +180,7 @@ def verify(module: torch.nn.Module, event_shape: tuple[int, ...] | list[int], in
         if which == "eval":
             eval_tape = tape
     assert layout is not None
+    field_mode = "eval" if eval_tape is not None else "train"
     tape = eval_tape or tape
     report = VerifyReport(layout, order, results, None, None, strict, 0.0, notes=notes)
     leak = report.first_leak()
@@ -189,7 +190,10 @@ def verify(module: torch.nn.Module, event_shape: tuple[int, ...] | list[int], in
             notes.append(f"blind spots not looked for: the event has more than {AUTO_BLIND_SPOTS:,} elements (--blind-spots sample or all)")
     chosen = sample_elements(layout, BLIND_SPOT_SAMPLE if blind == "sample" else int(np.prod(shape))) if blind != "none" else []
     drawn = [leak[0] if leak else tuple(s // 2 for s in shape)] if picture else []
-    found = fields(tape, layout, BATCH_SIZE, [*chosen, *drawn], budget=max_memory)
+    found = np.zeros((0, *shape), dtype=bool)
+    if chosen or drawn:
+        one = _one_item_tape(module, x, field_mode, seed)
+        found = fields(one or tape, layout, 1 if one else BATCH_SIZE, [*chosen, *drawn], budget=max_memory)
     if blind != "none":
         report.blind = blind_spots(layout, chosen, found[:len(chosen)])
     if drawn:
@@ -198,6 +202,21 @@ def verify(module: torch.nn.Module, event_shape: tuple[int, ...] | list[int], in
         report.cache = check_cache(module, step, x, layout)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _one_item_tape(module: torch.nn.Module, x: torch.Tensor, mode: str, seed: int) -> Tape | None:
+    """The pass on the first item alone (None if the module cannot take one item): fields are of
+    one item (reads across items are the coupling check's), and their backward holds the replay
+    of every item traced."""
+    copy_ = copy.deepcopy(module)
+    copy_.train(mode == "train")
+    torch.manual_seed(seed)
+    try:
+        tape = record(copy_, x[:1])
+        output_ref(tape)
+    except Exception:                         # e.g. a squeeze that drops a batch of one: the two-item pass serves
+        return None
+    return tape
 
 
 def check_cache(module: torch.nn.Module, step: Callable[..., Any], x: torch.Tensor, layout: Layout) -> CacheCheck:
