@@ -21,7 +21,7 @@ def masked_conv(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias:
     an input whose channels are its innermost axis (a layer norm's or an attention's output) is
     the matrix product hand-written code makes there: no copy into the channel-major layout, and
     its output keeps the input's layout for the next one."""
-    if x.dim() > 2 and weight[0, 0].numel() == 1 and not any(pad_before) and not any(pad_after) and all(s == 1 for s in stride):
+    if x.dim() > 2 and weight.shape[2:].numel() == 1 and not any(pad_before) and not any(pad_after) and all(s == 1 for s in stride):
         last = x.movedim(1, -1)
         if last.is_contiguous() and not x.is_contiguous():
             return F.linear(last, masked(weight, mask).flatten(1), bias).movedim(-1, 1)
@@ -80,9 +80,15 @@ def kept(t: torch.Tensor, key: Any, make: Callable[[], Any]) -> Any:
 
 
 def embedding(x: torch.Tensor, weight: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
-    """Class indices (B, G, *S) -> (B, channels, *S); channel j embeds data channel j mod G."""
-    onehot = F.one_hot(x.long(), weight.shape[1]).to(weight.dtype)                 # (B, G, *S, K)
-    return torch.einsum("bg...k,gkc,gc->bc...", onehot, weight, select.to(weight.dtype))
+    """Class indices (B, G, *S) -> (B, channels, *S); channel j embeds data channel j mod G. A
+    table lookup per group (its backward a scatter-add), not a one-hot product: the rows come
+    back with the channels innermost, as a view in the (B, channels, *S) layout."""
+    x = x.long()
+    select = select.to(weight.dtype)
+    out = F.embedding(x[:, 0], weight[0] * select[0])                                # (B, *S, C)
+    for g in range(1, weight.shape[0]):
+        out = out + F.embedding(x[:, g], weight[g] * select[g])
+    return out.movedim(-1, 1)
 
 
 def shift(x: torch.Tensor, *, by: tuple[int, ...]) -> torch.Tensor:
