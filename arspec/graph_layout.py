@@ -161,7 +161,7 @@ class _Route:
 
 def _sugiyama(graph: nx.DiGraph) -> tuple[dict[str, NodeBox], dict[tuple[str, str], list[tuple[float, float]]]]:
     """grandalf's layered layout, each weakly connected part beside the last; y grows upwards."""
-    from grandalf.graphs import Edge, Graph, Vertex
+    from grandalf.graphs import Edge, Vertex, graph_core
     from grandalf.layouts import SugiyamaLayout
 
     vertices: dict[str, Any] = {}
@@ -174,10 +174,14 @@ def _sugiyama(graph: nx.DiGraph) -> tuple[dict[str, NodeBox], dict[tuple[str, st
         edge = Edge(vertices[a], vertices[b])
         edge.view = _Route()
         edges[(a, b)] = edge
-    laid = Graph(list(vertices.values()), list(edges.values()))
     boxes: dict[str, NodeBox] = {}
     left = 0.0
-    for part in laid.C:
+    order = {name: i for i, name in enumerate(graph.nodes)}
+    for nodes in sorted(nx.weakly_connected_components(graph), key=lambda c: min(order[n] for n in c)):
+        # each part built with its edges in the graph's order: grandalf's own split (Graph.C)
+        # collects them in a set of objects hashed by address, so the layout changed between runs
+        part = graph_core([vertices[n] for n in graph.nodes if n in nodes],
+                          [edges[(a, b)] for a, b in graph.edges if a in nodes])
         layout = SugiyamaLayout(part)
         layout.xspace, layout.yspace = NODE_GAP_INCHES, LAYER_GAP_INCHES
         layout.init_all(roots=[v for v in part.sV if not v.e_in()], optimize=True)
