@@ -167,10 +167,7 @@ def verify(module: torch.nn.Module, event_shape: tuple[int, ...] | list[int], in
     notes: list[str] = []
     eval_tape = None
     for which in (["eval", "train"] if mode == "both" else [mode]):
-        copy_ = copy.deepcopy(module)
-        copy_.train(which == "train")
-        torch.manual_seed(seed)
-        tape = record(copy_, x)
+        tape = _recorded(module, x, which, seed)
         if layout is None:
             layout = layout_for(shape, output, order, event_axes, tape.tensors[output_ref(tape).id].shape)
         try:
@@ -204,15 +201,21 @@ def verify(module: torch.nn.Module, event_shape: tuple[int, ...] | list[int], in
     return report
 
 
+def _recorded(module: torch.nn.Module, x: torch.Tensor, mode: str, seed: int) -> Tape:
+    """One pass of a copy of `module` in `mode` (eval or train) on x, recorded, the random draws
+    seeded so every pass of one check draws the same."""
+    copy_ = copy.deepcopy(module)
+    copy_.train(mode == "train")
+    torch.manual_seed(seed)
+    return record(copy_, x)
+
+
 def _one_item_tape(module: torch.nn.Module, x: torch.Tensor, mode: str, seed: int) -> Tape | None:
     """The pass on the first item alone (None if the module cannot take one item): fields are of
     one item (reads across items are the coupling check's), and their backward holds the replay
     of every item traced."""
-    copy_ = copy.deepcopy(module)
-    copy_.train(mode == "train")
-    torch.manual_seed(seed)
     try:
-        tape = record(copy_, x[:1])
+        tape = _recorded(module, x[:1], mode, seed)
         output_ref(tape)
     except Exception:                         # e.g. a squeeze that drops a batch of one: the two-item pass serves
         return None

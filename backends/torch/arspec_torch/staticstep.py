@@ -200,27 +200,28 @@ class StaticStepProgram:
                     continue
                 value = compute(clamped, local)
                 local[c.id] = value
-                if c.id in self.rings:
-                    size = plan.ring[c.id]
-                    slot = torch.where(inside, p.remainder(size), size + 1)
-                    self.rings[c.id].index_copy_(1, slot, value.unsqueeze(1))
-                if self.full is not None and c.id == plan.output:
-                    self.full.index_copy_(2, torch.where(inside, p, self.positions), value.unsqueeze(2))
+                self._store(c, value, p, inside)
+
+    def _store(self, c: Any, value: torch.Tensor, p: torch.Tensor, inside: torch.Tensor) -> None:
+        """Call c's value at position p into its ring and, for the output when teacher forcing,
+        the full record; where `inside` is false, into the scratch slot (a graph cannot branch)."""
+        if c.id in self.rings:
+            size = self.plan.ring[c.id]
+            self.rings[c.id].index_copy_(1, torch.where(inside, p.remainder(size), size + 1), value.unsqueeze(1))
+        if self.full is not None and c.id == self.plan.output:
+            self.full.index_copy_(2, torch.where(inside, p, self.positions), value.unsqueeze(2))
 
     def _burst(self, c: Any, compute: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor], q: torch.Tensor,
                local: dict[str, torch.Tensor]) -> None:
         """A call computed a row at a time (`StepPlan.burst_lag`): at the step where a row's last
         position is final, every position of the row from right to left. A graph cannot branch,
         so every step runs the row's W positions, writing to the scratch slot when no row is due."""
-        size, width, positions = self.plan.ring[c.id], self.plan.width, self.positions
+        width = self.plan.width
         last = q - self.plan.burst_lag[c.id]
-        due = (last >= 0) & (last < positions) & (last.remainder(width) == width - 1)
+        due = (last >= 0) & (last < self.positions) & (last.remainder(width) == width - 1)
         for j in range(width):
             p = torch.where(due, last - j, 0)
-            value = compute(p, local)
-            self.rings[c.id].index_copy_(1, torch.where(due, p.remainder(size), size + 1), value.unsqueeze(1))
-            if self.full is not None and c.id == self.plan.output:
-                self.full.index_copy_(2, torch.where(due, p, positions), value.unsqueeze(2))
+            self._store(c, compute(p, local), p, due)
 
     def redo(self, q: torch.Tensor) -> None:
         """The calls the output at q reads through step q's own values (`StepPlan.redo`): what must
